@@ -1,0 +1,30 @@
+"""Package definition. Version ranges are the ones tested (see README, "Dependencies")."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="trainer",
+    version="0.1.0",
+    description="Train image CNNs from one config file, locally or as a Vertex AI custom job.",
+    packages=find_packages(include=["trainer", "trainer.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+        "pyyaml>=6.0,<7",
+        "h5py>=3.10,<4",
+        "matplotlib>=3.8,<4",
+        "pillow>=10,<14",
+        "fsspec>=2024.6,<2027",
+        "gcsfs>=2024.6,<2027",
+        "google-cloud-storage>=2.18,<4",
+        "google-cloud-logging>=3.10,<4",
+        "google-cloud-aiplatform>=1.60,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8"],
+    },
+)

@@ -1,0 +1,119 @@
+"""Every registered architecture trains for real, for both tasks, and its saved model predicts."""
+
+import numpy as np
+import pytest
+
+from trainer import artifacts, config, models
+from trainer.errors import UserError
+
+from conftest import blob_images, run_job, write_npz
+
+ARCHS = sorted(models.REGISTRY)
+
+
+@pytest.fixture(scope="module")
+def data32(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data32")
+    x, label, target = blob_images(96, size=32, seed=1)
+    write_npz(folder, "cls.npz", x, label)
+    write_npz(folder, "reg.npz", x, target)
+    return folder
+
+
+def _small(name):
+    return ["model.layer_param=4"] if name in ("raccoon", "penguin") else []
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_each_model_trains_and_saves(name, task, data32, tmp_path):
+    data = data32 / ("cls.npz" if task == "classification" else "reg.npz")
+    result, cfg = run_job(tmp_path, f"name={name}-{task}", f"task={task}", "data.format=npz",
+                          f"data.train={data}", f"model.name={name}", "train.epochs=2",
+                          "train.batch_size=16", *_small(name))
+    assert len(result.metrics["test"]) >= 2
+    assert np.isfinite(result.metrics["test"]["loss"])
+    model, meta = artifacts.load_model(result.outputs["model"])
+    x, _, _ = blob_images(5, size=32, seed=9)
+    pred = model.predict(x[..., None], verbose=0)
+    assert pred.shape == (5, 2)
+    if task == "classification":
+        assert meta["class_names"] == ["0", "1"]
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+        assert "accuracy" in result.metrics["test"]
+    else:
+        assert meta["class_names"] is None
+        assert {"mse", "mae"} <= set(result.metrics["test"])
+
+
+@pytest.mark.parametrize("name, expected_maps", [("raccoon", (4, 4)), ("penguin", (4, 4))])
+def test_seed_002_networks_at_256(name, expected_maps, tmp_path):
+    """RACCOON/PENGUIN downsize 256 -> 4x4 before the dense layers, as seed 002 describes."""
+    cfg = config.from_dict({"task": "regression", "model": {"name": name, "layer_param": 4}})
+    model = models.build_model(cfg, (256, 256, 1), 1)
+    body = model.get_layer(name)
+    flatten = [layer for layer in body.layers if layer.__class__.__name__ == "Flatten"][0]
+    assert tuple(flatten.input_shape[1:3]) == expected_maps
+    assert model.output_shape == (None, 1)
+    # and it trains on a few 256x256 slices
+    rng = np.random.default_rng(0)
+    write_npz(tmp_path / "d", "s.npz", rng.normal(size=(12, 256, 256)).astype(np.float32),
+              rng.normal(size=12).astype(np.float32))
+    result, _ = run_job(tmp_path / "out", f"name={name}", "task=regression", "data.format=npz",
+                        f"data.train={tmp_path / 'd' / 's.npz'}", f"model.name={name}",
+                        "model.layer_param=4", "train.epochs=1", "train.batch_size=4",
+                        "data.validation_split=0.25", "data.test_split=0.25")
+    assert np.isfinite(result.metrics["test"]["loss"])
+
+
+def test_hexagonal_matches_seed_000():
+    cfg = config.from_dict({"task": "regression", "model": {"name": "hexagonal_cnn"}})
+    model = models.build_model(cfg, (32, 32, 1), 2)
+    body = model.get_layer("hexagonal_cnn")
+    convs = [layer.filters for layer in body.layers if layer.__class__.__name__ == "Conv2D"]
+    dense = [layer.units for layer in body.layers if layer.__class__.__name__ == "Dense"]
+    assert convs == [32, 64, 64] and dense == [64, 32, 2]
+    assert model.count_params() == body.count_params()  # regression: no extra head
+
+
+def test_dropout_override_reaches_the_layers():
+    cfg = config.from_dict({"model": {"name": "contact_cnn", "dropout": 0.2}})
+    body = models.build_model(cfg, (32, 32, 1), 2).get_layer("contact_cnn")
+    rates = [layer.rate for layer in body.layers if layer.__class__.__name__ == "Dropout"]
+    assert rates == [0.25, 0.2]
+
+
+def test_user_builder_from_module(tmp_path, monkeypatch, blob_npz):
+    (tmp_path / "my_nets.py").write_text(
+        "from trainer.kerasflavor import keras\n"
+        "def small(input_shape, num_outputs, width=4):\n"
+        "    return keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(width, 3),\n"
+        "        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(num_outputs)], name='mine')\n"
+        "def with_softmax(input_shape, num_outputs):\n"
+        "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),\n"
+        "        keras.layers.Dense(num_outputs, activation='softmax')], name='mine_sm')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result, _ = run_job(tmp_path / "out", "name=mine", "data.format=npz", f"data.train={blob_npz}",
+                        "model.name=my_nets:small", "model.params={width: 6}", "train.epochs=1")
+    model, _ = artifacts.load_model(result.outputs["model"])
+    assert model.get_layer("mine").layers[0].filters == 6
+    # a builder that already ends in softmax does not get a second one
+    cfg = config.from_dict({"model": {"name": "my_nets:with_softmax"}})
+    built = models.build_model(cfg, (16, 16, 1), 3)
+    assert built.layers[-1].name == "mine_sm"
+
+
+def test_model_name_errors(monkeypatch, tmp_path):
+    with pytest.raises(UserError, match="unknown model 'shape_cnn', model.name, did you mean 'shapes_cnn'"):
+        models.resolve_builder("shape_cnn")
+    with pytest.raises(UserError, match="cannot import 'no_such_module'"):
+        models.resolve_builder("no_such_module:f")
+    cfg = config.from_dict({"model": {"name": "shapes_cnn", "layer_param": 3}})
+    with pytest.raises(UserError, match="takes no parameter 'layer_param'"):
+        models.build_model(cfg, (16, 16, 1), 2)
+    cfg = config.from_dict({"model": {"name": "hexagonal_cnn"}})
+    with pytest.raises(UserError, match=r"cannot be built for input shape \(8, 8, 1\)"):
+        models.build_model(cfg, (8, 8, 1), 2)
+    cfg = config.from_dict({"train": {"loss": "mean_squared_eror"}})
+    with pytest.raises(UserError, match="unknown name 'mean_squared_eror', train.loss"):
+        models.compile_model(models.build_model(cfg, (16, 16, 1), 2), cfg)

@@ -1,0 +1,147 @@
+"""Per-epoch checkpoints that let a re-run of the same `name` continue where the last one stopped.
+
+Layout under `<run>/checkpoints/`:
+  epoch-NNNN.*   model + optimizer after epoch NNNN (tf.train.Checkpoint files)
+  best-NNNN.*    model weights of the best epoch so far, by `train.monitor`
+  state.json     written last; names the files above and holds the history so far
+
+`state.json` is the commit point: checkpoint files are uploaded before it, and older files are
+deleted only after it, so a job killed at any moment leaves a state that points at complete files.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from typing import Optional
+
+from trainer import storage
+from trainer.errors import TrainingDiverged, UserError
+from trainer.kerasflavor import keras, tf
+from trainer.rundir import RunDir
+
+STATE = ("checkpoints", "state.json")
+
+
+def monitor_mode(monitor: str) -> str:
+    """'max' for accuracy-like quantities, 'min' for losses and errors (Keras's `auto` rule)."""
+    return "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+
+
+class CheckpointStore:
+    def __init__(self, run: RunDir, model: keras.Model, monitor: str):
+        self.run = run
+        self.model = model
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor)
+        self.state: dict = {"epoch": 0, "last": None, "best": None, "history": [],
+                            "stopped_early": False}
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Restore model and optimizer from the run's last checkpoint; False when there is none."""
+        path = self.run.fetch(*STATE)
+        if path is None:
+            return False
+        with open(path) as f:
+            try:
+                self.state = json.load(f)
+            except json.JSONDecodeError:
+                raise UserError(f"checkpoint state is not valid JSON, {self.run.remote(*STATE)}, "
+                                "expected the file this package writes (delete the run to start "
+                                "over)") from None
+        if self.state.get("last"):
+            prefix = self._fetch_prefix(self.state["last"])
+            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            ckpt.read(prefix).assert_existing_objects_matched()
+        return True
+
+    def _fetch_prefix(self, name: str) -> str:
+        for suffix in (".index", ".data-00000-of-00001"):
+            self.run.fetch("checkpoints", name + suffix)
+        return self.run.local("checkpoints", name)
+
+    def restore_best(self) -> Optional[int]:
+        """Load the best epoch's weights into the model; returns that epoch, or None."""
+        best = self.state.get("best")
+        if not best:
+            return None
+        prefix = self._fetch_prefix(best["name"])
+        tf.train.Checkpoint(model=self.model).read(prefix).expect_partial()
+        return best["epoch"]
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _write(self, name: str, with_optimizer: bool) -> None:
+        prefix = self.run.local("checkpoints", name)
+        objects = {"model": self.model}
+        if with_optimizer:
+            objects["optimizer"] = self.model.optimizer
+        tf.train.Checkpoint(**objects).write(prefix)
+        for path in sorted(glob.glob(prefix + ".*")):
+            self.run.publish("checkpoints", os.path.basename(path))
+
+    def _drop(self, name: Optional[str]) -> None:
+        if not name:
+            return
+        for suffix in (".index", ".data-00000-of-00001"):
+            storage.remove(self.run.remote("checkpoints", name + suffix))
+            local = os.path.join(self.run.staging, "checkpoints", name + suffix)
+            if os.path.exists(local):
+                os.unlink(local)
+
+    def is_improvement(self, value: float) -> bool:
+        best = self.state.get("best")
+        if best is None or not math.isfinite(best["value"]):
+            return math.isfinite(value)
+        return value < best["value"] if self.mode == "min" else value > best["value"]
+
+    def save_epoch(self, epoch: int, logs: dict) -> None:
+        """Record epoch `epoch` (1-based): checkpoint files first, then the state that names them."""
+        old_last, old_best = self.state.get("last"), (self.state.get("best") or {}).get("name")
+        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        self.state["history"] = [r for r in self.state["history"] if r["epoch"] < epoch] + [row]
+        value = row.get(self.monitor)
+        new_best = value is not None and self.is_improvement(value)
+        if new_best:
+            name = f"best-{epoch:04d}"
+            self._write(name, with_optimizer=False)
+            self.state["best"] = {"name": name, "epoch": epoch, "value": value}
+        last = f"epoch-{epoch:04d}"
+        self._write(last, with_optimizer=True)
+        self.state.update(epoch=epoch, last=last, monitor=self.monitor)
+        self.write_state()
+        if old_last != last:
+            self._drop(old_last)
+        if new_best and old_best != self.state["best"]["name"]:
+            self._drop(old_best)
+
+    def write_state(self) -> None:
+        path = self.run.local(*STATE)
+        with open(path, "w") as f:
+            json.dump(self.state, f, indent=1)
+        self.run.publish(*STATE)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the checkpoint and the state after every epoch, and checks that `monitor` exists."""
+
+    def __init__(self, store: CheckpointStore):
+        super().__init__()
+        self.store = store
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            # Never checkpoint diverged weights: a re-run resumes from the last finite epoch.
+            raise TrainingDiverged(
+                f"loss became {loss} in epoch {epoch + 1}, training, expected a finite loss "
+                "(lower train.learning_rate, keep data.standardize on, or check the data for NaN)")
+        if self.store.monitor not in logs:
+            raise UserError(f"'{self.store.monitor}' is not among the logged quantities, "
+                            f"train.monitor, expected one of {', '.join(sorted(logs))}")
+        self.store.save_epoch(epoch + 1, logs)

@@ -1,0 +1,348 @@
+"""The typed config of one training run.
+
+Built in one fixed order: dataclass defaults -> YAML file -> `--set` overrides, then validated and
+frozen. Defaults and their documentation live here and nowhere else; the README's configuration
+reference is generated from these classes (see `reference_markdown`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from trainer.errors import UserError
+
+PathList = Union[str, list[str]]
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose documentation travels with it."""
+    if "default_factory" in kwargs:
+        return field(default_factory=kwargs.pop("default_factory"), metadata={"doc": text, **kwargs})
+    return field(default=kwargs.pop("default"), metadata={"doc": text, **kwargs})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = _doc(
+        "Layout of the data: `npz` (shards with arrays `x`, `y`), `npy` (paired `x*.npy`/`y*.npy`) "
+        "or `shapes` (the generated demo set of circles, squares and triangles).",
+        default="shapes",
+        choices=("npz", "npy", "shapes"),
+    )
+    train: Optional[PathList] = _doc(
+        "Training data: a path, glob or list of them (local, `gs://` or `/gcs/`).", default=None
+    )
+    val: Optional[PathList] = _doc(
+        "Validation data. When missing, `validation_split` carves it out of `train`.", default=None
+    )
+    test: Optional[PathList] = _doc(
+        "Test data. When missing, `test_split` carves it out of `train`.", default=None
+    )
+    validation_split: float = _doc(
+        "Fraction of `train` held out for validation when `val` is not given.",
+        default=0.2, min=0.0, max=0.9,
+    )
+    test_split: float = _doc(
+        "Fraction of `train` held out for testing when `test` is not given.",
+        default=0.1, min=0.0, max=0.9,
+    )
+    standardize: bool = _doc(
+        "Standardise inputs per channel with the training split's mean and std. The statistics are "
+        "stored inside the saved model, so prediction needs nothing else.",
+        default=True,
+    )
+    image_size: list[int] = _doc(
+        "Height and width of the generated `shapes` images.", default_factory=lambda: [32, 32]
+    )
+    samples_per_class: int = _doc(
+        "Number of generated `shapes` images per class.", default=400, min=1
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _doc(
+        "A registered architecture (`contact_cnn`, `hexagonal_cnn`, `raccoon`, `penguin`, "
+        "`shapes_cnn`, `blueprint_cnn`, `tiny_cnn`) or `package.module:function`, your own builder "
+        "called as `function(input_shape, num_outputs, **params)`.",
+        default="shapes_cnn",
+    )
+    dropout: Optional[float] = _doc(
+        "Dropout rate of the dense layers; empty means the architecture's own default.",
+        default=None, min=0.0, max=0.95,
+    )
+    layer_param: Optional[int] = _doc(
+        "Width multiplier of `raccoon` and `penguin` (feature maps of the first layer).",
+        default=None, min=1,
+    )
+    params: dict = _doc(
+        "Extra keyword arguments passed to the builder (for your own `module:function`).",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _doc(
+        "Total epochs. A re-run of the same `name` continues from its last checkpoint up to this.",
+        default=10, min=1,
+    )
+    batch_size: int = _doc("Samples per batch.", default=32, min=1)
+    learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True)
+    seed: int = _doc(
+        "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0
+    )
+    deterministic: bool = _doc(
+        "Use deterministic TensorFlow ops, so a CPU run with the same seed repeats exactly.",
+        default=True,
+    )
+    loss: Optional[str] = _doc(
+        "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
+        "classification, `rmse` for regression).",
+        default=None,
+    )
+    metrics: Optional[list[str]] = _doc(
+        "Metric names; empty means the task's default (`accuracy`, or `mse` and `mae`).",
+        default=None,
+    )
+    early_stopping_patience: int = _doc(
+        "Stop after this many epochs without improvement of `monitor`; 0 turns it off.",
+        default=5, min=0,
+    )
+    monitor: str = _doc(
+        "The quantity for early stopping and best-model selection.", default="val_loss"
+    )
+    restore_best: bool = _doc(
+        "Save the weights of the best epoch (by `monitor`) as `model.h5`, not the last epoch's.",
+        default=True,
+    )
+    class_weight: str = _doc(
+        "`balanced` weighs each class by the inverse of its frequency in the training split "
+        "(for imbalanced classes); `none` weighs all alike.",
+        default="none", choices=("none", "balanced"),
+    )
+    strategy: str = _doc(
+        "tf.distribute strategy: `auto` (MirroredStrategy when several GPUs are present), "
+        "`mirrored` or `default` (one device).",
+        default="auto", choices=("auto", "mirrored", "default"),
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = _doc(
+        "Where runs go; each run writes to `<dir>/<name>/`. Local path, `gs://` or `/gcs/`.",
+        default="runs",
+    )
+    plots: bool = _doc("Write `plots/history.png` and, for classification, the confusion matrix.",
+                       default=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _doc(
+        "The run's name. Re-running the same name in the same output dir resumes it.",
+        default="demo",
+    )
+    task: str = _doc(
+        "`classification` or `regression`; picks the head, loss and metrics.",
+        default="classification", choices=("classification", "regression"),
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a config: defaults -> YAML -> overrides -> validation.
+
+
+def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
+         output_dir: Optional[str] = None) -> Config:
+    """Build the run's config from an optional YAML file (any storage path) and `--set` overrides."""
+    raw: dict = {}
+    source = "--set" if overrides else "the built-in demo config"
+    if path:
+        from trainer import storage
+
+        source = path
+        raw = parse_yaml(storage.read_text(path), source)
+    for item in overrides:
+        apply_override(raw, item)
+    if output_dir:
+        raw.setdefault("output", {})
+        if not isinstance(raw["output"], dict):
+            raise UserError(f"key 'output' is not a mapping, {source}, expected a section")
+        raw["output"]["dir"] = output_dir
+    return from_dict(raw, source)
+
+
+def parse_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"invalid YAML, {source}{where}, expected a mapping of config keys") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"config is a {type(data).__name__}, {source}, expected a mapping of config keys"
+        )
+    return data
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `key.sub=value` override; the value is parsed as a YAML scalar or list."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"override {item!r} is not key=value, --set, expected e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"value of override {item!r} is not valid YAML, --set, "
+                        "expected a scalar or a [list]") from None
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"key '{'.'.join(parts[:depth + 1])}' is not a section, --set {item}, "
+                            "expected a section such as train or data")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict, source: str = "config") -> Config:
+    """Validate a plain mapping into a frozen Config, naming the first bad key and what it expects."""
+    return _build(Config, raw, source, prefix="")
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"key '{prefix.rstrip('.')}' is a {type(raw).__name__}, {source}, "
+                        "expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"did you mean '{prefix}{near[0]}'?" if near else (
+                f"expected one of {', '.join(prefix + k for k in fields)}")
+            raise UserError(f"unknown key '{prefix}{key}', {source}, {hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value if value is not None else {}, source, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_value(value, kind, fields[key].metadata, f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: str) -> Any:
+    value = _coerce(value, kind, key, source)
+    if value is None:
+        return None
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise UserError(f"invalid value {value!r} for '{key}', {source}, "
+                        f"expected one of {', '.join(choices)}{hint}")
+    low, high = meta.get("min"), meta.get("max")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
+            op = ">" if meta.get("exclusive_min") else ">="
+            raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {op} {low}")
+        if high is not None and value > high:
+            raise UserError(f"invalid value {value!r} for '{key}', {source}, expected <= {high}")
+    return value
+
+
+def _type_name(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(kind) if a is not type(None)]
+        return " or ".join(names)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            dict: "a mapping"}.get(kind, str(kind))
+
+
+def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except UserError:
+                continue
+        raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {_type_name(kind)}")
+    if origin is list:
+        (item_kind,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise UserError(f"invalid value {value!r} for '{key}', {source}, "
+                            f"expected {_type_name(kind)}")
+        return [_coerce(v, item_kind, key, source) for v in value]
+    if kind is float and isinstance(value, str):
+        # PyYAML reads `1e-3` (no dot) as a string; users mean the number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }.get(kind, False)
+    if not ok:
+        raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {_type_name(kind)}")
+    return float(value) if kind is float else value
+
+
+# ----------------------------------------------------------------------------------------------
+# Documentation generated from the classes, so the README cannot drift from the code.
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table, one row per key."""
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = hints[f.name]
+            if dataclasses.is_dataclass(kind):
+                walk(kind, f"{prefix}{f.name}.")
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            shown = "" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+            shown = shown.removesuffix("\n...").strip()
+            doc = f.metadata.get("doc", "")
+            rows.append(f"| `{prefix}{f.name}` | {_type_name(kind)} | `{shown}` | {doc} |")
+
+    walk(Config, "")
+    return "\n".join(rows)

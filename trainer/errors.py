@@ -1,0 +1,15 @@
+"""The one exception type that means "the user's input is wrong".
+
+Entry points turn it into a single `error: ...` line on stderr and exit status 2, with no traceback;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad config, data or path. The message says what, where, and what was expected."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite during training."""

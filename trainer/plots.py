@@ -1,0 +1,58 @@
+"""PNG plots of a run: training curves (seeds 000 and 004) and the confusion matrix (seed 004)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on a training machine
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_SKIP = {"epoch", "epoch_time_s", "samples_per_s"}
+
+
+def history_plot(history: list[dict], path: str, title: str) -> None:
+    """One panel per quantity (loss and each metric), training against validation."""
+    keys = [k for k in history[0] if k not in _SKIP and not k.startswith("val_")]
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot(epochs, [row[key] for row in history], marker="o", label="training")
+        if f"val_{key}" in history[0]:
+            ax.plot(epochs, [row.get(f"val_{key}", np.nan) for row in history], marker="o",
+                    label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def confusion_plot(matrix: np.ndarray, class_names: list[str], path: str, title: str) -> None:
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,147 @@
+"""Compile, fit with the project's callbacks, and evaluate.
+
+Resumption follows one rule: a run directory that already has `checkpoints/state.json` continues
+from the last checkpointed epoch up to `train.epochs` in total (seed 002's resume by name).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from trainer import environment
+from trainer.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
+from trainer.config import Config
+from trainer.data import Splits
+from trainer.data.pipeline import channel_stats, make_dataset
+from trainer.kerasflavor import keras, tf
+from trainer.models import build_model, compile_model
+from trainer.rundir import RunDir
+
+log = logging.getLogger("trainer")
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: list[dict]
+    resumed_from_epoch: int
+    best_epoch: Optional[int]
+    stopped_early: bool
+    replicas: int = 1
+    global_batch: int = 0
+    metrics: dict = field(default_factory=dict)
+    test_predictions: Optional[np.ndarray] = None
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds the epoch's wall time and training throughput to the epoch logs."""
+
+    def __init__(self, train_samples: int):
+        super().__init__()
+        self.train_samples = train_samples
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            seconds = time.perf_counter() - self._start
+            logs["epoch_time_s"] = seconds
+            logs["samples_per_s"] = self.train_samples / seconds if seconds > 0 else 0.0
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log record per epoch, its metrics as fields (Cloud Logging reads them as JSON)."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        text = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        log.info("epoch %d/%d %s", epoch + 1, self.total_epochs, text,
+                 extra={"json_fields": {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}})
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights, scaled so that a balanced data set gets weight 1 everywhere."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
+                       strategy: tf.distribute.Strategy) -> TrainResult:
+    t = config.train
+    mean, var = channel_stats(splits.train.x) if config.data.standardize else (None, None)
+    with strategy.scope():
+        model = build_model(config, splits.input_shape, splits.num_outputs, mean, var)
+        compile_model(model, config)
+        store = CheckpointStore(run, model, t.monitor)
+        resumed = store.load()
+    start_epoch = int(store.state["epoch"])
+    if resumed:
+        log.info("resuming %s from epoch %d (of %d)", run.url, start_epoch, t.epochs)
+
+    global_batch = t.batch_size * strategy.num_replicas_in_sync
+    log.info("replicas in sync: %d, global batch: %d", strategy.num_replicas_in_sync, global_batch)
+    train_ds = make_dataset(splits.train.x, splits.train.y, global_batch, shuffle=True, seed=t.seed)
+    val_ds = make_dataset(splits.val.x, splits.val.y, global_batch, shuffle=False, seed=t.seed)
+    weights = None
+    if config.task == "classification" and t.class_weight == "balanced":
+        weights = class_weights(splits.train.y, splits.num_outputs)
+        log.info("class weights: %s", {splits.class_names[i]: round(w, 3) for i, w in weights.items()})
+
+    early = None
+    callbacks: list = [EpochTimer(len(splits.train)), keras.callbacks.TerminateOnNaN(),
+                       EpochCheckpoint(store)]
+    if t.early_stopping_patience > 0:
+        early = keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience,
+                                              mode=monitor_mode(t.monitor))
+        callbacks.append(early)
+    callbacks += [keras.callbacks.TensorBoard(log_dir=run.live_dir("tensorboard")),
+                  EpochLog(t.epochs)]
+
+    if store.state.get("stopped_early"):
+        log.info("run stopped early at epoch %d before; not training further", start_epoch)
+    elif start_epoch >= t.epochs:
+        log.info("already trained %d of %d epochs; evaluating only", start_epoch, t.epochs)
+    else:
+        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
+                  class_weight=weights, callbacks=callbacks,
+                  verbose=1 if environment.interactive() else 0)
+        if early is not None and early.stopped_epoch > 0:
+            store.state["stopped_early"] = True
+            store.write_state()
+            log.info("early stopping after epoch %d: %s did not improve for %d epochs",
+                     early.stopped_epoch + 1, t.monitor, t.early_stopping_patience)
+        run.publish_tree("tensorboard")
+
+    best_epoch = None
+    if t.restore_best:
+        with strategy.scope():
+            best_epoch = store.restore_best()
+        if best_epoch is not None:
+            log.info("using the weights of the best epoch, %d (%s)", best_epoch, t.monitor)
+
+    result = TrainResult(model=model, history=list(store.state["history"]),
+                         resumed_from_epoch=start_epoch if resumed else 0, best_epoch=best_epoch,
+                         stopped_early=bool(store.state.get("stopped_early")),
+                         replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
+    test_ds = make_dataset(splits.test.x, splits.test.y, global_batch, shuffle=False, seed=t.seed)
+    for name, ds in (("val", val_ds), ("test", test_ds)):
+        scores = model.evaluate(ds, return_dict=True, verbose=0)
+        result.metrics[name] = {k: float(v) for k, v in scores.items()}
+        log.info("%s: %s", name, " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+    if any(not math.isfinite(v) for v in result.metrics["test"].values()):
+        log.warning("test metrics are not finite")
+    result.test_predictions = model.predict(test_ds, verbose=0)
+    return result
