@@ -27,6 +27,8 @@ class _StdoutHandler(logging.StreamHandler):
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Readable one-line records on stdout beside Keras's progress, so stderr carries only problems."""
+    # TensorFlow logs every checkpoint write at INFO through absl; keep its warnings only.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if log.handlers:
         return
     handler = _StdoutHandler()

@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "YAML config file: local path, gs:// URL or /gcs/ path.")
@@ -42,6 +43,9 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
 
 
 def main(argv: Sequence[str]) -> None:
+    if not FLAGS["verbosity"].present:
+        # absl's INFO would print TensorFlow's internals (every checkpoint shard); -v 0 brings it back.
+        absl_logging.set_verbosity(absl_logging.WARNING)
     if len(argv) > 1:
         print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags "
               "(--config, --set, --output_dir)", file=sys.stderr)
