@@ -11,6 +11,7 @@ WORKDIR /app
 COPY setup.py README.md ./
 COPY trainer ./trainer
 COPY local/configs ./local/configs
+COPY benchmarks ./benchmarks
 # tensorflow[and-cuda] brings the CUDA and cuDNN libraries as wheels, so one image serves CPU and GPU.
 RUN pip install --no-cache-dir "tensorflow[and-cuda]>=2.21,<2.22" . \
     && python -c "import trainer.kerasflavor"

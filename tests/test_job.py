@@ -3,9 +3,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from trainer import artifacts
 from trainer.data import demo
 from trainer.training import class_weights
 
-from conftest import ROOT, blob_images, run_job, write_npz
+from conftest import blob_images, run_job, write_npz
 
 
 def test_demo_reaches_95_percent_and_writes_every_artefact(tmp_path):
@@ -138,25 +135,3 @@ def test_splits_are_reproducible_and_disjoint():
     assert (len(a.train), len(a.val), len(a.test)) == (105, 30, 15)
     flat = lambda s: {row.tobytes() for row in s.x.reshape(len(s), -1)}  # noqa: E731
     assert not flat(a.train) & flat(a.test) and not flat(a.val) & flat(a.test)
-
-
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, blob_npz):
-    """Seed 002's multi-GPU path, exercised with two logical CPU devices in a fresh process."""
-    script = textwrap.dedent(f"""
-        import json
-        from trainer.kerasflavor import tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from trainer import config, environment, job
-        environment.setup_logging()
-        cfg = config.load(None, ["name=m", "data.format=npz", "data.train={blob_npz}",
-                                 "model.name=tiny_cnn", "train.epochs=2", "train.strategy=mirrored",
-                                 "train.batch_size=8"], output_dir={str(tmp_path)!r})
-        print("RESULT", json.dumps(job.run(cfg).metrics["test"]))
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "replicas in sync: 2, global batch: 16" in proc.stdout
-    training = json.loads((tmp_path / "m" / "metrics.json").read_text())["training"]
-    assert (training["replicas"], training["global_batch"]) == (2, 16)

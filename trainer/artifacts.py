@@ -20,7 +20,7 @@ from trainer.config import Config
 from trainer.data import Splits
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
-from trainer.models import CUSTOM_OBJECTS
+from trainer.models import CUSTOM_OBJECTS, as_float32
 from trainer.rundir import RunDir
 from trainer.training import TrainResult
 
@@ -65,7 +65,8 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     metadata = {"task": config.task, "class_names": splits.class_names,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
                 "model": config.model.name, "name": config.name}
-    save_model(result.model, run.local("model.h5"), metadata)
+    # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
+    save_model(as_float32(result.model), run.local("model.h5"), metadata)
     out["model"] = run.publish("model.h5")
 
     with open(run.local("config.yaml"), "w") as f:
@@ -81,7 +82,8 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     metrics["training"] = {"epochs_trained": len(result.history), "best_epoch": result.best_epoch,
                            "resumed_from_epoch": result.resumed_from_epoch,
                            "stopped_early": result.stopped_early, "wall_time_s": wall_time_s,
-                           "replicas": result.replicas, "global_batch": result.global_batch}
+                           "replicas": result.replicas, "global_batch": result.global_batch,
+                           **result.runtime}
     matrix: Optional[np.ndarray] = None
     if splits.class_names and result.test_predictions is not None:
         predicted = result.test_predictions.argmax(axis=1)

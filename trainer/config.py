@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -94,7 +94,9 @@ class TrainConfig:
         "Total epochs. A re-run of the same `name` continues from its last checkpoint up to this.",
         default=10, min=1,
     )
-    batch_size: int = _doc("Samples per batch.", default=32, min=1)
+    batch_size: int = _doc(
+        "Samples per batch on each replica; the global batch is this times the replicas in sync.",
+        default=32, min=1)
     learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True)
     seed: int = _doc(
         "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0
@@ -132,6 +134,22 @@ class TrainConfig:
         "tf.distribute strategy: `auto` (MirroredStrategy when several GPUs are present), "
         "`mirrored` or `default` (one device).",
         default="auto", choices=("auto", "mirrored", "default"),
+    )
+    mixed_precision: str = _doc(
+        "`auto` (float16 compute on a GPU that supports it, off on the CPU), `float16`, "
+        "`bfloat16` or `off`. Outputs and loss stay float32; float16 uses loss scaling; the saved "
+        "`model.h5` is float32 and loads on any machine.",
+        default="auto", choices=("auto", "float16", "bfloat16", "off"),
+    )
+    jit_compile: Union[str, bool] = _doc(
+        "XLA compilation: `auto` (on with a GPU, off on the CPU, where it is slower for these "
+        "models), `true` or `false`.",
+        default="auto", choices=("auto", True, False),
+    )
+    scale_lr_with_replicas: bool = _doc(
+        "Multiply `learning_rate` by the replicas in sync (the linear scaling rule), since the "
+        "global batch is `batch_size` times the replicas.",
+        default=False,
     )
 
 
@@ -259,11 +277,12 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
     if value is None:
         return None
     choices = meta.get("choices")
-    if choices and value not in choices:
-        near = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    if choices and not any(value == c and type(value) is type(c) for c in choices):
+        names = [yaml.safe_dump(c).split("\n")[0] if isinstance(c, bool) else c for c in choices]
+        near = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise UserError(f"invalid value {value!r} for '{key}', {source}, "
-                        f"expected one of {', '.join(choices)}{hint}")
+                        f"expected one of {', '.join(names)}{hint}")
     low, high = meta.get("min"), meta.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):

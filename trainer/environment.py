@@ -6,7 +6,10 @@ The only module below `task.py` that reads environment variables or asks which d
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
+from dataclasses import dataclass
 
 from trainer.kerasflavor import keras, tf
 
@@ -61,3 +64,58 @@ def choose_strategy(name: str) -> tf.distribute.Strategy:
 def interactive() -> bool:
     """Whether progress bars make sense (a terminal is watching)."""
     return sys.stdout.isatty()
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """What this process can compute on, as the precision and XLA defaults need it."""
+
+    cpus: int
+    gpus: tuple[dict, ...]  # {"name", "compute_capability", "memory_mib"} per GPU
+
+    @property
+    def fp16_capable(self) -> bool:
+        """float16 pays off from Volta (compute capability 7.0, tensor cores) on."""
+        return any((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in self.gpus)
+
+    def describe(self) -> str:
+        if not self.gpus:
+            return f"{self.cpus} CPU cores, no GPU"
+        gpus = ", ".join(f"{g['name']} (compute {'.'.join(map(str, g['compute_capability'] or ()))}"
+                         f"{', %d MiB' % g['memory_mib'] if g.get('memory_mib') else ''})"
+                         for g in self.gpus)
+        return f"{self.cpus} CPU cores, {len(self.gpus)} GPU: {gpus}"
+
+
+def _gpu_memory_mib() -> list[int]:
+    """Total memory per GPU from nvidia-smi, where it exists (TensorFlow does not report it)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return [int(line) for line in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
+def accelerators() -> Accelerators:
+    gpus = []
+    physical = tf.config.list_physical_devices("GPU")
+    memory = _gpu_memory_mib() if physical else []
+    for i, device in enumerate(physical):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append({"name": details.get("device_name", device.name),
+                     "compute_capability": details.get("compute_capability"),
+                     "memory_mib": memory[i] if i < len(memory) else None})
+    return Accelerators(cpus=os.cpu_count() or 1, gpus=tuple(gpus))
+
+
+def precision_policy(setting: str, acc: Accelerators) -> str:
+    """The Keras dtype policy for `train.mixed_precision`."""
+    if setting == "auto":
+        return "mixed_float16" if acc.fp16_capable else "float32"
+    return {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}[setting]
+
+
+def use_xla(setting, acc: Accelerators) -> bool:
+    """`train.jit_compile`: `auto` is XLA on a GPU only (NOTES: slower on this CPU for these nets)."""
+    return bool(acc.gpus) if setting == "auto" else bool(setting)

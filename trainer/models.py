@@ -198,9 +198,22 @@ def _ends_in_softmax(model: keras.Model) -> bool:
 
 
 def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
-                mean: Optional[np.ndarray] = None, variance: Optional[np.ndarray] = None
-                ) -> keras.Model:
-    """The full network: [standardise] -> architecture -> [softmax for classification]."""
+                mean: Optional[np.ndarray] = None, variance: Optional[np.ndarray] = None,
+                policy: str = "float32") -> keras.Model:
+    """The full network: [standardise] -> architecture -> float32 head (softmax or linear).
+
+    `policy` is the Keras dtype policy of the architecture's layers (`mixed_float16`,
+    `mixed_bfloat16`); standardisation and the outputs stay float32 whatever it is.
+    """
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return _build(config, input_shape, num_outputs, mean, variance, mixed=policy != "float32")
+    finally:
+        # Later models (the next run in this process, a float32 copy for saving) start clean.
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed: bool) -> keras.Model:
     builder = resolve_builder(config.model.name)
     kwargs = _builder_kwargs(builder, config)
     try:
@@ -216,12 +229,50 @@ def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if mean is not None:
-        x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize")(x)
+        x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize",
+                                 dtype="float32")(x)
     x = body(x)
+    # The head stays float32 whatever precision policy the body uses (numerically safe loss).
     if config.task == "classification" and not _ends_in_softmax(body):
-        # The head stays float32 whatever precision policy the body uses.
         x = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    elif mixed:
+        x = layers.Activation("linear", dtype="float32", name="outputs")(x)
     return keras.Model(inputs, x, name=body.name)
+
+
+def _float32_config(node):
+    """A model config with every mixed dtype policy replaced by float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") in ("Policy", "DTypePolicy") and isinstance(node.get("config"), dict):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_float32_config(v) for v in node]
+    if node in ("mixed_float16", "mixed_bfloat16"):
+        return "float32"
+    return node
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same network and weights computing in float32, for saving a model any machine can run.
+
+    Mixed-precision variables are float32 already, so the weights copy over unchanged.
+    """
+    policies = {layer.dtype_policy.name for layer in _all_layers(model)}
+    if policies <= {"float32"}:
+        return model
+    clone = keras.Model.from_config(_float32_config(model.get_config()), custom_objects=CUSTOM_OBJECTS)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _all_layers(model: keras.Model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out += _all_layers(layer)
+    return out
 
 
 @keras.saving.register_keras_serializable(package="trainer")
@@ -236,7 +287,10 @@ DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mse", "mae"]}
 CUSTOM_OBJECTS = {"rmse": rmse}
 
 
-def compile_model(model: keras.Model, config: Config) -> None:
+def compile_model(model: keras.Model, config: Config, learning_rate: Optional[float] = None,
+                  jit_compile: bool = False) -> None:
+    """Adam at `learning_rate` (default: the config's), the task's loss and metrics, optional XLA."""
+    learning_rate = config.train.learning_rate if learning_rate is None else learning_rate
     loss_name = config.train.loss or DEFAULT_LOSS[config.task]
     metrics = config.train.metrics or DEFAULT_METRICS[config.task]
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
@@ -254,8 +308,9 @@ def compile_model(model: keras.Model, config: Config) -> None:
                                 f"{DEFAULT_LOSS[config.task] if kind == 'train.loss' else 'accuracy, mae'}"
                                 ) from None
     try:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.train.learning_rate),
-                      loss=loss, metrics=list(metrics))
+        # Under a mixed_float16 policy tf-keras wraps the optimizer in a LossScaleOptimizer itself.
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                      loss=loss, metrics=list(metrics), jit_compile=jit_compile)
     except ValueError as exc:
         raise UserError(f"cannot compile ({exc}), train.loss={loss_name} train.metrics={metrics}, "
                         "expected Keras loss and metric names") from None

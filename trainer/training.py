@@ -35,6 +35,7 @@ class TrainResult:
     stopped_early: bool
     replicas: int = 1
     global_batch: int = 0
+    runtime: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     test_predictions: Optional[np.ndarray] = None
 
@@ -82,17 +83,26 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        strategy: tf.distribute.Strategy) -> TrainResult:
     t = config.train
     mean, var = channel_stats(splits.train.x) if config.data.standardize else (None, None)
+    acc = environment.accelerators()
+    policy = environment.precision_policy(t.mixed_precision, acc)
+    xla = environment.use_xla(t.jit_compile, acc)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = t.batch_size * replicas
+    learning_rate = t.learning_rate * (replicas if t.scale_lr_with_replicas else 1)
+    log.info("devices: %s; precision policy: %s; XLA: %s; replicas in sync: %d", acc.describe(),
+             policy, "on" if xla else "off", replicas)
+    log.info("global batch: %d (%d per replica x %d); learning rate: %g%s", global_batch,
+             t.batch_size, replicas, learning_rate,
+             " (scaled with replicas)" if t.scale_lr_with_replicas and replicas > 1 else "")
     with strategy.scope():
-        model = build_model(config, splits.input_shape, splits.num_outputs, mean, var)
-        compile_model(model, config)
+        model = build_model(config, splits.input_shape, splits.num_outputs, mean, var, policy=policy)
+        compile_model(model, config, learning_rate=learning_rate, jit_compile=xla)
         store = CheckpointStore(run, model, t.monitor)
         resumed = store.load()
     start_epoch = int(store.state["epoch"])
     if resumed:
         log.info("resuming %s from epoch %d (of %d)", run.url, start_epoch, t.epochs)
 
-    global_batch = t.batch_size * strategy.num_replicas_in_sync
-    log.info("replicas in sync: %d, global batch: %d", strategy.num_replicas_in_sync, global_batch)
     train_ds = make_dataset(splits.train.x, splits.train.y, global_batch, shuffle=True, seed=t.seed)
     val_ds = make_dataset(splits.val.x, splits.val.y, global_batch, shuffle=False, seed=t.seed)
     weights = None
@@ -135,7 +145,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     result = TrainResult(model=model, history=list(store.state["history"]),
                          resumed_from_epoch=start_epoch if resumed else 0, best_epoch=best_epoch,
                          stopped_early=bool(store.state.get("stopped_early")),
-                         replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
+                         replicas=replicas, global_batch=global_batch,
+                         runtime={"precision_policy": policy, "xla": xla,
+                                  "learning_rate": learning_rate, "devices": acc.describe()})
     test_ds = make_dataset(splits.test.x, splits.test.y, global_batch, shuffle=False, seed=t.seed)
     for name, ds in (("val", val_ds), ("test", test_ds)):
         scores = model.evaluate(ds, return_dict=True, verbose=0)
