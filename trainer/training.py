@@ -18,7 +18,8 @@ from trainer import environment
 from trainer.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
 from trainer.config import Config
 from trainer.data import Splits
-from trainer.data.pipeline import PipelineOptions, make_dataset, steps, window_rows
+from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, steps,
+                                   window_rows)
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
@@ -130,10 +131,11 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     elif start_epoch >= t.epochs:
         log.info("already trained %d of %d epochs; evaluating only", start_epoch, t.epochs)
     else:
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=steps(splits.train.view, train_opts),
-                  class_weight=weights, callbacks=callbacks,
-                  verbose=1 if environment.interactive() else 0)
+        with data_errors():
+            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
+                      steps_per_epoch=steps(splits.train.view, train_opts),
+                      class_weight=weights, callbacks=callbacks,
+                      verbose=1 if environment.interactive() else 0)
         if early is not None and early.stopped_epoch > 0:
             store.state["stopped_early"] = True
             store.write_state()
@@ -154,10 +156,12 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                          replicas=strategy.num_replicas_in_sync, global_batch=global_batch)
     test_ds = make_dataset(splits.test.view, splits.test.y, eval_opts)
     for name, ds in (("val", val_ds), ("test", test_ds)):
-        scores = model.evaluate(ds, return_dict=True, verbose=0)
+        with data_errors():
+            scores = model.evaluate(ds, return_dict=True, verbose=0)
         result.metrics[name] = {k: float(v) for k, v in scores.items()}
         log.info("%s: %s", name, " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     if any(not math.isfinite(v) for v in result.metrics["test"].values()):
         log.warning("test metrics are not finite")
-    result.test_predictions = model.predict(test_ds, verbose=0)
+    with data_errors():
+        result.test_predictions = model.predict(test_ds, verbose=0)
     return result

@@ -104,7 +104,7 @@ def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, 
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def _views(config: Config) -> tuple[dict[str, View], str]:
+def split_views(config: Config) -> tuple[dict[str, View], str]:
     """The three splits as views, and how they were made (`given` or `random`)."""
     d = config.data
     spec = images.spec_from_config(d.image_size, d.color)
@@ -148,7 +148,7 @@ def _views(config: Config) -> tuple[dict[str, View], str]:
 
 
 def load_splits(config: Config) -> Splits:
-    views, method = _views(config)
+    views, method = split_views(config)
     class_names = None
     built = {}
     for key in ("train", "val", "test"):

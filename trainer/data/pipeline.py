@@ -15,7 +15,9 @@ the batch. Memory is a few windows, whatever the size of the data set.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -156,3 +158,15 @@ def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence[str], seed: int, index: 
             rotated = tf.where(k == turns, tf.image.rot90(x, turns), rotated)
         x = rotated
     return x, y
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Turn a reader's UserError raised inside tf.data (which wraps it) back into a UserError."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        found = re.search(r"\bUserError: ([^\n]+)", str(exc))
+        if found is None:
+            raise
+        raise UserError(found.group(1)) from None
