@@ -103,7 +103,7 @@ class DataConfig:
     )
     shuffle_block: int = _doc(
         "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
-        "(remote storage likes large reads).", default=256, min=1,
+        "(remote storage likes large reads).", default=1024, min=1,
     )
     read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
                              default=4, min=1)

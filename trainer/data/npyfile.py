@@ -1,4 +1,4 @@
-""".npy arrays read in pieces: memory-mapped when local, by byte range when remote.
+""".npy arrays read in pieces, by byte range, locally and remotely alike.
 
 An `.npy` file is a header and then the rows back to back, so rows [a, b) are one byte range.
 The same holds for an array stored uncompressed inside an `.npz` (a zip), once the member's
@@ -37,21 +37,22 @@ class NpyArray:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def reader(self) -> Callable[[int, int], np.ndarray]:
-        """`read(a, b)` for rows [a, b): an mmap view locally, a ranged read elsewhere."""
+        """`read(a, b)` for rows [a, b): one ranged read, local or remote.
+
+        Not a memory map: mapped pages of a file read once per epoch count as the process's
+        resident memory and grow with the data set, while a read into a fresh buffer is freed
+        with the block.
+        """
         if self.whole is not None:
             whole = self.whole
             return lambda a, b: whole[a:b]
-        if storage.is_local(self.path) and self.shape[0] > 0:
-            mm = np.memmap(storage.normalize(self.path).removeprefix("file://"), self.dtype, "r",
-                           self.offset, self.shape)
-            return lambda a, b: mm[a:b]
 
         def read(a: int, b: int) -> np.ndarray:
+            out = np.empty((b - a, *self.shape[1:]), self.dtype)
             with storage.open_read(self.path) as f:
                 f.seek(self.offset + a * self.row_bytes)
-                raw = f.read((b - a) * self.row_bytes)
-            return np.frombuffer(raw, self.dtype)[: (len(raw) // self.dtype.itemsize)].reshape(
-                -1, *self.shape[1:])
+                got = f.readinto(memoryview(out).cast("B")) if out.nbytes else 0
+            return out[: got // max(self.row_bytes, 1)]
         return read
 
     def load(self) -> np.ndarray:

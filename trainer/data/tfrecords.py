@@ -158,7 +158,7 @@ def open_shard(path: str, spec: images.ImageSpec) -> Shard:
         raise UserError(f"corrupt or truncated TFRecord ({exc}), {path} record {len(offsets)}, "
                         "expected an intact (optionally GZIP) shard") from None
     if layout is None:
-        return Shard(path, 0, (), np.dtype(np.float32), np.zeros((0,)), lambda a, b: np.zeros((0,)))
+        raise UserError(f"no records, {path}, expected at least one tf.train.Example")
     if batch:
         flush()
     y = np.concatenate(labels)
