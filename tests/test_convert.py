@@ -110,9 +110,9 @@ def _peak_converting(tmp_path, n):
 
 
 def test_conversion_memory_stays_flat(tmp_path):
-    """4x the input (2,000 -> 8,000 samples, 8 MB -> 32 MB) must not raise the peak."""
-    small, large = _peak_converting(tmp_path, 2000), _peak_converting(tmp_path, 8000)
-    input_bytes = 8000 * 16 * 16 * 4
-    print(f"converter peak traced memory: {small} B for 8 MB in, {large} B for 32 MB in")
+    """4x the input (4,000 -> 16,000 samples, 16 MB -> 64 MB) must not raise the peak."""
+    small, large = _peak_converting(tmp_path, 4000), _peak_converting(tmp_path, 16000)
+    input_bytes = 16000 * 16 * 16 * 4
+    print(f"converter peak traced memory: {small} B for 16 MB in, {large} B for 64 MB in")
     assert large < 1.25 * small, (small, large)
     assert large < input_bytes / 4, (large, input_bytes)

@@ -30,15 +30,20 @@ from trainer.data.stats import RunningStats
 from trainer.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "YAML config whose data section names the input.")
-flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
-flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.")
-flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write.")
-flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1)
-flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.")
-flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.")
-flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.")
-flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the only one).")
+
+
+def _define_flags() -> None:
+    """Flags exist only when this module is the program (trainer.task defines --config too)."""
+    flags.DEFINE_string("config", None, "YAML config whose data section names the input.")
+    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
+    flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.")
+    flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write.")
+    flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1)
+    flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.")
+    flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.")
+    flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.")
+    flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the only one).")
+
 
 CHUNK = 256  # rows per read: the unit of streaming
 
@@ -209,4 +214,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -25,9 +25,14 @@ from trainer.config import Config
 from trainer.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).")
-flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
-flags.DEFINE_string("out", None, "Where the sample grid goes (default: <output.dir>/<name>-datacheck).")
+
+
+def _define_flags() -> None:
+    """Flags exist only when this module is the program (trainer.task defines --config too)."""
+    flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).")
+    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
+    flags.DEFINE_string("out", None, "Where the sample grid goes (default: <output.dir>/<name>-datacheck).")
+
 
 IMBALANCE = 5.0  # largest class this many times the smallest: warn
 PER_CLASS = 4
@@ -153,4 +158,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
