@@ -18,6 +18,9 @@ setup(
         "h5py>=3.10,<4",
         "matplotlib>=3.8,<4",
         "pillow>=10,<14",
+        "scipy>=1.17,<2",  # scipy.io.loadmat: seed 001's MATLAB label vectors
+        "av>=18.1,<19",  # PyAV: video frames; its wheels ship FFmpeg's decoders
+        "google-crc32c>=1.5,<2",  # TFRecord checksums (already a google-cloud-storage dependency)
         "fsspec>=2024.6,<2027",
         "gcsfs>=2024.6,<2027",
         "google-cloud-storage>=2.18,<4",

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer import config as config_mod  # noqa: E402
 from trainer import environment, models, storage  # noqa: E402
-from trainer.data.pipeline import make_dataset  # noqa: E402
-from trainer.data.readers import READERS  # noqa: E402
+from trainer.data import load_splits  # noqa: E402
+from trainer.data.pipeline import PipelineOptions, make_dataset  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
 
 
@@ -62,10 +62,13 @@ def write_shards(case: Case, folder: str) -> list[str]:
     return paths
 
 
-def pipeline(paths: list[str], batch: int) -> tf.data.Dataset:
-    """The project's own reader and tf.data pipeline, as a training run uses them."""
-    x, y = READERS["npz"](paths)
-    return make_dataset(x, y, batch, shuffle=True, seed=0)
+def pipeline(paths: list[str], batch: int, epochs: int = 1000) -> tf.data.Dataset:
+    """The project's own readers and shuffling tf.data pipeline, as a training run uses them."""
+    cfg = config_mod.from_dict({"task": "regression", "data": {
+        "format": "npz", "train": paths, "val": paths[:1], "test": paths[:1]}})
+    splits = load_splits(cfg)
+    opts = PipelineOptions(batch_size=batch, shuffle=True, seed=0)
+    return make_dataset(splits.train.view, splits.train.y, opts, epochs=epochs)
 
 
 def input_rate(paths: list[str], batch: int, steps: int) -> float:

@@ -40,6 +40,14 @@ def config_overrides(**kv) -> list[str]:
     return [f"{k}={v}" for k, v in kv.items()]
 
 
+def error_line(stderr: str) -> str:
+    """The one `error:` line that ends stderr; no traceback before it."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    return errors[0]
+
+
 def run_cli(*args: str, module: str = "trainer.task", cwd: str = ROOT, timeout: int = 300):
     """Run the real entry point in a fresh interpreter; returns the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -7,14 +7,7 @@ import numpy as np
 
 from trainer import task
 
-from conftest import blob_images, run_cli, write_npz
-
-
-def _error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
-    return errors[0]
+from conftest import blob_images, error_line, run_cli, write_npz
 
 
 def _run(capsys, tmp_path, *overrides, config=None):
@@ -22,7 +15,7 @@ def _run(capsys, tmp_path, *overrides, config=None):
                       str(tmp_path / "out"))
     captured = capsys.readouterr()
     assert code == 2, captured
-    line = _error_line(captured.err)
+    line = error_line(captured.err)
     assert not (tmp_path / "out" / "bad" / "model.h5").exists()
     return line
 
@@ -103,15 +96,15 @@ def test_real_command_line_exit_status_and_message(tmp_path):
     """The real process: exit status 2, one error line, no traceback, for config and data errors."""
     proc = run_cli("--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
-    assert _error_line(proc.stderr) == f"error: file not found, {tmp_path / 'missing.yaml'}, expected an existing file"
+    assert error_line(proc.stderr) == f"error: file not found, {tmp_path / 'missing.yaml'}, expected an existing file"
     bad = tmp_path / "c.yaml"
     bad.write_text("name: x\ntrain:\n  epoch: 3\n")
     proc = run_cli("--config", str(bad))
     assert proc.returncode == 2
-    assert _error_line(proc.stderr) == (f"error: unknown key 'train.epoch', {bad}, "
+    assert error_line(proc.stderr) == (f"error: unknown key 'train.epoch', {bad}, "
                                         "did you mean 'train.epochs'?")
     path = _shard(tmp_path, "mismatch.npz", n=20, y_len=19)
     proc = run_cli("--set", "data.format=npz", "--set", f"data.train={path}",
                    "--output_dir", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "mismatch.npz" in _error_line(proc.stderr)
+    assert proc.returncode == 2 and "mismatch.npz" in error_line(proc.stderr)
     assert not os.path.exists(tmp_path / "o")

@@ -31,19 +31,34 @@ def _doc(text: str, **kwargs: Any) -> Any:
 @dataclass(frozen=True)
 class DataConfig:
     format: str = _doc(
-        "Layout of the data: `npz` (shards with arrays `x`, `y`), `npy` (paired `x*.npy`/`y*.npy`) "
-        "or `shapes` (the generated demo set of circles, squares and triangles).",
+        "Layout of the data: `npz` (shards with arrays `x`, `y`), `npy` (paired `x*.npy`/`y*.npy`), "
+        "`tfrecord` (`tf.train.Example` shards, raw or PNG images, optionally GZIP), "
+        "`image_folder` (one sub-directory per class of PNG/JPEG/TIFF files), `csv` (a manifest "
+        "of file paths and label columns), `hdf5` (named datasets `x_key`, `y_key`) or `shapes` "
+        "(the generated demo set of circles, squares and triangles).",
         default="shapes",
-        choices=("npz", "npy", "shapes"),
+        choices=("npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"),
     )
     train: Optional[PathList] = _doc(
-        "Training data: a path, glob or list of them (local, `gs://` or `/gcs/`).", default=None
+        "Training data: a path, glob or list of them (local, `gs://` or `/gcs/`). For "
+        "`image_folder`, the folder holding one sub-directory per class.", default=None
     )
     val: Optional[PathList] = _doc(
         "Validation data. When missing, `validation_split` carves it out of `train`.", default=None
     )
     test: Optional[PathList] = _doc(
         "Test data. When missing, `test_split` carves it out of `train`.", default=None
+    )
+    train_rows: Optional[list[int]] = _doc(
+        "`[start, stop)`: use only these rows of `train` (in file order), e.g. seed 002's "
+        "`train_seeds` of one HDF5 file. Empty means all rows.", default=None
+    )
+    val_rows: Optional[list[int]] = _doc(
+        "`[start, stop)` rows of `val` (or of `train`, when `val` is not given).", default=None
+    )
+    test_rows: Optional[list[int]] = _doc(
+        "`[start, stop)` rows of `test` (or of `train`, when `test` is not given), e.g. seed "
+        "002's `[train_seeds, train_seeds + test_seeds)`.", default=None
     )
     validation_split: float = _doc(
         "Fraction of `train` held out for validation when `val` is not given.",
@@ -54,13 +69,44 @@ class DataConfig:
         default=0.1, min=0.0, max=0.9,
     )
     standardize: bool = _doc(
-        "Standardise inputs per channel with the training split's mean and std. The statistics are "
-        "stored inside the saved model, so prediction needs nothing else.",
+        "Standardise inputs per channel with the training split's mean and std (one streaming "
+        "pass before training). The statistics are stored inside the saved model, so prediction "
+        "needs nothing else.",
         default=True,
     )
-    image_size: list[int] = _doc(
-        "Height and width of the generated `shapes` images.", default_factory=lambda: [32, 32]
+    augment: list[str] = _doc(
+        "Random transforms of training batches, drawn anew each epoch from `train.seed`: "
+        "`rot90` (a multiple of 90 degrees; square images), `flip_left_right`, `flip_up_down`.",
+        default_factory=list, choices=("rot90", "flip_left_right", "flip_up_down"),
     )
+    image_size: Optional[list[int]] = _doc(
+        "`[height, width]` that images from files (`image_folder`, `csv`, PNG TFRecords) are "
+        "resized to; empty means the first image's size. Also the size of the generated `shapes` "
+        "(empty: 32x32).", default=None
+    )
+    color: str = _doc(
+        "Channels of images from files: `grey` (1), `rgb` (3) or `auto` (as the first image).",
+        default="auto", choices=("auto", "grey", "rgb"),
+    )
+    path_column: str = _doc("`csv`: the column holding file paths (relative to the CSV file).",
+                            default="path")
+    label_columns: list[str] = _doc(
+        "`csv`: the label column, or several regression targets.",
+        default_factory=lambda: ["label"],
+    )
+    x_key: str = _doc("`hdf5`: the dataset of images.", default="x")
+    y_key: str = _doc("`hdf5`: the dataset of labels or targets.", default="y")
+    shuffle_window: int = _doc(
+        "Samples shuffled together: the pipeline reads this many samples (as random blocks from "
+        "all shards), permutes them, and batches. Bounds the pipeline's memory.",
+        default=16384, min=1,
+    )
+    shuffle_block: int = _doc(
+        "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
+        "(remote storage likes large reads).", default=1024, min=1,
+    )
+    read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
+                             default=4, min=1)
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1
     )
@@ -277,12 +323,8 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
     if value is None:
         return None
     choices = meta.get("choices")
-    if choices and not any(value == c and type(value) is type(c) for c in choices):
-        names = [yaml.safe_dump(c).split("\n")[0] if isinstance(c, bool) else c for c in choices]
-        near = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise UserError(f"invalid value {value!r} for '{key}', {source}, "
-                        f"expected one of {', '.join(names)}{hint}")
+    for item in value if isinstance(value, list) and choices else [value]:
+        _check_choice(item, choices, key, source)
     low, high = meta.get("min"), meta.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
@@ -291,6 +333,16 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
         if high is not None and value > high:
             raise UserError(f"invalid value {value!r} for '{key}', {source}, expected <= {high}")
     return value
+
+
+def _check_choice(value: Any, choices: Optional[tuple], key: str, source: str) -> None:
+    # `True == 1`, so compare types too: `jit_compile: 1` is not `true`.
+    if choices and not any(value == c and type(value) is type(c) for c in choices):
+        names = [yaml.safe_dump(c).split("\n")[0] if isinstance(c, bool) else c for c in choices]
+        near = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise UserError(f"invalid value {value!r} for '{key}', {source}, "
+                        f"expected one of {', '.join(names)}{hint}")
 
 
 def _type_name(kind: Any) -> str:

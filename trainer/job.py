@@ -6,9 +6,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from trainer import artifacts, environment
+from trainer import artifacts, environment, storage
 from trainer.config import Config
 from trainer.data import load_splits
+from trainer.errors import TrainingDiverged, UserError
 from trainer.rundir import RunDir
 from trainer.training import train_and_evaluate
 
@@ -35,12 +36,19 @@ def run(config: Config) -> RunResult:
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
     log.debug("data summary: %s", summary)
     run_dir = RunDir(config.output.dir, config.name)
+    fresh = not storage.exists(run_dir.url)
     try:
         log.info("run %s: model %s, task %s, %d epochs", run_dir.url, config.model.name,
                  config.task, config.train.epochs)
         result = train_and_evaluate(config, splits, run_dir, strategy)
         outputs = artifacts.write_all(config, splits, result, run_dir,
                                       wall_time_s=time.perf_counter() - started)
+    except UserError as exc:
+        # Bad data found mid-run (an undecodable image, a corrupt shard): a new run leaves no
+        # partial output. A diverged run keeps its last finite checkpoint on purpose.
+        if fresh and not isinstance(exc, TrainingDiverged):
+            storage.remove_tree(run_dir.url)
+        raise
     finally:
         run_dir.cleanup()
     return RunResult(run_dir=run_dir.url, outputs=outputs, metrics=result.metrics)

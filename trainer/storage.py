@@ -154,3 +154,12 @@ def remove(path: str) -> None:
         fs.rm_file(p)
     except FileNotFoundError:
         pass
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder and everything under it; a folder that is already gone is fine."""
+    fs, p = _fs(path)
+    try:
+        fs.rm(p, recursive=True)
+    except FileNotFoundError:
+        pass

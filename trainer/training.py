@@ -18,7 +18,9 @@ from trainer import environment
 from trainer.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
 from trainer.config import Config
 from trainer.data import Splits
-from trainer.data.pipeline import channel_stats, make_dataset
+from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, steps,
+                                   window_rows)
+from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
 from trainer.rundir import RunDir
@@ -79,10 +81,17 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> PipelineOptions:
+    """The input pipeline's settings from the config; evaluation neither shuffles nor augments."""
+    d = config.data
+    return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=config.train.seed,
+                           window=d.shuffle_window, block=d.shuffle_block, threads=d.read_threads,
+                           augment=tuple(d.augment) if shuffle else ())
+
+
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        strategy: tf.distribute.Strategy) -> TrainResult:
     t = config.train
-    mean, var = channel_stats(splits.train.x) if config.data.standardize else (None, None)
     acc = environment.accelerators()
     policy = environment.precision_policy(t.mixed_precision, acc)
     xla = environment.use_xla(t.jit_compile, acc)
@@ -94,6 +103,12 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     log.info("global batch: %d (%d per replica x %d); learning rate: %g%s", global_batch,
              t.batch_size, replicas, learning_rate,
              " (scaled with replicas)" if t.scale_lr_with_replicas and replicas > 1 else "")
+    train_opts = pipeline_options(config, global_batch, shuffle=True)
+    eval_opts = pipeline_options(config, global_batch, shuffle=False)
+    mean, var = None, None
+    if config.data.standardize:  # one streaming pass; the model stores the result
+        chunks = splits.train.view.iter_chunks(window_rows(splits.train.view, train_opts))
+        mean, var = channel_stats(x for x, _ in chunks)
     with strategy.scope():
         model = build_model(config, splits.input_shape, splits.num_outputs, mean, var, policy=policy)
         compile_model(model, config, learning_rate=learning_rate, jit_compile=xla)
@@ -103,8 +118,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     if resumed:
         log.info("resuming %s from epoch %d (of %d)", run.url, start_epoch, t.epochs)
 
-    train_ds = make_dataset(splits.train.x, splits.train.y, global_batch, shuffle=True, seed=t.seed)
-    val_ds = make_dataset(splits.val.x, splits.val.y, global_batch, shuffle=False, seed=t.seed)
+    train_ds = make_dataset(splits.train.view, splits.train.y, train_opts, first_epoch=start_epoch,
+                            epochs=max(t.epochs - start_epoch, 1))
+    val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts)
     weights = None
     if config.task == "classification" and t.class_weight == "balanced":
         weights = class_weights(splits.train.y, splits.num_outputs)
@@ -125,9 +141,11 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     elif start_epoch >= t.epochs:
         log.info("already trained %d of %d epochs; evaluating only", start_epoch, t.epochs)
     else:
-        model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
-                  class_weight=weights, callbacks=callbacks,
-                  verbose=1 if environment.interactive() else 0)
+        with data_errors():
+            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
+                      steps_per_epoch=steps(splits.train.view, train_opts),
+                      class_weight=weights, callbacks=callbacks,
+                      verbose=1 if environment.interactive() else 0)
         if early is not None and early.stopped_epoch > 0:
             store.state["stopped_early"] = True
             store.write_state()
@@ -148,12 +166,14 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                          replicas=replicas, global_batch=global_batch,
                          runtime={"precision_policy": policy, "xla": xla,
                                   "learning_rate": learning_rate, "devices": acc.describe()})
-    test_ds = make_dataset(splits.test.x, splits.test.y, global_batch, shuffle=False, seed=t.seed)
+    test_ds = make_dataset(splits.test.view, splits.test.y, eval_opts)
     for name, ds in (("val", val_ds), ("test", test_ds)):
-        scores = model.evaluate(ds, return_dict=True, verbose=0)
+        with data_errors():
+            scores = model.evaluate(ds, return_dict=True, verbose=0)
         result.metrics[name] = {k: float(v) for k, v in scores.items()}
         log.info("%s: %s", name, " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     if any(not math.isfinite(v) for v in result.metrics["test"].values()):
         log.warning("test metrics are not finite")
-    result.test_predictions = model.predict(test_ds, verbose=0)
+    with data_errors():
+        result.test_predictions = model.predict(test_ds, verbose=0)
     return result

@@ -1,8 +1,9 @@
-"""From the data config to train/validation/test arrays with encoded labels.
+"""From the data config to train/validation/test splits: lazy rows plus encoded labels.
 
-Validation and test sets come from their own paths when given; otherwise they are carved out of
-the training data by a permutation drawn from `train.seed`, so the same config always splits the
-same way.
+Validation and test sets come from their own paths, or from row ranges (`data.*_rows`), or are
+carved out of the training data by a permutation drawn from `train.seed`, so the same config
+always splits the same way. Only labels and row numbers are held in memory; images are read by
+the pipeline when it needs them.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ import numpy as np
 
 from trainer import storage
 from trainer.config import Config
-from trainer.data import demo, labels
+from trainer.data import demo, images, labels
 from trainer.data.readers import READERS
+from trainer.data.source import Source, View, array_shard
 from trainer.errors import UserError
 
 
 @dataclass
 class SplitData:
-    x: np.ndarray  # float32 (N, H, W, C)
+    view: View
     y: np.ndarray  # int32 (N,) class indices, or float32 (N, K) targets
     source: str
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.view)
+
+    @property
+    def x(self) -> np.ndarray:
+        """All images as float32 (N, H, W, C): for small data and tests; the pipeline streams."""
+        return self.view.array().astype(np.float32, copy=False)
 
 
 @dataclass
@@ -40,7 +47,7 @@ class Splits:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.train.x.shape[1:])
+        return tuple(int(d) for d in self.train.view.sample_shape)
 
     @property
     def num_outputs(self) -> int:
@@ -59,36 +66,33 @@ class Splits:
         return out
 
 
-def _read(config: Config, paths, key: str) -> tuple[np.ndarray, np.ndarray, str]:
+def open_source(config: Config, paths, key: str, spec: images.ImageSpec) -> Source:
+    """The files of `data.<key>` as one source (or the generated demo set)."""
     data = config.data
     if data.format == "shapes":
-        x, y = demo.generate(data.samples_per_class, tuple(data.image_size), config.train.seed)
-        return x, y, "generated shapes"
+        x, y = demo.generate(data.samples_per_class, tuple(data.image_size or (32, 32)),
+                             config.train.seed)
+        return Source([array_shard(x, y, "generated shapes")])
     if paths is None:
         raise UserError(f"no training data given, data.{key}, expected a path or glob for "
                         f"data.format={data.format}")
     files = storage.expand(paths, f"data.{key}")
-    x, y = READERS[data.format](files)
-    source = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
-    if len(x) == 0:
-        raise UserError(f"no samples, data.{key}={source}, expected at least one image")
-    return x, y, source
+    return Source(READERS[data.format](files, data, spec))
 
 
-def _as_images(x: np.ndarray, where: str) -> np.ndarray:
-    """float32 (N, H, W, C); 2-D images get a channel axis."""
-    if x.ndim == 3:
-        x = x[..., np.newaxis]
-    if x.ndim != 4:
-        raise UserError(f"x has shape {x.shape}, {where}, expected (N, H, W) or (N, H, W, C)")
-    if x.dtype.kind not in "iuf" and x.dtype != np.bool_:
-        raise UserError(f"images of dtype {x.dtype}, {where}, expected numbers")
-    return np.asarray(x, dtype=np.float32)
+def _row_range(rows: Optional[list[int]], n: int, key: str, source: str) -> Optional[np.ndarray]:
+    if rows is None:
+        return None
+    if len(rows) != 2 or not 0 <= rows[0] < rows[1] <= n:
+        raise UserError(f"invalid row range {rows} for {n} samples, data.{key}={source}, expected "
+                        f"[start, stop) with 0 <= start < stop <= {n}")
+    return np.arange(rows[0], rows[1])
 
 
-def _carve(n: int, config: Config, carve_val: bool, carve_test: bool, source: str):
-    """Index arrays (train, val, test) for the splits taken out of the training data."""
+def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, source: str):
+    """Row arrays (train, val, test) for the splits taken out of the training rows."""
     d = config.data
+    n = len(rows)
     n_test = int(round(n * d.test_split)) if carve_test else 0
     n_val = int(round(n * d.validation_split)) if carve_val else 0
     if (carve_test and n_test < 1) or (carve_val and n_val < 1) or n - n_test - n_val < 1:
@@ -96,50 +100,71 @@ def _carve(n: int, config: Config, carve_val: bool, carve_test: bool, source: st
             f"{n} samples are too few for validation_split={d.validation_split} and "
             f"test_split={d.test_split}, data.train={source}, expected at least one sample in "
             "each of train, validation and test")
-    order = np.random.default_rng(config.train.seed).permutation(n)
+    order = rows[np.random.default_rng(config.train.seed).permutation(n)]
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def load_splits(config: Config) -> Splits:
+def split_views(config: Config) -> tuple[dict[str, View], str]:
+    """The three splits as views, and how they were made (`given` or `random`)."""
     d = config.data
-    x, y, source = _read(config, d.train, "train")
-    carve_val, carve_test = d.val is None, d.test is None
-    for key, frac in (("validation_split", d.validation_split), ("test_split", d.test_split)):
-        carving = carve_val if key == "validation_split" else carve_test
-        if carving and frac == 0:
-            part = "val" if key == "validation_split" else "test"
-            raise UserError(f"data.{key} is 0 and data.{part} is not set, config, expected a "
-                            f"fraction > 0 or a path for data.{part}")
-    parts = {}
-    if carve_val or carve_test:
-        idx_train, idx_val, idx_test = _carve(len(x), config, carve_val, carve_test, source)
-        parts["train"] = (x[idx_train], y[idx_train], source)
-        if carve_val:
-            parts["val"] = (x[idx_val], y[idx_val], f"{source} (validation_split)")
-        if carve_test:
-            parts["test"] = (x[idx_test], y[idx_test], f"{source} (test_split)")
-    else:
-        parts["train"] = (x, y, source)
+    spec = images.spec_from_config(d.image_size, d.color)
+    train_src = open_source(config, d.train, "train", spec)
+    if len(train_src) == 0:
+        raise UserError(f"no samples, data.train={train_src.description}, expected at least one image")
+    shape = train_src.sample_shape
+    later_spec = images.ImageSpec(shape[:2], shape[2])  # val/test images match the training ones
+    train_rows = _row_range(d.train_rows, len(train_src), "train_rows", train_src.description)
+    rows = np.arange(len(train_src)) if train_rows is None else train_rows
+    views: dict[str, View] = {}
+    carve = []
     for key in ("val", "test"):
-        if key not in parts:
-            parts[key] = _read(config, getattr(d, key), key)
+        given_rows = getattr(d, f"{key}_rows")
+        if getattr(d, key) is not None:
+            src = open_source(config, getattr(d, key), key, later_spec)
+            if len(src) == 0:
+                raise UserError(f"no samples, data.{key}={src.description}, expected at least one image")
+            views[key] = View(src, _row_range(given_rows, len(src), f"{key}_rows", src.description))
+        elif given_rows is not None:
+            taken = _row_range(given_rows, len(train_src), f"{key}_rows", train_src.description)
+            views[key] = View(train_src, taken, f"{train_src.description} rows {given_rows}")
+            rows = np.setdiff1d(rows, taken)  # never train on evaluation rows
+        else:
+            carve.append(key)
+            frac = d.validation_split if key == "val" else d.test_split
+            if frac == 0:
+                name = "validation_split" if key == "val" else "test_split"
+                raise UserError(f"data.{name} is 0 and data.{key} is not set, config, expected a "
+                                f"fraction > 0 or a path for data.{key}")
+    if carve:
+        kept, val_rows, test_rows = _carve(rows, config, "val" in carve, "test" in carve,
+                                           train_src.description)
+        if "val" in carve:
+            views["val"] = View(train_src, val_rows, f"{train_src.description} (validation_split)")
+        if "test" in carve:
+            views["test"] = View(train_src, test_rows, f"{train_src.description} (test_split)")
+        rows = kept
+    views["train"] = View(train_src, rows, train_src.description)
+    return views, "random" if carve else "given"
 
+
+def load_splits(config: Config) -> Splits:
+    views, method = split_views(config)
     class_names = None
     built = {}
     for key in ("train", "val", "test"):
-        px, py, src = parts[key]
-        px = _as_images(px, f"data.{key}={src}")
-        if key != "train" and px.shape[1:] != built["train"].x.shape[1:]:
-            raise UserError(f"images of shape {px.shape[1:]}, data.{key}={src}, expected "
-                            f"{built['train'].x.shape[1:]} like the training data")
+        view = views[key]
+        where = f"data.{key}={view.name}"
+        if len(view) == 0:
+            raise UserError(f"no samples, {where}, expected at least one image")
+        if key != "train" and view.sample_shape != views["train"].sample_shape:
+            raise UserError(f"images of shape {view.sample_shape}, {where}, expected "
+                            f"{views['train'].sample_shape} like the training data")
         if config.task == "classification":
-            py, class_names = labels.encode_classes(py, f"data.{key}={src}", class_names)
+            y, class_names = labels.encode_classes(view.labels, where, class_names)
         else:
-            py = labels.encode_targets(py, f"data.{key}={src}")
-        built[key] = SplitData(px, py, src)
+            y = labels.encode_targets(view.labels, where)
+        built[key] = SplitData(view, y, view.name)
     if class_names is not None and len(class_names) < 2:
-        raise UserError(f"only one class ({class_names[0]}), data.train={source}, expected at "
-                        "least two classes for classification")
-    method = "random" if (carve_val or carve_test) else "given"
+        raise UserError(f"only one class ({class_names[0]}), data.train={views['train'].name}, "
+                        "expected at least two classes for classification")
     return Splits(**built, task=config.task, class_names=class_names, split_method=method)
-

@@ -1,0 +1,117 @@
+"""python -m trainer.convert: shards + manifest, videos + .mat labels, flat memory, clean failure."""
+
+import json
+import os
+import tracemalloc
+
+import av
+import numpy as np
+import scipy.io
+
+from trainer import convert
+
+from conftest import blob_images, error_line, run_cli, run_job, write_npz
+
+
+def _blob_splits(tmp_path, n=300):
+    x, label, _ = blob_images(n, seed=4)
+    names = np.where(label == 1, "right", "left")
+    parts = {"train": slice(0, n - 80), "val": slice(n - 80, n - 40), "test": slice(n - 40, n)}
+    for split, sl in parts.items():
+        write_npz(tmp_path / "orig" / split, "a.npz", x[sl], names[sl])
+    return x[parts["train"]]
+
+
+def test_converted_shards_have_a_true_manifest_and_train_like_the_original(tmp_path):
+    train_x = _blob_splits(tmp_path)
+    sets = [f"data.{s}={tmp_path / 'orig' / s / '*.npz'}" for s in ("train", "val", "test")]
+    proc = run_cli("--set", "data.format=npz", *[a for s in sets for a in ("--set", s)],
+                   "--out", str(tmp_path / "tf"), "--to", "tfrecord", "--gzip", "--shard_size", "64",
+                   module="trainer.convert")
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 220 samples in 4 shards" in proc.stdout
+    manifest = json.loads((tmp_path / "tf" / "manifest.json").read_text())
+    assert manifest["class_names"] == ["left", "right"] and manifest["sample_shape"] == [16, 16, 1]
+    assert [s["count"] for s in manifest["splits"]["train"]["shards"]] == [64, 64, 64, 28]
+    assert manifest["splits"]["test"]["count"] == 40 and manifest["compression"] == "gzip"
+    assert np.allclose(manifest["splits"]["train"]["mean"], [train_x.mean()], atol=1e-5)
+    assert np.allclose(manifest["splits"]["train"]["std"], [train_x.std()], atol=1e-5)
+    assert sorted(os.listdir(tmp_path / "tf"))[0] == "manifest.json"
+
+    common = ["model.name=tiny_cnn", "train.epochs=4", "train.seed=2"]
+    original, _ = run_job(tmp_path / "runs", "name=orig", "data.format=npz", *sets, *common)
+    converted, _ = run_job(tmp_path / "runs", "name=conv", "data.format=tfrecord",
+                           *[f"data.{s}={tmp_path / 'tf' / s}-*" for s in ("train", "val", "test")],
+                           *common)
+    acc_a, acc_b = original.metrics["test"]["accuracy"], converted.metrics["test"]["accuracy"]
+    assert acc_a >= 0.9 and abs(acc_a - acc_b) <= 0.05, (acc_a, acc_b)
+
+
+def _write_video(path, frames):
+    """A real MPEG-4 file written by PyAV itself."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_videos_and_mat_labels_become_shards(tmp_path):
+    touch = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0])
+    frames = [np.full((32, 32, 3), 230 if t else 20, np.uint8) for t in touch]
+    _write_video(tmp_path / "a.mp4", frames[:7])
+    _write_video(tmp_path / "b.mp4", frames[7:])
+    labels = touch.astype(float)
+    labels[3] = np.nan  # an uncuratable frame is left out
+    scipy.io.savemat(tmp_path / "labels.mat", {"contacts": labels[:, None]})
+    manifest = convert.convert(
+        convert.video_splits([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")],
+                             str(tmp_path / "labels.mat"), None,
+                             convert.config_mod_load(["data.color=grey", "data.image_size=[16, 16]"])),
+        str(tmp_path / "out"), "npz", shard_size=8)
+    assert manifest["splits"]["train"]["count"] == 11 and manifest["sample_shape"] == [16, 16, 1]
+    assert manifest["class_names"] == ["0", "1"]
+    with np.load(tmp_path / "out" / "train-00000.npz") as a, np.load(tmp_path / "out" / "train-00001.npz") as b:
+        x, y = np.concatenate([a["x"], b["x"]]), np.concatenate([a["y"], b["y"]])
+    keep = np.delete(touch, 3)
+    assert np.array_equal(y, keep) and y.dtype.kind == "i"
+    assert np.all((x.reshape(11, -1).mean(axis=1) > 128) == (keep == 1))  # each frame kept its label
+
+
+def test_video_with_fewer_labels_than_frames_leaves_nothing(tmp_path):
+    _write_video(tmp_path / "a.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5)
+    scipy.io.savemat(tmp_path / "l.mat", {"y": np.zeros(3)})
+    proc = run_cli("--video", str(tmp_path / "a.mp4"), "--labels", str(tmp_path / "l.mat"),
+                   "--out", str(tmp_path / "out"), "--shard_size", "1", "--to", "npz",
+                   module="trainer.convert")
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == (f"error: video has more frames than labels (3), {tmp_path / 'a.mp4'} "
+                                   f"frame 3, expected one label per frame in {tmp_path / 'l.mat'}")
+    assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
+
+
+def _peak_converting(tmp_path, n):
+    x = np.random.default_rng(0).normal(size=(n, 16, 16)).astype(np.float32)
+    folder = tmp_path / f"in{n}"
+    folder.mkdir()
+    np.save(folder / "x0.npy", x)
+    np.save(folder / "y0.npy", np.arange(n) % 2)
+    del x
+    cfg = convert.config_mod_load(["data.format=npy", f"data.train={folder}/x0.npy",
+                                   "data.validation_split=0.1", "data.test_split=0.1"])
+    tracemalloc.start()
+    splits, _ = convert.config_splits(cfg)
+    convert.convert(splits, str(tmp_path / f"out{n}"), "npz", shard_size=250)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_conversion_memory_stays_flat(tmp_path):
+    """4x the input (4,000 -> 16,000 samples, 16 MB -> 64 MB) must not raise the peak."""
+    small, large = _peak_converting(tmp_path, 4000), _peak_converting(tmp_path, 16000)
+    input_bytes = 16000 * 16 * 16 * 4
+    print(f"converter peak traced memory: {small} B for 16 MB in, {large} B for 64 MB in")
+    assert large < 1.25 * small, (small, large)
+    assert large < input_bytes / 4, (large, input_bytes)

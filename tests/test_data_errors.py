@@ -1,0 +1,131 @@
+"""Bad data in each format: one `error:` line naming the file (and record), exit 2, no output."""
+
+import gzip
+import os
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer import task
+from trainer.data import tfrecords
+
+from conftest import blob_images, error_line, write_npz
+
+
+def _run(capsys, tmp_path, *overrides):
+    code = task.train(None, ["name=bad", "model.name=tiny_cnn", "train.epochs=1", *overrides],
+                      str(tmp_path / "out"))
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    line = error_line(captured.err)
+    assert not (tmp_path / "out" / "bad").exists()  # nothing half-written
+    return line
+
+
+def _tfrecord(path, n=30, drop_label_at=None, compress=False):
+    x, label, _ = blob_images(n, size=8)
+    writer = tfrecords.Writer(str(path), compress=compress)
+    for i in range(n):
+        data = tfrecords.example(x[i][..., None], label[i])
+        if i == drop_label_at:
+            from trainer.kerasflavor import tf
+            ex = tf.train.Example.FromString(data)
+            del ex.features.feature["label"]
+            data = ex.SerializeToString()
+        writer.write(data)
+    writer.close()
+    return str(path)
+
+
+def test_truncated_npz_shard(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    path = write_npz(tmp_path / "d", "cut.npz", x, label)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line.startswith("error: cannot read npz") and "cut.npz" in line
+
+
+def test_truncated_npy(capsys, tmp_path):
+    np.save(tmp_path / "x0.npy", np.zeros((40, 8, 8), np.float32))
+    np.save(tmp_path / "y0.npy", np.zeros(40))
+    with open(tmp_path / "x0.npy", "r+b") as f:
+        f.truncate(2000)
+    line = _run(capsys, tmp_path, "data.format=npy", f"data.train={tmp_path}/x0.npy")
+    assert "file is truncated (2000 of 10368 bytes)" in line and "x0.npy" in line
+
+
+def test_pickled_npz_member_is_refused(capsys, tmp_path):
+    np.savez(tmp_path / "p.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4))
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={tmp_path}/p.npz")
+    assert "pickled objects are refused" in line and "p.npz[x]" in line
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_truncated_tfrecord_names_the_record(capsys, tmp_path, compress):
+    path = _tfrecord(tmp_path / "t.tfrecord", compress=compress)
+    if compress:
+        raw = gzip.decompress(open(path, "rb").read())
+        open(path, "wb").write(gzip.compress(raw[:-100]))
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - 100)
+    line = _run(capsys, tmp_path, "data.format=tfrecord", f"data.train={path}")
+    assert line.startswith("error: truncated TFRecord") and f"{path} record 29" in line
+
+
+def test_corrupt_tfrecord_fails_its_checksum(capsys, tmp_path):
+    path = _tfrecord(tmp_path / "t.tfrecord")
+    data = bytearray(open(path, "rb").read())
+    record = len(data) // 30
+    data[5 * record + 200] ^= 0xFF  # inside record 5's image bytes
+    open(path, "wb").write(bytes(data))
+    line = _run(capsys, tmp_path, "data.format=tfrecord", f"data.train={path}")
+    assert "corrupt TFRecord (data checksum mismatch)" in line and f"{path} record 5" in line
+
+
+def test_tfrecord_without_the_expected_features(capsys, tmp_path):
+    path = _tfrecord(tmp_path / "t.tfrecord", drop_label_at=7)
+    line = _run(capsys, tmp_path, "data.format=tfrecord", f"data.train={path}")
+    assert "TFRecord without the expected features" in line and f"{path} record 7" in line
+    path = _tfrecord(tmp_path / "u.tfrecord", drop_label_at=0)
+    line = _run(capsys, tmp_path, "data.format=tfrecord", f"data.train={path}")
+    assert f"TFRecord lacks feature 'label', {path} record 0" in line
+
+
+@pytest.mark.parametrize("standardize", ["true", "false"])
+def test_undecodable_image(capsys, tmp_path, standardize):
+    """Found by the statistics pass, or mid-training by the pipeline: either way one line."""
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "imgs" / cls)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 50 if cls == "a" else 200, np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "b" / "7.png").write_bytes(b"\x89PNG not really")
+    line = _run(capsys, tmp_path, "data.format=image_folder", f"data.train={tmp_path}/imgs",
+                f"data.standardize={standardize}", "data.validation_split=0.1",
+                "data.test_split=0.1")
+    assert line.startswith("error: cannot decode image") and f"{tmp_path}/imgs/b/7.png" in line
+
+
+def test_label_column_that_does_not_exist(capsys, tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\na.png,1\n")
+    line = _run(capsys, tmp_path, "data.format=csv", f"data.train={tmp_path}/m.csv",
+                "data.label_columns=[contact]")
+    assert line == (f"error: column 'contact' not found (data.label_columns), {tmp_path}/m.csv, "
+                    "expected one of: path, label")
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "image_folder", "hdf5", "csv"])
+def test_glob_that_matches_nothing(capsys, tmp_path, fmt):
+    line = _run(capsys, tmp_path, f"data.format={fmt}", f"data.train={tmp_path}/none/*")
+    assert line.startswith(f"error: no files found, data.train={tmp_path}/none/*")
+
+
+def test_hdf5_without_the_named_dataset(capsys, tmp_path):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["images"] = np.zeros((10, 8, 8))
+    line = _run(capsys, tmp_path, "data.format=hdf5", f"data.train={tmp_path}/c.h5")
+    assert f"dataset 'x' missing, {tmp_path}/c.h5" in line and "found: images" in line

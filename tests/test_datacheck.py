@@ -1,0 +1,35 @@
+"""python -m trainer.datacheck: per-split facts, imbalance, leaks, NaN, a sample grid, throughput."""
+
+import re
+
+import numpy as np
+from PIL import Image
+
+from conftest import blob_images, run_cli, write_npz
+
+
+def test_datacheck_reports_what_a_user_must_know(tmp_path):
+    x, label, _ = blob_images(200, seed=8)
+    keep = np.concatenate([np.where(label == 0)[0], np.where(label == 1)[0][:12]])  # imbalanced
+    x, label = x[keep], label[keep]
+    x[3, 0, 0] = np.nan
+    write_npz(tmp_path / "tr", "a.npz", x, label)
+    write_npz(tmp_path / "te", "b.npz", np.concatenate([x[:5], x[-25:]]),
+              np.concatenate([label[:5], label[-25:]]))  # 30 samples, all copied from train
+    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={tmp_path}/tr/a.npz",
+                   "--set", f"data.test={tmp_path}/te/b.npz", "--set", "data.standardize=false",
+                   "--out", str(tmp_path / "check"), module="trainer.datacheck")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    train = next(i for i, line in enumerate(out) if line.startswith("train: "))
+    assert re.match(r"train: \d+ samples, shape \(16, 16, 1\), dtype float32, values ", out[train])
+    assert any("warning: heavy class imbalance in train" in line for line in out)
+    nan = [int(m.group(1)) for m in (re.fullmatch(r"  NaN: (\d+), Inf: 0", line) for line in out) if m]
+    assert len(nan) == 3 and sum(nan) == 2  # sample 3 in train or val, and its copy in test
+    leaks = {line.split(":")[0]: int(line.split(":")[1].split()[0]) for line in out
+             if line.startswith("samples in both")}
+    assert leaks["samples in both train and test"] + leaks["samples in both val and test"] == 30
+    assert leaks["samples in both train and val"] == 0
+    img = Image.open(tmp_path / "check" / "samples.png")
+    assert img.size[0] > 100 and img.size[1] > 100
+    assert re.fullmatch(r"input pipeline: \d+ samples/s", out[-1])

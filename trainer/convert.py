@@ -1,0 +1,218 @@
+"""`python -m trainer.convert`: any supported layout -> TFRecord or npz shards plus a manifest.
+
+    python -m trainer.convert --config my.yaml --out gs://bucket/shards --to tfrecord --shard_size 10000
+    python -m trainer.convert --video a.mp4 --video b.mp4 --labels labels.mat --out shards/
+
+With `--config`, the config's data section is read exactly as training reads it (format, paths,
+row ranges, carved splits) and each split is written as `<split>-NNNNN.<ext>`. With `--video`,
+the frames of the videos, labelled by the .mat vector, become the `train` split. Beside the
+shards, `manifest.json` gives counts, shapes, dtypes, class names and the training split's
+per-channel mean and std, computed in the same streaming pass. Memory holds one block and one
+npz shard at most, whatever the input's size. Each shard is finished locally and copied whole;
+on an error every file written so far is removed, so a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+from absl import app, flags
+
+from trainer import storage
+from trainer.config import Config
+from trainer.data import images
+from trainer.data.stats import RunningStats
+from trainer.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Flags exist only when this module is the program (trainer.task defines --config too)."""
+    flags.DEFINE_string("config", None, "YAML config whose data section names the input.")
+    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
+    flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.")
+    flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write.")
+    flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1)
+    flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.")
+    flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.")
+    flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.")
+    flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the only one).")
+
+
+CHUNK = 256  # rows per read: the unit of streaming
+
+
+class ShardWriter:
+    """Cuts a stream of (x, y) chunks into shards of `shard_size`, publishing each when full."""
+
+    def __init__(self, out: str, split: str, to: str, shard_size: int, gz: bool, tmp: str,
+                 published: list[str]):
+        self.out, self.split, self.to, self.shard_size, self.gz = out, split, to, shard_size, gz
+        self.tmp, self.published = tmp, published
+        self.shards: list[dict] = []
+        self._rows = 0
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._tf = None
+
+    def write(self, x: np.ndarray, y: np.ndarray) -> None:
+        while len(x):
+            room = self.shard_size - self._rows
+            self._add(x[:room], y[:room])
+            x, y = x[room:], y[room:]
+            if self._rows == self.shard_size:
+                self._finish()
+
+    def close(self) -> None:
+        if self._rows:
+            self._finish()
+
+    def _name(self) -> str:
+        ext = {"npz": "npz", "tfrecord": "tfrecord.gz" if self.gz else "tfrecord"}[self.to]
+        return f"{self.split}-{len(self.shards):05d}.{ext}"
+
+    def _add(self, x: np.ndarray, y: np.ndarray) -> None:
+        self._rows += len(x)
+        if self.to == "npz":
+            self._x.append(x)
+            self._y.append(y)
+            return
+        from trainer.data import tfrecords
+
+        if self._tf is None:
+            self._tf = tfrecords.Writer(os.path.join(self.tmp, "shard"), compress=self.gz)
+        for image, label in zip(x, y):
+            self._tf.write(tfrecords.example(image, label))
+
+    def _finish(self) -> None:
+        local = os.path.join(self.tmp, "shard")
+        if self.to == "npz":
+            with open(local, "wb") as f:
+                np.savez(f, x=np.concatenate(self._x), y=np.concatenate(self._y))
+            self._x, self._y = [], []
+        else:
+            self._tf.close()
+            self._tf = None
+        dest = storage.join(self.out, self._name())
+        storage.put_file(local, dest)
+        self.published.append(dest)
+        os.unlink(local)
+        self.shards.append({"file": self._name(), "count": self._rows})
+        self._rows = 0
+
+
+def _label_kind(y: np.ndarray) -> str:
+    return {"i": "int64", "u": "int64", "b": "int64", "f": "float32"}.get(y.dtype.kind, "string")
+
+
+def convert(splits: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]], out: str, to: str,
+            shard_size: int, gz: bool = False, source: str = "") -> dict:
+    """Write every split's chunks as shards plus `manifest.json`; returns the manifest."""
+    published: list[str] = []
+    classes: set = set()
+    manifest: dict = {"format": to, "compression": "gzip" if gz and to == "tfrecord" else None,
+                      "source": source, "splits": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="convert-") as tmp:
+            for split, chunks in splits.items():
+                writer = ShardWriter(out, split, to, shard_size, gz, tmp, published)
+                stats = RunningStats() if split == "train" else None
+                for x, y in chunks:
+                    x = x if x.ndim == 4 else x[..., np.newaxis]
+                    manifest.setdefault("sample_shape", list(x.shape[1:]))
+                    manifest.setdefault("dtype", x.dtype.name)
+                    manifest.setdefault("label_dtype", _label_kind(y))
+                    manifest.setdefault("label_shape", list(y.shape[1:]))
+                    if y.ndim == 1 and y.dtype.kind in "iuUSb":
+                        classes.update(y.tolist())
+                    if stats is not None:
+                        stats.update(x)
+                    writer.write(x, y)
+                writer.close()
+                entry = {"count": sum(s["count"] for s in writer.shards), "shards": writer.shards}
+                if stats is not None and stats.count:
+                    entry["mean"] = stats.mean.tolist()
+                    entry["std"] = np.sqrt(stats.variance).tolist()
+                manifest["splits"][split] = entry
+            if classes:
+                manifest["class_names"] = [str(v) for v in sorted(classes)]
+            manifest_path = os.path.join(tmp, "manifest.json")
+            with open(manifest_path, "w") as f:
+                json.dump(manifest, f, indent=2)
+            storage.put_file(manifest_path, storage.join(out, "manifest.json"))
+    except BaseException:
+        for path in published:
+            storage.remove(path)
+        raise
+    return manifest
+
+
+def config_splits(config: Config) -> tuple[dict[str, Iterator], str]:
+    """The config's splits, each streamed in file order in chunks of `CHUNK` rows."""
+    from trainer.data.dataset import split_views
+
+    views, _ = split_views(config)
+    return {k: views[k].iter_chunks(CHUNK) for k in ("train", "val", "test")}, views["train"].name
+
+
+def video_splits(videos: Sequence[str], labels_path: str, key: Optional[str], config: Config
+                 ) -> dict[str, Iterator]:
+    from trainer.data import video
+
+    labels = video.mat_labels(labels_path, key)
+    spec = images.spec_from_config(config.data.image_size, config.data.color)
+    return {"train": video.frames(list(videos), labels, spec, CHUNK, labels_path)}
+
+
+def config_mod_load(overrides: Sequence[str], path: Optional[str] = None) -> Config:
+    from trainer import config as config_mod
+
+    return config_mod.load(path, overrides)
+
+
+def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str], to: str,
+        shard_size: int, gz: bool, videos: Sequence[str], labels: Optional[str],
+        labels_key: Optional[str]) -> int:
+    from trainer import config as config_mod
+
+    try:
+        if not out:
+            raise UserError("no output folder, --out, expected a local path or gs:// URL")
+        cfg = config_mod.load(config_path, overrides)
+        if videos:
+            if not labels:
+                raise UserError("no labels for the videos, --labels, expected a .mat file with one "
+                                "label per frame")
+            splits, source = video_splits(videos, labels, labels_key, cfg), ", ".join(videos)
+        else:
+            if not config_path and not overrides:
+                raise UserError("nothing to convert, --config, expected a config file or --video")
+            splits, source = config_splits(cfg)
+        manifest = convert(splits, out, to, shard_size, gz, source)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for split, entry in manifest["splits"].items():
+        print(f"{split}: {entry['count']} samples in {len(entry['shards'])} shards")
+    print(f"manifest: {storage.join(out, 'manifest.json')}")
+    return 0
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(FLAGS.config, FLAGS.set, FLAGS.out, FLAGS.to, FLAGS.shard_size, FLAGS.gzip,
+                 FLAGS.video, FLAGS.labels, FLAGS.labels_key))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

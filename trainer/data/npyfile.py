@@ -1,0 +1,130 @@
+""".npy arrays read in pieces, by byte range, locally and remotely alike.
+
+An `.npy` file is a header and then the rows back to back, so rows [a, b) are one byte range.
+The same holds for an array stored uncompressed inside an `.npz` (a zip), once the member's
+offset is known: `np.savez` shards are read the same way, never loaded whole. Compressed members
+(`np.savez_compressed`) cannot be sliced and are read whole, one shard at a time. Pickled object
+arrays are refused (`allow_pickle` stays off).
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional
+
+import numpy as np
+
+from trainer import storage
+from trainer.errors import UserError
+
+_ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip's local file header, 30 bytes
+
+
+@dataclass
+class NpyArray:
+    """Where an array's rows lie: `path`, byte `offset` of row 0, shape and dtype."""
+
+    path: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    whole: Optional[np.ndarray] = None  # set when the array had to be read whole
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def reader(self) -> Callable[[int, int], np.ndarray]:
+        """`read(a, b)` for rows [a, b): one ranged read, local or remote.
+
+        Not a memory map: mapped pages of a file read once per epoch count as the process's
+        resident memory and grow with the data set, while a read into a fresh buffer is freed
+        with the block.
+        """
+        if self.whole is not None:
+            whole = self.whole
+            return lambda a, b: whole[a:b]
+
+        def read(a: int, b: int) -> np.ndarray:
+            out = np.empty((b - a, *self.shape[1:]), self.dtype)
+            with storage.open_read(self.path) as f:
+                f.seek(self.offset + a * self.row_bytes)
+                got = f.readinto(memoryview(out).cast("B")) if out.nbytes else 0
+            return out[: got // max(self.row_bytes, 1)]
+        return read
+
+    def load(self) -> np.ndarray:
+        return self.reader()(0, self.shape[0])
+
+
+def _header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and header length of the .npy stream at the file's current position."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise UserError(f"cannot read array ({exc}), {where}, expected a numeric .npy array") from None
+    if dtype.hasobject:
+        raise UserError(f"cannot read array (object dtype), {where}, expected a numeric .npy array "
+                        "(pickled objects are refused)")
+    if fortran and len(shape) > 1:
+        raise UserError(f"array is in Fortran order, {where}, expected C order (np.save of a "
+                        "C-contiguous array)")
+    return tuple(shape), dtype, f.tell() - start
+
+
+def _check_size(arr: NpyArray, size: int, where: str) -> None:
+    need = arr.offset + (arr.shape[0] if arr.shape else 1) * arr.row_bytes
+    if size < need:
+        raise UserError(f"file is truncated ({size} of {need} bytes), {where}, expected a complete "
+                        "array")
+
+
+def open_npy(path: str) -> NpyArray:
+    with storage.open_read(path) as f:
+        shape, dtype, length = _header(f, path)
+        f.seek(0, 2)
+        size = f.tell()
+    arr = NpyArray(path, length, shape, dtype)
+    _check_size(arr, size, path)
+    return arr
+
+
+def open_npz(path: str, keys: tuple[str, ...]) -> dict[str, NpyArray]:
+    """The arrays `keys` of an `.npz`, located inside the zip without reading them."""
+    out = {}
+    try:
+        with storage.open_read(path) as f:
+            with zipfile.ZipFile(f) as archive:
+                names = {n.removesuffix(".npy"): n for n in archive.namelist()}
+                missing = [k for k in keys if k not in names]
+                if missing:
+                    raise UserError(f"array {missing[0]!r} missing, {path}, expected arrays "
+                                    f"{' and '.join(repr(k) for k in keys)} (found: "
+                                    f"{', '.join(names) or 'none'})")
+                for key in keys:
+                    info = archive.getinfo(names[key])
+                    where = f"{path}[{key}]"
+                    if info.compress_type == zipfile.ZIP_STORED:
+                        f.seek(info.header_offset)
+                        fields = _ZIP_LOCAL_HEADER.unpack(f.read(_ZIP_LOCAL_HEADER.size))
+                        f.seek(info.header_offset + _ZIP_LOCAL_HEADER.size + fields[-2] + fields[-1])
+                        start = f.tell()
+                        shape, dtype, length = _header(f, where)
+                        out[key] = NpyArray(path, start + length, shape, dtype)
+                        _check_size(out[key], start + info.compress_size, where)
+                    else:
+                        with archive.open(info) as member:
+                            shape, dtype, _ = _header(member, where)
+                            data = member.read()
+                        whole = np.frombuffer(data, dtype).reshape(shape)
+                        out[key] = NpyArray(path, 0, shape, dtype, whole=whole)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"cannot read npz ({exc}), {path}, expected a .npz archive of arrays "
+                        f"{' and '.join(repr(k) for k in keys)}") from None
+    return out

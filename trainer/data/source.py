@@ -1,0 +1,140 @@
+"""Random-access rows over many files: the one shape every reader hands to the pipeline.
+
+A reader turns each file (or file list) into a `Shard`: its sample count, sample shape and dtype,
+its labels (small, read at once) and a `read(start, stop)` for a contiguous range of images,
+which may be a memory-mapped view. A `Source` chains shards; a `View` picks rows of a source (a
+split carved out of it, or an index range). Nothing here holds more than the rows asked for, so a
+data set larger than memory is read one block at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from trainer.errors import UserError
+
+
+@dataclass
+class Shard:
+    path: str
+    count: int
+    sample_shape: tuple[int, ...]
+    dtype: np.dtype
+    labels: np.ndarray
+    read: Callable[[int, int], np.ndarray]  # images of rows [start, stop), shaped (n, *sample_shape)
+    # Formats that cannot seek (GZIP, compressed npz) are read whole: one block per shard.
+    seekable: bool = True
+
+
+def array_shard(x: np.ndarray, y: np.ndarray, path: str) -> Shard:
+    """In-memory arrays as a shard; reads are views, so the small-data case copies nothing."""
+    if len(x) != len(y):
+        raise UserError(f"x has {len(x)} samples but y has {len(y)}, {path}, expected the same number")
+    return Shard(path, len(x), tuple(x.shape[1:]), x.dtype, y, lambda a, b: x[a:b])
+
+
+class Source:
+    """Shards in order, checked against the first, addressed by one global row number."""
+
+    def __init__(self, shards: list[Shard]):
+        first = shards[0]
+        for s in shards:
+            if len(s.sample_shape) not in (2, 3):
+                raise UserError(f"x has shape {(s.count, *s.sample_shape)}, {s.path}, expected images "
+                                "(N, H, W) or (N, H, W, C)")
+            if s.dtype.kind not in "iufb":
+                raise UserError(f"images of dtype {s.dtype}, {s.path}, expected numbers")
+            if s.sample_shape != first.sample_shape:
+                raise UserError(f"images of shape {s.sample_shape}, {s.path}, expected "
+                                f"{first.sample_shape} as in {first.path}")
+            if s.labels.shape[1:] != first.labels.shape[1:]:
+                raise UserError(f"labels of shape {s.labels.shape[1:]}, {s.path}, expected "
+                                f"{first.labels.shape[1:]} as in {first.path}")
+        self.shards = shards
+        self.offsets = np.cumsum([0] + [s.count for s in shards])
+        self.labels = first.labels if len(shards) == 1 else np.concatenate([s.labels for s in shards])
+        # 2-D images get a channel axis; reads are reshaped to it (a view, no copy).
+        shape = first.sample_shape
+        self.sample_shape = shape if len(shape) == 3 else (*shape, 1)
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def description(self) -> str:
+        first = self.shards[0].path
+        return first if len(self.shards) == 1 else f"{first} (+{len(self.shards) - 1} more)"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows of one shard that are read together: `rows` are shard-local, sorted."""
+
+    shard: int
+    rows: np.ndarray
+    positions: np.ndarray  # where these rows sit in the view (for its labels)
+
+
+class View:
+    """Some rows of a source, in a fixed order (all of them, a carved split or an index range)."""
+
+    def __init__(self, source: Source, rows: Optional[np.ndarray] = None, name: str = ""):
+        self.source = source
+        self.rows = np.arange(len(source)) if rows is None else np.sort(np.asarray(rows, np.int64))
+        self.name = name or source.description
+        self.labels = source.labels[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.source.sample_shape
+
+    def blocks(self, block_rows: int) -> list[Block]:
+        """Consecutive runs of at most `block_rows` rows, never across a shard boundary."""
+        out = []
+        bounds = np.searchsorted(self.rows, self.source.offsets)
+        for i, shard in enumerate(self.source.shards):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            step = block_rows if shard.seekable else max(hi - lo, 1)
+            for start in range(lo, hi, step):
+                pos = np.arange(start, min(start + step, hi))
+                out.append(Block(i, self.rows[pos] - self.source.offsets[i], pos))
+        return out
+
+    def read(self, block: Block) -> np.ndarray:
+        """The block's images: contiguous reads of the shard covering them.
+
+        Rows of a carved split are scattered; each read covers at most 4x the rows it keeps, so
+        memory stays a multiple of the block size however sparse the split is.
+        """
+        shard = self.source.shards[block.shard]
+        rows, span = block.rows, max(4 * len(block.rows), 1)
+        cuts = [0]
+        while cuts[-1] < len(rows):  # pieces whose first-to-last distance stays under `span`
+            cuts.append(int(np.searchsorted(rows, rows[cuts[-1]] + span)))
+        pieces = []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            first, last = int(rows[a]), int(rows[b - 1]) + 1
+            x = shard.read(first, last)
+            if len(x) != last - first:
+                raise UserError(f"read {len(x)} samples of rows {first}..{last}, {shard.path}, "
+                                f"expected {last - first} (is the file truncated?)")
+            pieces.append(x if last - first == b - a else x[rows[a:b] - first])
+        x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return x.reshape(len(rows), *self.sample_shape)
+
+    def iter_chunks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) block by block, in order: the streaming pass of stats and converters."""
+        for block in self.blocks(block_rows):
+            yield self.read(block), self.labels[block.positions]
+
+    def array(self) -> np.ndarray:
+        """All images at once, for small data and tests."""
+        parts = [x for x, _ in self.iter_chunks(1 << 16)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,0 +1,50 @@
+"""Per-channel mean and variance in one streaming pass, merged block by block (Chan et al.).
+
+Used by training (the Normalization layer stored in the model) and by the converter (the
+manifest), so both see the same numbers without ever holding the data set.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+
+class RunningStats:
+    """Count, mean and sum of squared deviations per channel, in float64."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray = np.zeros(0)
+        self.m2: np.ndarray = np.zeros(0)
+
+    def update(self, x: np.ndarray) -> None:
+        flat = np.asarray(x).reshape(-1, x.shape[-1])
+        n = len(flat)
+        if n == 0:
+            return
+        mean = flat.mean(axis=0, dtype=np.float64)
+        m2 = ((flat - mean) ** 2).sum(axis=0, dtype=np.float64)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta ** 2 * self.count * n / total
+        self.count = total
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / max(self.count, 1)
+
+
+def channel_stats(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per channel of (N, H, W, C) chunks; a constant channel gets variance 1."""
+    stats = RunningStats()
+    for x in chunks:
+        stats.update(x if x.ndim == 4 else x[..., np.newaxis])
+    # A constant channel would divide by zero; leave it unscaled instead.
+    var = np.where(stats.variance > 0, stats.variance, 1.0)
+    return stats.mean.astype(np.float32), var.astype(np.float32)

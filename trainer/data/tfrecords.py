@@ -1,0 +1,253 @@
+"""TFRecord shards of `tf.train.Example`, read and written through the project's file layer.
+
+A record holds `image` (raw bytes, or an encoded PNG), `shape` (H, W, C), `dtype` (for raw
+bytes), `encoding` (`raw` or `png`) and `label` (int64, float or bytes). The bytes come through
+`storage` like every other format, so `gs://` and `/gcs/` read alike; the framing (length, masked
+CRC-32C, data, masked CRC-32C) is checked here, so a corrupt or truncated shard is named with
+its record index. Opening a shard is one pass that verifies it and keeps each record's offset
+and label; an uncompressed shard is then read in row ranges, a GZIP one whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from typing import BinaryIO, Iterator, Optional
+
+import google_crc32c
+import numpy as np
+
+from trainer import storage
+from trainer.data import images
+from trainer.data.source import Shard
+from trainer.errors import UserError
+from trainer.kerasflavor import tf
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_PNG_MAGIC = b"\x89PNG"
+_PARSE_BATCH = 4096
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    """One record as TFRecord writes it."""
+    length = _U64.pack(len(data))
+    return b"".join((length, _U32.pack(_masked_crc(length)), data, _U32.pack(_masked_crc(data))))
+
+
+def _records(f: BinaryIO, path: str) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) of each record, checking both CRCs; a short read means truncation."""
+    offset, index = 0, 0
+    while True:
+        head = f.read(12)
+        if not head:
+            return
+        where = f"{path} record {index}"
+        if len(head) < 12:
+            raise UserError(f"truncated TFRecord (a partial record header), {where}, expected a "
+                            "complete shard")
+        length = _U64.unpack_from(head)[0]
+        if _U32.unpack_from(head, 8)[0] != _masked_crc(head[:8]):
+            raise UserError(f"corrupt TFRecord (length checksum mismatch), {where}, expected a "
+                            "TFRecord file (is it compressed? GZIP is detected by its header)")
+        data = f.read(length)
+        foot = f.read(4)
+        if len(data) < length or len(foot) < 4:
+            raise UserError(f"truncated TFRecord (record ends early), {where}, expected a complete "
+                            "shard")
+        if _U32.unpack(foot)[0] != _masked_crc(data):
+            raise UserError(f"corrupt TFRecord (data checksum mismatch), {where}, expected an "
+                            "intact shard")
+        yield offset, data
+        offset += 16 + length
+        index += 1
+
+
+def _is_gzip(path: str) -> bool:
+    with storage.open_read(path) as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _stream(path: str, gz: bool) -> BinaryIO:
+    raw = storage.open_read(path)
+    return gzip.GzipFile(fileobj=raw) if gz else raw
+
+
+def _layout(first: bytes, path: str) -> dict:
+    """What the first record holds: label kind and width, encoding, dtype, shape."""
+    try:
+        example = tf.train.Example.FromString(first)
+    except Exception:  # protobuf's DecodeError has no stable import path
+        raise UserError(f"record is not a tf.train.Example, {path} record 0, expected serialized "
+                        "tf.train.Example records") from None
+    feats = example.features.feature
+    missing = [k for k in ("image", "label") if k not in feats]
+    if missing:
+        raise UserError(f"TFRecord lacks feature {missing[0]!r}, {path} record 0, expected features "
+                        f"'image', 'label' and 'shape' (found: {', '.join(sorted(feats)) or 'none'})")
+    kind = feats["label"].WhichOneof("kind")
+    width = len(getattr(feats["label"], kind).value) if kind else 0
+    image = feats["image"].bytes_list.value
+    encoding = (feats["encoding"].bytes_list.value[0].decode() if "encoding" in feats
+                else "png" if image and image[0][:4] == _PNG_MAGIC else "raw")
+    shape = tuple(feats["shape"].int64_list.value) if "shape" in feats else ()
+    if encoding == "raw" and not shape:
+        raise UserError(f"TFRecord lacks feature 'shape', {path} record 0, expected the image's "
+                        "(H, W[, C]) beside raw bytes")
+    dtype = feats["dtype"].bytes_list.value[0].decode() if "dtype" in feats else "float32"
+    label_dtype = {"int64_list": tf.int64, "float_list": tf.float32, "bytes_list": tf.string}.get(kind)
+    if label_dtype is None or width == 0:
+        raise UserError(f"TFRecord feature 'label' is empty, {path} record 0, expected an int64, "
+                        "float or bytes label")
+    return {"label_dtype": label_dtype, "width": width, "encoding": encoding,
+            "dtype": np.dtype(dtype), "shape": shape}
+
+
+def _parse(serialized: list[bytes], spec: dict, path: str, first_index: int) -> dict:
+    try:
+        return tf.io.parse_example(tf.constant(serialized), spec)
+    except (tf.errors.InvalidArgumentError, ValueError):
+        for i, data in enumerate(serialized):  # find the record to name
+            try:
+                tf.io.parse_example(tf.constant([data]), spec)
+            except (tf.errors.InvalidArgumentError, ValueError) as exc:
+                reason = str(exc).splitlines()[0][:160]
+                raise UserError(f"TFRecord without the expected features ({reason}), {path} record "
+                                f"{first_index + i}, expected 'image', 'shape' and 'label' like "
+                                "record 0") from None
+        raise
+
+
+def open_shard(path: str, spec: images.ImageSpec) -> Shard:
+    """Verify a shard in one pass and return it with its labels and record offsets."""
+    gz = _is_gzip(path)
+    layout: Optional[dict] = None
+    offsets: list[int] = []
+    labels: list[np.ndarray] = []
+    batch: list[bytes] = []
+    end = 0
+
+    def flush() -> None:
+        parsed = _parse(batch, {"label": tf.io.FixedLenFeature([layout["width"]], layout["label_dtype"]),
+                                **_image_spec(layout)}, path, len(offsets) - len(batch))
+        if "shape" in parsed and len(batch):
+            bad = np.where(np.any(parsed["shape"].numpy() != np.array(layout["shape"]), axis=1))[0]
+            if len(bad):
+                raise UserError(f"image of shape {tuple(parsed['shape'].numpy()[bad[0]])}, {path} "
+                                f"record {len(offsets) - len(batch) + int(bad[0])}, expected "
+                                f"{layout['shape']} like record 0")
+        labels.append(parsed["label"].numpy())
+        batch.clear()
+
+    try:
+        with _stream(path, gz) as f:
+            for offset, data in _records(f, path):
+                if layout is None:
+                    layout = _layout(data, path)
+                offsets.append(offset)
+                end = offset + 16 + len(data)
+                batch.append(data)
+                if len(batch) == _PARSE_BATCH:
+                    flush()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"corrupt or truncated TFRecord ({exc}), {path} record {len(offsets)}, "
+                        "expected an intact (optionally GZIP) shard") from None
+    if layout is None:
+        raise UserError(f"no records, {path}, expected at least one tf.train.Example")
+    if batch:
+        flush()
+    y = np.concatenate(labels)
+    y = y[:, 0] if layout["width"] == 1 else y
+    if y.dtype == object:
+        y = y.astype(bytes).astype(str)
+    offsets.append(end)
+    bounds = np.asarray(offsets, np.int64)
+    sample_shape = _sample_shape(path, gz, layout, bounds, spec)
+
+    def read(a: int, b: int) -> np.ndarray:
+        return _decode_images(_read_records(path, gz, bounds, a, b), layout, sample_shape, spec, path, a)
+
+    return Shard(path, len(y), sample_shape, np.dtype(np.float32) if layout["encoding"] == "png"
+                 else layout["dtype"], y, read, seekable=not gz)
+
+
+def _image_spec(layout: dict) -> dict:
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+    if layout["shape"]:
+        spec["shape"] = tf.io.FixedLenFeature([len(layout["shape"])], tf.int64)
+    return spec
+
+
+def _sample_shape(path, gz, layout, bounds, spec) -> tuple[int, ...]:
+    """Raw images carry their shape; PNGs take the configured size, else the first image's."""
+    if layout["encoding"] == "raw":
+        return tuple(layout["shape"])
+    first = _decode_images(_read_records(path, gz, bounds, 0, 1), layout, None, spec, path, 0)
+    return tuple(first.shape[1:])
+
+
+def _read_records(path: str, gz: bool, bounds: np.ndarray, a: int, b: int) -> list[bytes]:
+    with _stream(path, gz) as f:
+        if gz:
+            raw = f.read(int(bounds[b]))[int(bounds[a]):]
+        else:
+            f.seek(int(bounds[a]))
+            raw = f.read(int(bounds[b] - bounds[a]))
+    rel = bounds[a:b + 1] - bounds[a]
+    if len(raw) < rel[-1]:
+        raise UserError(f"TFRecord shrank since it was opened ({len(raw)} bytes), {path}, expected "
+                        "an unchanged shard")
+    return [raw[int(s) + 12:int(e) - 4] for s, e in zip(rel[:-1], rel[1:])]
+
+
+def _decode_images(serialized: list[bytes], layout: dict, sample_shape, spec: images.ImageSpec,
+                   path: str, first_index: int) -> np.ndarray:
+    parsed = _parse(serialized, {"image": tf.io.FixedLenFeature([], tf.string)}, path, first_index)
+    if layout["encoding"] == "raw":
+        dtype = layout["dtype"]
+        flat = tf.io.decode_raw(parsed["image"], tf.as_dtype(dtype)).numpy()
+        return flat.reshape(len(serialized), *layout["shape"])
+    if sample_shape is not None:
+        spec = images.ImageSpec((sample_shape[0], sample_shape[1]), sample_shape[2])
+    out = [images.decode(data, spec, f"{path} record {first_index + i}")
+           for i, data in enumerate(parsed["image"].numpy())]
+    return np.stack(out)
+
+
+def example(image: np.ndarray, label) -> bytes:
+    """A serialized tf.train.Example with raw image bytes, its shape, dtype and label."""
+    feature = tf.train.Feature
+    label = np.asarray(label).reshape(-1)
+    if label.dtype.kind in "iub":
+        lab = feature(int64_list=tf.train.Int64List(value=label.astype(np.int64)))
+    elif label.dtype.kind == "f":
+        lab = feature(float_list=tf.train.FloatList(value=label.astype(np.float32)))
+    else:
+        lab = feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in label]))
+    image = np.ascontiguousarray(image)
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+        "shape": feature(int64_list=tf.train.Int64List(value=list(image.shape))),
+        "dtype": feature(bytes_list=tf.train.BytesList(value=[image.dtype.name.encode()])),
+        "encoding": feature(bytes_list=tf.train.BytesList(value=[b"raw"])),
+        "label": lab,
+    })).SerializeToString()
+
+
+class Writer:
+    """Appends framed records to a local file, optionally GZIP-compressed."""
+
+    def __init__(self, local_path: str, compress: bool = False):
+        self._file = gzip.open(local_path, "wb") if compress else open(local_path, "wb")
+
+    def write(self, serialized: bytes) -> None:
+        self._file.write(frame(serialized))
+
+    def close(self) -> None:
+        self._file.close()
+

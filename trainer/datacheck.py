@@ -1,0 +1,162 @@
+"""`python -m trainer.datacheck --config FILE [--set ...] [--out DIR]`: look before paying for a GPU.
+
+For each split it prints the sample count, shape, dtype and value range, the label distribution
+(warning on heavy imbalance), NaN and Inf counts, and how many samples appear in two splits (by a
+hash of their bytes). It writes a PNG grid of a few samples per class and times one pass of the
+training pipeline; the last line is `input pipeline: <N> samples/s`. One streaming pass per
+split, so it works on data sets larger than memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from absl import app, flags
+
+from trainer import storage
+from trainer.config import Config
+from trainer.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Flags exist only when this module is the program (trainer.task defines --config too)."""
+    flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).")
+    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
+    flags.DEFINE_string("out", None, "Where the sample grid goes (default: <output.dir>/<name>-datacheck).")
+
+
+IMBALANCE = 5.0  # largest class this many times the smallest: warn
+PER_CLASS = 4
+
+
+def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
+    """One pass: value range, NaN/Inf, per-sample hashes and the first samples of each class."""
+    low, high, nan, inf = np.inf, -np.inf, 0, 0
+    hashes: set[bytes] = set()
+    examples: dict = {}
+    at = 0
+    for x, _raw in split.view.iter_chunks(block):
+        x = np.asarray(x)
+        labels = split.y[at:at + len(x)]
+        at += len(x)
+        if x.dtype.kind == "f":
+            nan += int(np.isnan(x).sum())
+            inf += int(np.isinf(x).sum())
+            finite = x[np.isfinite(x)]
+        else:
+            finite = x
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+        hashes.update(hashlib.blake2b(row.tobytes(), digest_size=12).digest()
+                      for row in x.reshape(len(x), -1))
+        for img, label in zip(x, labels):
+            key = int(label) if class_names else 0
+            if len(examples.setdefault(key, [])) < (PER_CLASS if class_names else 4 * PER_CLASS):
+                examples[key].append(img)
+    return {"low": low, "high": high, "nan": nan, "inf": inf, "hashes": hashes, "examples": examples}
+
+
+def _grid(examples: dict, class_names: Optional[list[str]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = sorted(examples)
+    cols = max(len(v) for v in examples.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.6 * len(rows)), squeeze=False)
+    for r, key in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(examples[key]):
+                img = examples[key][c].astype(np.float64)
+                lo, hi = img.min(), img.max()
+                img = (img - lo) / (hi - lo) if hi > lo else img * 0
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img[..., :3], cmap="gray")
+        if class_names:
+            axes[r][0].set_title(class_names[key], fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def check(config: Config, out: Optional[str]) -> list[str]:
+    """The report's lines, in order; the last one gives the training pipeline's throughput."""
+    from trainer.data import load_splits
+    from trainer.data.pipeline import count_samples, data_errors, make_dataset, window_rows
+    from trainer.training import pipeline_options
+
+    splits = load_splits(config)
+    names = splits.class_names
+    lines: list[str] = []
+    scans = {}
+    opts = pipeline_options(config, config.train.batch_size, shuffle=True)
+    block = window_rows(splits.train.view, opts)
+    for key in ("train", "val", "test"):
+        part = getattr(splits, key)
+        s = scans[key] = _scan(part, names, block)
+        lines.append(f"{key}: {len(part)} samples, shape {splits.input_shape}, dtype "
+                     f"{part.view.source.dtype}, values {s['low']:.4g}..{s['high']:.4g} "
+                     f"({part.source})")
+        if names:
+            counts = np.bincount(part.y, minlength=len(names))
+            lines.append("  labels: " + ", ".join(f"{n} {c} ({c / len(part):.0%})"
+                                                  for n, c in zip(names, counts)))
+            present = counts[counts > 0]
+            if len(present) < len(names) or present.max() >= IMBALANCE * present.min():
+                lines.append(f"  warning: heavy class imbalance in {key} (largest {counts.max()}, "
+                             f"smallest {counts.min()}); consider train.class_weight: balanced")
+        else:
+            lines.append("  targets: min " + ", ".join(f"{v:.4g}" for v in part.y.min(axis=0)) +
+                         "; max " + ", ".join(f"{v:.4g}" for v in part.y.max(axis=0)))
+        lines.append(f"  NaN: {s['nan']}, Inf: {s['inf']}")
+        if s["nan"] or s["inf"]:
+            lines.append(f"  warning: {key} has non-finite values; training will diverge")
+    for a, b in itertools.combinations(("train", "val", "test"), 2):
+        shared = len(scans[a]["hashes"] & scans[b]["hashes"])
+        lines.append(f"samples in both {a} and {b}: {shared}" +
+                     ("  warning: evaluation overstates accuracy" if shared else ""))
+
+    dest = out or storage.join(config.output.dir, f"{config.name}-datacheck")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "samples.png")
+        _grid(scans["train"]["examples"], names, local)
+        storage.put_file(local, storage.join(dest, "samples.png"))
+    lines.append(f"sample grid: {storage.join(dest, 'samples.png')}")
+
+    ds = make_dataset(splits.train.view, splits.train.y, opts)
+    started = time.perf_counter()
+    with data_errors():
+        count = count_samples(ds)
+    lines.append(f"input pipeline: {count / (time.perf_counter() - started):.0f} samples/s")
+    return lines
+
+
+def main(argv: Sequence[str]) -> None:
+    from trainer import config as config_mod
+
+    if len(argv) > 1:
+        print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out):
+            print(line, flush=True)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
