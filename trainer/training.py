@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from trainer.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.data.pipeline import channel_stats, make_dataset
+from trainer.histograms import HistogramLogger
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
 from trainer.rundir import RunDir
@@ -80,7 +81,7 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
-                       strategy: tf.distribute.Strategy) -> TrainResult:
+                       strategy: tf.distribute.Strategy, extra_callbacks: Sequence = ()) -> TrainResult:
     t = config.train
     mean, var = channel_stats(splits.train.x) if config.data.standardize else (None, None)
     acc = environment.accelerators()
@@ -117,8 +118,11 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
         early = keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience,
                                               mode=monitor_mode(t.monitor))
         callbacks.append(early)
+    if t.histograms:
+        callbacks.append(HistogramLogger(run.live_dir("tensorboard/histograms"),
+                                         splits.train.x[:t.batch_size], splits.train.y[:t.batch_size]))
     callbacks += [keras.callbacks.TensorBoard(log_dir=run.live_dir("tensorboard")),
-                  EpochLog(t.epochs)]
+                  EpochLog(t.epochs), *extra_callbacks]
 
     if store.state.get("stopped_early"):
         log.info("run stopped early at epoch %d before; not training further", start_epoch)
