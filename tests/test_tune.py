@@ -86,6 +86,20 @@ def test_hopeless_trial_is_pruned(tmp_path):
     assert os.path.getsize(tmp_path / "objective.png") > 5000
 
 
+def test_a_metric_keras_does_not_log_stops_the_search(tmp_path, blob_npz):
+    base = config.load(None, ["data.format=npz", f"data.train={blob_npz}", "train.epochs=1",
+                              *FAST], str(tmp_path))
+    space = space_mod.parse({"metric": "val_acc", "params": {"train.batch_size": [16, 32]}},
+                            base, "space")
+    with pytest.raises(UserError, match="'val_acc' is not among the logged quantities, space "
+                       "metric, expected one of .*val_accuracy"):
+        study_mod.search(str(tmp_path / "study"), base, space, target=2, parallel=1)
+    study = optuna.load_study(study_name=study_mod.STUDY_NAME,
+                              storage=study_mod.storage_url(str(tmp_path / "study")))
+    assert [t.state for t in study.trials if t.state != optuna.trial.TrialState.WAITING] == [
+        optuna.trial.TrialState.FAIL]  # one trial, not one per grid point
+
+
 def _wait_for(path, proc, seconds=240):
     deadline = time.time() + seconds
     while not os.path.exists(path):

@@ -92,7 +92,9 @@ def test_dry_run_prints_the_spec_and_submits_nothing(tmp_path):
     job = json.loads(proc.stdout)
     assert job["displayName"] == "shapes-tune" and job["maxTrialCount"] == 8
     assert job["parallelTrialCount"] == 2
-    assert job["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"][:2] == ["--config", str(cfg)]
+    assert job["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"] == [
+        "--config", str(cfg), "--set=train.monitor=val_accuracy",  # the metric the trials report
+        "--output_dir", "gs://bucket/runs/shapes-tune"]
     assert job["trialJobSpec"]["baseOutputDirectory"]["outputUriPrefix"] == "gs://bucket/runs/shapes-tune"
     assert job["studySpec"]["metrics"] == [{"metricId": "val_accuracy", "goal": "MAXIMIZE"}]
     # without --dry_run a local config cannot reach the trials: refused before any API call

@@ -144,11 +144,12 @@ def _classification_section(splits: Splits, probs: np.ndarray, name: str) -> str
         return "".join(parts)
     # Worst first: the probability the model gave to its wrong answer.
     order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:GALLERY_SIZE]
+    images = splits.test.x  # read once: with lazily read data, each access may load the split
     cells = []
     for i in order:
         caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
                    f"({probs[i, predicted[i]]:.2f})")
-        cells.append(f"<figure>{_img(image_png(splits.test.x[i]), f'test image {i}')}"
+        cells.append(f"<figure>{_img(image_png(images[i]), f'test image {i}')}"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     return "".join(parts)

@@ -80,8 +80,12 @@ def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int
 
     infra = vertex.Infrastructure(FLAGS.project, FLAGS.region, FLAGS.image_uri, FLAGS.machine_type,
                                   FLAGS.accelerator_type, FLAGS.accelerator_count)
+    overrides = list(FLAGS.set)
+    if space.metric != cfg.train.monitor:
+        # Trials report train.monitor to the tuner (cloudml-hypertune), so it must be the metric.
+        overrides.append(f"train.monitor={space.metric}")
     job = vertex.tuning_job(os.path.basename(study_url), space, trials, parallel, FLAGS.config,
-                            FLAGS.set, study_url, infra)
+                            overrides, study_url, infra)
     if FLAGS.dry_run:
         print(vertex.to_json(job))
         return 0

@@ -14,6 +14,10 @@ from trainer.errors import UserError
 from trainer.kerasflavor import keras
 
 
+class MetricMissing(UserError):
+    """The search metric is not logged: every trial would fail the same way, so the search stops."""
+
+
 class PruneOnEpoch(keras.callbacks.Callback):
     def __init__(self, trial, metric: str):
         super().__init__()
@@ -25,7 +29,7 @@ class PruneOnEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.metric not in logs:
-            raise UserError(f"'{self.metric}' is not among the logged quantities, space metric, "
+            raise MetricMissing(f"'{self.metric}' is not among the logged quantities, space metric, "
                             f"expected one of {', '.join(sorted(logs))}")
         step = self.last_epoch = epoch + 1  # steps are 1-based epochs, as in history.csv
         self.trial.report(float(logs[self.metric]), step)

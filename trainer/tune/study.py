@@ -24,6 +24,7 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import asdict
 from typing import Iterator, Optional
@@ -150,7 +151,7 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     """Run one trial as an ordinary run and tell the study how it ended."""
     from trainer import job
     from trainer.kerasflavor import keras
-    from trainer.tune.pruning import PruneOnEpoch
+    from trainer.tune.pruning import MetricMissing, PruneOnEpoch
 
     params = {p.key: p.suggest(trial) for p in space.params}
     name = trial.user_attrs.get("run_name") or run_name(trial.number)
@@ -167,6 +168,8 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
         trial.set_user_attr("error", str(exc))
         trial.set_user_attr("wall_s", time.perf_counter() - started)
         study.tell(trial, state=TrialState.FAIL)
+        if isinstance(exc, MetricMissing):
+            raise
         say(f"trial {trial.number} failed: {exc}")
         return TrialState.FAIL
     finally:
@@ -213,8 +216,12 @@ def work(study_dir: str, base: Config, space: Space, target: int, worker: int = 
 def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker: int,
                  parent: int, verbose: bool) -> None:
     quiet_runs(verbose)
-    with hold_study(study_dir, exclusive=False):
-        work(study_dir, base, space, target, worker, parent)
+    try:
+        with hold_study(study_dir, exclusive=False):
+            work(study_dir, base, space, target, worker, parent)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
 
 
 def quiet_runs(verbose: bool) -> None:
@@ -236,6 +243,7 @@ def search(study_dir: str, base: Config, space: Space, target: int, parallel: in
     for number in interrupted:
         say(f"trial {number} was interrupted; it will run again")
     done = counted(study)
+    parallel = max(1, min(parallel, target - done))  # no idle workers
     say(f"study {study_dir}: {done} of {target} trials already taken; "
         f"{parallel} worker{'s' if parallel > 1 else ''}")
     with hold_study(study_dir, exclusive=False):
@@ -252,5 +260,7 @@ def search(study_dir: str, base: Config, space: Space, target: int, parallel: in
                 w.join()
             bad = [w.exitcode for w in workers if w.exitcode]
             if bad:
-                raise RuntimeError(f"{len(bad)} search worker(s) ended with exit status {bad}")
+                raise UserError(f"{len(bad)} search worker(s) stopped with exit status "
+                                f"{', '.join(map(str, bad))}, {study_dir}, expected every worker "
+                                "to finish (see its error above)")
     return study
