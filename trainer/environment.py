@@ -144,3 +144,11 @@ def provenance() -> dict:
 def tuning_trial_id() -> Optional[str]:
     """The Vertex AI hyperparameter tuning trial this process runs, if any."""
     return os.environ.get("CLOUD_ML_TRIAL_ID")
+
+
+def share_gpus() -> None:
+    """Let several processes share each GPU (a search's --parallel workers): TensorFlow otherwise
+    takes nearly all of a GPU's memory at start, and the second process fails. Call before any
+    op runs; a no-op without GPUs."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)

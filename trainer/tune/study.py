@@ -215,6 +215,9 @@ def work(study_dir: str, base: Config, space: Space, target: int, worker: int = 
 
 def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker: int,
                  parent: int, verbose: bool) -> None:
+    from trainer import environment
+
+    environment.share_gpus()
     quiet_runs(verbose)
     try:
         with hold_study(study_dir, exclusive=False):
