@@ -22,6 +22,9 @@ demo: $(VENV)/.installed
 	$(PY) -m trainer.train_model_local
 
 test: $(VENV)/.installed-test
+	@# The report test opens report.html in a real browser; install Debian's Chromium if we can.
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	$(PY) -m pytest tests
 
 clean:

@@ -26,8 +26,11 @@ setup(
         "google-cloud-storage>=2.18,<4",
         "google-cloud-logging>=3.10,<4",
         "google-cloud-aiplatform>=1.60,<3",
+        "optuna>=5.0,<6",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8"],
+        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8", "pydot>=4,<5"],
+        # The architecture diagram in report.html; also needs Graphviz's `dot` (apt-get install graphviz).
+        "diagram": ["pydot>=4,<5"],
     },
 )

@@ -8,6 +8,7 @@ standardisation is a layer inside the model).
 from __future__ import annotations
 
 import csv
+import logging
 import json
 import warnings
 from typing import Optional
@@ -15,7 +16,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from trainer import plots
+from trainer import plots, report
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.errors import UserError
@@ -25,6 +26,7 @@ from trainer.rundir import RunDir
 from trainer.training import TrainResult
 
 METADATA_ATTR = "trainer_metadata"
+log = logging.getLogger("trainer")
 
 
 def save_model(model: keras.Model, path: str, metadata: dict) -> None:
@@ -102,4 +104,10 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                                  f"{config.name}: test set")
             run.publish("plots", "confusion_matrix.png")
         out["plots"] = run.remote("plots")
+    if config.output.report:
+        try:
+            report.write_report(run.local("report.html"), config, splits, result, metrics, run.url)
+            out["report"] = run.publish("report.html")
+        except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
+            log.exception("report.html could not be written")
     return out

@@ -197,6 +197,11 @@ class TrainConfig:
         "global batch is `batch_size` times the replicas.",
         default=False,
     )
+    histograms: bool = _doc(
+        "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
+        "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,11 @@ class OutputConfig:
     )
     plots: bool = _doc("Write `plots/history.png` and, for classification, the confusion matrix.",
                        default=True)
+    report: bool = _doc(
+        "Write `report.html` beside `model.h5`: one self-contained page (images embedded) with the "
+        "config, data, curves, metrics, errors, architecture, throughput and environment.",
+        default=True,
+    )
 
 
 @dataclass(frozen=True)

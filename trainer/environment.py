@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Optional
 
 from trainer.kerasflavor import keras, tf
 
@@ -119,3 +120,35 @@ def precision_policy(setting: str, acc: Accelerators) -> str:
 def use_xla(setting, acc: Accelerators) -> bool:
     """`train.jit_compile`: `auto` is XLA on a GPU only (NOTES: slower on this CPU for these nets)."""
     return bool(acc.gpus) if setting == "auto" else bool(setting)
+
+
+def provenance() -> dict:
+    """Where and with what a run ran, for its report: host, Python, package versions, devices."""
+    import importlib.metadata
+    import platform
+
+    versions = {}
+    for package in ("trainer", "tensorflow", "tf-keras", "numpy", "h5py", "matplotlib", "optuna"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    job = os.environ.get("CLOUD_ML_JOB_ID")
+    return {"where": f"Vertex AI job {job}" if job else "local", "host": platform.node(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "devices": accelerators().describe(),
+            "tensorflow devices": ", ".join(d.name for d in tf.config.list_logical_devices()),
+            "packages": versions}
+
+
+def tuning_trial_id() -> Optional[str]:
+    """The Vertex AI hyperparameter tuning trial this process runs, if any."""
+    return os.environ.get("CLOUD_ML_TRIAL_ID")
+
+
+def share_gpus() -> None:
+    """Let several processes share each GPU (a search's --parallel workers): TensorFlow otherwise
+    takes nearly all of a GPU's memory at start, and the second process fails. Call before any
+    op runs; a no-op without GPUs."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)

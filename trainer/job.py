@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from trainer import artifacts, environment, storage
 from trainer.config import Config
@@ -23,8 +24,11 @@ class RunResult:
     metrics: dict
 
 
-def run(config: Config) -> RunResult:
-    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/`."""
+def run(config: Config, callbacks: Sequence = ()) -> RunResult:
+    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/`.
+
+    `callbacks` are extra Keras callbacks for `fit` (the search's pruning callback).
+    """
     started = time.perf_counter()
     environment.seed_everything(config.train.seed, config.train.deterministic)
     strategy = environment.choose_strategy(config.train.strategy)
@@ -40,7 +44,7 @@ def run(config: Config) -> RunResult:
     try:
         log.info("run %s: model %s, task %s, %d epochs", run_dir.url, config.model.name,
                  config.task, config.train.epochs)
-        result = train_and_evaluate(config, splits, run_dir, strategy)
+        result = train_and_evaluate(config, splits, run_dir, strategy, callbacks)
         outputs = artifacts.write_all(config, splits, result, run_dir,
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:

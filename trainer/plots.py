@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on a training machine
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 _SKIP = {"epoch", "epoch_time_s", "samples_per_s"}
@@ -55,4 +56,46 @@ def confusion_plot(matrix: np.ndarray, class_names: list[str], path: str, title:
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def regression_plots(y_true: np.ndarray, y_pred: np.ndarray, path, title: str) -> None:
+    """Predicted against true (one panel per output) above the residual distribution of each."""
+    outputs = y_true.shape[1]
+    fig, axes = plt.subplots(2, outputs, figsize=(4.2 * outputs, 7.4), squeeze=False)
+    for k in range(outputs):
+        t, p = y_true[:, k], y_pred[:, k]
+        ax = axes[0][k]
+        ax.scatter(t, p, s=10, alpha=0.6)
+        low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", label="ideal")
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title(f"output {k}: predicted vs true")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        ax = axes[1][k]
+        ax.hist(p - t, bins=30, color="tab:orange")
+        ax.axvline(0, color="grey", linestyle="--")
+        ax.set_xlabel("residual (predicted - true)")
+        ax.set_ylabel("test samples")
+        ax.set_title(f"output {k}: residuals")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def throughput_plot(history: list[dict], path, title: str) -> None:
+    """Training samples/s per epoch: a falling line shows an input or memory problem."""
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(epochs, [row.get("samples_per_s", 0.0) for row in history], color="tab:green")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("samples/s")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -35,7 +35,7 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
         return exc.exit_code
     test = result.metrics.get("test", {})
     print(f"run: {result.run_dir}")
-    for key in ("model", "metrics", "history", "plots", "config"):
+    for key in ("model", "report", "metrics", "history", "plots", "config"):
         if key in result.outputs:
             print(f"  {key + ':':9}{result.outputs[key]}")
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from trainer.data import Splits
 from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, steps,
                                    window_rows)
 from trainer.data.stats import channel_stats
+from trainer.histograms import HistogramLogger
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
 from trainer.rundir import RunDir
@@ -90,7 +91,7 @@ def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> Pipeline
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
-                       strategy: tf.distribute.Strategy) -> TrainResult:
+                       strategy: tf.distribute.Strategy, extra_callbacks: Sequence = ()) -> TrainResult:
     t = config.train
     acc = environment.accelerators()
     policy = environment.precision_policy(t.mixed_precision, acc)
@@ -133,8 +134,13 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
         early = keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience,
                                               mode=monitor_mode(t.monitor))
         callbacks.append(early)
+    if t.histograms:
+        probe = np.arange(min(t.batch_size, len(splits.train)))  # one fixed batch, read alone
+        callbacks.append(HistogramLogger(run.live_dir("tensorboard/histograms"),
+                                         splits.train.view.take(probe).astype(np.float32),
+                                         splits.train.y[probe]))
     callbacks += [keras.callbacks.TensorBoard(log_dir=run.live_dir("tensorboard")),
-                  EpochLog(t.epochs)]
+                  EpochLog(t.epochs), *extra_callbacks]
 
     if store.state.get("stopped_early"):
         log.info("run stopped early at epoch %d before; not training further", start_epoch)

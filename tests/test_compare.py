@@ -1,0 +1,58 @@
+"""Several runs side by side, from local folders and from a bucket."""
+
+import csv
+import os
+
+import fsspec
+import pytest
+
+from trainer import compare
+from trainer.errors import UserError
+
+from conftest import run_cli, run_job
+
+COMMON = ["model.name=tiny_cnn", "data.samples_per_class=30", "output.report=false",
+          "output.plots=false"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    run_job(out, "name=fast", "train.learning_rate=0.01", "train.epochs=2", *COMMON)
+    run_job(out, "name=slow", "train.learning_rate=0.0001", "train.epochs=3", *COMMON)
+    return out
+
+
+def test_compare_on_the_command_line(two_runs, tmp_path):
+    proc = run_cli(str(two_runs / "fast"), str(two_runs / "slow"), "--out", str(tmp_path),
+                   module="trainer.compare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, fast, slow = proc.stdout.splitlines()[:3]
+    assert header.split()[:5] == ["run", "model", "task", "epochs", "best_epoch"]
+    assert fast.split()[:4] == ["fast", "tiny_cnn", "classification", "2"]
+    assert slow.split()[:4] == ["slow", "tiny_cnn", "classification", "3"]
+    rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
+    assert [r["run"] for r in rows] == ["fast", "slow"]
+    assert {"val_accuracy", "test_accuracy", "val_loss", "test_loss", "samples_per_s"} <= set(rows[0])
+    assert float(rows[0]["test_accuracy"]) > float(rows[1]["test_accuracy"])  # lr 1e-2 vs 1e-4
+    assert os.path.getsize(tmp_path / "compare.png") > 10_000
+
+
+def test_compare_reads_and_writes_through_the_storage_layer(two_runs):
+    """Runs in a bucket (fsspec's in-memory file system stands in for gs://)."""
+    fs = fsspec.filesystem("memory")
+    for name in ("fast", "slow"):
+        for f in ("metrics.json", "config.yaml", "history.csv"):
+            fs.put_file(str(two_runs / name / f), f"/bucket/a/{name}/{f}")
+    fs.put_file(str(two_runs / "fast" / "metrics.json"), "/bucket/b/fast/metrics.json")
+    rows, written = compare.compare(["memory://bucket/a/fast", "memory://bucket/a/slow/",
+                                     "memory://bucket/b/fast"], "memory://bucket/cmp")
+    assert [r["run"] for r in rows] == ["a/fast", "slow", "b/fast"]  # same names told apart
+    assert rows[2]["epochs"] == 2 and rows[2]["model"] == ""  # no config.yaml there: still listed
+    assert written == {"table": "memory://bucket/cmp/compare.csv", "plot": "memory://bucket/cmp/compare.png"}
+    assert fs.cat_file("/bucket/cmp/compare.png")[:4] == b"\x89PNG"
+
+
+def test_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(UserError, match=f"no metrics.json in {tmp_path}, run directory"):
+        compare.load_run(str(tmp_path))

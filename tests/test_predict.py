@@ -1,0 +1,111 @@
+"""Predictions from a saved model alone: seed 004's round trip, shards, batching, remote models."""
+
+import csv
+import os
+
+import fsspec
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer import predict
+from trainer.data import demo
+from trainer.errors import UserError
+
+from conftest import blob_images, run_cli, run_job, write_npz
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict")
+    run_job(out, "name=shapes", "model.name=tiny_cnn", "data.samples_per_class=150",
+            "train.epochs=6", "train.learning_rate=0.003", "output.report=false")
+    x, _, target = blob_images(200, seed=5)
+    path = write_npz(out / "d", "reg.npz", x, target)
+    run_job(out, "name=reg", "task=regression", "data.format=npz", f"data.train={path}",
+            "model.name=tiny_cnn", "train.epochs=2", "output.report=false")
+    return out
+
+
+def test_round_trip_new_shape_images_on_the_command_line(models, tmp_path):
+    """Seed 004: draw new shapes, save them as PNG, classify them with nothing but model.h5."""
+    rng = np.random.default_rng(2024)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i, shape in enumerate(demo.CLASSES * 2):
+        Image.fromarray(demo.create_image(rng, (32, 32), shape)).save(folder / f"{i}_{shape}.png")
+    (folder / "notes.txt").write_text("not an image")  # ignored inside a folder
+    out_csv = tmp_path / "pred.csv"
+    proc = run_cli("--model", str(models / "shapes" / "model.h5"), str(folder), "--csv", str(out_csv),
+                   module="trainer.predict")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 6
+    for line in lines:
+        path, label, prob = line.split("  ")
+        assert path.endswith(".png") and label == path[:-4].split("_")[-1], line
+        assert 0.5 < float(prob) <= 1.0
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [r["input"] for r in rows] == [line.split("  ")[0] for line in lines]
+    assert list(rows[0]) == ["input", "predicted", "probability", "p_circle", "p_square", "p_triangle"]
+    for r in rows:
+        assert sum(float(r[f"p_{c}"]) for c in demo.CLASSES) == pytest.approx(1.0, abs=1e-4)
+    assert "6 inputs predicted" in proc.stderr
+
+
+def test_shards_are_streamed_in_batches(models, tmp_path):
+    x, y = demo.generate(25, (32, 32), seed=77)
+    np.savez(tmp_path / "s.npz", x=x, y=y)
+    np.save(tmp_path / "x0.npy", x[:10])
+    np.save(tmp_path / "y0.npy", y[:10].astype("U8"))  # a label file beside it is not an input
+    np.save(tmp_path / "one.npy", x[0])  # a single image in a file
+    saved = predict.load(str(models / "shapes"))  # a run directory names its model
+    rows = list(predict.predict(saved, [str(tmp_path)], batch_size=7))
+    names = [r[0] for r in rows]
+    assert len(rows) == 75 + 10 + 1
+    assert names[0] == f"{tmp_path / 'one.npy'}[0]" and f"{tmp_path / 's.npz'}[74]" in names
+    assert not any("y0.npy" in n for n in names)
+    shard = [r for r in rows if "s.npz" in r[0]]
+    accuracy = np.mean([r[1] == label for r, label in zip(shard, y)])
+    assert accuracy >= 0.9
+
+
+def test_regression_values_and_a_model_from_a_bucket(models, tmp_path):
+    fs = fsspec.filesystem("memory")
+    fs.put_file(str(models / "reg" / "model.h5"), "/bucket/reg/model.h5")
+    saved = predict.load("memory://bucket/reg/model.h5")  # remote: fetched, then loaded
+    x, _, target = blob_images(20, seed=9)
+    path = write_npz(tmp_path, "x.npz", x, target)
+    rows = list(predict.predict(saved, [path]))
+    assert saved.columns == ["input", "output_0", "output_1"]
+    assert len(rows) == 20 and all(len(r) == 3 for r in rows)
+    assert predict.format_row(rows[0], False).startswith(f"{path}[0]  ")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20, 3))), "images of shape (20, 20, 3)"),
+    (lambda d: (d / "x.png").write_bytes(b"not a png"), "cannot read image"),
+    (lambda d: (d / "x.csv").write_text("a,b"), "no images or shards, input="),
+])
+def test_bad_inputs_name_the_file(models, tmp_path, make, message):
+    make(tmp_path)
+    target = next(p for p in tmp_path.iterdir())
+    saved = predict.load(str(models / "shapes" / "model.h5"))
+    with pytest.raises(UserError) as exc:
+        list(predict.predict(saved, [str(target)]))
+    assert message in str(exc.value) and str(target) in str(exc.value)
+
+
+def test_images_of_another_size_are_resized(models, tmp_path):
+    Image.fromarray(demo.create_image(np.random.default_rng(1), (64, 48), "circle")).save(tmp_path / "c.png")
+    image = predict.read_image(str(tmp_path / "c.png"), (32, 32, 3))
+    assert image.shape == (32, 32, 3) and image.dtype == np.float32 and image.max() == 255
+
+
+def test_missing_model_on_the_command_line(tmp_path):
+    proc = run_cli("--model", str(tmp_path / "nope.h5"), str(tmp_path), module="trainer.predict")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: file not found, --model={tmp_path / 'nope.h5'}, expected a model.h5 written by "
+        "trainer.task")
+    assert not os.path.exists(tmp_path / "pred.csv")

@@ -1,0 +1,120 @@
+"""report.html: what it holds, and that a real browser renders it with every image."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from trainer.report import per_class_scores
+
+from conftest import blob_images, run_job, write_npz
+
+SECTIONS = ("metrics", "curves", "errors", "data", "architecture", "throughput", "environment",
+            "config")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A deliberately undertrained shapes classifier (so it makes mistakes) and a regressor."""
+    out = tmp_path_factory.mktemp("report")
+    run_job(out, "name=cls", "model.name=tiny_cnn", "data.samples_per_class=30", "train.epochs=2")
+    x, _, target = blob_images(200, seed=5)
+    path = write_npz(out / "d", "reg.npz", x, target)
+    run_job(out, "name=reg", "task=regression", "data.format=npz", f"data.train={path}",
+            "model.name=tiny_cnn", "train.epochs=2")
+    return out
+
+
+def _html(runs, name):
+    return (runs / name / "report.html").read_text()
+
+
+def test_classification_report_holds_every_section(runs):
+    html = _html(runs, "cls")
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html, section
+    metrics = json.loads((runs / "cls" / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+    wrong = int(matrix.sum() - np.trace(matrix))
+    assert wrong > 0  # the fixture's model is weak on purpose
+    assert f"Most confident mistakes ({wrong} of {int(matrix.sum())} test images wrong)" in html
+    assert html.count("<figcaption>") == min(wrong, 16)
+    assert len(re.findall(r"true: (circle|square|triangle)<br>predicted: ", html)) == min(wrong, 16)
+    for name in ("circle", "square", "triangle", "macro average"):
+        assert f"<td>{name}</td>" in html
+    assert "Per-class precision, recall and F1" in html and "Confusion matrix" in html
+    assert "tiny_cnn" in html and "Conv2D" in html and "6,371" in html  # the layer table
+    assert "samples/s" in html and "tensorflow" in html and "name: cls" in html
+    # self-contained: nothing fetched from anywhere, no script
+    assert "<script" not in html and not re.search(r'(src|href)="(https?:|//)', html)
+
+
+def test_regression_report_has_scatter_and_residuals(runs):
+    html = _html(runs, "reg")
+    assert "Regression: predictions against truth" in html
+    assert 'alt="predicted vs true and residuals"' in html
+    assert "<th>RMSE</th>" in html and "<td>output 1</td>" in html
+    assert "Most confident mistakes" not in html and "Confusion matrix" not in html
+
+
+def test_per_class_scores():
+    matrix = np.array([[8, 2], [1, 9]])  # rows: true class
+    (p0, r0, f0, n0), (p1, r1, f1, n1) = per_class_scores(matrix)
+    assert (p0, r0, n0) == (8 / 9, 0.8, 10) and (p1, r1, n1) == (9 / 11, 0.9, 10)
+    assert f0 == pytest.approx(2 * p0 * r0 / (p0 + r0))
+    assert per_class_scores(np.array([[0, 0], [3, 0]]))[0][:3] == (0.0, 0.0, 0.0)
+
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const ok = images.filter(i => i.complete && i.naturalWidth > 0 && i.src.startsWith("data:image/png"));
+  document.body.setAttribute("data-images", images.length);
+  document.body.setAttribute("data-rendered", ok.length);
+  document.body.setAttribute("data-height", document.body.scrollHeight);
+});
+</script>"""
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not _chromium(), reason="Chromium is not installed (`apt-get install chromium`; "
+                    "`make test` installs it when run as root)")
+@pytest.mark.parametrize("name, at_least", [("cls", 5), ("reg", 3)])
+def test_report_renders_in_headless_chromium(runs, tmp_path, name, at_least):
+    # The probe runs after the load event, when every image has decoded, and writes what it
+    # saw into the DOM that --dump-dom prints.
+    page = tmp_path / "page.html"
+    page.write_text(_html(runs, name).replace("</body>", _PROBE + "</body>"))
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    images = int(re.search(r'data-images="(\d+)"', body).group(1))
+    rendered = int(re.search(r'data-rendered="(\d+)"', body).group(1))
+    assert images >= at_least and rendered == images, body
+    assert int(re.search(r'data-height="(\d+)"', body).group(1)) > 2000  # a long, laid-out page
+    assert os.path.getsize(page) > 50_000
+
+
+def _has_graphviz():
+    import importlib.util
+
+    return importlib.util.find_spec("pydot") is not None and shutil.which("dot") is not None
+
+
+def test_architecture_diagram_where_plot_model_can_draw(runs):
+    html = _html(runs, "cls")
+    if not _has_graphviz():
+        assert "No diagram: install pydot and Graphviz" in html
+        pytest.skip("pydot or Graphviz's dot is missing (pip install pydot; apt-get install graphviz)")
+    assert re.search(r'<h3>Diagram</h3><img alt="architecture diagram" src="data:image/png;base64,', html)

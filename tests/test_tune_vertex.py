@@ -1,0 +1,104 @@
+"""The search as a Vertex AI hyperparameter tuning job: the spec, built offline."""
+
+import json
+
+import pytest
+
+from google.cloud import aiplatform_v1 as vertex
+
+from trainer import config
+from trainer.errors import UserError
+from trainer.tune import space as space_mod
+from trainer.tune import vertex as tv
+from trainer.tune.vertex_trial import hyperparameter_args
+
+from conftest import run_cli
+
+INFRA = tv.Infrastructure(project="p", region="europe-west4", image_uri="eu.gcr.io/p/trainer:1",
+                          accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1)
+
+
+def _space(params, **top):
+    return space_mod.parse({"params": params, **top}, config.from_dict({}), "s.yaml")
+
+
+def test_every_kind_translates_to_its_parameter_spec():
+    space = _space({"train.learning_rate": {"log_uniform": [1e-4, 1e-2]},
+                    "model.dropout": {"uniform": [0.0, 0.5]},
+                    "model.layer_param": {"uniform": [4, 32]},
+                    "train.batch_size": {"choice": [64, 16, 32]},
+                    "model.name": {"grid": ["tiny_cnn", "shapes_cnn"]},
+                    "data.standardize": {"choice": [True, False]}},
+                   metric="val_accuracy", pruning={"startup_trials": 3})
+    job = tv.tuning_job("demo-tune", space, 12, 3, "gs://b/c.yaml", ["train.epochs=3"],
+                        "gs://b/runs/demo-tune", INFRA)
+    spec = {p.parameter_id: p for p in job.study_spec.parameters}
+    scale = vertex.StudySpec.ParameterSpec.ScaleType
+    lr = spec["train.learning_rate"]
+    assert (lr.double_value_spec.min_value, lr.double_value_spec.max_value) == (1e-4, 1e-2)
+    assert lr.scale_type == scale.UNIT_LOG_SCALE
+    assert spec["model.dropout"].scale_type == scale.UNIT_LINEAR_SCALE
+    assert spec["model.layer_param"].integer_value_spec.max_value == 32
+    assert list(spec["train.batch_size"].discrete_value_spec.values) == [16.0, 32.0, 64.0]
+    assert list(spec["model.name"].categorical_value_spec.values) == ["tiny_cnn", "shapes_cnn"]
+    assert list(spec["data.standardize"].categorical_value_spec.values) == ["true", "false"]
+    metric = job.study_spec.metrics[0]
+    assert (metric.metric_id, metric.goal) == ("val_accuracy",
+                                               vertex.StudySpec.MetricSpec.GoalType.MAXIMIZE)
+    assert job.study_spec.algorithm == vertex.StudySpec.Algorithm.ALGORITHM_UNSPECIFIED
+    assert "median_automated_stopping_spec" in job.study_spec
+    assert (job.max_trial_count, job.parallel_trial_count) == (12, 3)
+    pool = job.trial_job_spec.worker_pool_specs[0]
+    assert pool.machine_spec.accelerator_type == vertex.AcceleratorType.NVIDIA_TESLA_T4
+    assert list(pool.container_spec.command) == ["python", "-m", "trainer.tune.vertex_trial"]
+    assert list(pool.container_spec.args) == ["--config", "gs://b/c.yaml", "--set=train.epochs=3",
+                                              "--output_dir", "gs://b/runs/demo-tune"]
+    # it serialises as the API takes it
+    data = json.loads(tv.to_json(job))
+    assert data["studySpec"]["parameters"][0]["parameterId"] == "train.learning_rate"
+
+
+def test_an_all_grid_space_is_a_grid_search_without_pruning():
+    job = tv.tuning_job("g", _space({"train.batch_size": [16, 32]}, pruning=False), 2, 1,
+                        None, [], "gs://b/g", tv.Infrastructure(None, "us-central1", "img"))
+    assert job.study_spec.algorithm == vertex.StudySpec.Algorithm.GRID_SEARCH
+    # no config file: the trials train the embedded demo
+    assert list(job.trial_job_spec.worker_pool_specs[0].container_spec.args) == ["--output_dir", "gs://b/g"]
+    assert "median_automated_stopping_spec" not in job.study_spec
+
+
+def test_an_unknown_accelerator_is_a_user_error():
+    bad = tv.Infrastructure("p", "us-central1", "img", accelerator_type="NVIDIA_TESLA_T5")
+    with pytest.raises(UserError, match="cannot build the tuning job"):
+        tv.tuning_job("g", _space({"train.batch_size": [16]}), 1, 1, "gs://b/c", [], "gs://b/g", bad)
+
+
+def test_trial_arguments_become_overrides():
+    argv = ["vertex_trial", "--config", "gs://b/c.yaml", "--train.learning_rate=0.003",
+            "--model.name=tiny_cnn", "--output_dir=gs://b/g"]
+    assert hyperparameter_args(argv, "7") == [
+        "vertex_trial", "--config", "gs://b/c.yaml", "--set=train.learning_rate=0.003",
+        "--set=model.name=tiny_cnn", "--output_dir=gs://b/g", "--set=name=trial-7"]
+
+
+def test_dry_run_prints_the_spec_and_submits_nothing(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("metric: val_accuracy\nparams:\n  train.learning_rate: {log_uniform: [1.0e-4, 0.01]}\n")
+    cfg = tmp_path / "shapes.yaml"
+    cfg.write_text("name: shapes\nmodel: {name: tiny_cnn}\n")
+    proc = run_cli("--vertex", "--dry_run", "--space", str(space), "--trials", "8", "--parallel", "2",
+                   "--output_dir", "gs://bucket/runs", "--config", str(cfg), module="trainer.tune")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job = json.loads(proc.stdout)
+    assert job["displayName"] == "shapes-tune" and job["maxTrialCount"] == 8
+    assert job["parallelTrialCount"] == 2
+    assert job["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"] == [
+        "--config", str(cfg), "--set=train.monitor=val_accuracy",  # the metric the trials report
+        "--output_dir", "gs://bucket/runs/shapes-tune"]
+    assert job["trialJobSpec"]["baseOutputDirectory"]["outputUriPrefix"] == "gs://bucket/runs/shapes-tune"
+    assert job["studySpec"]["metrics"] == [{"metricId": "val_accuracy", "goal": "MAXIMIZE"}]
+    # without --dry_run a local config cannot reach the trials: refused before any API call
+    proc = run_cli("--vertex", "--space", str(space), "--project", "p", "--output_dir",
+                   "gs://bucket/runs", "--config", str(cfg), module="trainer.tune")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: --config is {cfg}, --vertex, expected a gs:// URL that the trials can read and write")

@@ -1,0 +1,222 @@
+"""`python -m trainer.predict --model MODEL.h5 INPUTS... [--csv OUT.csv]`: use a saved model.
+
+Seeds 000 and 004 ended with a hand-written cell that loads the model, rescales a new image and
+looks up the class name. None of that is needed here: the standardisation is a layer inside
+`model.h5` and the class names travel in its `trainer_metadata`, so the model file alone is
+enough. Inputs are image files, folders of them, or `.npz`/`.npy` shards, local or `gs://`.
+They are read one at a time and predicted in batches, so a large input never sits in memory
+whole; every input gives one line on stdout (and one CSV row).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+from absl import flags
+
+from trainer import cli, storage
+from trainer.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "model.h5 written by trainer.task: local path or gs:// URL.")
+flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local or gs://).")
+flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SHARD_EXTENSIONS = (".npz", ".npy")
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A loaded model with what its metadata says about inputs and outputs."""
+
+    model: object
+    task: str
+    class_names: Optional[list[str]]
+    input_shape: tuple[int, ...]  # (H, W, C)
+
+    @property
+    def columns(self) -> list[str]:
+        if self.class_names:
+            return ["input", "predicted", "probability", *[f"p_{c}" for c in self.class_names]]
+        outputs = int(self.model.output_shape[-1])
+        return ["input", *[f"output_{k}" for k in range(outputs)]]
+
+
+def load(path: str) -> SavedModel:
+    """Load `model.h5` from a local path or a bucket (h5py needs a local file, so fetch it first)."""
+    if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
+        path = storage.join(path, "model.h5")  # a run directory names its model
+    if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
+        raise UserError(f"file not found, --model={path}, expected a model.h5 written by "
+                        "trainer.task")
+    from trainer import artifacts  # TensorFlow, imported only once the inputs look right
+
+    if storage.is_local(path):
+        model, meta = artifacts.load_model(path)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "model.h5")
+            storage.get_file(path, local)
+            model, meta = artifacts.load_model(local)
+    if "task" not in meta:
+        raise UserError(f"model has no trainer_metadata, --model={path}, expected a model.h5 "
+                        "written by trainer.task (it carries the task and class names)")
+    shape = tuple(meta.get("input_shape") or model.input_shape[1:])
+    return SavedModel(model, meta["task"], meta.get("class_names"), shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs: (name, image) pairs, read lazily.
+
+
+def input_files(inputs: Sequence[str]) -> Iterator[str]:
+    """Every image or shard named by the inputs; folders and globs are searched for both."""
+    for item in inputs:
+        files = storage.expand(item, "input")
+        if storage.is_local(item) and not os.path.isabs(item):
+            files = [os.path.relpath(f) for f in files]  # name inputs as the user did
+        picked = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS + SHARD_EXTENSIONS)]
+        # In a folder of x*.npy/y*.npy pairs the y files are labels, not images.
+        names = {os.path.basename(f) for f in picked}
+        picked = [f for f in picked if not (os.path.basename(f).startswith("y")
+                                            and f.endswith(".npy")
+                                            and "x" + os.path.basename(f)[1:] in names)]
+        if not picked:
+            raise UserError(f"no images or shards, input={item}, expected image files "
+                            f"({', '.join(IMAGE_EXTENSIONS)}), a folder of them, or .npz/.npy shards")
+        yield from picked
+
+
+def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One image file as the model's input: its channels, resized to its height and width."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    if channels not in _PIL_MODES:
+        raise UserError(f"model takes {channels}-channel images, {path}, expected a model of "
+                        "1, 3 or 4 channels for image files (use .npy/.npz shards)")
+    try:
+        img = Image.open(io.BytesIO(storage.read_bytes(path)))
+        img = img.convert(_PIL_MODES[channels])
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read image ({exc}), {path}, expected a PNG, JPEG or other "
+                        "image file") from None
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.BILINEAR)
+    x = np.asarray(img, dtype=np.float32)
+    return x[..., np.newaxis] if x.ndim == 2 else x
+
+
+def _shard_array(path: str) -> np.ndarray:
+    if path.endswith(".npy"):
+        if storage.is_local(path):
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+    source = path if storage.is_local(path) else io.BytesIO(storage.read_bytes(path))
+    with np.load(source, allow_pickle=False) as archive:
+        if "x" not in archive.files:
+            raise UserError(f"array 'x' missing, {path}, expected an .npz shard with images in 'x'")
+        return archive["x"]
+
+
+def read_shard(path: str, shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    """Images of an .npz (array `x`) or .npy shard; a single image in a file is allowed too."""
+    try:
+        x = _shard_array(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"cannot read shard ({exc}), {path}, expected a numeric .npz/.npy "
+                        "array of images (pickled objects are refused)") from None
+    image_shapes = {tuple(shape), tuple(shape[:2])} if shape[2] == 1 else {tuple(shape)}
+    if tuple(x.shape) in image_shapes:
+        x = x[np.newaxis]
+    if tuple(x.shape[1:]) not in image_shapes:
+        raise UserError(f"images of shape {tuple(x.shape[1:])}, {path}, expected {tuple(shape)} "
+                        "as the model was trained on")
+    for i in range(len(x)):
+        image = np.asarray(x[i], dtype=np.float32)
+        yield f"{path}[{i}]", image.reshape(shape)
+
+
+def read_inputs(inputs: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    for path in input_files(inputs):
+        if path.lower().endswith(SHARD_EXTENSIONS):
+            yield from read_shard(path, shape)
+        else:
+            yield path, read_image(path, shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction, batched.
+
+
+def _batches(items: Iterable[tuple[str, np.ndarray]], size: int):
+    names, images = [], []
+    for name, image in items:
+        names.append(name)
+        images.append(image)
+        if len(names) == size:
+            yield names, np.stack(images)
+            names, images = [], []
+    if names:
+        yield names, np.stack(images)
+
+
+def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256) -> Iterator[list]:
+    """One row per input: [name, class, probability, p_class...] or [name, value...]."""
+    for names, x in _batches(read_inputs(inputs, saved.input_shape), batch_size):
+        out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
+        for name, row in zip(names, out):
+            if saved.class_names:
+                k = int(row.argmax())
+                yield [name, saved.class_names[k], float(row[k]), *map(float, row)]
+            else:
+                yield [name, *map(float, row)]
+
+
+def format_row(row: list, classification: bool) -> str:
+    if classification:
+        return f"{row[0]}  {row[1]}  {row[2]:.4f}"
+    return f"{row[0]}  " + "  ".join(f"{v:.6g}" for v in row[1:])
+
+
+def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int) -> int:
+    """Predict and print; returns the number of inputs."""
+    saved = load(model_path)
+    count = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        local_csv = os.path.join(tmp, "predictions.csv")
+        with open(local_csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(saved.columns)
+            for row in predict(saved, inputs, batch_size):
+                print(format_row(row, bool(saved.class_names)), flush=False)
+                writer.writerow(row)
+                count += 1
+        if csv_path:
+            storage.put_file(local_csv, csv_path)  # written whole, never streamed into the bucket
+    return count
+
+
+def main(inputs: Sequence[str]) -> int:
+    if not FLAGS.model:
+        raise UserError("no model given, --model, expected the path or gs:// URL of a model.h5")
+    if not inputs:
+        raise UserError("no inputs given, command line, expected image files, folders or "
+                        ".npz/.npy shards after the flags")
+    count = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size)
+    print(f"{count} inputs predicted" + (f", written to {FLAGS.csv}" if FLAGS.csv else ""),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,307 @@
+"""`report.html`: one self-contained page per run that a person can read without any tool.
+
+Everything a reviewer asks after a run (seeds 000 and 004 plotted it by hand each time) is on it:
+the headline metrics, the curves, where the model goes wrong, what data it saw, the architecture,
+how fast it trained and on what. Images are embedded as base64 `data:` URIs and there is no
+script or external stylesheet, so the file can be mailed, opened from a bucket or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import os
+import tempfile
+from typing import Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from trainer import environment, plots
+from trainer.config import Config
+from trainer.data import Splits
+from trainer.kerasflavor import keras
+from trainer.training import TrainResult
+
+GALLERY_SIZE = 16
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.sub { color: #666; } .bar { background: #4c8bf5; height: 0.8em; display: inline-block; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.gallery figure { margin: 0; text-align: center; font-size: 0.85em; width: 112px; }
+.gallery img { width: 96px; height: 96px; image-rendering: pixelated; border: 2px solid #d33; }
+img { max-width: 100%; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+nav a { margin-right: 1em; }
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _img(png: bytes, alt: str, **attrs: str) -> str:
+    extra = "".join(f' {k}="{_esc(v)}"' for k, v in attrs.items())
+    return (f'<img alt="{_esc(alt)}" src="data:image/png;base64,'
+            f'{base64.b64encode(png).decode("ascii")}"{extra}>')
+
+
+def _png(draw: Callable[[io.BytesIO], None]) -> bytes:
+    """The PNG that a `plots` function writes, caught in memory instead of a file."""
+    buf = io.BytesIO()
+    draw(buf)
+    return buf.getvalue()
+
+
+def _cell(value: object) -> str:
+    """Numbers right-aligned (floats to 4 significant digits), everything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return f"<td>{_esc(value)}</td>"
+    text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else f"{value:,}"
+    return f'<td class="num">{text}</td>'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def image_png(image: np.ndarray, scale_to: int = 96) -> bytes:
+    """A (H, W, C) image of any range as a viewable PNG (min-max scaled, first 3 channels)."""
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 3 and x.shape[-1] not in (1, 3):
+        x = x[..., :1]
+    low, high = float(x.min()), float(x.max())
+    x = (x - low) / (high - low) * 255 if high > low else np.zeros_like(x)
+    x = x.astype(np.uint8)
+    img = Image.fromarray(x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x)
+    if max(img.size) < scale_to:
+        factor = max(1, scale_to // max(img.size))
+        img = img.resize((img.size[0] * factor, img.size[1] * factor), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections. Each returns (anchor, title, html).
+
+
+def _metrics_section(metrics: dict) -> str:
+    names = sorted({k for split in ("val", "test") for k in metrics.get(split, {})})
+    rows = [[split, *[metrics[split].get(k, float("nan")) for k in names]]
+            for split in ("val", "test") if split in metrics]
+    t = metrics.get("training", {})
+    facts = [["epochs trained", t.get("epochs_trained")], ["best epoch", t.get("best_epoch")],
+             ["stopped early", t.get("stopped_early")], ["resumed from epoch", t.get("resumed_from_epoch")],
+             ["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)]]
+    return _table(["split", *names], rows) + _table(["training", ""], facts)
+
+
+def _curves_section(history: list[dict], name: str) -> str:
+    if not history:
+        return "<p>No epochs were trained in this run.</p>"
+    return _img(_png(lambda f: plots.history_plot(history, f, name)), "training curves")
+
+
+def per_class_scores(matrix: np.ndarray) -> list[tuple[float, float, float, int]]:
+    """(precision, recall, F1, support) per class from a confusion matrix (rows: true)."""
+    out = []
+    for i in range(len(matrix)):
+        tp = float(matrix[i, i])
+        predicted, actual = float(matrix[:, i].sum()), float(matrix[i, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out.append((precision, recall, f1, int(actual)))
+    return out
+
+
+def _classification_section(splits: Splits, probs: np.ndarray, name: str) -> str:
+    names = splits.class_names
+    y = splits.test.y
+    predicted = probs.argmax(axis=1)
+    matrix = plots.confusion_matrix(y, predicted, len(names))
+    confusion = _png(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: test set"))
+    scores = per_class_scores(matrix)
+    rows = [[c, p, r, f, n] for c, (p, r, f, n) in zip(names, scores)]
+    macro = [float(np.mean([s[i] for s in scores])) for i in range(3)]
+    rows.append(["macro average", *macro, int(matrix.sum())])
+    parts = ["<h3>Confusion matrix (test set)</h3>", _img(confusion, "confusion matrix"),
+             "<h3>Per-class precision, recall and F1 (test set)</h3>",
+             _table(["class", "precision", "recall", "F1", "support"], rows)]
+    wrong = np.flatnonzero(predicted != y)
+    parts.append(f"<h3>Most confident mistakes ({len(wrong)} of {len(y)} test images wrong)</h3>")
+    if len(wrong) == 0:
+        parts.append("<p>No test image is misclassified.</p>")
+        return "".join(parts)
+    # Worst first: the probability the model gave to its wrong answer.
+    order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:GALLERY_SIZE]
+    images = dict(zip(order, splits.test.view.take(order)))  # only the gallery's rows are read
+    cells = []
+    for i in order:
+        caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
+                   f"({probs[i, predicted[i]]:.2f})")
+        cells.append(f"<figure>{_img(image_png(images[i]), f'test image {i}')}"
+                     f"<figcaption>{caption}</figcaption></figure>")
+    parts.append(f'<div class="gallery">{"".join(cells)}</div>')
+    return "".join(parts)
+
+
+def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
+    y = splits.test.y
+    pred = pred.reshape(y.shape)
+    figure = _png(lambda f: plots.regression_plots(y, pred, f, f"{name}: test set"))
+    err = pred - y
+    rows = [[f"output {k}", float(np.sqrt((err[:, k] ** 2).mean())), float(np.abs(err[:, k]).mean()),
+             float(err[:, k].mean()), float(np.corrcoef(y[:, k], pred[:, k])[0, 1])
+             if y[:, k].std() > 0 and pred[:, k].std() > 0 else float("nan")]
+            for k in range(y.shape[1])]
+    return ("<h3>Predicted against true, and residuals (test set)</h3>"
+            + _img(figure, "predicted vs true and residuals")
+            + _table(["output", "RMSE", "MAE", "mean residual", "correlation"], rows))
+
+
+def _data_section(splits: Splits) -> str:
+    summary = splits.summary()
+    rows = [[k, summary[k]["samples"], summary[k]["source"]] for k in ("train", "val", "test")]
+    parts = [f"<p>Input shape {_esc(tuple(summary['input_shape']))}; "
+             f"split: {_esc(summary['split_method'])}.</p>",
+             _table(["split", "samples", "source"], rows)]
+    if splits.class_names:
+        header = ["class", *[f"{k} samples" for k in ("train", "val", "test")], "train share"]
+        total = max(1, summary["train"]["samples"])
+        rows = []
+        for c in splits.class_names:
+            counts = [summary[k]["per_class"][c] for k in ("train", "val", "test")]
+            share = counts[0] / total
+            rows.append(f"<tr><td>{_esc(c)}</td>" + "".join(_cell(n) for n in counts)
+                        + f'<td><span class="bar" style="width:{share * 200:.0f}px"></span> '
+                          f"{share:.1%}</td></tr>")
+        parts.append("<h3>Class balance</h3><table><tr>"
+                     + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>" + "".join(rows)
+                     + "</table>")
+    else:
+        y = splits.train.y
+        rows = [[f"output {k}", float(y[:, k].mean()), float(y[:, k].std()), float(y[:, k].min()),
+                 float(y[:, k].max())] for k in range(y.shape[1])]
+        parts.append("<h3>Targets (training split)</h3>"
+                     + _table(["target", "mean", "std", "min", "max"], rows))
+    return "".join(parts)
+
+
+def _shape(layer, node: int) -> str:
+    try:
+        shape = layer.get_output_shape_at(node)
+    except (AttributeError, RuntimeError, ValueError):
+        return "?"
+    return str(shape).replace("None", "N")
+
+
+def layer_rows(model: keras.Model, depth: int = 0) -> list[list]:
+    """(name, type, output shape, parameters) per layer, nested models indented below themselves."""
+    rows = []
+    for layer in model.layers:
+        # A nested model's last node is its use inside the outer model.
+        rows.append(["\u2003" * depth + layer.name, type(layer).__name__,
+                     _shape(layer, -1), layer.count_params()])
+        if isinstance(layer, keras.Model):
+            rows += layer_rows(layer, depth + 1)
+    return rows
+
+
+def architecture_diagram(model: keras.Model) -> Optional[bytes]:
+    """The model graph as a PNG via `plot_model`, or None without pydot and Graphviz's `dot`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.png")
+        try:
+            keras.utils.plot_model(model, to_file=path, show_shapes=True, expand_nested=True,
+                                   dpi=72)
+        except (ImportError, OSError, AttributeError, FileNotFoundError):
+            return None
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _architecture_section(model: keras.Model) -> str:
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = model.count_params()
+    parts = [f"<p>{total:,} parameters, {trainable:,} trainable.</p>",
+             _table(["layer", "type", "output shape", "parameters"], layer_rows(model))]
+    diagram = architecture_diagram(model)
+    if diagram is not None:
+        parts += ["<h3>Diagram</h3>", _img(diagram, "architecture diagram")]
+    else:
+        parts.append('<p class="sub">No diagram: install pydot and Graphviz (`dot`) for one.</p>')
+    return "".join(parts)
+
+
+def _throughput_section(history: list[dict]) -> str:
+    rows = [[row["epoch"], float(row.get("epoch_time_s", float("nan"))),
+             float(row.get("samples_per_s", float("nan")))] for row in history]
+    if not rows:
+        return "<p>No epochs were trained in this run.</p>"
+    mean = float(np.mean([r[2] for r in rows]))
+    figure = _png(lambda f: plots.throughput_plot(history, f, "training throughput"))
+    return (f"<p>Mean {mean:,.0f} training samples/s over {len(rows)} epochs (the first epoch "
+            "includes building the graph).</p>"
+            + _img(figure, "throughput per epoch")
+            + _table(["epoch", "seconds", "samples/s"], rows))
+
+
+def _environment_section(metrics: dict, run_url: str) -> str:
+    info = environment.provenance()
+    packages = info.pop("packages")
+    training = metrics.get("training", {})
+    rows = [["run directory", run_url], *[[k, v] for k, v in info.items()],
+            *[[k, training[k]] for k in ("precision_policy", "xla", "replicas", "global_batch",
+                                         "learning_rate") if k in training],
+            *[[f"package {k}", v] for k, v in packages.items()]]
+    return _table(["", "value"], rows)
+
+
+def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str) -> str:
+    """The whole page as a string."""
+    sections: list[tuple[str, str, str]] = [
+        ("metrics", "Final metrics", _metrics_section(metrics)),
+        ("curves", "Training curves", _curves_section(result.history, config.name)),
+    ]
+    if result.test_predictions is not None and len(splits.test):
+        if splits.class_names:
+            sections.append(("errors", "Classification: where it goes wrong",
+                             _classification_section(splits, result.test_predictions, config.name)))
+        else:
+            sections.append(("errors", "Regression: predictions against truth",
+                             _regression_section(splits, result.test_predictions, config.name)))
+    sections += [
+        ("data", "Data", _data_section(splits)),
+        ("architecture", "Architecture", _architecture_section(result.model)),
+        ("throughput", "Throughput", _throughput_section(result.history)),
+        ("environment", "Environment", _environment_section(metrics, run_url)),
+        ("config", "Config", f"<pre>{_esc(config.to_yaml())}</pre>"),
+    ]
+    test = metrics.get("test", {})
+    headline = ", ".join(f"{k} {v:.4g}" for k, v in test.items())
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
+    body = "".join(f'<section id="{a}"><h2>{_esc(t)}</h2>{h}</section>' for a, t, h in sections)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_esc(config.name)}: run report</title><style>{_CSS}</style></head><body>"
+            f"<h1>{_esc(config.name)}</h1>"
+            f'<p class="sub">{_esc(config.task)} with {_esc(config.model.name)}; test: '
+            f"{_esc(headline)}; written {when}</p><nav>{nav}</nav>{body}</body></html>")
+
+
+def write_report(path: str, config: Config, splits: Splits, result: TrainResult, metrics: dict,
+                 run_url: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(render(config, splits, result, metrics, run_url))

@@ -1,0 +1,127 @@
+"""`python -m trainer.tune --config FILE --space SPACE.yaml [--trials N] [--parallel K]`.
+
+Runs the search into `<output dir>/<study name>/` and ends with the ranked table; run the same
+command again after an interruption and it carries on. `--vertex [--dry_run]` builds (and
+submits) the same search as a Vertex AI hyperparameter tuning job instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+from absl import flags
+
+from trainer import cli
+from trainer.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Base YAML config (local path, gs:// URL or /gcs/ path); "
+                    "without it, the embedded demo.")
+flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.")
+flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).")
+flags.DEFINE_integer("trials", None, "Trials in all (default: the whole grid, or 10 when "
+                     "anything is sampled). Raising it on a resumed search adds trials.",
+                     lower_bound=1)
+flags.DEFINE_integer("parallel", 1, "Trials run at once (worker processes).", lower_bound=1)
+flags.DEFINE_string("output_dir", None, "Where the study directory goes (overrides output.dir).")
+flags.DEFINE_string("study_name", None, "The study directory's name (default: <name>-tune).")
+flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only one per trial.")
+flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.")
+flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.")
+flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.")
+flags.DEFINE_string("region", "us-central1", "With --vertex: the Vertex AI region.")
+flags.DEFINE_string("image_uri", "us-docker.pkg.dev/PROJECT/trainer/trainer:latest",
+                    "With --vertex: the training container image.")
+flags.DEFINE_string("machine_type", "n1-standard-4", "With --vertex: each trial's machine.")
+flags.DEFINE_string("accelerator_type", None, "With --vertex: e.g. NVIDIA_TESLA_T4.")
+flags.DEFINE_integer("accelerator_count", 0, "With --vertex: accelerators per trial.")
+
+
+def _target(space, trials: Optional[int]) -> int:
+    if trials is None:
+        return space.default_trials()
+    if space.grid_only and trials > space.default_trials():
+        print(f"note: the grid has {space.default_trials()} points; running those, not {trials}")
+        return space.default_trials()
+    return trials
+
+
+def local_search(cfg, space, study_dir: str, trials: int, parallel: int, verbose: bool) -> int:
+    from trainer.tune import results, study as study_mod
+
+    study = study_mod.search(study_dir, cfg, space, trials, parallel, verbose)
+    rows = results.ranked(study, space)
+    print()
+    print(results.table(rows))
+    csv_path = os.path.join(study_dir, "trials.csv")
+    plot_path = os.path.join(study_dir, "objective.png")
+    results.write_csv(rows, csv_path)
+    results.plot(rows, space, plot_path, f"{os.path.basename(study_dir)}: {space.metric}")
+    states = [r["state"] for r in rows]
+    print(f"\n{states.count('complete')} complete, {states.count('pruned')} pruned, "
+          f"{states.count('failed')} failed")
+    print(f"table: {csv_path}\nplot:  {plot_path}")
+    if rows and rows[0]["state"] == "complete":
+        print(f"best:  {os.path.join(study_dir, rows[0]['run'])} "
+              f"({space.metric}={rows[0][space.metric]:.4g})")
+    if states and all(s == "failed" for s in states):
+        first = rows[0]
+        print(f"error: every trial failed, {os.path.join(study_dir, first['run'])}, expected at "
+              f"least one to finish (first error: {first['error']})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int:
+    from trainer import storage
+    from trainer.tune import vertex
+
+    infra = vertex.Infrastructure(FLAGS.project, FLAGS.region, FLAGS.image_uri, FLAGS.machine_type,
+                                  FLAGS.accelerator_type, FLAGS.accelerator_count)
+    overrides = list(FLAGS.set)
+    if space.metric != cfg.train.monitor:
+        # Trials report train.monitor to the tuner (cloudml-hypertune), so it must be the metric.
+        overrides.append(f"train.monitor={space.metric}")
+    job = vertex.tuning_job(os.path.basename(study_url), space, trials, parallel, FLAGS.config,
+                            overrides, study_url, infra)
+    if FLAGS.dry_run:
+        print(vertex.to_json(job))
+        return 0
+    for what, url in (("--config", FLAGS.config), ("--output_dir", study_url)):
+        if url and storage.is_local(url):  # no --config: the trials train the embedded demo
+            raise UserError(f"{what} is {url}, --vertex, expected a gs:// URL that the trials "
+                            "can read and write")
+    print(f"submitted: {vertex.submit(job, infra)}")
+    return 0
+
+
+def main(args: Sequence[str]) -> int:
+    from trainer import config as config_mod, storage
+    from trainer.tune import space as space_mod
+
+    if args:
+        raise UserError(f"unexpected argument {args[0]!r}, command line, expected only flags "
+                        "(--config, --space, --trials, ...)")
+    if not FLAGS.space:
+        raise UserError("no search space given, --space, expected a YAML file with 'params'")
+    cfg = config_mod.load(FLAGS.config, FLAGS.set, FLAGS.output_dir)
+    space = space_mod.load(FLAGS.space, cfg)
+    trials = _target(space, FLAGS.trials)
+    study_dir = storage.join(cfg.output.dir, FLAGS.study_name or f"{cfg.name}-tune")
+    if FLAGS.vertex:
+        return vertex_search(cfg, space, study_dir, trials, FLAGS.parallel)
+    if not storage.is_local(study_dir):
+        raise UserError(f"study directory {study_dir} is not local, --output_dir, expected a "
+                        "local folder for the study database (or --vertex for a search in the "
+                        "cloud)")
+    try:
+        return local_search(cfg, space, study_dir, trials, FLAGS.parallel, FLAGS.verbose)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    cli.run(main)

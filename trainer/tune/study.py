@@ -1,0 +1,269 @@
+"""The search itself: an Optuna study in `<study dir>/study.db` (SQLite), worked by one or more
+processes, each trial an ordinary run in `<study dir>/trial-NNNN/`.
+
+Resumption rests on three rules:
+- A finished trial (complete, pruned or failed) is a row in the database and is never run again.
+- A trial still marked running when a search starts belongs to a search that was killed (the
+  study lock below guarantees no live process works on it). It is marked failed and enqueued
+  again with the same parameters and the same run name, so the re-run continues from the run's
+  last epoch checkpoint rather than from scratch.
+- Grid points are enqueued once, when the study is created (or grows), so a resumed search
+  carries on with the points not yet taken.
+
+Locks: every process of a search holds `study.lock` shared; recovery needs it exclusively, so a
+second search on the same directory is refused while any process of the first is alive.
+`claim.lock` serialises "count the trials, then ask for one", so K workers never overshoot N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Iterator, Optional
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from trainer.config import Config
+from trainer.errors import UserError
+from trainer.tune.space import Space, objective_value, trial_config
+
+STUDY_NAME = "search"
+DB_FILE = "study.db"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def storage_url(study_dir: str) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.join(study_dir, DB_FILE))}"
+
+
+@contextlib.contextmanager
+def _flock(path: str, mode: int) -> Iterator[int]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode)
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def hold_study(study_dir: str, exclusive: bool) -> contextlib.AbstractContextManager:
+    """The study lock: exclusive (non-blocking) for recovery, shared while working."""
+    path = os.path.join(study_dir, "study.lock")
+    if not exclusive:
+        return _flock(path, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def exclusive_lock():
+        try:
+            with _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB) as fd:
+                yield fd
+        except BlockingIOError:
+            raise UserError(f"study in use by another process, {study_dir}, expected one "
+                            "`trainer.tune` per study directory (use --parallel for more "
+                            "workers)") from None
+    return exclusive_lock()
+
+
+def _fingerprint(space: Space) -> str:
+    return json.dumps([asdict(p) for p in space.params] + [space.metric, space.direction],
+                      sort_keys=True, default=str)
+
+
+def open_study(study_dir: str, space: Space, seed: int = 0) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(storage_url(study_dir),
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+    if space.pruning.enabled:
+        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
+            n_startup_trials=space.pruning.startup_trials,
+            n_warmup_steps=space.pruning.warmup_epochs + 1)  # steps are 1-based epochs
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=STUDY_NAME, storage=storage, direction=space.direction,
+                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
+                               load_if_exists=True)
+
+
+def retried(trials: list) -> set[int]:
+    return {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that use up the budget: all but waiting ones and failures that were re-run."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in again)
+
+
+def prepare(study: optuna.Study, space: Space, target: int, source: str) -> list[int]:
+    """Check the space is the study's, re-enqueue interrupted trials, enqueue grid points.
+
+    Call with the study lock held exclusively. Returns the numbers of the interrupted trials.
+    """
+    fingerprint = _fingerprint(space)
+    known = study.user_attrs.get("space")
+    if known is None:
+        study.set_user_attr("space", fingerprint)
+    elif known != fingerprint:
+        raise UserError(f"the space differs from the one this study was started with, {source}, "
+                        "expected the same params, metric and direction to resume (or a new "
+                        "--study_name)")
+    interrupted = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(params, user_attrs={
+            "run_name": t.user_attrs.get("run_name", run_name(t.number)), "retry_of": t.number})
+        interrupted.append(t.number)
+    points = space.grid_points()
+    if space.grid:
+        done = int(study.user_attrs.get("grid_slots", 0))
+        for slot in range(done, target):
+            study.enqueue_trial(points[slot % len(points)])
+        study.set_user_attr("grid_slots", max(done, target))
+    return interrupted
+
+
+def run_name(number: int) -> str:
+    return f"trial-{number:04d}"
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Space,
+             study_dir: str) -> TrialState:
+    """Run one trial as an ordinary run and tell the study how it ended."""
+    from trainer import job
+    from trainer.kerasflavor import keras
+    from trainer.tune.pruning import MetricMissing, PruneOnEpoch
+
+    params = {p.key: p.suggest(trial) for p in space.params}
+    name = trial.user_attrs.get("run_name") or run_name(trial.number)
+    trial.set_user_attr("run_name", name)
+    again = f" (re-run of interrupted trial {trial.user_attrs['retry_of']})" \
+        if "retry_of" in trial.user_attrs else ""
+    say(f"trial {trial.number}{again}: {_params_text(params)}")
+    started = time.perf_counter()
+    callback = PruneOnEpoch(trial, space.metric)
+    try:
+        cfg = trial_config(base, params, name, study_dir, f"trial {trial.number}")
+        result = job.run(cfg, callbacks=[callback])
+    except UserError as exc:
+        trial.set_user_attr("error", str(exc))
+        trial.set_user_attr("wall_s", time.perf_counter() - started)
+        study.tell(trial, state=TrialState.FAIL)
+        if isinstance(exc, MetricMissing):
+            raise
+        say(f"trial {trial.number} failed: {exc}")
+        return TrialState.FAIL
+    finally:
+        keras.backend.clear_session()  # trials in one process must not pile up graphs
+    wall = time.perf_counter() - started
+    value = objective_value(result.metrics, space.metric)
+    trial.set_user_attr("objective", value)
+    trial.set_user_attr("wall_s", round(wall, 1))
+    trial.set_user_attr("epochs", callback.last_epoch)
+    if callback.pruned_at is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+        say(f"trial {trial.number} pruned after epoch {callback.pruned_at}: "
+            f"{space.metric}={value:.4g} ({wall:.1f} s)")
+        return TrialState.PRUNED
+    if not math.isfinite(value):
+        trial.set_user_attr("error", f"{space.metric} is {value}")
+        study.tell(trial, state=TrialState.FAIL)
+        say(f"trial {trial.number} failed: {space.metric} is {value}")
+        return TrialState.FAIL
+    study.tell(trial, value)
+    say(f"trial {trial.number}: {space.metric}={value:.4g} ({wall:.1f} s)")
+    return TrialState.COMPLETE
+
+
+def _sampler_seed(base_seed: int, worker: int, existing: int) -> int:
+    """Distinct per worker and per restart, so neither repeats another's random draws."""
+    return int(np.random.SeedSequence([base_seed, worker, existing]).generate_state(1)[0])
+
+
+def work(study_dir: str, base: Config, space: Space, target: int, worker: int = 0,
+         parent: Optional[int] = None) -> None:
+    """Claim and run trials until `target` are used up (or the parent search is gone)."""
+    existing = len(open_study(study_dir, space).get_trials(deepcopy=False))
+    study = open_study(study_dir, space, _sampler_seed(base.train.seed, worker, existing))
+    claim = os.path.join(study_dir, "claim.lock")
+    while parent is None or os.getppid() == parent:
+        with _flock(claim, fcntl.LOCK_EX):
+            if counted(study) >= target:
+                return
+            trial = study.ask()
+        evaluate(study, trial, base, space, study_dir)
+
+
+def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker: int,
+                 parent: int, verbose: bool) -> None:
+    from trainer import environment
+
+    environment.share_gpus()
+    quiet_runs(verbose)
+    try:
+        with hold_study(study_dir, exclusive=False):
+            work(study_dir, base, space, target, worker, parent)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
+
+
+def quiet_runs(verbose: bool) -> None:
+    """Trial runs log each epoch; a search shows one line per trial unless --verbose."""
+    from trainer import environment
+
+    environment.setup_logging()
+    logging.getLogger("trainer").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def search(study_dir: str, base: Config, space: Space, target: int, parallel: int,
+           verbose: bool = False) -> optuna.Study:
+    """Recover, then work the study with `parallel` processes; returns the study when done."""
+    os.makedirs(study_dir, exist_ok=True)
+    quiet_runs(verbose)
+    with hold_study(study_dir, exclusive=True):
+        study = open_study(study_dir, space)
+        interrupted = prepare(study, space, target, space.source)
+    for number in interrupted:
+        say(f"trial {number} was interrupted; it will run again")
+    done = counted(study)
+    parallel = max(1, min(parallel, target - done))  # no idle workers
+    say(f"study {study_dir}: {done} of {target} trials already taken; "
+        f"{parallel} worker{'s' if parallel > 1 else ''}")
+    with hold_study(study_dir, exclusive=False):
+        if parallel == 1:
+            work(study_dir, base, space, target)
+        else:
+            context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+            workers = [context.Process(target=_worker_main,
+                                       args=(study_dir, base, space, target, i, os.getpid(), verbose))
+                       for i in range(parallel)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            bad = [w.exitcode for w in workers if w.exitcode]
+            if bad:
+                raise UserError(f"{len(bad)} search worker(s) stopped with exit status "
+                                f"{', '.join(map(str, bad))}, {study_dir}, expected every worker "
+                                "to finish (see its error above)")
+    return study

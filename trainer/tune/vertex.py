@@ -1,0 +1,146 @@
+"""The same search as a Vertex AI HyperparameterTuningJob: the space in the API's terms.
+
+Translation:
+  uniform / log_uniform      -> DOUBLE (or INTEGER when both bounds are integers), linear / log scale
+  choice / grid of numbers   -> DISCRETE;  of strings or booleans -> CATEGORICAL
+  every parameter a grid     -> algorithm GRID_SEARCH (otherwise Vertex's default, Bayesian)
+  metric and direction       -> MetricSpec (the trials report it through cloudml-hypertune)
+  pruning                    -> median automated stopping
+Parameter ids are the config keys themselves (`train.learning_rate`): Vertex passes each as
+`--train.learning_rate=VALUE` to the trial's command, `trainer.tune.vertex_trial`, which turns
+them into `--set` overrides.
+
+The types build offline, so `--dry_run` and the tests need no project or credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from google.cloud import aiplatform_v1 as vertex
+
+from trainer.errors import UserError
+from trainer.tune.space import Param, Space
+
+TRIAL_MODULE = "trainer.tune.vertex_trial"
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """Where the trials run; kept apart from the experiment, as in the custom-job submission."""
+
+    project: Optional[str]
+    region: str
+    image_uri: str
+    machine_type: str = "n1-standard-4"
+    accelerator_type: Optional[str] = None
+    accelerator_count: int = 0
+
+
+def _numeric(values: tuple) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def parameter_spec(p: Param) -> vertex.StudySpec.ParameterSpec:
+    spec = vertex.StudySpec.ParameterSpec
+    scale = spec.ScaleType.UNIT_LOG_SCALE if p.log else spec.ScaleType.UNIT_LINEAR_SCALE
+    if p.kind in ("uniform", "log_uniform"):
+        if p.integer:
+            return spec(parameter_id=p.key, scale_type=scale,
+                        integer_value_spec=spec.IntegerValueSpec(min_value=p.low, max_value=p.high))
+        return spec(parameter_id=p.key, scale_type=scale,
+                    double_value_spec=spec.DoubleValueSpec(min_value=float(p.low),
+                                                           max_value=float(p.high)))
+    if _numeric(p.values):
+        return spec(parameter_id=p.key, scale_type=spec.ScaleType.UNIT_LINEAR_SCALE,
+                    discrete_value_spec=spec.DiscreteValueSpec(
+                        values=sorted(float(v) for v in set(p.values))))
+    if any(v is None for v in p.values):
+        raise UserError(f"null among the values of '{p.key}', {p.key}, expected values Vertex AI "
+                        "can pass on a command line")
+    return spec(parameter_id=p.key, categorical_value_spec=spec.CategoricalValueSpec(
+        values=[str(v).lower() if isinstance(v, bool) else str(v) for v in p.values]))
+
+
+def study_spec(space: Space) -> vertex.StudySpec:
+    goal = vertex.StudySpec.MetricSpec.GoalType
+    spec = vertex.StudySpec(
+        metrics=[vertex.StudySpec.MetricSpec(
+            metric_id=space.metric,
+            goal=goal.MAXIMIZE if space.direction == "maximize" else goal.MINIMIZE)],
+        parameters=[parameter_spec(p) for p in space.params],
+        algorithm=(vertex.StudySpec.Algorithm.GRID_SEARCH if space.grid_only
+                   else vertex.StudySpec.Algorithm.ALGORITHM_UNSPECIFIED),
+    )
+    if space.pruning.enabled:
+        spec.median_automated_stopping_spec = vertex.StudySpec.MedianAutomatedStoppingSpec(
+            use_elapsed_duration=False)
+    return spec
+
+
+def trial_args(config_url: Optional[str], overrides: Sequence[str], study_url: str) -> list[str]:
+    """The trial command's arguments: the search's base config, as `trainer.task` takes it."""
+    args = ["--config", config_url] if config_url else []
+    return args + [f"--set={o}" for o in overrides] + ["--output_dir", study_url]
+
+
+def trial_job_spec(config_url: Optional[str], overrides: Sequence[str], study_url: str,
+                   infra: Infrastructure) -> vertex.CustomJobSpec:
+    """One trial's custom job. Replaced by submit.py's builder when the cloud branch is merged."""
+    machine = vertex.MachineSpec(machine_type=infra.machine_type)
+    if infra.accelerator_type:
+        machine.accelerator_type = infra.accelerator_type  # an unknown name raises here
+        machine.accelerator_count = infra.accelerator_count or 1
+    container = vertex.ContainerSpec(image_uri=infra.image_uri,
+                                     command=["python", "-m", TRIAL_MODULE],
+                                     args=trial_args(config_url, overrides, study_url))
+    return vertex.CustomJobSpec(
+        worker_pool_specs=[vertex.WorkerPoolSpec(machine_spec=machine, replica_count=1,
+                                                 container_spec=container)],
+        base_output_directory=vertex.GcsDestination(output_uri_prefix=study_url))
+
+
+def tuning_job(name: str, space: Space, trials: int, parallel: int, config_url: Optional[str],
+               overrides: Sequence[str], study_url: str,
+               infra: Infrastructure) -> vertex.HyperparameterTuningJob:
+    try:
+        return vertex.HyperparameterTuningJob(
+            display_name=name, study_spec=study_spec(space), max_trial_count=trials,
+            parallel_trial_count=parallel, max_failed_trial_count=max(1, trials // 2),
+            trial_job_spec=trial_job_spec(config_url, overrides, study_url, infra))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"cannot build the tuning job ({exc}), --vertex flags, expected a known "
+                        "machine and accelerator type") from None
+
+
+def to_json(job: vertex.HyperparameterTuningJob) -> str:
+    return vertex.HyperparameterTuningJob.to_json(job, indent=2, use_integers_for_enums=False,
+                                                  always_print_fields_with_no_presence=False)
+
+
+def submit(job: vertex.HyperparameterTuningJob, infra: Infrastructure) -> str:
+    """Create the job on Vertex AI; returns its resource name.
+
+    The one place that talks to the service, kept small so that the cloud branch's submit.py
+    (config staging, credentials, the image it builds) can take it over when merged.
+    """
+    if not infra.project:
+        raise UserError("no project given, --project, expected a Google Cloud project id to "
+                        "submit to (or --dry_run to only show the spec)")
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    try:
+        client = vertex.JobServiceClient(
+            client_options={"api_endpoint": f"{infra.region}-aiplatform.googleapis.com"})
+        created = client.create_hyperparameter_tuning_job(
+            parent=f"projects/{infra.project}/locations/{infra.region}",
+            hyperparameter_tuning_job=job)
+    except auth_exceptions.DefaultCredentialsError:
+        raise UserError("no Google Cloud credentials, environment, expected "
+                        "`gcloud auth application-default login` or a service account") from None
+    except api_exceptions.GoogleAPIError as exc:
+        raise UserError(f"Vertex AI refused the job ({exc}), --project={infra.project} "
+                        f"--region={infra.region}, expected a project with Vertex AI enabled") from None
+    return created.name
