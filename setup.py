@@ -23,8 +23,10 @@ setup(
         "google-cloud-storage>=2.18,<4",
         "google-cloud-logging>=3.10,<4",
         "google-cloud-aiplatform>=1.60,<3",
+        # Vertex AI's tuner reads the metric file this writes (see trainer/reporting.py).
+        "cloudml-hypertune>=0.1.0.dev6,<0.2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8"],
+        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8,<2027"],
     },
 )

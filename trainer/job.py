@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from trainer import artifacts, environment
 from trainer.config import Config
@@ -22,11 +23,14 @@ class RunResult:
     metrics: dict
 
 
-def run(config: Config) -> RunResult:
-    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/`."""
+def run(config: Config, platform: Optional[environment.Platform] = None) -> RunResult:
+    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/` (or to the
+    folders the platform names); `platform` defaults to what the environment says."""
     started = time.perf_counter()
+    platform = environment.detect() if platform is None else platform
+    # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
+    strategy = environment.choose_strategy(config.train.strategy, platform)
     environment.seed_everything(config.train.seed, config.train.deterministic)
-    strategy = environment.choose_strategy(config.train.strategy)
     splits = load_splits(config)
     summary = splits.summary()
     log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
@@ -34,13 +38,29 @@ def run(config: Config) -> RunResult:
              splits.split_method,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
     log.debug("data summary: %s", summary)
-    run_dir = RunDir(config.output.dir, config.name)
+    run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
+                     chief=platform.is_chief)
     try:
-        log.info("run %s: model %s, task %s, %d epochs", run_dir.url, config.model.name,
-                 config.task, config.train.epochs)
-        result = train_and_evaluate(config, splits, run_dir, strategy)
+        log.info("run %s: model %s, task %s, %d epochs%s", run_dir.url, config.model.name,
+                 config.task, config.train.epochs,
+                 "" if platform.is_chief else
+                 f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
+        result = train_and_evaluate(config, splits, run_dir, strategy,
+                                    extra_callbacks=_platform_callbacks(config, platform))
         outputs = artifacts.write_all(config, splits, result, run_dir,
                                       wall_time_s=time.perf_counter() - started)
     finally:
         run_dir.cleanup()
-    return RunResult(run_dir=run_dir.url, outputs=outputs, metrics=result.metrics)
+    # A non-chief's own files are gone with its staging folder; the run is the chief's.
+    return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
+                     metrics=result.metrics)
+
+
+def _platform_callbacks(config: Config, platform: environment.Platform) -> list:
+    if platform.trial_id and platform.is_chief:
+        from trainer.reporting import HypertuneReport
+
+        log.info("hyperparameter tuning trial %s: reporting %s each epoch", platform.trial_id,
+                 config.train.monitor)
+        return [HypertuneReport(config.train.monitor)]
+    return []

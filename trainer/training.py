@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from trainer.data import Splits
 from trainer.data.pipeline import channel_stats, make_dataset
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
+from trainer.reporting import LiveTensorBoard
 from trainer.rundir import RunDir
 
 log = logging.getLogger("trainer")
@@ -80,7 +81,9 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
-                       strategy: tf.distribute.Strategy) -> TrainResult:
+                       strategy: tf.distribute.Strategy,
+                       extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's)."""
     t = config.train
     mean, var = channel_stats(splits.train.x) if config.data.standardize else (None, None)
     acc = environment.accelerators()
@@ -117,8 +120,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
         early = keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.early_stopping_patience,
                                               mode=monitor_mode(t.monitor))
         callbacks.append(early)
-    callbacks += [keras.callbacks.TensorBoard(log_dir=run.live_dir("tensorboard")),
-                  EpochLog(t.epochs)]
+    callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra_callbacks]
 
     if store.state.get("stopped_early"):
         log.info("run stopped early at epoch %d before; not training further", start_epoch)
@@ -133,7 +135,6 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
             store.write_state()
             log.info("early stopping after epoch %d: %s did not improve for %d epochs",
                      early.stopped_epoch + 1, t.monitor, t.early_stopping_patience)
-        run.publish_tree("tensorboard")
 
     best_epoch = None
     if t.restore_best:
