@@ -1,19 +1,30 @@
-# The training image: the same job as on a laptop, run by Vertex AI custom jobs on a GPU.
-#   docker build -t trainer .
-#   docker run --rm trainer --config gs://BUCKET/configs/job.yaml
-FROM python:3.11-slim
+# The training image: the same job as on a laptop, run by Vertex AI custom jobs.
+#   GPU (default): docker build -t trainer .
+#   CPU:           docker build --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0 -t trainer .
+#   run:           docker run --rm trainer --config gs://BUCKET/configs/job.yaml
+# The GPU base carries the CUDA and cuDNN libraries TensorFlow 2.21 was built against; the host
+# needs only an NVIDIA driver recent enough for them (Vertex AI's GPU machines have one).
+ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
 WORKDIR /app
-COPY setup.py README.md ./
+COPY constraints.txt setup.py README.md ./
 COPY trainer ./trainer
-COPY local/configs ./local/configs
+# The GPU benchmark runs in the image too (README, "GPU benchmark").
 COPY benchmarks ./benchmarks
-# tensorflow[and-cuda] brings the CUDA and cuDNN libraries as wheels, so one image serves CPU and GPU.
-RUN pip install --no-cache-dir "tensorflow[and-cuda]>=2.21,<2.22" . \
-    && python -c "import trainer.kerasflavor"
+# The package without its test extra, every dependency at the version the tests passed with;
+# then a user to run as, owning only the default output folder.
+RUN python -m pip install --no-cache-dir --constraint constraints.txt . \
+    && python -c "import trainer.kerasflavor, trainer.task" \
+    && useradd --create-home --uid 1000 trainer \
+    && mkdir /app/runs \
+    && chown trainer /app/runs
+USER 1000
 
-ENTRYPOINT ["python", "-m", "trainer.train_model_cloud"]
+ENTRYPOINT ["python", "-m", "trainer.task"]

@@ -10,12 +10,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: setup.py | $(PY)
-	$(PY) -m pip install --quiet -e .
+# Dependencies at the versions in constraints.txt, the same the Docker image installs.
+$(VENV)/.installed: setup.py constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --constraint constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.py | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: setup.py constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

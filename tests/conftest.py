@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -48,9 +49,11 @@ def error_line(stderr: str) -> str:
     return errors[0]
 
 
-def run_cli(*args: str, module: str = "trainer.task", cwd: str = ROOT, timeout: int = 300):
-    """Run the real entry point in a fresh interpreter; returns the CompletedProcess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run_cli(*args: str, module: str = "trainer.task", cwd: str = ROOT, timeout: int = 300,
+            env: Optional[dict] = None):
+    """Run the real entry point in a fresh interpreter, with `env` added to this process's
+    environment; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -70,3 +73,19 @@ def run_job(output_dir, *overrides: str):
 
     cfg = config.load(None, list(overrides), output_dir=str(output_dir))
     return job.run(cfg), cfg
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS emulator for the whole session; this process and its children use it."""
+    import gcs_emulator
+
+    emulator = gcs_emulator.start()
+    previous = gcs_emulator.use(emulator)
+    yield emulator
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    emulator.stop()

@@ -60,8 +60,11 @@ class CheckpointStore:
         return True
 
     def _fetch_prefix(self, name: str) -> str:
+        """The local prefix of checkpoint `name`, downloaded only if this process did not write it
+        (a multi-worker non-chief must not wait for the chief's upload of its own epoch)."""
         for suffix in (".index", ".data-00000-of-00001"):
-            self.run.fetch("checkpoints", name + suffix)
+            if not os.path.exists(os.path.join(self.run.staging, "checkpoints", name + suffix)):
+                self.run.fetch("checkpoints", name + suffix)
         return self.run.local("checkpoints", name)
 
     def restore_best(self) -> Optional[int]:

@@ -1,23 +1,123 @@
-"""Where the job runs: seeding, the tf.distribute strategy, and logging.
+"""Where the job runs: local or Vertex AI, which worker this is, logging, seeding, devices.
 
-The only module below `task.py` that reads environment variables or asks which devices exist.
+The only module below `task.py` that reads environment variables or asks which devices exist, so
+that no other module ever asks "am I on Vertex AI?". TensorFlow is imported only by the functions
+that need it: the storage layer and `trainer.submit` read the environment without paying for it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Mapping, Optional
 
-from trainer.kerasflavor import keras, tf
+from trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from trainer.kerasflavor import tf
 
 log = logging.getLogger("trainer")
 
+# -------------------------------------------------------------------------------------------------
+# The platform: what Vertex AI (or a hand-made TF_CONFIG) says about this process.
 
-class _StdoutHandler(logging.StreamHandler):
+
+@dataclass(frozen=True)
+class Platform:
+    """Where this process runs and where its run must go; `Platform()` is a plain local run."""
+
+    vertex: bool = False
+    job_id: Optional[str] = None
+    trial_id: Optional[str] = None       # set when Vertex AI runs the job as a tuning trial
+    model_dir: Optional[str] = None      # AIP_MODEL_DIR: the run's own folder (model.h5, ...)
+    checkpoint_dir: Optional[str] = None  # AIP_CHECKPOINT_DIR: `checkpoints/` goes here
+    tensorboard_dir: Optional[str] = None  # AIP_TENSORBOARD_LOG_DIR: `tensorboard/` goes here
+    workers: int = 1                     # processes training together (chief + workers)
+    task_type: str = "chief"
+    task_index: int = 0
+    cluster_has_chief: bool = True
+
+    @property
+    def is_chief(self) -> bool:
+        """The one process that writes the run; with no `chief` task, worker 0 is it (TF's rule)."""
+        return self.task_type == "chief" or (self.task_type == "worker" and self.task_index == 0
+                                             and not self.cluster_has_chief)
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.workers > 1
+
+    def run_homes(self) -> dict[str, str]:
+        """Folders of the run placed elsewhere by the platform ("" is the run itself)."""
+        homes = {"": self.model_dir, "checkpoints": self.checkpoint_dir,
+                 "tensorboard": self.tensorboard_dir}
+        return {k: v for k, v in homes.items() if v}
+
+    def without_output_dirs(self) -> "Platform":
+        """An explicit --output_dir wins over the AIP_* folders."""
+        return replace(self, model_dir=None, checkpoint_dir=None, tensorboard_dir=None)
+
+    def log_labels(self) -> dict[str, str]:
+        """Labels every structured log record carries, to tell jobs, trials and replicas apart."""
+        labels = {"job_id": self.job_id, "trial_id": self.trial_id,
+                  "task": f"{self.task_type}-{self.task_index}" if self.multi_worker else None}
+        return {k: v for k, v in labels.items() if v}
+
+
+def detect(env: Optional[Mapping[str, str]] = None) -> Platform:
+    """Read the platform from the environment (Vertex AI sets CLOUD_ML_JOB_ID and the AIP_* dirs)."""
+    env = os.environ if env is None else env
+    workers, task_type, task_index, has_chief = _cluster(env.get("TF_CONFIG", ""))
+    return Platform(
+        vertex=bool(env.get("CLOUD_ML_JOB_ID") or env.get("AIP_MODEL_DIR")),
+        job_id=env.get("CLOUD_ML_JOB_ID") or None,
+        trial_id=env.get("CLOUD_ML_TRIAL_ID") or None,
+        model_dir=env.get("AIP_MODEL_DIR") or None,
+        checkpoint_dir=env.get("AIP_CHECKPOINT_DIR") or None,
+        tensorboard_dir=env.get("AIP_TENSORBOARD_LOG_DIR") or None,
+        workers=workers, task_type=task_type, task_index=task_index, cluster_has_chief=has_chief,
+    )
+
+
+def _cluster(text: str) -> tuple[int, str, int, bool]:
+    """(workers, task type, task index, has a chief) from TF_CONFIG; evaluators and ps don't train."""
+    if not text.strip():
+        return 1, "chief", 0, True
+    expected = ('expected JSON like {"cluster": {"worker": ["host:port", ...]}, '
+                '"task": {"type": "worker", "index": 0}}')
+    try:
+        spec = json.loads(text)
+        cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
+        task_type, task_index = str(task.get("type", "chief")), int(task.get("index", 0))
+        workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    except (ValueError, TypeError, AttributeError):
+        raise UserError(f"TF_CONFIG is not valid, environment, {expected}") from None
+    if task_type not in ("chief", "worker"):
+        raise UserError(f"TF_CONFIG task type {task_type!r}, environment, expected chief or worker "
+                        "(MultiWorkerMirroredStrategy has no parameter servers or evaluators)")
+    return max(workers, 1), task_type, task_index, "chief" in cluster
+
+
+def storage_options(protocol: str) -> dict:
+    """fsspec options for `protocol`: anonymous access when STORAGE_EMULATOR_HOST points at a
+    local GCS emulator (gcsfs reads that variable itself)."""
+    if protocol not in ("gs", "gcs") or not os.environ.get("STORAGE_EMULATOR_HOST"):
+        return {}
+    # gcsfs first asks a gRPC control plane for the bucket type, which hangs a minute per call
+    # against the emulator (NOTES.md); it reads this switch when it is first imported.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    return {"token": "anon"}
+
+
+# -------------------------------------------------------------------------------------------------
+# Logging: readable lines locally, one JSON object per line for Cloud Logging.
+
+
+class _CurrentStdout:
     """Writes to whatever `sys.stdout` is now (it may be replaced after set-up, as tests do)."""
 
     @property
@@ -29,42 +129,81 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Readable one-line records on stdout beside Keras's progress, so stderr carries only problems."""
+class _StdoutHandler(_CurrentStdout, logging.StreamHandler):
+    pass
+
+
+_structured = False
+
+
+def setup_logging(level: int = logging.INFO, structured: bool = False,
+                  labels: Optional[Mapping[str, str]] = None) -> None:
+    """Log records go to stdout: readable lines beside Keras's progress bars, or, when
+    `structured`, one JSON object per line (severity, message, the record's `json_fields`) that
+    Cloud Logging parses from a Vertex AI container. stderr carries only problems."""
+    global _structured
     # TensorFlow logs every checkpoint write at INFO through absl; keep its warnings only.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    if log.handlers:
-        return
-    handler = _StdoutHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    if structured:
+        from google.cloud.logging.handlers import StructuredLogHandler
+
+        class _StructuredStdout(_CurrentStdout, StructuredLogHandler):
+            pass
+
+        handler: logging.Handler = _StructuredStdout(labels=dict(labels or {}))
+        # The handler announces itself once through this logger; keep that off stderr, which
+        # Vertex AI would log at ERROR severity.
+        logging.getLogger(StructuredLogHandler.__module__).propagate = False
+    else:
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    _structured = structured
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
 
 
+def interactive() -> bool:
+    """Whether progress bars make sense: a terminal is watching and stdout is not JSON lines."""
+    return sys.stdout.isatty() and not _structured
+
+
+# -------------------------------------------------------------------------------------------------
+# Seeds, devices and the tf.distribute strategy.
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, numpy and TensorFlow; deterministic ops make a CPU run repeat exactly."""
+    from trainer.kerasflavor import keras, tf
+
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
-def choose_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto`: MirroredStrategy over several local GPUs, else the default single-device strategy.
+def choose_strategy(name: str, platform: Platform = Platform()) -> tf.distribute.Strategy:
+    """`auto`: MultiWorkerMirroredStrategy when TF_CONFIG names several workers, MirroredStrategy
+    over several local GPUs, else the default single-device strategy.
 
     `mirrored` on a machine without GPUs mirrors over the logical CPU devices, which is how the
-    multi-device path is exercised on a CPU-only machine.
+    multi-device path is exercised on a CPU-only machine. Call this before any other TensorFlow
+    work: the multi-worker strategy must configure the runtime before it starts.
     """
+    from trainer.kerasflavor import tf
+
+    if platform.multi_worker:
+        if name == "default":
+            raise UserError(f"train.strategy is 'default' but TF_CONFIG names {platform.workers} "
+                            "workers, config, expected auto or mirrored for a multi-worker job")
+        # TF reads the cluster and this task from TF_CONFIG itself.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default" or (name == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
-
-
-def interactive() -> bool:
-    """Whether progress bars make sense (a terminal is watching)."""
-    return sys.stdout.isatty()
 
 
 @dataclass(frozen=True)
@@ -99,6 +238,8 @@ def _gpu_memory_mib() -> list[int]:
 
 
 def accelerators() -> Accelerators:
+    from trainer.kerasflavor import tf
+
     gpus = []
     physical = tf.config.list_physical_devices("GPU")
     memory = _gpu_memory_mib() if physical else []
@@ -127,13 +268,15 @@ def provenance() -> dict:
     import importlib.metadata
     import platform
 
+    from trainer.kerasflavor import tf
+
     versions = {}
     for package in ("trainer", "tensorflow", "tf-keras", "numpy", "h5py", "matplotlib", "optuna"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             continue
-    job = os.environ.get("CLOUD_ML_JOB_ID")
+    job = detect().job_id
     return {"where": f"Vertex AI job {job}" if job else "local", "host": platform.node(),
             "python": platform.python_version(), "platform": platform.platform(),
             "devices": accelerators().describe(),
@@ -141,14 +284,11 @@ def provenance() -> dict:
             "packages": versions}
 
 
-def tuning_trial_id() -> Optional[str]:
-    """The Vertex AI hyperparameter tuning trial this process runs, if any."""
-    return os.environ.get("CLOUD_ML_TRIAL_ID")
-
-
 def share_gpus() -> None:
     """Let several processes share each GPU (a search's --parallel workers): TensorFlow otherwise
     takes nearly all of a GPU's memory at start, and the second process fails. Call before any
     op runs; a no-op without GPUs."""
+    from trainer.kerasflavor import tf
+
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from trainer import artifacts, environment, storage
 from trainer.config import Config
@@ -24,14 +24,18 @@ class RunResult:
     metrics: dict
 
 
-def run(config: Config, callbacks: Sequence = ()) -> RunResult:
-    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/`.
+def run(config: Config, callbacks: Sequence = (),
+        platform: Optional[environment.Platform] = None) -> RunResult:
+    """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/` (or to the
+    folders the platform names); `platform` defaults to what the environment says.
 
     `callbacks` are extra Keras callbacks for `fit` (the search's pruning callback).
     """
     started = time.perf_counter()
+    platform = environment.detect() if platform is None else platform
+    # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
+    strategy = environment.choose_strategy(config.train.strategy, platform)
     environment.seed_everything(config.train.seed, config.train.deterministic)
-    strategy = environment.choose_strategy(config.train.strategy)
     splits = load_splits(config)
     summary = splits.summary()
     log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
@@ -39,12 +43,17 @@ def run(config: Config, callbacks: Sequence = ()) -> RunResult:
              splits.split_method,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
     log.debug("data summary: %s", summary)
-    run_dir = RunDir(config.output.dir, config.name)
-    fresh = not storage.exists(run_dir.url)
+    run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
+                     chief=platform.is_chief)
+    fresh = platform.is_chief and not storage.exists(run_dir.url)
     try:
-        log.info("run %s: model %s, task %s, %d epochs", run_dir.url, config.model.name,
-                 config.task, config.train.epochs)
-        result = train_and_evaluate(config, splits, run_dir, strategy, callbacks)
+        log.info("run %s: model %s, task %s, %d epochs%s", run_dir.url, config.model.name,
+                 config.task, config.train.epochs,
+                 "" if platform.is_chief else
+                 f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
+        result = train_and_evaluate(config, splits, run_dir, strategy,
+                                    extra_callbacks=[*_platform_callbacks(config, platform),
+                                                     *callbacks])
         outputs = artifacts.write_all(config, splits, result, run_dir,
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:
@@ -55,4 +64,16 @@ def run(config: Config, callbacks: Sequence = ()) -> RunResult:
         raise
     finally:
         run_dir.cleanup()
-    return RunResult(run_dir=run_dir.url, outputs=outputs, metrics=result.metrics)
+    # A non-chief's own files are gone with its staging folder; the run is the chief's.
+    return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
+                     metrics=result.metrics)
+
+
+def _platform_callbacks(config: Config, platform: environment.Platform) -> list:
+    if platform.trial_id and platform.is_chief:
+        from trainer.reporting import HypertuneReport
+
+        log.info("hyperparameter tuning trial %s: reporting %s each epoch", platform.trial_id,
+                 config.train.monitor)
+        return [HypertuneReport(config.train.monitor)]
+    return []

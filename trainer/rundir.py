@@ -2,6 +2,13 @@
 
 Every file is finished in the local staging folder first and then published whole to the run's
 URL (local or `gs://`), so readers of the run directory never see a half-written file.
+
+Two things can move where files go, without the code that writes them knowing:
+- the platform may place the run or its top-level folders elsewhere (`homes`): Vertex AI's
+  AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR;
+- in a multi-worker job only the chief publishes to the run. The other workers run the same
+  saving code (collective ops need every worker in step) into a private folder that `cleanup`
+  deletes, and read the chief's run (to resume from its checkpoints).
 """
 
 from __future__ import annotations
@@ -9,15 +16,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Mapping, Optional
 
 from trainer import storage
 
 
+def _clean(url: str) -> str:
+    url = storage.normalize(url)
+    return url.rstrip("/") if url.rstrip("/") else url
+
+
 class RunDir:
-    def __init__(self, output_dir: str, name: str):
-        self.url = storage.join(storage.normalize(output_dir), name)
+    def __init__(self, output_dir: str, name: str, *, homes: Optional[Mapping[str, str]] = None,
+                 chief: bool = True):
+        homes = {k: _clean(v) for k, v in (homes or {}).items()}
+        self.url = homes.pop("", None) or storage.join(storage.normalize(output_dir), name)
+        self.homes = homes
+        self.chief = chief
         self.staging = tempfile.mkdtemp(prefix=f"trainer-{name}-")
+        # A worker's private stand-in for the run; inside staging, so cleanup removes it.
+        self._private = None if chief else os.path.join(self.staging, ".worker-run")
+        self._published: dict[str, tuple[int, int]] = {}
 
     def local(self, *rel: str) -> str:
         """A path in the staging folder, with its parent created."""
@@ -25,16 +44,22 @@ class RunDir:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
 
-    def remote(self, *rel: str) -> str:
+    def _read_url(self, *rel: str) -> str:
+        if rel and rel[0] in self.homes:
+            return storage.join(self.homes[rel[0]], *rel[1:])
         return storage.join(self.url, *rel)
 
-    @property
-    def is_local(self) -> bool:
-        return storage.is_local(self.url)
+    def remote(self, *rel: str) -> str:
+        """Where the run's file `rel` is published (a worker's private copy on non-chiefs)."""
+        if self._private is not None:
+            return os.path.join(self._private, *rel)
+        return self._read_url(*rel)
 
     def live_dir(self, rel: str) -> str:
-        """A folder written to continuously (TensorBoard): in place when local, staged otherwise."""
-        path = self.remote(rel) if self.is_local else self.local(rel, "")
+        """A folder written to continuously (TensorBoard): in place when local, staged otherwise
+        (then `publish_tree` uploads it as it grows)."""
+        dest = self.remote(rel)
+        path = dest if storage.is_local(dest) else self.local(rel, "")
         os.makedirs(path, exist_ok=True)
         return path
 
@@ -44,12 +69,24 @@ class RunDir:
         return dest
 
     def publish_tree(self, rel: str) -> None:
-        if not self.is_local:
-            storage.put_tree(os.path.join(self.staging, rel), self.remote(rel))
+        """Upload the files of a staged live folder that are new or changed since the last call."""
+        dest = self.remote(rel)
+        if storage.is_local(dest):
+            return
+        root = os.path.join(self.staging, rel)
+        for folder, _dirs, files in os.walk(root):
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                stat = os.stat(path)
+                if self._published.get(path) == (stat.st_size, stat.st_mtime_ns):
+                    continue
+                parts = os.path.relpath(path, root).split(os.sep)
+                storage.put_file(path, storage.join(dest, *parts))
+                self._published[path] = (stat.st_size, stat.st_mtime_ns)
 
     def fetch(self, *rel: str) -> Optional[str]:
         """Download a file of the run into staging; None when the run has no such file."""
-        src = self.remote(*rel)
+        src = self._read_url(*rel)
         if not storage.exists(src):
             return None
         dest = self.local(*rel)

@@ -14,6 +14,7 @@ from typing import Iterable, Union
 
 import fsspec
 
+from trainer import environment
 from trainer.errors import UserError
 
 GCS_MOUNT = "/gcs/"
@@ -32,7 +33,9 @@ def is_local(path: str) -> bool:
 
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(normalize(path))
+    path = normalize(path)
+    protocol = path.split("://", 1)[0] if "://" in path else "file"
+    return fsspec.core.url_to_fs(path, **environment.storage_options(protocol))
 
 
 def join(base: str, *parts: str) -> str:
@@ -128,15 +131,6 @@ def put_file(local_path: str, dest: str) -> None:
         return
     fs, p = _fs(dest)
     fs.put_file(local_path, p)
-
-
-def put_tree(local_dir: str, dest_dir: str) -> None:
-    """Upload every file under `local_dir` to the same relative place under `dest_dir`."""
-    for root, _dirs, files in os.walk(local_dir):
-        for name in sorted(files):
-            src = os.path.join(root, name)
-            rel = os.path.relpath(src, local_dir)
-            put_file(src, join(dest_dir, *rel.split(os.sep)))
 
 
 def get_file(src: str, local_path: str) -> None:

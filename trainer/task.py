@@ -1,45 +1,78 @@
 """`python -m trainer.task --config FILE.yaml [--set key=value ...] [--output_dir DIR]`.
 
 With no `--config` it trains the embedded demo. Bad input ends with one `error: ...` line on
-stderr and exit status 2; nothing else is parsed or decided here.
+stderr and exit status 2 (and, with JSON logging, an ERROR record on stdout); nothing else is
+parsed or decided here. The platform (local, Vertex AI, a multi-worker cluster) comes from the
+environment module.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+if TYPE_CHECKING:
+    from trainer.job import RunResult
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "YAML config file: local path, gs:// URL or /gcs/ path.")
 flags.DEFINE_multi_string("set", [], "Override one config key, e.g. --set train.epochs=3 "
                           "(value parsed as YAML). May repeat.")
-flags.DEFINE_string("output_dir", None, "Where the run goes (overrides output.dir).")
+flags.DEFINE_string("output_dir", None, "Where the run goes (overrides output.dir and, on "
+                    "Vertex AI, the AIP_* directories).")
+flags.DEFINE_enum("log_format", "auto", ["auto", "text", "json"],
+                  "Log records on stdout: readable text, or one JSON object per line for Cloud "
+                  "Logging. auto: json on Vertex AI, text elsewhere.")
+
+log = logging.getLogger("trainer")
 
 
-def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Optional[str]) -> int:
-    """Build the config, run the job, print where the artefacts went; returns the exit status."""
+def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Optional[str],
+          log_format: str = "auto") -> int:
+    """Build the config, run the job, report where the artefacts went; returns the exit status."""
     from trainer import config as config_mod
+    from trainer import environment
     from trainer.errors import UserError
 
+    structured = log_format == "json"
     try:
-        from trainer import environment, job
-
-        environment.setup_logging()
+        platform = environment.detect()
+        structured = structured or (log_format == "auto" and platform.vertex)
+        environment.setup_logging(structured=structured, labels=platform.log_labels())
+        if platform.vertex:
+            log.info("Vertex AI job %s%s", platform.job_id or "(no CLOUD_ML_JOB_ID)",
+                     f", trial {platform.trial_id}" if platform.trial_id else "")
+        if output_dir:
+            platform = platform.without_output_dirs()
         cfg = config_mod.load(config_path, overrides, output_dir)
-        result = job.run(cfg)
+        from trainer import job
+
+        result = job.run(cfg, platform=platform)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if structured:
+            log.error("error: %s", exc)  # Cloud Logging: ERROR severity, the same one line
         return exc.exit_code
+    _report(result, structured)
+    return 0
+
+
+def _report(result: "RunResult", structured: bool) -> None:
+    """Where the artefacts went: printed lines, or one log record when stdout is JSON lines."""
     test = result.metrics.get("test", {})
+    if structured:  # stdout holds JSON lines only
+        log.info("run: %s", result.run_dir, extra={"json_fields": {
+            "run_dir": result.run_dir, "outputs": result.outputs, "test": test}})
+        return
     print(f"run: {result.run_dir}")
     for key in ("model", "report", "metrics", "history", "plots", "config"):
         if key in result.outputs:
             print(f"  {key + ':':9}{result.outputs[key]}")
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
-    return 0
 
 
 def main(argv: Sequence[str]) -> None:
@@ -48,9 +81,9 @@ def main(argv: Sequence[str]) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
     if len(argv) > 1:
         print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags "
-              "(--config, --set, --output_dir)", file=sys.stderr)
+              "(--config, --set, --output_dir, --log_format)", file=sys.stderr)
         sys.exit(2)
-    sys.exit(train(FLAGS.config, FLAGS.set, FLAGS.output_dir))
+    sys.exit(train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format))
 
 
 def run_entrypoint(**defaults: object) -> None:

@@ -1,10 +1,10 @@
-"""Cloud entry point (seed 001's `train_model_cloud.py`), the one the container runs on Vertex AI.
+"""Cloud entry point (seed 001's `train_model_cloud.py`): the job as it runs on Vertex AI.
 
-For now it is the same job as `trainer.task`; the Vertex AI defaults (output from AIP_MODEL_DIR,
-structured Cloud Logging) belong to the environment module and arrive with the cloud work.
+The same job as `trainer.task`, with logging as Cloud Logging's JSON lines even where Vertex AI is
+not detected (e.g. a container started by hand); outputs follow the AIP_* directories when set.
 """
 
 from trainer.task import run_entrypoint
 
 if __name__ == "__main__":
-    run_entrypoint()
+    run_entrypoint(log_format="json")

@@ -24,6 +24,7 @@ from trainer.data.stats import channel_stats
 from trainer.histograms import HistogramLogger
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
+from trainer.reporting import LiveTensorBoard
 from trainer.rundir import RunDir
 
 log = logging.getLogger("trainer")
@@ -91,7 +92,9 @@ def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> Pipeline
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
-                       strategy: tf.distribute.Strategy, extra_callbacks: Sequence = ()) -> TrainResult:
+                       strategy: tf.distribute.Strategy,
+                       extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's)."""
     t = config.train
     acc = environment.accelerators()
     policy = environment.precision_policy(t.mixed_precision, acc)
@@ -139,8 +142,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
         callbacks.append(HistogramLogger(run.live_dir("tensorboard/histograms"),
                                          splits.train.view.take(probe).astype(np.float32),
                                          splits.train.y[probe]))
-    callbacks += [keras.callbacks.TensorBoard(log_dir=run.live_dir("tensorboard")),
-                  EpochLog(t.epochs), *extra_callbacks]
+    callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra_callbacks]
 
     if store.state.get("stopped_early"):
         log.info("run stopped early at epoch %d before; not training further", start_epoch)
@@ -157,7 +159,6 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
             store.write_state()
             log.info("early stopping after epoch %d: %s did not improve for %d epochs",
                      early.stopped_epoch + 1, t.monitor, t.early_stopping_patience)
-        run.publish_tree("tensorboard")
 
     best_epoch = None
     if t.restore_best:

@@ -26,5 +26,5 @@ def hyperparameter_args(argv: Sequence[str], trial_id: Optional[str]) -> list[st
 
 
 if __name__ == "__main__":
-    sys.argv = hyperparameter_args(sys.argv, environment.tuning_trial_id())
+    sys.argv = hyperparameter_args(sys.argv, environment.detect().trial_id)
     task.run_entrypoint()

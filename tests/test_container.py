@@ -1,0 +1,144 @@
+"""The Dockerfile and cloudbuild.yaml, checked without a Docker engine (none runs here): hadolint,
+what the image copies and runs, the pinned versions against setup.py, and the CI pipeline."""
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from conftest import ROOT
+from trainer import submit
+
+REGISTRY = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPO}/${_IMAGE}"
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(ROOT, name)) as f:
+        return f.read()
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", _read("Dockerfile"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _hadolint(path: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
+    return subprocess.run([exe, "--no-color", path], capture_output=True, text=True, timeout=60)
+
+
+def _setup_requires() -> list[Requirement]:
+    tree = ast.parse(_read("setup.py"))
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: k.value for k in call.keywords}
+    return [Requirement(ast.literal_eval(e)) for e in kw["install_requires"].elts]
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in _read("constraints.txt").splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_hadolint_finds_nothing_and_would_find_something(tmp_path):
+    proc = _hadolint(os.path.join(ROOT, "Dockerfile"))
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+    sloppy = tmp_path / "Dockerfile"
+    sloppy.write_text("FROM python\nRUN pip install tensorflow\n")
+    found = _hadolint(str(sloppy)).stdout
+    assert "DL3006" in found and "DL3013" in found and "DL3042" in found
+
+
+def test_image_base_entrypoint_user_and_install():
+    steps = _instructions()
+    assert steps[0] == ("ARG", "BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu")
+    assert steps[1] == ("FROM", "${BASE_IMAGE}")
+    tf_pin = _pins()["tensorflow"]
+    assert steps[0][1].endswith(f":{tf_pin}-gpu")  # the base's TensorFlow is the pinned one
+    entry = [json.loads(args) for word, args in steps if word == "ENTRYPOINT"]
+    assert entry == [["python", "-m", "trainer.task"]]
+    assert os.path.isfile(os.path.join(ROOT, "trainer", "task.py"))
+    users = [args for word, args in steps if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    (install,) = [args for word, args in steps if word == "RUN" and "pip install" in args]
+    command = shlex.split(install.split("&&")[0])
+    assert command == ["python", "-m", "pip", "install", "--no-cache-dir", "--constraint",
+                       "constraints.txt", "."]  # no [test] extra, pinned, no cache left
+
+
+def test_image_copies_only_what_exists_and_the_context_holds_only_that():
+    sources = []
+    for word, args in _instructions():
+        if word == "COPY":
+            sources += args.split()[:-1]
+    assert sources and all(os.path.exists(os.path.join(ROOT, s)) for s in sources), sources
+    rules = [r for r in _read(".dockerignore").splitlines() if r and not r.startswith("#")]
+    assert rules[0] == "*"  # everything is excluded, then the copied files let back in
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert allowed == {s.rstrip("/") for s in sources}
+    assert not any(s.startswith(("tests", "local", "runs", ".venv")) for s in sources)
+
+
+def test_pins_cover_setup_py_and_are_what_the_tests_run_with():
+    pins = _pins()
+    for req in _setup_requires():
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{req.name} has no pin in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
+        assert metadata.version(req.name) == pins[name], f"{req.name}: tests ran with another version"
+    assert set(pins) == {r.name.lower().replace("_", "-") for r in _setup_requires()}
+
+
+@pytest.fixture(scope="module")
+def build():
+    return yaml.safe_load(_read("cloudbuild.yaml"))
+
+
+def test_cloudbuild_tests_then_builds_runs_and_pushes(build):
+    steps = {s["id"]: s for s in build["steps"]}
+    assert [s["id"] for s in build["steps"]] == ["test", "build", "demo"]
+    assert (steps["test"]["entrypoint"], steps["test"]["args"]) == ("make", ["test"])
+    tags = [f"{REGISTRY}:${{COMMIT_SHA}}", f"{REGISTRY}:latest"]
+    args = steps["build"]["args"]
+    assert args[0] == "build" and args[-1] == "."
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--tag"] == tags
+    assert "BASE_IMAGE=${_BASE_IMAGE}" in args
+    assert build["images"] == tags
+    demo = steps["demo"]["args"]
+    assert demo[:3] == ["run", "--rm", tags[0]]
+    flags = [a.split("=")[0] for a in demo[3:] if a.startswith("--")]
+    assert set(flags) <= {"--config", "--set", "--output_dir", "--log_format"}
+
+
+def test_cloudbuild_substitutions_are_defined_and_match_submit(build):
+    text = _read("cloudbuild.yaml")
+    used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
+    assert {"_REGION", "_REPO", "_IMAGE"} <= used
+    assert used == set(build["substitutions"])  # every user substitution has a default
+    s = build["substitutions"]
+    image = f"{s['_REGION']}-docker.pkg.dev/PROJECT/{s['_REPO']}/{s['_IMAGE']}:latest"
+    args = submit.parser().parse_args(["--config", "c.yaml", "--project", "PROJECT",
+                                       "--region", s["_REGION"], "--staging_bucket", "gs://b"])
+    job = submit.build_job(args, "gs://b/c.yaml", "name")
+    assert job.job_spec.worker_pool_specs[0].container_spec.image_uri == image

@@ -1,0 +1,154 @@
+"""Buckets for real: a GCS JSON-API server on loopback, the real command line, gcsfs underneath,
+and google-cloud-storage to look at what landed."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import gcs_emulator
+from conftest import ROOT, blob_images, run_cli, write_npz
+
+ARTEFACTS = ("model.h5", "config.yaml", "history.csv", "metrics.json", "plots/history.png",
+             "plots/confusion_matrix.png", "checkpoints/state.json")
+
+
+def _upload_shards(gcs, tmp_path, prefix: str) -> str:
+    from trainer import storage
+
+    x, label, _ = blob_images(240, seed=3)
+    for i, part in enumerate((slice(0, 120), slice(120, 240))):
+        path = write_npz(tmp_path / "shards", f"s{i}.npz", x[part], label[part])
+        storage.put_file(path, gcs.url(prefix, f"s{i}.npz"))
+    return gcs.url(prefix, "*.npz")
+
+
+def _blob_names(gcs, prefix: str) -> set[str]:
+    return {b.name[len(prefix) + 1:] for b in gcs.client().list_blobs(gcs.bucket, prefix=prefix + "/")}
+
+
+def _state(gcs, run_prefix: str):
+    blob = gcs.client().bucket(gcs.bucket).get_blob(f"{run_prefix}/checkpoints/state.json")
+    return json.loads(blob.download_as_bytes()) if blob else None
+
+
+def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_path):
+    from trainer import artifacts, storage
+
+    data = _upload_shards(gcs, tmp_path, "e2e/data")
+    (tmp_path / "job.yaml").write_text(
+        f"name: blobs\ndata:\n  format: npz\n  train: {data}\nmodel:\n  name: tiny_cnn\n"
+        "train:\n  epochs: 8\n  early_stopping_patience: 0\n")
+    storage.put_file(str(tmp_path / "job.yaml"), gcs.url("e2e/job.yaml"))
+    run = "e2e/runs/blobs"
+    args = ["--config", gcs.url("e2e/job.yaml"), "--output_dir", gcs.url("e2e/runs")]
+
+    # 1. Stop the job the way a preempted VM stops, once an epoch is committed to the bucket.
+    proc = subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        state = _state(gcs, run)
+        if state and state["epoch"] >= 1 and any(
+                n.startswith("tensorboard/train/") for n in _blob_names(gcs, run)):
+            break
+        assert proc.poll() is None, f"the job ended before it could be stopped: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = _state(gcs, run)["epoch"]
+    names = _blob_names(gcs, run)
+    assert 1 <= stopped_at < 8 and "model.h5" not in names, (stopped_at, names)
+    # checkpoints and TensorBoard logs arrived while it trained, not at the end
+    assert f"checkpoints/epoch-{stopped_at:04d}.index" in names
+    assert any(n.startswith("tensorboard/validation/events.out.tfevents") for n in names), names
+
+    # 2. The same command again (config read through the /gcs/ mount path) continues and finishes.
+    args[1] = f"/gcs/{gcs.bucket}/e2e/job.yaml"
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = _blob_names(gcs, run)
+    assert set(ARTEFACTS) <= names, set(ARTEFACTS) - names
+    bucket = gcs.client().bucket(gcs.bucket)
+    metrics = json.loads(bucket.blob(f"{run}/metrics.json").download_as_bytes())
+    assert metrics["training"]["resumed_from_epoch"] == stopped_at
+    history = bucket.blob(f"{run}/history.csv").download_as_text().splitlines()
+    assert [int(row.split(",")[0]) for row in history[1:]] == list(range(1, 9))
+    assert metrics["data"]["train"]["source"].startswith(f"gs://{gcs.bucket}/e2e/data/s0.npz")
+
+    # 3. The model from the bucket loads and predicts.
+    bucket.blob(f"{run}/model.h5").download_to_filename(str(tmp_path / "model.h5"))
+    model, meta = artifacts.load_model(str(tmp_path / "model.h5"))
+    x, label, _ = blob_images(20, seed=9)
+    assert model.predict(x[..., None], verbose=0).shape == (20, 2)
+    assert meta["name"] == "blobs" and meta["class_names"] == ["0", "1"]
+
+
+def test_an_upload_killed_midway_leaves_the_old_model(gcs, tmp_path):
+    from trainer import storage
+
+    dest = gcs.url("killed/run/model.h5")
+    old, new = os.urandom(1 << 20), os.urandom(12 << 20)
+    (tmp_path / "old.h5").write_bytes(old)
+    (tmp_path / "new.h5").write_bytes(new)
+    storage.put_file(str(tmp_path / "old.h5"), dest)
+
+    # The new upload goes through a relay that forwards half of it and then holds the rest.
+    proxy = gcs_emulator.StallingProxy(gcs.port, budget=6 << 20)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from trainer import storage; "
+             "storage.put_file(sys.argv[1], sys.argv[2])", str(tmp_path / "new.h5"), dest],
+            cwd=ROOT, env=dict(os.environ, STORAGE_EMULATOR_HOST=proxy.host))
+        assert proxy.stalled.wait(60), "the upload never got under way"
+        assert proc.poll() is None  # still uploading: killed in the middle of the body
+        proc.kill()
+        proc.wait()
+    finally:
+        proxy.close()
+    assert 0 < proxy.forwarded < len(new)
+    blob = gcs.client().bucket(gcs.bucket).get_blob("killed/run/model.h5")
+    assert blob.size == len(old) and blob.download_as_bytes() == old
+
+    # Why the package never streams into the final name: an error inside an open-for-write
+    # commits what was written so far (NOTES.md), and this emulator shows it.
+    fs, path = storage._fs(gcs.url("killed/streamed/model.h5"))
+    with pytest.raises(RuntimeError):
+        with fs.open(path, "wb") as f:
+            f.write(new[:1000])
+            raise RuntimeError("the writer failed")
+    assert gcs.client().bucket(gcs.bucket).get_blob("killed/streamed/model.h5").size == 1000
+
+
+def test_the_emulator_fixture_fails_clearly_when_the_server_does_not_answer():
+    with socket.socket() as busy:  # something else holds the port and never answers
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(RuntimeError, match="did not answer on port .* within 3 s") as exc:
+            gcs_emulator.start(port=busy.getsockname()[1], timeout_s=3)
+    assert "Address already in use" in str(exc.value)
+
+
+def test_storage_layer_on_gs_and_gcs_mount_paths(gcs, tmp_path):
+    from trainer import storage
+    from trainer.errors import UserError
+
+    x, label, _ = blob_images(8)
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=label)
+    (tmp_path / "a.npz").write_bytes(buf.getvalue())
+    storage.put_file(str(tmp_path / "a.npz"), gcs.url("layer/d/a.npz"))
+    mount = f"/gcs/{gcs.bucket}/layer/d/a.npz"
+    assert storage.normalize(mount) == gcs.url("layer/d/a.npz")  # no FUSE mount on this machine
+    assert storage.read_bytes(mount) == buf.getvalue()
+    assert storage.expand(f"/gcs/{gcs.bucket}/layer/d/*.npz", "data.train") == [gcs.url("layer/d/a.npz")]
+    with pytest.raises(UserError, match=r"no files found, data.train=gs://.*/nothing/\*.npz"):
+        storage.expand(gcs.url("layer/nothing/*.npz"), "data.train")

@@ -1,0 +1,172 @@
+"""`trainer.submit`: the CustomJob checked against the API's own message types, and a real
+submission through the aiplatform client library to a local HTTP server that records it."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+from google.cloud import aiplatform_v1 as v1
+from google.protobuf.json_format import ParseError
+
+from conftest import run_cli
+from trainer import submit
+
+
+class Recorder:
+    """A stand-in for the Vertex AI REST endpoint: records each request, answers as the API does
+    (the job it was sent, with a name and a state)."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": body.decode()})
+                job = json.loads(body)
+                job.update(name="projects/my-project/locations/europe-west4/customJobs/123",
+                           state="JOB_STATE_QUEUED")
+                reply = json.dumps(job).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder():
+    r = Recorder()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def job_config(tmp_path, gcs):
+    path = tmp_path / "job.yaml"
+    path.write_text(f"name: blobs\ndata:\n  format: npz\n  train: {gcs.url('data/*.npz')}\n"
+                    "train:\n  epochs: 3\n")
+    return path
+
+
+def _staging(gcs, config) -> str:
+    """A staging prefix of the test's own (the emulator's bucket lives for the whole session)."""
+    return f"staging/{config.parent.name}"
+
+
+def _args(gcs, config, *extra):
+    return ["--config", str(config), "--project", "my-project", "--region", "europe-west4",
+            "--staging_bucket", gcs.url(_staging(gcs, config)), "--display_name", "blobs-1", *extra]
+
+
+def test_dry_run_prints_a_job_the_api_types_accept(capsys, gcs, job_config):
+    code = submit.main(_args(gcs, job_config, "--machine_type", "g2-standard-8",
+                             "--accelerator_type", "NVIDIA_L4", "--replica_count", "3", "--spot",
+                             "--service_account", "trainer@my-project.iam.gserviceaccount.com",
+                             "--set", "train.epochs=5", "--dry_run"))
+    out = capsys.readouterr().out
+    assert code == 0
+    job = v1.CustomJob.from_json(out)  # strict: an unknown field would raise
+    spec = job.job_spec
+    chief, workers = spec.worker_pool_specs
+    assert (chief.replica_count, workers.replica_count) == (1, 2)
+    assert chief.machine_spec == workers.machine_spec == v1.MachineSpec(
+        machine_type="g2-standard-8", accelerator_type="NVIDIA_L4", accelerator_count=1)
+    assert chief.container_spec.image_uri == (
+        "europe-west4-docker.pkg.dev/my-project/trainer/trainer:latest")
+    args = list(chief.container_spec.args)
+    assert args[0] == "--config" and args[1].startswith(gcs.url(_staging(gcs, job_config), "configs/"))
+    assert args[1].endswith("-job.yaml") and args[2:] == ["--set", "train.epochs=5"]
+    assert spec.scheduling.strategy == v1.Scheduling.Strategy.SPOT
+    assert spec.scheduling.restart_job_on_worker_restart
+    assert spec.service_account == "trainer@my-project.iam.gserviceaccount.com"
+    assert spec.base_output_directory.output_uri_prefix == gcs.url(_staging(gcs, job_config),
+                                                                   "jobs/blobs-1")
+    assert json.loads(out)["jobSpec"]["workerPoolSpecs"][0]["machineSpec"]["acceleratorType"] == "NVIDIA_L4"
+    # a dry run sends and uploads nothing
+    assert not list(gcs.client().list_blobs(gcs.bucket, prefix=_staging(gcs, job_config)))
+    # and the strict parse is what catches a field the API does not have
+    with pytest.raises(ParseError, match="no field named"):
+        v1.CustomJob.from_json(out.replace('"displayName"', '"displayNmae"'))
+
+
+def test_submission_through_the_client_library(capsys, gcs, job_config, recorder):
+    code = submit.main(_args(gcs, job_config, "--api_endpoint", recorder.endpoint))
+    out = capsys.readouterr().out
+    assert code == 0
+    (request,) = recorder.requests
+    assert request["path"].startswith("/v1/projects/my-project/locations/europe-west4/customJobs")
+    assert "authorization" not in {k.lower() for k in request["headers"]}  # no token over http
+    sent = v1.CustomJob.from_json(request["body"])
+    assert sent.display_name == "blobs-1"
+    (pool,) = sent.job_spec.worker_pool_specs
+    assert pool.machine_spec.machine_type == submit.DEFAULT_MACHINE
+    assert pool.machine_spec.accelerator_type == v1.AcceleratorType.NVIDIA_TESLA_T4
+    assert not sent.job_spec.scheduling.restart_job_on_worker_restart
+    # the config the job reads is the local one, uploaded
+    config_url = pool.container_spec.args[1]
+    blob = gcs.client().bucket(gcs.bucket).blob(config_url.split("/", 3)[3])
+    assert blob.download_as_bytes() == job_config.read_bytes()
+    assert "job: projects/my-project/locations/europe-west4/customJobs/123" in out
+    assert "gcloud ai custom-jobs stream-logs 123 --project=my-project --region=europe-west4" in out
+
+
+def test_gcloud_yaml_is_a_job_spec(capsys, gcs, job_config, tmp_path, recorder):
+    target = tmp_path / "job-spec.yaml"
+    code = submit.main(_args(gcs, job_config, "--gcloud_yaml", str(target)))
+    out = capsys.readouterr().out
+    assert code == 0 and recorder.requests == []
+    spec = v1.CustomJobSpec.from_json(json.dumps(yaml.safe_load(target.read_text())))
+    assert spec.worker_pool_specs[0].container_spec.args[0] == "--config"
+    assert out.splitlines()[-1] == ("gcloud ai custom-jobs create --project=my-project "
+                                    f"--region=europe-west4 --display-name=blobs-1 --config={target}")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--accelerator_type", "NVIDIA_TESLA_T5"],
+     "error: unknown accelerator 'NVIDIA_TESLA_T5', --accelerator_type, expected none or one of "),
+    (["--machine_type", "n1-standard-8", "--accelerator_type", "NVIDIA_H100_80GB"],
+     "error: NVIDIA_H100_80GB cannot be attached to n1-standard-8, --machine_type, expected a "
+     "machine type of the a3 family"),
+    (["--machine_type", "a2-highgpu-2g", "--accelerator_type", "NVIDIA_TESLA_A100"],
+     "error: a2-highgpu-2g has 2 GPUs, --accelerator_count=1, expected 2"),
+    (["--machine_type", "N1 standard"], "error: machine type 'N1 standard', --machine_type"),
+    (["--replica_count", "0"], "error: replica count 0, --replica_count, expected >= 1"),
+    (["--set", "train.epoch=3"], "error: unknown key 'train.epoch', "),
+])
+def test_bad_options_fail_before_anything_is_sent(capsys, gcs, job_config, recorder, extra, message):
+    code = submit.main(_args(gcs, job_config, "--api_endpoint", recorder.endpoint, *extra))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert recorder.requests == []
+    assert not list(gcs.client().list_blobs(gcs.bucket, prefix=_staging(gcs, job_config)))
+
+
+def test_local_data_paths_are_refused(capsys, gcs, tmp_path):
+    config = tmp_path / "local.yaml"
+    config.write_text("data:\n  format: npz\n  train: data/*.npz\n")
+    assert submit.main(_args(gcs, config, "--dry_run")) == 2
+    assert capsys.readouterr().err == ("error: local data path, data.train=data/*.npz, expected "
+                                       "gs:// or /gcs/ paths that the job on Vertex AI can read\n")
+
+
+def test_the_command_line(tmp_path):
+    proc = run_cli("--config", str(tmp_path / "job.yaml"), module="trainer.submit")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "error: the following arguments are required: --project, --staging_bucket, command line")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1

@@ -1,0 +1,155 @@
+"""The job as Vertex AI runs it: AIP_* directories in a bucket, Cloud Logging's JSON lines on
+stdout, the tuner's metric file; the real entry points in fresh processes, with the variables
+Vertex AI sets."""
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+
+import pytest
+
+from conftest import run_cli
+from trainer import environment
+from trainer.errors import UserError
+from trainer.rundir import RunDir
+
+JOB_ID = "4242"
+
+
+def _vertex_env(gcs, tmp_path) -> dict[str, str]:
+    return {"CLOUD_ML_JOB_ID": JOB_ID, "CLOUD_ML_TRIAL_ID": "3",
+            "CLOUD_ML_HP_METRIC_FILE": str(tmp_path / "hypertune" / "output.metrics"),
+            "AIP_MODEL_DIR": gcs.url("vertex/model/"),
+            "AIP_CHECKPOINT_DIR": gcs.url("vertex/checkpoints/"),
+            "AIP_TENSORBOARD_LOG_DIR": gcs.url("vertex/logs/")}
+
+
+def _json_lines(stdout: str) -> list[dict]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, "nothing on stdout"
+    return [json.loads(line) for line in lines]  # every line must be one JSON object
+
+
+@pytest.fixture(scope="module")
+def vertex_run(gcs, tmp_path_factory):
+    """One run of the container's cloud entry point as a Vertex AI tuning trial."""
+    tmp_path = tmp_path_factory.mktemp("vertex")
+    env = _vertex_env(gcs, tmp_path)
+    proc = run_cli("--set", "data.samples_per_class=30", "--set", "train.epochs=2",
+                   "--set", "model.name=tiny_cnn", module="trainer.train_model_cloud", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, env
+
+
+def test_cloud_logging_is_one_json_object_per_line(vertex_run):
+    proc, _ = vertex_run
+    records = _json_lines(proc.stdout)
+    assert all("severity" in r for r in records)
+    ours = [r for r in records if r["logging.googleapis.com/labels"].get("python_logger") == "trainer"]
+    assert all(r["logging.googleapis.com/labels"]["job_id"] == JOB_ID for r in ours)
+    assert any(r.get("message") == f"Vertex AI job {JOB_ID}, trial 3" for r in ours)
+    epochs = [r for r in ours if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2] and all(r["severity"] == "INFO" for r in epochs)
+    for record in epochs:  # metrics as fields, numbers not text
+        assert all(isinstance(record[k], float) for k in ("loss", "accuracy", "val_loss",
+                                                          "val_accuracy", "epoch_time_s"))
+    assert "\r" not in proc.stdout and "━" not in proc.stdout  # no progress bars
+
+
+def test_outputs_go_to_the_aip_directories(vertex_run, gcs):
+    names = {b.name for b in gcs.client().list_blobs(gcs.bucket, prefix="vertex/")}
+    for rel in ("model/model.h5", "model/metrics.json", "model/history.csv", "model/config.yaml",
+                "checkpoints/state.json"):
+        assert f"vertex/{rel}" in names, rel
+    assert any(n.startswith("vertex/logs/train/events.out.tfevents") for n in names), names
+    assert not any(n.startswith(("vertex/model/checkpoints", "vertex/model/tensorboard"))
+                   for n in names)
+    final = _json_lines(vertex_run[0].stdout)[-1]
+    assert final["outputs"]["model"] == gcs.url("vertex/model/model.h5")
+
+
+def test_the_tuning_metric_is_reported_every_epoch(vertex_run, gcs):
+    _, env = vertex_run
+    with open(env["CLOUD_ML_HP_METRIC_FILE"]) as f:
+        reports = [json.loads(line) for line in f]
+    history = gcs.client().bucket(gcs.bucket).blob("vertex/model/history.csv").download_as_text()
+    rows = list(csv.DictReader(io.StringIO(history)))
+    assert [r["global_step"] for r in reports] == ["1", "2"]
+    assert all(r["trial"] == "3" for r in reports)
+    assert [float(r["val_loss"]) for r in reports] == pytest.approx(
+        [float(row["val_loss"]) for row in rows])
+
+
+def test_an_error_on_vertex_is_one_error_record(gcs, tmp_path):
+    proc = run_cli("--set", "train.epochz=2", env=_vertex_env(gcs, tmp_path))
+    message = "error: unknown key 'train.epochz', --set, did you mean 'train.epochs'?"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [r for r in _json_lines(proc.stdout) if r["severity"] == "ERROR"]
+    assert [r["message"] for r in errors] == [message]
+    assert proc.stderr == message + "\n"  # and nothing else on stderr, which Vertex AI logs as errors
+
+
+# -- the environment, read without running anything ----------------------------------------------
+
+
+def test_platform_from_vertex_variables():
+    p = environment.detect({"CLOUD_ML_JOB_ID": "7", "AIP_MODEL_DIR": "gs://b/j/model/",
+                            "AIP_CHECKPOINT_DIR": "gs://b/j/checkpoints/"})
+    assert p.vertex and p.job_id == "7" and p.is_chief and not p.multi_worker
+    assert p.run_homes() == {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
+    assert p.without_output_dirs().run_homes() == {}
+    assert not environment.detect({}).vertex and environment.detect({}).is_chief
+
+
+@pytest.mark.parametrize("tf_config, workers, chief", [
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "chief", "index": 0}}, 3, True),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 0}}, 3, False),
+    ({"cluster": {"worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 0}}, 2, True),
+    ({"cluster": {"worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 1}}, 2, False),
+])
+def test_tf_config_names_the_workers_and_the_chief(tf_config, workers, chief):
+    p = environment.detect({"TF_CONFIG": json.dumps(tf_config)})
+    assert (p.workers, p.is_chief, p.multi_worker) == (workers, chief, True)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "TF_CONFIG is not valid, environment, expected JSON"),
+    ('{"cluster": {"ps": ["a:1"], "worker": ["b:1"]}, "task": {"type": "ps", "index": 0}}',
+     "TF_CONFIG task type 'ps', environment, expected chief or worker"),
+])
+def test_bad_tf_config_is_a_user_error(text, match):
+    with pytest.raises(UserError, match=match):
+        environment.detect({"TF_CONFIG": text})
+
+
+def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
+    homes = {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
+    chief = RunDir("runs", "x", homes=homes)
+    assert chief.url == "gs://b/j/model"
+    assert chief.remote("checkpoints", "state.json") == "gs://b/j/checkpoints/state.json"
+    assert chief.remote("tensorboard") == "gs://b/j/model/tensorboard"
+    worker = RunDir(str(tmp_path), "x", chief=False)
+    assert worker.url == str(tmp_path / "x")  # reads (resume) come from the chief's run ...
+    assert worker.remote("model.h5").startswith(worker.staging)  # ... writes stay private
+    worker.cleanup()
+    chief.cleanup()
+    assert not os.path.exists(worker.staging)
+
+
+def test_local_logging_is_readable_and_cloud_logging_is_json(capsys):
+    log = logging.getLogger("trainer")
+    try:
+        environment.setup_logging()
+        log.info("epoch 1/2 loss=0.5", extra={"json_fields": {"epoch": 1, "loss": 0.5}})
+        assert re.fullmatch(r"\d\d:\d\d:\d\d INFO epoch 1/2 loss=0.5\n", capsys.readouterr().out)
+        environment.setup_logging(structured=True, labels={"job_id": "7"})
+        log.info("epoch 1/2 loss=0.5", extra={"json_fields": {"epoch": 1, "loss": 0.5}})
+        record = _json_lines(capsys.readouterr().out)[-1]
+        assert (record["epoch"], record["loss"], record["severity"]) == (1, 0.5, "INFO")
+        assert record["logging.googleapis.com/labels"]["job_id"] == "7"
+        assert not environment.interactive()  # no progress bars under JSON logging
+    finally:
+        environment.setup_logging()
