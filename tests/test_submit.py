@@ -170,3 +170,22 @@ def test_the_command_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith(
         "error: the following arguments are required: --project, --staging_bucket, command line")
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_tuning_job_goes_through_the_same_client(recorder):
+    """`trainer.tune --vertex` submits through `submit.send`: the real client, the tuning-job API."""
+    from trainer import config
+    from trainer.tune import space as space_mod
+    from trainer.tune import vertex as tv
+
+    space = space_mod.parse({"params": {"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}},
+                            config.from_dict({}), "s.yaml")
+    infra = tv.Infrastructure(project="my-project", region="europe-west4", image_uri="img:1")
+    job = tv.tuning_job("t", space, 4, 2, "gs://b/c.yaml", [], "gs://b/runs/t", infra)
+    submit.send(job, "my-project", "europe-west4", api_endpoint=recorder.endpoint)
+    (request,) = recorder.requests
+    assert request["path"].startswith(
+        "/v1/projects/my-project/locations/europe-west4/hyperparameterTuningJobs")
+    sent = v1.HyperparameterTuningJob.from_json(request["body"])
+    assert (sent.max_trial_count, sent.parallel_trial_count) == (4, 2)
+    assert sent.study_spec.parameters[0].parameter_id == "train.learning_rate"

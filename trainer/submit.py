@@ -171,7 +171,8 @@ def to_json(job) -> str:
 
 
 def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
-    """Create the job through the client library's REST transport; returns the created job."""
+    """Create the job (a CustomJob, or a HyperparameterTuningJob from `trainer.tune --vertex`)
+    through the client library's REST transport; returns the created job."""
     from google.api_core import exceptions
     from google.auth import exceptions as auth_exceptions
     from google.auth.credentials import AnonymousCredentials
@@ -183,6 +184,9 @@ def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
     try:
         client = v1.JobServiceClient(credentials=credentials, transport="rest",
                                      client_options={"api_endpoint": endpoint})
+        if isinstance(job, v1.HyperparameterTuningJob):
+            return client.create_hyperparameter_tuning_job(parent=parent,
+                                                           hyperparameter_tuning_job=job)
         return client.create_custom_job(parent=parent, custom_job=job)
     except auth_exceptions.DefaultCredentialsError:
         raise UserError(f"no Google Cloud credentials, {parent}, expected `gcloud auth "

@@ -120,27 +120,10 @@ def to_json(job: vertex.HyperparameterTuningJob) -> str:
 
 
 def submit(job: vertex.HyperparameterTuningJob, infra: Infrastructure) -> str:
-    """Create the job on Vertex AI; returns its resource name.
-
-    The one place that talks to the service, kept small so that the cloud branch's submit.py
-    (config staging, credentials, the image it builds) can take it over when merged.
-    """
+    """Create the job on Vertex AI through `trainer.submit.send`; returns its resource name."""
     if not infra.project:
         raise UserError("no project given, --project, expected a Google Cloud project id to "
                         "submit to (or --dry_run to only show the spec)")
-    from google.api_core import exceptions as api_exceptions
-    from google.auth import exceptions as auth_exceptions
+    from trainer.submit import send
 
-    try:
-        client = vertex.JobServiceClient(
-            client_options={"api_endpoint": f"{infra.region}-aiplatform.googleapis.com"})
-        created = client.create_hyperparameter_tuning_job(
-            parent=f"projects/{infra.project}/locations/{infra.region}",
-            hyperparameter_tuning_job=job)
-    except auth_exceptions.DefaultCredentialsError:
-        raise UserError("no Google Cloud credentials, environment, expected "
-                        "`gcloud auth application-default login` or a service account") from None
-    except api_exceptions.GoogleAPIError as exc:
-        raise UserError(f"Vertex AI refused the job ({exc}), --project={infra.project} "
-                        f"--region={infra.region}, expected a project with Vertex AI enabled") from None
-    return created.name
+    return send(job, infra.project, infra.region).name
