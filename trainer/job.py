@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from trainer import artifacts, environment, storage
 from trainer.config import Config
-from trainer.data import load_splits
+from trainer.data import groups, load_splits
 from trainer.errors import TrainingDiverged, UserError
 from trainer.rundir import RunDir
 from trainer.training import train_and_evaluate
@@ -34,6 +34,8 @@ def run(config: Config) -> RunResult:
              len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
              splits.split_method,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
+    for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
+        (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
     run_dir = RunDir(config.output.dir, config.name)
     fresh = not storage.exists(run_dir.url)
