@@ -30,10 +30,39 @@ def blob_images(n: int, size: int = 16, seed: int = 0, channels: int = 0):
     return x, label, target
 
 
-def write_npz(folder, name: str, x, y) -> str:
+def drifting_videos(videos: int, frames: int, seed: int, size: int = 16, drift: float = 0.1,
+                    shown: float = 0.3):
+    """Synthetic "videos": slowly drifting frames, one label per video; returns x, y, group.
+
+    Each video has its own background, a sum of plane waves whose phases drift a little from
+    frame to frame: a nuisance a network can memorise. The label shows in a fraction `shown` of
+    the frames only, as a bright 3x3 square somewhere in the left (0) or right (1) half; the
+    other frames hold nothing but their video's background. A model that remembers backgrounds
+    scores near 1 on frames of videos it has seen, and about 0.5 + 0.5 x `shown` on new ones.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    labels = rng.permutation(np.arange(videos) % 2)
+    x = np.empty((videos, frames, size, size), np.float32)
+    for v in range(videos):
+        freq = rng.normal(0, 1.5, (6, 2, 1, 1))
+        amp, phase = rng.uniform(0.5, 1.0, (6, 1, 1)), rng.uniform(0, 2 * np.pi, (6, 1, 1))
+        speed = rng.normal(0, drift, (6, 1, 1))
+        for t in range(frames):
+            angle = 2 * np.pi * (freq[:, 0] * xx + freq[:, 1] * yy) + phase + t * speed
+            x[v, t] = (amp * np.cos(angle)).sum(axis=0) + rng.normal(0, 0.2, (size, size))
+            if rng.uniform() < shown:
+                row = rng.integers(0, size - 3)
+                col = rng.integers(0, size // 2 - 3) + labels[v] * size // 2
+                x[v, t, row:row + 3, col:col + 3] += 5.0
+    group = np.repeat([f"video{seed}-{v:03d}.mp4" for v in range(videos)], frames)
+    return x.reshape(-1, size, size), np.repeat(labels, frames), group
+
+
+def write_npz(folder, name: str, x, y, **extra) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(str(folder), name)
-    np.savez(path, x=x, y=y)
+    np.savez(path, x=x, y=y, **extra)
     return path
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.io
 
 from trainer import convert
+from trainer.data import load_splits
 
 from conftest import blob_images, error_line, run_cli, run_job, write_npz
 
@@ -77,6 +78,29 @@ def test_videos_and_mat_labels_become_shards(tmp_path):
     keep = np.delete(touch, 3)
     assert np.array_equal(y, keep) and y.dtype.kind == "i"
     assert np.all((x.reshape(11, -1).mean(axis=1) > 128) == (keep == 1))  # each frame kept its label
+
+
+def test_frames_keep_their_video_as_group_through_every_conversion(tmp_path):
+    videos = [str(tmp_path / f"{name}.mp4") for name in ("a", "b", "c")]
+    for path in videos:  # touch, no touch, touch, no touch: both classes in every video
+        _write_video(path, [np.full((32, 32, 3), 230 - 210 * (t % 2), np.uint8) for t in range(4)])
+    scipy.io.savemat(tmp_path / "l.mat", {"touch": np.tile([1, 0], 6).astype(float)})
+    proc = run_cli(*[a for v in videos for a in ("--video", v)],
+                   "--labels", str(tmp_path / "l.mat"), "--out", str(tmp_path / "tf"),
+                   "--shard_size", "5", module="trainer.convert")
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 12 samples in 3 shards from 3 groups" in proc.stdout
+    cfg = convert.config_mod_load(["data.format=tfrecord", f"data.train={tmp_path}/tf/train-*",
+                                   "data.split_by=group", "data.validation_split=0.34",
+                                   "data.test_split=0.34"])
+    splits = load_splits(cfg)
+    for part in (splits.train, splits.val, splits.test):  # one whole video each
+        assert len(part) == 4 and len(set(part.view.groups)) == 1
+    assert {part.view.groups[0] for part in (splits.train, splits.val, splits.test)} == set(videos)
+    convert.convert(convert.config_splits(cfg)[0], str(tmp_path / "npz"), "npz", shard_size=100)
+    with np.load(tmp_path / "npz" / "val-00000.npz") as shard:
+        assert list(shard["group"]) == list(splits.val.view.groups)
+        assert np.array_equal(shard["y"], splits.val.view.labels)
 
 
 def test_video_with_fewer_labels_than_frames_leaves_nothing(tmp_path):

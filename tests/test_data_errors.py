@@ -129,3 +129,39 @@ def test_hdf5_without_the_named_dataset(capsys, tmp_path):
         f["images"] = np.zeros((10, 8, 8))
     line = _run(capsys, tmp_path, "data.format=hdf5", f"data.train={tmp_path}/c.h5")
     assert f"dataset 'x' missing, {tmp_path}/c.h5" in line and "found: images" in line
+
+
+def test_split_by_group_without_groups(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    write_npz(tmp_path / "d", "a.npz", x[:20], label[:20], group=np.repeat(["v1", "v2"], 10))
+    path = write_npz(tmp_path / "d", "b.npz", x[20:], label[20:])  # this one has none
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={tmp_path}/d/*.npz",
+                "data.split_by=group")
+    assert line == (f"error: no group per sample (data.split_by=group), {path}, expected an array "
+                    "'group' in every .npz shard beside 'x' and 'y' (data.group_key)")
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "imgs" / cls)
+        for i in range(5):
+            img = Image.fromarray(np.full((8, 8), 40 * i, np.uint8))
+            img.save(tmp_path / "imgs" / cls / f"{i}.png")
+    line = _run(capsys, tmp_path, "data.format=image_folder", f"data.train={tmp_path}/imgs",
+                "data.split_by=group")
+    assert line.startswith(f"error: no group per sample (data.split_by=group), {tmp_path}/imgs, "
+                           "expected a format that carries groups (npz, npy, tfrecord, csv, hdf5)")
+
+
+def test_too_few_groups_for_the_splits(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    path = write_npz(tmp_path / "d", "a.npz", x, label, group=np.repeat([3, 7], 20))
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}", "data.split_by=group")
+    assert line == (f"error: 2 groups cannot be carved into validation_split=0.2 and "
+                    f"test_split=0.1 (data.split_by=group), data.train={path}, expected at least 3 "
+                    "groups: one for training and one for each carved split")
+
+
+def test_groups_that_are_fractions(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    path = write_npz(tmp_path / "d", "a.npz", x, label, group=np.linspace(0, 1, 40))
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line.startswith("error: groups of dtype float64 with fractions or NaN, ")
+    assert f"{path}, expected integer or string group names" in line

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import blob_images, run_cli, write_npz
@@ -30,6 +31,14 @@ def test_datacheck_reports_what_a_user_must_know(tmp_path):
              if line.startswith("samples in both")}
     assert leaks["samples in both train and test"] + leaks["samples in both val and test"] == 30
     assert leaks["samples in both train and val"] == 0
+    near = {m.group(1): float(m.group(2)) for m in (re.match(
+        r"near-duplicate leakage, (\w+): ([\d.]+) of (\d+) samples", line) for line in out) if m}
+    # copies of training samples are near-copies too; copies of validation samples are not
+    assert near["test"] == pytest.approx(leaks["samples in both train and test"] / 30, abs=0.04)
+    assert near["val"] < 0.1
+    assert any(line.startswith("  warning: ") and "of test has a near-copy in train" in line
+               for line in out)
+    assert not any(line.startswith("groups") for line in out)  # these samples have no groups
     img = Image.open(tmp_path / "check" / "samples.png")
     assert img.size[0] > 100 and img.size[1] > 100
     assert re.fullmatch(r"input pipeline: \d+ samples/s", out[-1])

@@ -68,6 +68,20 @@ class DataConfig:
         "Fraction of `train` held out for testing when `test` is not given.",
         default=0.1, min=0.0, max=0.9,
     )
+    split_by: str = _doc(
+        "How `validation_split` and `test_split` carve `train`: `sample` (rows at random) or "
+        "`group` (whole groups at random, aiming at the fractions by sample count, so no video, "
+        "session or seed is on both sides of an evaluation; needs a group per sample, see "
+        "`group_key`).",
+        default="sample", choices=("sample", "group"),
+    )
+    group_key: str = _doc(
+        "The per-sample group (the video, session or simulation seed a sample came from): the "
+        "array in `npz` shards, the feature in TFRecords, the column of a `csv` manifest, the "
+        "dataset of an `hdf5` file. `npy` data takes it from `g*.npy` beside `x*.npy`; "
+        "`trainer.convert --video` records each frame's video.",
+        default="group",
+    )
     standardize: bool = _doc(
         "Standardise inputs per channel with the training split's mean and std (one streaming "
         "pass before training). The statistics are stored inside the saved model, so prediction "

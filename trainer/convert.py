@@ -3,13 +3,15 @@
     python -m trainer.convert --config my.yaml --out gs://bucket/shards --to tfrecord --shard_size 10000
     python -m trainer.convert --video a.mp4 --video b.mp4 --labels labels.mat --out shards/
 
-With `--config`, the config's data section is read exactly as training reads it (format, paths,
-row ranges, carved splits) and each split is written as `<split>-NNNNN.<ext>`. With `--video`,
-the frames of the videos, labelled by the .mat vector, become the `train` split. Beside the
-shards, `manifest.json` gives counts, shapes, dtypes, class names and the training split's
-per-channel mean and std, computed in the same streaming pass. Memory holds one block and one
-npz shard at most, whatever the input's size. Each shard is finished locally and copied whole;
-on an error every file written so far is removed, so a failed conversion leaves nothing behind.
+With `--config`, the config's data section is read exactly as training reads it (format, paths, row
+ranges, carved splits) and each split is written as `<split>-NNNNN.<ext>`. With `--video`, the
+frames of the videos, labelled by the .mat vector, become the `train` split, each frame's video
+recorded as its group (so `data.split_by: group` keeps a video on one side). Groups of the input are
+carried into the shards (`group` array or feature). Beside the shards, `manifest.json` gives counts,
+shapes, dtypes, class names, groups per split and the training split's per-channel mean and std,
+computed in the same streaming pass. Memory holds one block and one npz shard at most, whatever the
+input's size. Each shard is finished locally and copied whole; on an error every file written so far
+is removed, so a failed conversion leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def _define_flags() -> None:
 CHUNK = 256  # rows per read: the unit of streaming
 
 
+Chunk = tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # images, labels, groups or None
+
+
 class ShardWriter:
-    """Cuts a stream of (x, y) chunks into shards of `shard_size`, publishing each when full."""
+    """Cuts a stream of (x, y, groups) chunks into shards of `shard_size`, publishing each full one."""
 
     def __init__(self, out: str, split: str, to: str, shard_size: int, gz: bool, tmp: str,
                  published: list[str]):
@@ -59,13 +64,14 @@ class ShardWriter:
         self._rows = 0
         self._x: list[np.ndarray] = []
         self._y: list[np.ndarray] = []
+        self._g: list[np.ndarray] = []
         self._tf = None
 
-    def write(self, x: np.ndarray, y: np.ndarray) -> None:
+    def write(self, x: np.ndarray, y: np.ndarray, g: Optional[np.ndarray] = None) -> None:
         while len(x):
             room = self.shard_size - self._rows
-            self._add(x[:room], y[:room])
-            x, y = x[room:], y[room:]
+            self._add(x[:room], y[:room], None if g is None else g[:room])
+            x, y, g = x[room:], y[room:], None if g is None else g[room:]
             if self._rows == self.shard_size:
                 self._finish()
 
@@ -77,25 +83,28 @@ class ShardWriter:
         ext = {"npz": "npz", "tfrecord": "tfrecord.gz" if self.gz else "tfrecord"}[self.to]
         return f"{self.split}-{len(self.shards):05d}.{ext}"
 
-    def _add(self, x: np.ndarray, y: np.ndarray) -> None:
+    def _add(self, x: np.ndarray, y: np.ndarray, g: Optional[np.ndarray]) -> None:
         self._rows += len(x)
         if self.to == "npz":
             self._x.append(x)
             self._y.append(y)
+            if g is not None:
+                self._g.append(g)
             return
         from trainer.data import tfrecords
 
         if self._tf is None:
             self._tf = tfrecords.Writer(os.path.join(self.tmp, "shard"), compress=self.gz)
-        for image, label in zip(x, y):
-            self._tf.write(tfrecords.example(image, label))
+        for i, (image, label) in enumerate(zip(x, y)):
+            self._tf.write(tfrecords.example(image, label, None if g is None else g[i]))
 
     def _finish(self) -> None:
         local = os.path.join(self.tmp, "shard")
         if self.to == "npz":
+            groups = {"group": np.concatenate(self._g)} if self._g else {}
             with open(local, "wb") as f:
-                np.savez(f, x=np.concatenate(self._x), y=np.concatenate(self._y))
-            self._x, self._y = [], []
+                np.savez(f, x=np.concatenate(self._x), y=np.concatenate(self._y), **groups)
+            self._x, self._y, self._g = [], [], []
         else:
             self._tf.close()
             self._tf = None
@@ -111,7 +120,7 @@ def _label_kind(y: np.ndarray) -> str:
     return {"i": "int64", "u": "int64", "b": "int64", "f": "float32"}.get(y.dtype.kind, "string")
 
 
-def convert(splits: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]], out: str, to: str,
+def convert(splits: dict[str, Iterable[Chunk]], out: str, to: str,
             shard_size: int, gz: bool = False, source: str = "") -> dict:
     """Write every split's chunks as shards plus `manifest.json`; returns the manifest."""
     published: list[str] = []
@@ -123,7 +132,8 @@ def convert(splits: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]], out: str
             for split, chunks in splits.items():
                 writer = ShardWriter(out, split, to, shard_size, gz, tmp, published)
                 stats = RunningStats() if split == "train" else None
-                for x, y in chunks:
+                groups: set[str] = set()
+                for x, y, g in chunks:
                     x = x if x.ndim == 4 else x[..., np.newaxis]
                     manifest.setdefault("sample_shape", list(x.shape[1:]))
                     manifest.setdefault("dtype", x.dtype.name)
@@ -133,9 +143,13 @@ def convert(splits: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]], out: str
                         classes.update(y.tolist())
                     if stats is not None:
                         stats.update(x)
-                    writer.write(x, y)
+                    if g is not None:
+                        groups.update(g.tolist())
+                    writer.write(x, y, g)
                 writer.close()
                 entry = {"count": sum(s["count"] for s in writer.shards), "shards": writer.shards}
+                if groups:
+                    entry["groups"] = len(groups)
                 if stats is not None and stats.count:
                     entry["mean"] = stats.mean.tolist()
                     entry["std"] = np.sqrt(stats.variance).tolist()
@@ -157,8 +171,8 @@ def config_splits(config: Config) -> tuple[dict[str, Iterator], str]:
     """The config's splits, each streamed in file order in chunks of `CHUNK` rows."""
     from trainer.data.dataset import split_views
 
-    views, _ = split_views(config)
-    return {k: views[k].iter_chunks(CHUNK) for k in ("train", "val", "test")}, views["train"].name
+    views, _, _ = split_views(config)
+    return {k: views[k].iter_grouped(CHUNK) for k in ("train", "val", "test")}, views["train"].name
 
 
 def video_splits(videos: Sequence[str], labels_path: str, key: Optional[str], config: Config
@@ -199,7 +213,8 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     for split, entry in manifest["splits"].items():
-        print(f"{split}: {entry['count']} samples in {len(entry['shards'])} shards")
+        groups = f" from {entry['groups']} groups" if "groups" in entry else ""
+        print(f"{split}: {entry['count']} samples in {len(entry['shards'])} shards{groups}")
     print(f"manifest: {storage.join(out, 'manifest.json')}")
     return 0
 

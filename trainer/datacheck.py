@@ -2,9 +2,12 @@
 
 For each split it prints the sample count, shape, dtype and value range, the label distribution
 (warning on heavy imbalance), NaN and Inf counts, and how many samples appear in two splits (by a
-hash of their bytes). It writes a PNG grid of a few samples per class and times one pass of the
-training pipeline; the last line is `input pipeline: <N> samples/s`. One streaming pass per
-split, so it works on data sets larger than memory.
+hash of their bytes). Where samples carry groups, it counts the groups found in two splits; and
+for validation and test it gives the fraction of samples with a near-copy in the training split
+(`data.neardup` fingerprints), the leak a random split of video frames makes. It writes a PNG
+grid of a few samples per class and times one pass of the training pipeline; the last line is
+`input pipeline: <N> samples/s`. One streaming pass per split, so it works on data sets larger
+than memory (fingerprints take 256 bytes per sample).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from absl import app, flags
 
 from trainer import storage
 from trainer.config import Config
+from trainer.data import groups, neardup
 from trainer.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -32,16 +36,22 @@ def _define_flags() -> None:
     flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).")
     flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
     flags.DEFINE_string("out", None, "Where the sample grid goes (default: <output.dir>/<name>-datacheck).")
+    flags.DEFINE_float("near", neardup.THRESHOLD, "Fingerprint distance under which an evaluation "
+                       "sample counts as a near-copy of a training sample (0: same picture, about "
+                       "1.4: unrelated).", lower_bound=0.0)
 
 
 IMBALANCE = 5.0  # largest class this many times the smallest: warn
 PER_CLASS = 4
+LEAK_QUERIES = 2000  # evaluation samples searched for near-copies (a seeded subset beyond this)
+LEAK_WARN = 0.1  # this fraction of an evaluation split with near-copies in train: warn
 
 
 def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
     """One pass: value range, NaN/Inf, per-sample hashes and the first samples of each class."""
     low, high, nan, inf = np.inf, -np.inf, 0, 0
     hashes: set[bytes] = set()
+    prints: list[np.ndarray] = []
     examples: dict = {}
     at = 0
     for x, _raw in split.view.iter_chunks(block):
@@ -58,11 +68,48 @@ def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
         hashes.update(hashlib.blake2b(row.tobytes(), digest_size=12).digest()
                       for row in x.reshape(len(x), -1))
+        prints.append(neardup.fingerprints(x))
         for img, label in zip(x, labels):
             key = int(label) if class_names else 0
             if len(examples.setdefault(key, [])) < (PER_CLASS if class_names else 4 * PER_CLASS):
                 examples[key].append(img)
-    return {"low": low, "high": high, "nan": nan, "inf": inf, "hashes": hashes, "examples": examples}
+    return {"low": low, "high": high, "nan": nan, "inf": inf, "hashes": hashes,
+            "prints": np.concatenate(prints), "examples": examples}
+
+
+def _group_lines(splits) -> list[str]:
+    """Groups per split and groups found in two splits (nothing when a split has no groups)."""
+    per_split, in_two = groups.counts({k: getattr(splits, k).view.groups
+                                       for k in ("train", "val", "test")})
+    if not in_two:
+        return []
+    lines = ["groups: " + ", ".join(f"{k} {n}" for k, n in per_split.items())]
+    for pair, n in in_two.items():
+        a, b = pair.split("/")
+        lines.append(f"groups in both {a} and {b}: {n}" +
+                     ("  warning: evaluation overstates accuracy on new groups (data.split_by: "
+                      "group)" if n else ""))
+    return lines
+
+
+def _leak_lines(scans: dict, threshold: float, seed: int) -> list[str]:
+    """For val and test: the fraction of samples whose nearest training sample is a near-copy."""
+    lines = []
+    for key in ("val", "test"):
+        queries = scans[key]["prints"]
+        if len(queries) > LEAK_QUERIES:
+            queries = queries[np.random.default_rng(seed).choice(len(queries), LEAK_QUERIES,
+                                                                 replace=False)]
+        dist = neardup.nearest(queries, scans["train"]["prints"])
+        frac = float((dist < threshold).mean())
+        lines.append(f"near-duplicate leakage, {key}: {frac:.3f} of {len(queries)} samples have a "
+                     f"training sample nearer than {threshold:g} (median distance "
+                     f"{float(np.median(dist)):.3f})")
+        if frac > LEAK_WARN:
+            lines.append(f"  warning: {frac:.0%} of {key} has a near-copy in train; {key} accuracy "
+                         "overstates accuracy on new data (split whole videos or sessions: "
+                         "data.split_by: group)")
+    return lines
 
 
 def _grid(examples: dict, class_names: Optional[list[str]], path: str) -> None:
@@ -90,8 +137,11 @@ def _grid(examples: dict, class_names: Optional[list[str]], path: str) -> None:
     plt.close(fig)
 
 
-def check(config: Config, out: Optional[str]) -> list[str]:
-    """The report's lines, in order; the last one gives the training pipeline's throughput."""
+def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -> list[str]:
+    """The report's lines, in order; the last one gives the training pipeline's throughput.
+
+    `near` is the fingerprint distance under which a sample counts as a near-copy.
+    """
     from trainer.data import load_splits
     from trainer.data.pipeline import count_samples, data_errors, make_dataset, window_rows
     from trainer.training import pipeline_options
@@ -126,6 +176,8 @@ def check(config: Config, out: Optional[str]) -> list[str]:
         shared = len(scans[a]["hashes"] & scans[b]["hashes"])
         lines.append(f"samples in both {a} and {b}: {shared}" +
                      ("  warning: evaluation overstates accuracy" if shared else ""))
+    lines += _group_lines(splits)
+    lines += _leak_lines(scans, near, config.train.seed)
 
     dest = out or storage.join(config.output.dir, f"{config.name}-datacheck")
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +202,7 @@ def main(argv: Sequence[str]) -> None:
               file=sys.stderr)
         sys.exit(2)
     try:
-        for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out):
+        for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out, FLAGS.near):
             print(line, flush=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from trainer import artifacts, environment, storage
 from trainer.config import Config
-from trainer.data import load_splits
+from trainer.data import groups, load_splits
 from trainer.errors import TrainingDiverged, UserError
 from trainer.rundir import RunDir
 from trainer.training import train_and_evaluate
@@ -42,6 +42,8 @@ def run(config: Config, callbacks: Sequence = (),
              len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
              splits.split_method,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
+    for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
+        (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
     run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
                      chief=platform.is_chief)

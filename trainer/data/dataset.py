@@ -1,22 +1,22 @@
 """From the data config to train/validation/test splits: lazy rows plus encoded labels.
 
 Validation and test sets come from their own paths, or from row ranges (`data.*_rows`), or are
-carved out of the training data by a permutation drawn from `train.seed`, so the same config
-always splits the same way. Only labels and row numbers are held in memory; images are read by
-the pipeline when it needs them.
+carved out of the training data by a permutation drawn from `train.seed` (of rows, or of whole
+groups with `data.split_by: group`), so the same config always splits the same way. Only labels,
+groups and row numbers are held in memory; images are read by the pipeline when it needs them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from trainer import storage
 from trainer.config import Config
-from trainer.data import demo, images, labels
-from trainer.data.readers import READERS
+from trainer.data import demo, groups, images, labels
+from trainer.data.readers import GROUPS_EXPECTED, READERS
 from trainer.data.source import Source, View, array_shard
 from trainer.errors import UserError
 
@@ -43,7 +43,8 @@ class Splits:
     test: SplitData
     task: str
     class_names: Optional[list[str]]
-    split_method: str
+    split_method: str  # given, random (rows) or group (whole groups)
+    asked: dict[str, float] = field(default_factory=dict)  # fractions of the carved splits
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -54,15 +55,23 @@ class Splits:
         return len(self.class_names) if self.class_names else int(self.train.y.shape[1])
 
     def summary(self) -> dict:
-        """Counts per split (and per class), for the log and metrics.json."""
+        """Counts per split (samples, groups, per class), for the log and metrics.json."""
         out: dict = {"input_shape": list(self.input_shape), "split_method": self.split_method}
-        for name in ("train", "val", "test"):
+        names = ("train", "val", "test")
+        per_split, in_two = groups.counts({k: getattr(self, k).view.groups for k in names})
+        for name in names:
             part = getattr(self, name)
             entry: dict = {"samples": len(part), "source": part.source}
+            if name in self.asked:
+                entry["fraction_asked"] = self.asked[name]
+            if name in per_split:
+                entry["groups"] = per_split[name]
             if self.class_names:
                 counts = np.bincount(part.y, minlength=len(self.class_names))
                 entry["per_class"] = {c: int(n) for c, n in zip(self.class_names, counts)}
             out[name] = entry
+        if in_two:
+            out["groups_in_two_splits"] = in_two
         return out
 
 
@@ -90,7 +99,7 @@ def _row_range(rows: Optional[list[int]], n: int, key: str, source: str) -> Opti
 
 
 def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, source: str):
-    """Row arrays (train, val, test) for the splits taken out of the training rows."""
+    """Row arrays (train, val, test) for the splits taken out of the training rows, at random."""
     d = config.data
     n = len(rows)
     n_test = int(round(n * d.test_split)) if carve_test else 0
@@ -104,8 +113,24 @@ def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, 
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def split_views(config: Config) -> tuple[dict[str, View], str]:
-    """The three splits as views, and how they were made (`given` or `random`)."""
+def _carve_groups(src: Source, rows: np.ndarray, config: Config, carve: list[str]):
+    """Row arrays (train, val, test) taking whole groups of the training rows."""
+    d = config.data
+    if src.groups is None:
+        expected = GROUPS_EXPECTED[d.format].format(key=d.group_key)
+        raise UserError(f"no group per sample (data.split_by=group), {src.ungrouped}, expected "
+                        f"{expected}")
+    fractions = {k: d.test_split if k == "test" else d.validation_split for k in ("test", "val")
+                 if k in carve}
+    parts = groups.carve(src.groups[rows], rows, fractions, config.train.seed,
+                         f"data.train={src.description}")
+    empty = np.array([], np.int64)
+    return parts["train"], parts.get("val", empty), parts.get("test", empty)
+
+
+def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]:
+    """The three splits as views, how they were made (`given`, `random` or `group`), and the
+    fractions asked of the carved ones."""
     d = config.data
     spec = images.spec_from_config(d.image_size, d.color)
     train_src = open_source(config, d.train, "train", spec)
@@ -135,20 +160,25 @@ def split_views(config: Config) -> tuple[dict[str, View], str]:
                 name = "validation_split" if key == "val" else "test_split"
                 raise UserError(f"data.{name} is 0 and data.{key} is not set, config, expected a "
                                 f"fraction > 0 or a path for data.{key}")
+    by_group = bool(carve) and d.split_by == "group"
     if carve:
-        kept, val_rows, test_rows = _carve(rows, config, "val" in carve, "test" in carve,
-                                           train_src.description)
+        kept, val_rows, test_rows = (
+            _carve_groups(train_src, rows, config, carve) if by_group else
+            _carve(rows, config, "val" in carve, "test" in carve, train_src.description))
+        how = ", whole groups" if by_group else ""
+        name = train_src.description
         if "val" in carve:
-            views["val"] = View(train_src, val_rows, f"{train_src.description} (validation_split)")
+            views["val"] = View(train_src, val_rows, f"{name} (validation_split{how})")
         if "test" in carve:
-            views["test"] = View(train_src, test_rows, f"{train_src.description} (test_split)")
+            views["test"] = View(train_src, test_rows, f"{name} (test_split{how})")
         rows = kept
     views["train"] = View(train_src, rows, train_src.description)
-    return views, "random" if carve else "given"
+    asked = {k: d.validation_split if k == "val" else d.test_split for k in carve}
+    return views, "group" if by_group else "random" if carve else "given", asked
 
 
 def load_splits(config: Config) -> Splits:
-    views, method = split_views(config)
+    views, method, asked = split_views(config)
     class_names = None
     built = {}
     for key in ("train", "val", "test"):
@@ -167,4 +197,5 @@ def load_splits(config: Config) -> Splits:
     if class_names is not None and len(class_names) < 2:
         raise UserError(f"only one class ({class_names[0]}), data.train={views['train'].name}, "
                         "expected at least two classes for classification")
-    return Splits(**built, task=config.task, class_names=class_names, split_method=method)
+    return Splits(**built, task=config.task, class_names=class_names, split_method=method,
+                  asked=asked)

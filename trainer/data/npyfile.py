@@ -95,8 +95,9 @@ def open_npy(path: str) -> NpyArray:
     return arr
 
 
-def open_npz(path: str, keys: tuple[str, ...]) -> dict[str, NpyArray]:
-    """The arrays `keys` of an `.npz`, located inside the zip without reading them."""
+def open_npz(path: str, keys: tuple[str, ...],
+             optional: tuple[str, ...] = ()) -> dict[str, NpyArray]:
+    """The arrays `keys` (and of `optional`, those present) of an `.npz`, located, not read."""
     out = {}
     try:
         with storage.open_read(path) as f:
@@ -107,7 +108,7 @@ def open_npz(path: str, keys: tuple[str, ...]) -> dict[str, NpyArray]:
                     raise UserError(f"array {missing[0]!r} missing, {path}, expected arrays "
                                     f"{' and '.join(repr(k) for k in keys)} (found: "
                                     f"{', '.join(names) or 'none'})")
-                for key in keys:
+                for key in keys + tuple(k for k in optional if k in names):
                     info = archive.getinfo(names[key])
                     where = f"{path}[{key}]"
                     if info.compress_type == zipfile.ZIP_STORED:

@@ -1,9 +1,10 @@
 """One reader per `data.format`: files in, `Shard`s out (counts, labels, and lazy image reads).
 
 Each reader checks what only it can see (missing arrays or columns, x/y length mismatch, an
-undecodable file) and names the offending file. Images are never loaded here: a shard reads its
-rows when the pipeline asks, so a data set larger than memory is fine. Readers are registered in
-`READERS`, so adding a format is one function here.
+undecodable file) and names the offending file. Where a format can carry a per-sample group
+(`data.group_key`), the reader takes it with the labels when the file has one. Images are never
+loaded here: a shard reads its rows when the pipeline asks, so a data set larger than memory is
+fine. Readers are registered in `READERS`, so adding a format is one function here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import csv
 import io
 import os
 import posixpath
-from typing import Callable
+from typing import Callable, Optional
 
 import h5py
 import numpy as np
@@ -21,25 +22,26 @@ from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
 from trainer.data.npyfile import NpyArray, open_npy, open_npz
-from trainer.data.source import Shard
+from trainer.data.source import Shard, group_names
 from trainer.errors import UserError
 
 Reader = Callable[[list[str], DataConfig, images.ImageSpec], list[Shard]]
 
 
-def _pair(x: NpyArray, y: NpyArray, where: str) -> Shard:
+def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None) -> Shard:
     if x.shape[0] != (y.shape[0] if y.shape else 1):
         raise UserError(f"x has {x.shape[0]} samples but y has {y.shape[0] if y.shape else 1}, "
                         f"{where}, expected the same number")
+    groups = None if group is None else group_names(group.load(), x.shape[0], group.path)
     return Shard(where, x.shape[0], x.shape[1:], x.dtype, y.load(), x.reader(),
-                 seekable=x.whole is None)
+                 seekable=x.whole is None, groups=groups)
 
 
 def read_npz(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
     shards = []
     for path in paths:
-        arrays = open_npz(path, ("x", "y"))
-        shards.append(_pair(arrays["x"], arrays["y"], path))
+        arrays = open_npz(path, ("x", "y"), optional=(data.group_key,))
+        shards.append(_pair(arrays["x"], arrays["y"], path, arrays.get(data.group_key)))
     return shards
 
 
@@ -49,7 +51,10 @@ def _sibling(path: str, name: str) -> str:
 
 
 def read_npy(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
-    """Paired `x*.npy` / `y*.npy` files: each x file's partner has the same name with `y` first."""
+    """Paired `x*.npy` / `y*.npy` files: each x file's partner has the same name with `y` first.
+
+    A `g*.npy` file of the same name, when present, holds the samples' groups.
+    """
     x_paths = [p for p in paths if posixpath.basename(p).startswith("x") and p.endswith(".npy")]
     if not x_paths:
         raise UserError(f"no x*.npy file among {len(paths)} matched, {paths[0]}, "
@@ -60,7 +65,9 @@ def read_npy(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
         if not storage.exists(y_path):
             raise UserError(f"no labels for {x_path}, {y_path} is missing, expected a y*.npy "
                             "file beside each x*.npy file")
-        shards.append(_pair(open_npy(x_path), open_npy(y_path), x_path))
+        g_path = _sibling(x_path, "g" + posixpath.basename(x_path)[1:])
+        group = open_npy(g_path) if storage.exists(g_path) else None
+        shards.append(_pair(open_npy(x_path), open_npy(y_path), x_path, group))
     return shards
 
 
@@ -98,7 +105,10 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
             except OSError as exc:
                 raise UserError(f"cannot read rows {a}..{b} of {data.x_key!r} ({exc}), {path}, "
                                 "expected an intact HDF5 file") from None
-        shards.append(Shard(path, len(x), tuple(x.shape[1:]), x.dtype, labels, read))
+        group = handle.get(data.group_key)
+        groups = (group_names(group[()], len(x), f"{path}[{data.group_key}]")
+                  if isinstance(group, h5py.Dataset) else None)
+        shards.append(Shard(path, len(x), tuple(x.shape[1:]), x.dtype, labels, read, groups=groups))
     return shards
 
 
@@ -168,6 +178,9 @@ def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
         cols = [_column_values([r[c] for r in rows]) for c in data.label_columns]
         labels = cols[0] if len(cols) == 1 else np.stack(cols, axis=1).astype(np.float64)
         shards.append(_file_shard(files, labels, spec, path))
+        if data.group_key in columns:  # raw cells: group "007" stays "007"
+            shards[-1].groups = group_names(np.array([r[data.group_key] for r in rows]),
+                                            len(rows), f"{path} column {data.group_key!r}")
         spec = images.ImageSpec(shards[0].sample_shape[:2], shards[0].sample_shape[2])
     return shards
 
@@ -175,11 +188,24 @@ def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
 def read_tfrecord(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
     shards = []
     for path in paths:
-        shards.append(tfrecords.open_shard(path, spec))
+        shards.append(tfrecords.open_shard(path, spec, data.group_key))
         if len(shards[0].sample_shape) == 3:  # PNG records after the first match its size
             spec = images.ImageSpec(shards[0].sample_shape[:2], shards[0].sample_shape[2])
     return shards
 
+
+# Where each format keeps groups: the `expected` part of "split_by: group without groups".
+GROUPS_EXPECTED: dict[str, str] = {
+    "npz": "an array '{key}' in every .npz shard beside 'x' and 'y' (data.group_key)",
+    "npy": "a g*.npy file of groups beside every x*.npy file",
+    "tfrecord": "a feature '{key}' in every record (data.group_key; trainer.convert --video "
+                "writes it)",
+    "csv": "a column '{key}' in every manifest (data.group_key)",
+    "hdf5": "a dataset '{key}' in every file (data.group_key)",
+    "image_folder": "a format that carries groups (npz, npy, tfrecord, csv, hdf5); image folders "
+                    "have none, convert or list them in a csv manifest with a group column",
+    "shapes": "a format that carries groups; the generated demo set has none",
+}
 
 READERS: dict[str, Reader] = {"npz": read_npz, "npy": read_npy, "hdf5": read_hdf5,
                               "image_folder": read_image_folder, "csv": read_csv,

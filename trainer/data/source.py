@@ -1,10 +1,10 @@
 """Random-access rows over many files: the one shape every reader hands to the pipeline.
 
 A reader turns each file (or file list) into a `Shard`: its sample count, sample shape and dtype,
-its labels (small, read at once) and a `read(start, stop)` for a contiguous range of images,
-which may be a memory-mapped view. A `Source` chains shards; a `View` picks rows of a source (a
-split carved out of it, or an index range). Nothing here holds more than the rows asked for, so a
-data set larger than memory is read one block at a time.
+its labels and, where the format carries them, its groups (both small, read at once), and a
+`read(start, stop)` for a contiguous range of images. A `Source` chains shards; a `View` picks rows
+of a source (a split carved out of it, or an index range). Nothing here holds more than the rows
+asked for, so a data set larger than memory is read one block at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +27,25 @@ class Shard:
     read: Callable[[int, int], np.ndarray]  # images of rows [start, stop), shaped (n, *sample_shape)
     # Formats that cannot seek (GZIP, compressed npz) are read whole: one block per shard.
     seekable: bool = True
+    # Per-sample group (the video, session or seed a sample came from), as strings; None when
+    # the file carries none. Splits by group keep each group on one side.
+    groups: Optional[np.ndarray] = None
+
+
+def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
+    """A file's group column as strings (ints and bytes alike), one per sample."""
+    values = np.asarray(values).reshape(-1)
+    if len(values) != count:
+        raise UserError(f"{len(values)} groups for {count} samples, {where}, expected one group "
+                        "per sample")
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values) & (values == np.round(values))):
+            raise UserError(f"groups of dtype {values.dtype} with fractions or NaN, {where}, "
+                            "expected integer or string group names (a video, session or seed)")
+        values = values.astype(np.int64)  # a seed stored as 3.0 is group "3", as in an int file
+    if values.dtype.kind in "SO":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values])
+    return values.astype(str)
 
 
 def array_shard(x: np.ndarray, y: np.ndarray, path: str) -> Shard:
@@ -56,6 +75,10 @@ class Source:
         self.shards = shards
         self.offsets = np.cumsum([0] + [s.count for s in shards])
         self.labels = first.labels if len(shards) == 1 else np.concatenate([s.labels for s in shards])
+        # Groups only when every shard has them; otherwise the first shard without (for errors).
+        self.ungrouped = next((s.path for s in shards if s.groups is None), None)
+        self.groups = (None if self.ungrouped else first.groups if len(shards) == 1
+                       else np.concatenate([s.groups for s in shards]))
         # 2-D images get a channel axis; reads are reshaped to it (a view, no copy).
         shape = first.sample_shape
         self.sample_shape = shape if len(shape) == 3 else (*shape, 1)
@@ -87,6 +110,7 @@ class View:
         self.rows = np.arange(len(source)) if rows is None else np.sort(np.asarray(rows, np.int64))
         self.name = name or source.description
         self.labels = source.labels[self.rows]
+        self.groups = None if source.groups is None else source.groups[self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -130,9 +154,16 @@ class View:
         return x.reshape(len(rows), *self.sample_shape)
 
     def iter_chunks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(images, labels) block by block, in order: the streaming pass of stats and converters."""
+        """(images, labels) block by block, in order: the streaming pass of stats and checks."""
+        for x, y, _ in self.iter_grouped(block_rows):
+            yield x, y
+
+    def iter_grouped(self, block_rows: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+        """(images, labels, groups or None) block by block, in order: what converters copy."""
         for block in self.blocks(block_rows):
-            yield self.read(block), self.labels[block.positions]
+            groups = None if self.groups is None else self.groups[block.positions]
+            yield self.read(block), self.labels[block.positions], groups
 
     def take(self, positions) -> np.ndarray:
         """Images at these positions of the view, in the order given, reading only those rows."""

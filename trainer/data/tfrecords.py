@@ -1,7 +1,8 @@
 """TFRecord shards of `tf.train.Example`, read and written through the project's file layer.
 
 A record holds `image` (raw bytes, or an encoded PNG), `shape` (H, W, C), `dtype` (for raw
-bytes), `encoding` (`raw` or `png`) and `label` (int64, float or bytes). The bytes come through
+bytes), `encoding` (`raw` or `png`), `label` (int64, float or bytes) and optionally `group`
+(the video, session or seed of the sample, read with the labels). The bytes come through
 `storage` like every other format, so `gs://` and `/gcs/` read alike; the framing (length, masked
 CRC-32C, data, masked CRC-32C) is checked here, so a corrupt or truncated shard is named with
 its record index. Opening a shard is one pass that verifies it and keeps each record's offset
@@ -19,7 +20,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.data import images
-from trainer.data.source import Shard
+from trainer.data.source import Shard, group_names
 from trainer.errors import UserError
 from trainer.kerasflavor import tf
 
@@ -78,7 +79,7 @@ def _stream(path: str, gz: bool) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw) if gz else raw
 
 
-def _layout(first: bytes, path: str) -> dict:
+def _layout(first: bytes, path: str, group_key: str) -> dict:
     """What the first record holds: label kind and width, encoding, dtype, shape."""
     try:
         example = tf.train.Example.FromString(first)
@@ -104,8 +105,11 @@ def _layout(first: bytes, path: str) -> dict:
     if label_dtype is None or width == 0:
         raise UserError(f"TFRecord feature 'label' is empty, {path} record 0, expected an int64, "
                         "float or bytes label")
+    group_kind = feats[group_key].WhichOneof("kind") if group_key in feats else None
+    group_dtype = {"int64_list": tf.int64, "bytes_list": tf.string,
+                   "float_list": tf.float32}.get(group_kind)
     return {"label_dtype": label_dtype, "width": width, "encoding": encoding,
-            "dtype": np.dtype(dtype), "shape": shape}
+            "dtype": np.dtype(dtype), "shape": shape, "group": group_dtype}
 
 
 def _parse(serialized: list[bytes], spec: dict, path: str, first_index: int) -> dict:
@@ -123,18 +127,20 @@ def _parse(serialized: list[bytes], spec: dict, path: str, first_index: int) -> 
         raise
 
 
-def open_shard(path: str, spec: images.ImageSpec) -> Shard:
-    """Verify a shard in one pass and return it with its labels and record offsets."""
+def open_shard(path: str, spec: images.ImageSpec, group_key: str = "group") -> Shard:
+    """Verify a shard in one pass and return it with its labels (and groups) and record offsets."""
     gz = _is_gzip(path)
     layout: Optional[dict] = None
     offsets: list[int] = []
     labels: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
     batch: list[bytes] = []
     end = 0
 
     def flush() -> None:
+        group = ({group_key: tf.io.FixedLenFeature([], layout["group"])} if layout["group"] else {})
         parsed = _parse(batch, {"label": tf.io.FixedLenFeature([layout["width"]], layout["label_dtype"]),
-                                **_image_spec(layout)}, path, len(offsets) - len(batch))
+                                **_image_spec(layout), **group}, path, len(offsets) - len(batch))
         if "shape" in parsed and len(batch):
             bad = np.where(np.any(parsed["shape"].numpy() != np.array(layout["shape"]), axis=1))[0]
             if len(bad):
@@ -142,13 +148,15 @@ def open_shard(path: str, spec: images.ImageSpec) -> Shard:
                                 f"record {len(offsets) - len(batch) + int(bad[0])}, expected "
                                 f"{layout['shape']} like record 0")
         labels.append(parsed["label"].numpy())
+        if group:
+            groups.append(parsed[group_key].numpy())
         batch.clear()
 
     try:
         with _stream(path, gz) as f:
             for offset, data in _records(f, path):
                 if layout is None:
-                    layout = _layout(data, path)
+                    layout = _layout(data, path, group_key)
                 offsets.append(offset)
                 end = offset + 16 + len(data)
                 batch.append(data)
@@ -173,7 +181,8 @@ def open_shard(path: str, spec: images.ImageSpec) -> Shard:
         return _decode_images(_read_records(path, gz, bounds, a, b), layout, sample_shape, spec, path, a)
 
     return Shard(path, len(y), sample_shape, np.dtype(np.float32) if layout["encoding"] == "png"
-                 else layout["dtype"], y, read, seekable=not gz)
+                 else layout["dtype"], y, read, seekable=not gz,
+                 groups=group_names(np.concatenate(groups), len(y), path) if groups else None)
 
 
 def _image_spec(layout: dict) -> dict:
@@ -219,8 +228,8 @@ def _decode_images(serialized: list[bytes], layout: dict, sample_shape, spec: im
     return np.stack(out)
 
 
-def example(image: np.ndarray, label) -> bytes:
-    """A serialized tf.train.Example with raw image bytes, its shape, dtype and label."""
+def example(image: np.ndarray, label, group=None) -> bytes:
+    """A serialized tf.train.Example with raw image bytes, its shape, dtype, label (and group)."""
     feature = tf.train.Feature
     label = np.asarray(label).reshape(-1)
     if label.dtype.kind in "iub":
@@ -230,13 +239,16 @@ def example(image: np.ndarray, label) -> bytes:
     else:
         lab = feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in label]))
     image = np.ascontiguousarray(image)
-    return tf.train.Example(features=tf.train.Features(feature={
+    feats = {
         "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
         "shape": feature(int64_list=tf.train.Int64List(value=list(image.shape))),
         "dtype": feature(bytes_list=tf.train.BytesList(value=[image.dtype.name.encode()])),
         "encoding": feature(bytes_list=tf.train.BytesList(value=[b"raw"])),
         "label": lab,
-    })).SerializeToString()
+    }
+    if group is not None:
+        feats["group"] = feature(bytes_list=tf.train.BytesList(value=[str(group).encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
 class Writer:

@@ -2,7 +2,8 @@
 
 Frames are decoded with PyAV (FFmpeg bindings whose wheels ship their own decoder) and labels
 read with `scipy.io.loadmat`; both stream through `storage`, so `gs://` works. Frames whose label
-is NaN are left out (seed 001's "uncuratable" frames).
+is NaN are left out (seed 001's "uncuratable" frames). Each frame's group is its video (the path
+as given), so a split by group never puts frames of one video on both sides.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def mat_labels(path: str, key: Optional[str]) -> np.ndarray:
 
 
 def frames(paths: list[str], labels: np.ndarray, spec: ImageSpec, chunk: int,
-           labels_path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(frames, labels) chunks over all videos in order; the label count must match the frames."""
+           labels_path: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(frames, labels, videos) chunks over all videos in order; one label per frame."""
     grey = spec.channels == 1
     seen = 0
     buf_x: list[np.ndarray] = []
     buf_y: list = []
+    buf_g: list[str] = []
     for path in paths:
         try:
             with storage.open_read(path) as f, av.open(f) as container:
@@ -68,9 +70,10 @@ def frames(paths: list[str], labels: np.ndarray, spec: ImageSpec, chunk: int,
                     arr = np.asarray(img, np.uint8)
                     buf_x.append(arr[..., None] if arr.ndim == 2 else arr)
                     buf_y.append(label)
+                    buf_g.append(path)
                     if len(buf_x) == chunk:
-                        yield _chunk(buf_x, buf_y)
-                        buf_x, buf_y = [], []
+                        yield _chunk(buf_x, buf_y, buf_g)
+                        buf_x, buf_y, buf_g = [], [], []
         except av.error.FFmpegError as exc:
             raise UserError(f"cannot decode video ({exc}), {path}, expected a video file FFmpeg "
                             "reads") from None
@@ -78,11 +81,12 @@ def frames(paths: list[str], labels: np.ndarray, spec: ImageSpec, chunk: int,
         raise UserError(f"{len(labels)} labels but {seen} frames, {labels_path}, expected one label "
                         "per frame of the videos, in order")
     if buf_x:
-        yield _chunk(buf_x, buf_y)
+        yield _chunk(buf_x, buf_y, buf_g)
 
 
-def _chunk(xs: list[np.ndarray], ys: list) -> tuple[np.ndarray, np.ndarray]:
+def _chunk(xs: list[np.ndarray], ys: list, gs: list[str]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(ys)
     if y.dtype.kind == "f" and np.all(y == np.round(y)):
         y = y.astype(np.int64)
-    return np.stack(xs), y
+    return np.stack(xs), y, np.array(gs)
