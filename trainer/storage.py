@@ -7,12 +7,15 @@ leaves either the old object or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
 import tempfile
 from typing import Iterable, Union
 
 import fsspec
+import numpy as np
 
 from trainer import environment
 from trainer.errors import UserError
@@ -75,6 +78,129 @@ def open_read(path: str):
         return fs.open(p, "rb")
     except FileNotFoundError:
         raise UserError(f"file not found, {path}, expected an existing file") from None
+
+
+_IOV_MAX = 1024  # iovecs per preadv call (Linux's IOV_MAX; os.sysconf may say more, never less)
+_GAP_READ = 1 << 16  # gaps up to this many bytes are read and dropped; longer ones are skipped
+
+
+def _libc_preadv():
+    """libc's preadv through ctypes (it releases the GIL), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.preadv
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+_PREADV = _libc_preadv() if sys.platform.startswith("linux") else None
+
+
+def read_rows_into(path: str, offsets: np.ndarray, size: int, dest: np.ndarray,
+                   dest_offsets: np.ndarray) -> int:
+    """Copy the `size` bytes at each file offset in `offsets` (ascending) into the C-contiguous
+    array `dest`, at byte `dest_offsets[i]`; returns the rows copied, fewer only when the file
+    ends early.
+
+    The one copy out of the file. A local file is read by `preadv` straight into `dest`, up to
+    512 rows a system call, its list of buffers built by NumPy (no Python object per row);
+    short gaps between rows are read into a scratch buffer, long ones skipped. A remote file is
+    read in spans through fsspec and its rows copied out.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    dest_offsets = np.asarray(dest_offsets, np.int64)
+    if not len(offsets):
+        return 0
+    if not dest.flags.c_contiguous or dest_offsets.min() < 0 or dest_offsets.max() + size > dest.nbytes:
+        raise ValueError("rows do not fit in the destination")
+    gaps = np.zeros(len(offsets), np.int64)
+    gaps[1:] = offsets[1:] - offsets[:-1] - size
+    if np.any(gaps < 0):
+        raise ValueError("rows overlap or are not in ascending order")
+    # A new call (or span) where a gap is too long to read through, and every so many rows.
+    first = (gaps > _GAP_READ) | (np.arange(len(offsets)) % (_IOV_MAX // 2) == 0)
+    gaps[first] = 0  # the first row of a call is sought, not read up to
+    starts = [*np.flatnonzero(first).tolist(), len(offsets)]
+    if not is_local(path):
+        return _copy_rows(path, starts, offsets.tolist(), size, memoryview(dest).cast("B"),
+                          dest_offsets.tolist())
+    fd = os.open(normalize(path).removeprefix("file://"), os.O_RDONLY)
+    try:
+        if _PREADV is None:
+            return _preadv_rows(fd, starts, offsets, gaps, size, dest, dest_offsets)
+        return _preadv_iovecs(fd, starts, offsets, gaps, size, dest, dest_offsets)
+    finally:
+        os.close(fd)
+
+
+def _preadv_iovecs(fd, starts, offsets, gaps, size, dest, dest_offsets) -> int:
+    """preadv calls whose iovec arrays NumPy builds: (address, length) per row and per gap."""
+    scratch = np.empty(max(int(gaps.max()), 1), np.uint8)
+    gapped = gaps > 0
+    at = np.arange(len(offsets)) + np.cumsum(gapped)  # each row's iovec; a gap's comes before it
+    iov = np.empty((len(offsets) + int(gapped.sum()), 2), np.uint64)
+    iov[at, 0] = dest.ctypes.data + dest_offsets
+    iov[at, 1] = size
+    iov[at[gapped] - 1, 0] = scratch.ctypes.data
+    iov[at[gapped] - 1, 1] = gaps[gapped]
+    done = 0
+    for a, b in zip(starts[:-1], starts[1:]):
+        first, last = int(at[a]), (int(at[b]) if b < len(at) else len(iov))
+        want = int(offsets[b - 1] + size - offsets[a])
+        got = _PREADV(fd, iov[first:].ctypes.data, last - first, int(offsets[a]))
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        if got < want:  # the file ended, or (rarely) the kernel stopped early: row by row
+            return done + _row_by_row(fd, range(a, b), offsets, size, dest, dest_offsets)
+        done += b - a
+    return done
+
+
+def _row_by_row(fd, rows, offsets, size, dest, dest_offsets) -> int:
+    """Rows read one at a time until one comes short (the end of the file)."""
+    out = memoryview(dest).cast("B")
+    for n, i in enumerate(rows):
+        d = int(dest_offsets[i])
+        if os.preadv(fd, [out[d:d + size]], int(offsets[i])) < size:
+            return n
+    return len(rows)
+
+
+def _preadv_rows(fd, starts, offsets, gaps, size, dest, dest_offsets) -> int:
+    """The same with `os.preadv` (a memoryview per row), where libc's is not at hand."""
+    out = memoryview(dest).cast("B")
+    scratch = memoryview(bytearray(max(int(gaps.max()), 1)))
+    offs, dst, gap = offsets.tolist(), dest_offsets.tolist(), gaps.tolist()
+    done = 0
+    for a, b in zip(starts[:-1], starts[1:]):
+        iov = []
+        for i in range(a, b):
+            if gap[i]:
+                iov.append(scratch[:gap[i]])
+            iov.append(out[dst[i]:dst[i] + size])
+        if os.preadv(fd, iov, offs[a]) < offs[b - 1] + size - offs[a]:
+            return done + _row_by_row(fd, range(a, b), offsets, size, dest, dest_offsets)
+        done += b - a
+    return done
+
+
+def _copy_rows(path, starts, offsets, size, dest, dest_offsets) -> int:
+    done = 0
+    with open_read(path) as f:
+        for a, b in zip(starts[:-1], starts[1:]):
+            f.seek(offsets[a])
+            span = memoryview(f.read(offsets[b - 1] + size - offsets[a]))
+            for i in range(a, b):
+                at = offsets[i] - offsets[a]
+                if at + size > len(span):
+                    return done
+                dest[dest_offsets[i]:dest_offsets[i] + size] = span[at:at + size]
+                done += 1
+    return done
 
 
 def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:

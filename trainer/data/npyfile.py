@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable, Optional
 import numpy as np
 
 from trainer import storage
+from trainer.data.source import ByteRows
 from trainer.errors import UserError
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip's local file header, 30 bytes
@@ -41,22 +42,32 @@ class NpyArray:
 
         Not a memory map: mapped pages of a file read once per epoch count as the process's
         resident memory and grow with the data set, while a read into a fresh buffer is freed
-        with the block.
+        with the block. The reader's `raw` says where the rows lie, so that the pipeline can
+        read them straight into its own buffer instead (`source.View.read_into`).
         """
         if self.whole is not None:
             whole = self.whole
             return lambda a, b: whole[a:b]
-
-        def read(a: int, b: int) -> np.ndarray:
-            out = np.empty((b - a, *self.shape[1:]), self.dtype)
-            with storage.open_read(self.path) as f:
-                f.seek(self.offset + a * self.row_bytes)
-                got = f.readinto(memoryview(out).cast("B")) if out.nbytes else 0
-            return out[: got // max(self.row_bytes, 1)]
-        return read
+        return _RowReader(self)
 
     def load(self) -> np.ndarray:
         return self.reader()(0, self.shape[0])
+
+
+class _RowReader:
+    """Rows [a, b) of an array by one ranged read; `raw` tells the pipeline where they lie."""
+
+    def __init__(self, arr: NpyArray):
+        self.arr = arr
+        self.raw = ByteRows(arr.path, arr.offset, arr.row_bytes)
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        arr = self.arr
+        out = np.empty((b - a, *arr.shape[1:]), arr.dtype)
+        with storage.open_read(arr.path) as f:
+            f.seek(arr.offset + a * arr.row_bytes)
+            got = f.readinto(memoryview(out).cast("B")) if out.nbytes else 0
+        return out[: got // max(arr.row_bytes, 1)]
 
 
 def _header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, int]:

@@ -7,28 +7,35 @@ run continues the same sequence. The order is two-level:
 2. consecutive blocks fill a window of `shuffle_window` rows, read in parallel threads while
    the previous window is being consumed; the window's rows are permuted and cut into batches.
 
-Batches are gathered from the window by TensorFlow in C++ (`tf.gather`), so no per-sample Python
-or tf.data work is done; the only per-batch work is the optional augmentation, vectorised over
-the batch. Memory is a few windows, whatever the size of the data set.
+The permutation is drawn before the window is read, so each row is read straight from the file
+into its final place in the window's buffer (`View.read_into`: one copy, `os.preadv` for local
+files), and batches are then slices of the window: TensorFlow takes the buffer without a copy
+and a batch is a view of it. No per-sample work is done in Python or tf.data; the only per-batch
+work is the optional augmentation, vectorised over the batch. Buffers are reused once TensorFlow
+has let go of every batch cut from them, so memory is a few windows, whatever the size of the
+data set.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import math
+import os
 import re
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from trainer.data.source import View
+from trainer.data.source import Block, View
 from trainer.errors import UserError
 from trainer.kerasflavor import tf
 
 WINDOW_BYTES = 256 << 20  # a window never holds more than this, whatever `shuffle_window` says
+ALIGN = 64  # TensorFlow takes a NumPy buffer without a copy when it is aligned to this
 
 
 @dataclass(frozen=True)
@@ -57,51 +64,102 @@ def epoch_order(view: View, opts: PipelineOptions, epoch: int) -> tuple[list, np
     return blocks, rng
 
 
-def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int
-            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(images, labels, order) per window; every window but the last holds whole batches."""
+def plan_windows(blocks: list[Block], rows: int, batch: int) -> list[tuple[list[Block], int, int]]:
+    """(blocks, carried-in rows, rows kept) per window.
+
+    Blocks fill a window until it holds `rows` with the rows carried in from the previous one;
+    a window keeps whole batches and carries the rest on, except the last, which keeps all.
+    """
+    plan, group, carry, size = [], [], 0, 0
+    for i, block in enumerate(blocks):
+        group.append(block)
+        size += len(block.rows)
+        if carry + size >= rows or i == len(blocks) - 1:
+            total = carry + size
+            keep = total if i == len(blocks) - 1 else total - total % batch
+            plan.append((group, carry, keep))
+            group, carry, size = [], total - keep, 0
+    return plan
+
+
+class Buffers:
+    """Aligned float32 window buffers, reused once nothing outside this pool refers to them.
+
+    TensorFlow holds a reference to a NumPy array it shares (and each batch sliced from it keeps
+    the window alive), so a buffer whose reference count is back to what the pool alone holds
+    can be written again; otherwise a new one is made. A handful exist at a time.
+    """
+
+    def __init__(self, sample_shape: tuple[int, ...], rows: int):
+        self.sample_shape, self.rows = tuple(sample_shape), rows
+        self._pool: list[tuple[np.ndarray, np.ndarray]] = []  # (memory, its aligned array)
+        self._free: list[int] = []  # the memory's reference count when nothing else holds it
+        self._lock = threading.Lock()
+
+    def get(self, rows: int) -> np.ndarray:
+        """A free buffer of `rows` rows (a view: the buffer is taken while it, or any view of
+        it, lives)."""
+        with self._lock:
+            for entry, free in zip(self._pool, self._free):
+                if len(entry[1]) >= rows and self._refs(entry) <= free:
+                    return entry[1][:rows]  # a new view: while it lives, the buffer is taken
+            entry = self._new(max(rows, self.rows))
+            self._pool.append(entry)
+            self._free.append(self._refs(entry))  # measured as `get` measures: the pool's refs
+            return entry[1][:rows]
+
+    @staticmethod
+    def _refs(entry: tuple) -> int:
+        return sys.getrefcount(entry[0])
+
+    def _new(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        nbytes = rows * int(np.prod(self.sample_shape)) * 4
+        memory = np.empty(nbytes + ALIGN, np.uint8)
+        at = -memory.ctypes.data % ALIGN
+        return memory, memory[at:at + nbytes].view(np.float32).reshape(rows, *self.sample_shape)
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+
+def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
+            buffers: Optional[Buffers] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) per window, rows in the epoch's order; all windows but the last hold
+    whole batches. The images are a view of a pooled buffer: do not keep it past the next window
+    unless TensorFlow holds it (which the pool sees)."""
     blocks, rng = epoch_order(view, opts, epoch)
     rows, batch = window_rows(view, opts), opts.batch_size
-    shape = (*view.sample_shape,)
-    carry_x = np.zeros((0, *shape), np.float32)
-    carry_y = y[:0]
-    with ThreadPoolExecutor(opts.threads) as pool:
-        pending: collections.deque = collections.deque()
-        queued = 0
-        it = iter(blocks)
+    plan = plan_windows(blocks, rows, batch)
+    if buffers is None:
+        buffers = Buffers(view.sample_shape, rows + opts.block + batch)
+    with ThreadPoolExecutor(max(1, opts.threads)) as pool:
 
-        def top_up() -> None:
-            # Keep one window's worth of blocks in flight: the next window reads while this one
-            # is consumed, and memory stays bounded.
-            nonlocal queued
-            while queued < rows:
-                block = next(it, None)
-                if block is None:
-                    return
-                pending.append((block, pool.submit(view.read, block)))
-                queued += len(block.rows)
+        def start(w: int):
+            """Draw window w's order and read its blocks, in the background, into their places."""
+            group, carry, _ = plan[w]
+            total = carry + sum(len(b.rows) for b in group)
+            order = rng.permutation(total) if opts.shuffle else np.arange(total)
+            x = buffers.get(total)
+            reads, at = [], carry
+            for block in group:
+                reads.append(pool.submit(view.read_into, block, x, order[at:at + len(block.rows)]))
+                at += len(block.rows)
+            return x, order, reads
 
-        top_up()
-        while pending:
-            taken = []
-            size = len(carry_x)
-            while pending and size < rows:
-                block, future = pending.popleft()
-                queued -= len(block.rows)
-                taken.append((block, future.result()))
-                size += len(block.rows)
-            top_up()
-            x = np.empty((size, *shape), np.float32)
-            x[:len(carry_x)] = carry_x
-            at = len(carry_x)
-            for block, images in taken:
-                x[at:at + len(images)] = images  # the one copy (and cast) out of the file
-                at += len(images)
-            labels = np.concatenate([carry_y, *(y[b.positions] for b, _ in taken)])
-            order = rng.permutation(size) if opts.shuffle else np.arange(size)
-            keep = size if not pending else size - size % batch
-            carry_x, carry_y = x[order[keep:]], labels[order[keep:]]
-            yield x, labels, order[:keep]
+        pending = start(0) if plan else None
+        carry_x, carry_y = None, y[:0]
+        for w, (group, carry, keep) in enumerate(plan):
+            x, order, reads = pending
+            for r in reads:
+                r.result()
+            if carry:  # the previous window's last rows, not yet batched, join this one
+                x[order[:carry]] = carry_x
+            labels = np.empty((len(order), *y.shape[1:]), y.dtype)
+            labels[order] = np.concatenate([carry_y, *(y[b.positions] for b in group)])
+            carry_x, carry_y = x[keep:len(order)], labels[keep:]
+            pending = start(w + 1) if w + 1 < len(plan) else None  # read ahead
+            yield x[:keep], labels[:keep]
+            del x, order, reads
 
 
 def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: int = 0,
@@ -111,27 +169,30 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
     label_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
-    signature = (tf.TensorSpec((None, *view.sample_shape), tf.float32), label_spec,
-                 tf.TensorSpec((None,), tf.int64))
+    signature = (tf.TensorSpec((None, *view.sample_shape), tf.float32), label_spec)
     batch = opts.batch_size
+    buffers = Buffers(view.sample_shape, window_rows(view, opts) + opts.block + batch)
 
     def one_epoch(epoch):
-        return tf.data.Dataset.from_generator(lambda e: windows(view, y, opts, int(e)),
+        return tf.data.Dataset.from_generator(lambda e: windows(view, y, opts, int(e), buffers),
                                               args=(epoch,), output_signature=signature)
 
-    def cut(x, labels, order):
-        n = tf.shape(order, out_type=tf.int64)[0]
-        return tf.data.Dataset.range(0, n, batch).map(
-            lambda i: (tf.gather(x, order[i:i + batch]), tf.gather(labels, order[i:i + batch])))
+    def cut(x, labels):
+        # Slices along the first axis of an aligned buffer: views, not copies.
+        n = tf.shape(labels, out_type=tf.int64)[0]
+        return tf.data.Dataset.range(0, n, batch).map(lambda i: (x[i:i + batch], labels[i:i + batch]))
 
-    ds = (tf.data.Dataset.range(first_epoch, first_epoch + epochs)
-          .flat_map(one_epoch).prefetch(1).flat_map(cut))
+    ds = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch).flat_map(cut)
     if opts.shuffle and opts.augment:
         ds = ds.enumerate().map(lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, i),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # Data-parallel strategies split batches across replicas; the files are not split by worker.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Parallelism follows the machine: tf.data's own threads, as many as it has cores, tuned by
+    # AUTOTUNE (the reads run in `opts.threads` threads of their own).
+    options.threading.private_threadpool_size = os.cpu_count() or 1
+    options.autotune.enabled = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

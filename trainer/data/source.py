@@ -2,9 +2,12 @@
 
 A reader turns each file (or file list) into a `Shard`: its sample count, sample shape and dtype,
 its labels and, where the format carries them, its groups (both small, read at once), and a
-`read(start, stop)` for a contiguous range of images. A `Source` chains shards; a `View` picks rows
-of a source (a split carved out of it, or an index range). Nothing here holds more than the rows
-asked for, so a data set larger than memory is read one block at a time.
+`read(start, stop)` for a contiguous range of images. Where the images lie in the file as raw
+bytes at known offsets (`.npy`, stored `.npz` members, uncompressed TFRecord with raw images), the
+shard also says where (`ByteRows`), and the pipeline copies rows from the file straight into their
+places in its buffer (`View.read_into`). A `Source` chains shards; a `View` picks rows of a source
+(a split carved out of it, or an index range). Nothing here holds more than the rows asked for,
+so a data set larger than memory is read one block at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +17,23 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from trainer import storage
 from trainer.errors import UserError
+
+
+@dataclass(frozen=True)
+class ByteRows:
+    """Where a shard's images lie in `path` as raw bytes, `size` bytes a row: row i starts at
+    `start + i * size` (rows back to back, as in `.npy`), or at `start + offsets[i]`."""
+
+    path: str
+    start: int
+    size: int
+    offsets: Optional[np.ndarray] = None
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        return self.start + (rows * self.size if self.offsets is None else self.offsets[rows])
 
 
 @dataclass
@@ -30,6 +49,13 @@ class Shard:
     # Per-sample group (the video, session or seed a sample came from), as strings; None when
     # the file carries none. Splits by group keep each group on one side.
     groups: Optional[np.ndarray] = None
+    # Where the images lie as raw bytes of `dtype`, if they do: read without `read`'s copy. A
+    # reader may also say so through its `read` (an object with a `raw` attribute).
+    raw: Optional[ByteRows] = None
+
+    def __post_init__(self) -> None:
+        if self.raw is None:
+            self.raw = getattr(self.read, "raw", None)
 
 
 def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
@@ -147,11 +173,28 @@ class View:
             first, last = int(rows[a]), int(rows[b - 1]) + 1
             x = shard.read(first, last)
             if len(x) != last - first:
-                raise UserError(f"read {len(x)} samples of rows {first}..{last}, {shard.path}, "
-                                f"expected {last - first} (is the file truncated?)")
+                _short_read(shard, len(x), last - first, first, last)
             pieces.append(x if last - first == b - a else x[rows[a:b] - first])
         x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return x.reshape(len(rows), *self.sample_shape)
+
+    def read_into(self, block: Block, out: np.ndarray, slots: np.ndarray) -> None:
+        """The block's images into `out[slots]` (`out` C-contiguous, (N, *sample_shape)).
+
+        Raw rows of `out`'s dtype are copied from the file straight into their slots, one copy
+        (gaps of a carved split are skipped or read through, never kept); other shards are read
+        (`read`) and their images cast into the slots.
+        """
+        shard, slots = self.source.shards[block.shard], np.asarray(slots, np.int64)
+        if len(slots) != len(block.rows) or (len(slots) and not 0 <= slots.min() <= slots.max() < len(out)):
+            raise IndexError(f"{len(block.rows)} rows, {len(slots)} slots in a buffer of {len(out)}")
+        raw, row_bytes = shard.raw, out[:1].nbytes
+        if raw is None or shard.dtype != out.dtype or raw.size != row_bytes or not out.flags.c_contiguous:
+            out[slots] = self.read(block)
+            return
+        got = storage.read_rows_into(raw.path, raw.at(block.rows), row_bytes, out, slots * row_bytes)
+        if got < len(block.rows):
+            _short_read(shard, got, len(block.rows), int(block.rows[0]), int(block.rows[-1]) + 1)
 
     def iter_chunks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(images, labels) block by block, in order: the streaming pass of stats and checks."""
@@ -178,3 +221,8 @@ class View:
         """All images at once, for small data and tests."""
         parts = [x for x, _ in self.iter_chunks(1 << 16)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _short_read(shard: Shard, got: int, want: int, first: int, last: int):
+    raise UserError(f"read {got} samples of rows {first}..{last}, {shard.path}, expected {want} "
+                    "(is the file truncated?)")

@@ -11,6 +11,9 @@ from typing import Iterable
 import numpy as np
 
 
+_PIECE = 1 << 20  # values per piece of the squared-deviation pass
+
+
 class RunningStats:
     """Count, mean and sum of squared deviations per channel, in float64."""
 
@@ -25,7 +28,17 @@ class RunningStats:
         if n == 0:
             return
         mean = flat.mean(axis=0, dtype=np.float64)
-        m2 = ((flat - mean) ** 2).sum(axis=0, dtype=np.float64)
+        # Squared deviations in pieces of about a million values, in the data's own float type
+        # around the mean rounded to it (then corrected to the exact mean): no temporary copy of
+        # the whole chunk in float64.
+        shift = mean.astype(flat.dtype) if flat.dtype in (np.float32, np.float64) else mean
+        m2 = np.zeros(flat.shape[1])
+        step = max(1, _PIECE // flat.shape[1])
+        for a in range(0, n, step):
+            d = np.subtract(flat[a:a + step], shift)
+            np.square(d, out=d)
+            m2 += d.sum(axis=0, dtype=np.float64)
+        m2 -= n * (mean - shift) ** 2
         if self.count == 0:
             self.count, self.mean, self.m2 = n, mean, m2
             return

@@ -5,8 +5,11 @@ bytes), `encoding` (`raw` or `png`), `label` (int64, float or bytes) and optiona
 (the video, session or seed of the sample, read with the labels). The bytes come through
 `storage` like every other format, so `gs://` and `/gcs/` read alike; the framing (length, masked
 CRC-32C, data, masked CRC-32C) is checked here, so a corrupt or truncated shard is named with
-its record index. Opening a shard is one pass that verifies it and keeps each record's offset
-and label; an uncompressed shard is then read in row ranges, a GZIP one whole.
+its record index. Opening a shard is one pass that verifies it and keeps each record's offset,
+label and, for raw images, where the image's bytes lie inside it. An uncompressed shard of raw
+images is then read like an `.npy` file: only the image bytes, straight into the pipeline's
+buffer (`source.ByteRows`), with no parsing after the first pass. A GZIP shard is read whole
+and its images cut out of the records; PNG records are parsed and decoded.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.data import images
-from trainer.data.source import Shard, group_names
+from trainer.data.source import ByteRows, Shard, group_names
 from trainer.errors import UserError
 from trainer.kerasflavor import tf
 
@@ -134,19 +137,23 @@ def open_shard(path: str, spec: images.ImageSpec, group_key: str = "group") -> S
     offsets: list[int] = []
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
+    payload: list[int] = []  # raw images: where each image's bytes start inside its record
     batch: list[bytes] = []
     end = 0
 
     def flush() -> None:
+        first = len(offsets) - len(batch)
         group = ({group_key: tf.io.FixedLenFeature([], layout["group"])} if layout["group"] else {})
         parsed = _parse(batch, {"label": tf.io.FixedLenFeature([layout["width"]], layout["label_dtype"]),
-                                **_image_spec(layout), **group}, path, len(offsets) - len(batch))
+                                **_image_spec(layout), **group}, path, first)
         if "shape" in parsed and len(batch):
             bad = np.where(np.any(parsed["shape"].numpy() != np.array(layout["shape"]), axis=1))[0]
             if len(bad):
                 raise UserError(f"image of shape {tuple(parsed['shape'].numpy()[bad[0]])}, {path} "
-                                f"record {len(offsets) - len(batch) + int(bad[0])}, expected "
-                                f"{layout['shape']} like record 0")
+                                f"record {first + int(bad[0])}, expected {layout['shape']} like record 0")
+        if layout["encoding"] == "raw":
+            payload.extend(_find_images(batch, parsed["image"].numpy(), layout, path, first,
+                                        payload[-1] if payload else 0))
         labels.append(parsed["label"].numpy())
         if group:
             groups.append(parsed[group_key].numpy())
@@ -176,13 +183,64 @@ def open_shard(path: str, spec: images.ImageSpec, group_key: str = "group") -> S
     offsets.append(end)
     bounds = np.asarray(offsets, np.int64)
     sample_shape = _sample_shape(path, gz, layout, bounds, spec)
+    raw = None
+    if layout["encoding"] == "raw":
+        # Each image's bytes: in the file (after the 12-byte record header), and its size.
+        raw = ByteRows(path, 0, _image_bytes(layout), bounds[:-1] + 12 + np.asarray(payload, np.int64))
 
     def read(a: int, b: int) -> np.ndarray:
+        if raw is not None:
+            return _read_raw(path, gz, bounds, raw, layout, a, b)
         return _decode_images(_read_records(path, gz, bounds, a, b), layout, sample_shape, spec, path, a)
 
     return Shard(path, len(y), sample_shape, np.dtype(np.float32) if layout["encoding"] == "png"
-                 else layout["dtype"], y, read, seekable=not gz,
+                 else layout["dtype"], y, read, seekable=not gz, raw=None if gz else raw,
                  groups=group_names(np.concatenate(groups), len(y), path) if groups else None)
+
+
+def _image_bytes(layout: dict) -> int:
+    return int(np.prod(layout["shape"])) * layout["dtype"].itemsize
+
+
+def _find_images(records: list[bytes], found: np.ndarray, layout: dict, path: str, first: int,
+                 guess: int) -> list[int]:
+    """Where each record's image bytes (as `parse_example` found them) start inside it.
+
+    Records written alike put them at the same place, so each is checked there first.
+    """
+    size = _image_bytes(layout)
+    out = []
+    for i, (data, image) in enumerate(zip(records, found)):
+        if len(image) != size:
+            raise UserError(f"image of {len(image)} bytes, {path} record {first + i}, expected "
+                            f"{size} ({layout['shape']} of {layout['dtype']}) like record 0")
+        if not data.startswith(image, guess):
+            guess = data.find(image)
+        out.append(guess)
+    return out
+
+
+def _read_raw(path: str, gz: bool, bounds: np.ndarray, raw: ByteRows, layout: dict, a: int,
+              b: int) -> np.ndarray:
+    """Raw images of records [a, b): their bytes only, without parsing the records again."""
+    out = np.empty((b - a, *layout["shape"]), layout["dtype"])
+    size = raw.size
+    if gz:  # read whole (GZIP cannot seek), then cut the images out
+        data = np.frombuffer(_read_span(path, gz, bounds, a, b), np.uint8)
+        starts = raw.offsets[a:b] - bounds[a]
+        rows = out.reshape(b - a, -1).view(np.uint8)
+        step = np.diff(starts)
+        if len(starts) > 1 and np.all(step == step[0]):  # records of one size: one strided copy
+            rows[...] = np.lib.stride_tricks.as_strided(data[starts[0]:], (b - a, size), (int(step[0]), 1))
+        else:
+            for i, s in enumerate(starts.tolist()):
+                rows[i] = data[s:s + size]
+        return out
+    got = storage.read_rows_into(path, raw.offsets[a:b], size, out, np.arange(b - a) * size)
+    if got < b - a:
+        raise UserError(f"TFRecord shrank since it was opened (record {a + got} is cut), {path}, "
+                        "expected an unchanged shard")
+    return out
 
 
 def _image_spec(layout: dict) -> dict:
@@ -200,27 +258,30 @@ def _sample_shape(path, gz, layout, bounds, spec) -> tuple[int, ...]:
     return tuple(first.shape[1:])
 
 
-def _read_records(path: str, gz: bool, bounds: np.ndarray, a: int, b: int) -> list[bytes]:
+def _read_span(path: str, gz: bool, bounds: np.ndarray, a: int, b: int) -> bytes:
+    """The bytes of records [a, b), framing included."""
     with _stream(path, gz) as f:
         if gz:
             raw = f.read(int(bounds[b]))[int(bounds[a]):]
         else:
             f.seek(int(bounds[a]))
             raw = f.read(int(bounds[b] - bounds[a]))
-    rel = bounds[a:b + 1] - bounds[a]
-    if len(raw) < rel[-1]:
+    if len(raw) < bounds[b] - bounds[a]:
         raise UserError(f"TFRecord shrank since it was opened ({len(raw)} bytes), {path}, expected "
                         "an unchanged shard")
+    return raw
+
+
+def _read_records(path: str, gz: bool, bounds: np.ndarray, a: int, b: int) -> list[bytes]:
+    raw = _read_span(path, gz, bounds, a, b)
+    rel = bounds[a:b + 1] - bounds[a]
     return [raw[int(s) + 12:int(e) - 4] for s, e in zip(rel[:-1], rel[1:])]
 
 
 def _decode_images(serialized: list[bytes], layout: dict, sample_shape, spec: images.ImageSpec,
                    path: str, first_index: int) -> np.ndarray:
+    """Encoded (PNG) images of records, decoded to the shard's size; raw ones use `_read_raw`."""
     parsed = _parse(serialized, {"image": tf.io.FixedLenFeature([], tf.string)}, path, first_index)
-    if layout["encoding"] == "raw":
-        dtype = layout["dtype"]
-        flat = tf.io.decode_raw(parsed["image"], tf.as_dtype(dtype)).numpy()
-        return flat.reshape(len(serialized), *layout["shape"])
     if sample_shape is not None:
         spec = images.ImageSpec((sample_shape[0], sample_shape[1]), sample_shape[2])
     out = [images.decode(data, spec, f"{path} record {first_index + i}")
