@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from trainer import config  # noqa: E402
 from trainer.data import tfrecords  # noqa: E402
 from trainer.data.dataset import load_splits  # noqa: E402
-from trainer.data.pipeline import PipelineOptions, count_samples, make_dataset, steps  # noqa: E402
+from trainer.data.pipeline import PipelineOptions, make_dataset, steps  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
 
 BATCH = 200
