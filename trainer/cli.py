@@ -16,13 +16,17 @@ from absl import logging as absl_logging
 from trainer.errors import UserError
 
 
+def quiet_absl() -> None:
+    """absl's INFO would print TensorFlow's internals (every checkpoint shard); `-v 0` keeps it."""
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def run(main: Callable[[Sequence[str]], int]) -> None:
     """`app.run` for a tool: parse flags, call `main(positional args)`, exit with its status."""
 
     def wrapped(argv: Sequence[str]) -> None:
-        if not flags.FLAGS["verbosity"].present:
-            # absl's INFO would print TensorFlow's internals (every checkpoint shard).
-            absl_logging.set_verbosity(absl_logging.WARNING)
+        quiet_absl()
         try:
             status = main(list(argv[1:]))
         except UserError as exc:

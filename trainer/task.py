@@ -13,7 +13,8 @@ import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from absl import app, flags
-from absl import logging as absl_logging
+
+from trainer import cli
 
 if TYPE_CHECKING:
     from trainer.job import RunResult
@@ -76,9 +77,7 @@ def _report(result: "RunResult", structured: bool) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    if not FLAGS["verbosity"].present:
-        # absl's INFO would print TensorFlow's internals (every checkpoint shard); -v 0 brings it back.
-        absl_logging.set_verbosity(absl_logging.WARNING)
+    cli.quiet_absl()
     if len(argv) > 1:
         print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags "
               "(--config, --set, --output_dir, --log_format)", file=sys.stderr)
