@@ -16,7 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from conftest import ROOT
-from trainer import submit
+from trainer import config, submit
 
 REGISTRY = "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_REPO}/${_IMAGE}"
 
@@ -80,7 +80,7 @@ def test_image_base_entrypoint_user_and_install():
     assert entry == [["python", "-m", "trainer.task"]]
     assert os.path.isfile(os.path.join(ROOT, "trainer", "task.py"))
     users = [args for word, args in steps if word == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    assert users and users[-1].split(":")[0] not in ("root", "0")
     (install,) = [args for word, args in steps if word == "RUN" and "pip install" in args]
     command = shlex.split(install.split("&&")[0])
     assert command == ["python", "-m", "pip", "install", "--no-cache-dir", "--constraint",
@@ -142,3 +142,64 @@ def test_cloudbuild_substitutions_are_defined_and_match_submit(build):
                                        "--region", s["_REGION"], "--staging_bucket", "gs://b"])
     job = submit.build_job(args, "gs://b/c.yaml", "name")
     assert job.job_spec.worker_pool_specs[0].container_spec.image_uri == image
+
+
+def _image_user() -> tuple[str, str]:
+    """(uid, name) of the user the image runs as: the last USER, created by `useradd`."""
+    steps = _instructions()
+    last = max(i for i, (word, _) in enumerate(steps) if word == "USER")
+    user = steps[last][1].split(":")[0]
+    runs = " ".join(args for word, args in steps[:last] if word == "RUN")
+    created = re.search(r"useradd (?P<opts>(?:--?[a-z-]+(?: \d+)? )*)(?P<name>[a-z_][a-z0-9_-]*)",
+                        runs)
+    assert created, "the image creates the user it runs as"
+    uid = re.search(r"--uid (\d+)", created["opts"])
+    assert uid and user in (uid[1], created["name"]), (user, created[0])
+    assert "--create-home" in created["opts"]  # matplotlib and Keras keep caches under $HOME
+    return uid[1], created["name"]
+
+
+def test_the_image_runs_as_a_user_that_is_not_root_and_owns_the_output_folder():
+    uid, name = _image_user()
+    assert int(uid) != 0
+    steps = _instructions()
+    last = max(i for i, (word, _) in enumerate(steps) if word == "USER")
+    # nothing after USER needs root: the image only says how to start
+    assert {word for word, _ in steps[last + 1:]} <= {"ENTRYPOINT", "CMD", "ENV", "LABEL"}
+    # the default output folder (output.dir, relative to WORKDIR) exists and is the user's
+    workdir = [args for word, args in steps[:last] if word == "WORKDIR"][-1]
+    out = os.path.join(workdir, config.OutputConfig().dir)
+    runs = " ".join(args for word, args in steps[:last] if word == "RUN")
+    assert re.search(rf"mkdir (-p )?{re.escape(out)}( |$)", runs)
+    assert re.search(rf"chown (-R )?({re.escape(name)}|{uid})(:\S+)? {re.escape(out)}( |$)", runs)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="switching to the image's user needs root and setpriv")
+def test_the_entrypoint_trains_as_the_image_user_without_root(tmp_path):
+    """The job as the image runs it: the image's uid, its own home and output folder, the code
+    read-only; it trains and writes its run."""
+    import tempfile
+
+    uid, _name = _image_user()
+    base = tempfile.mkdtemp(prefix="trainer-user-")  # outside pytest's root-only folders
+    try:
+        home, work = os.path.join(base, "home"), os.path.join(base, "app")
+        os.makedirs(os.path.join(work, "runs"))
+        os.makedirs(home)
+        for path in (base, home, work, os.path.join(work, "runs")):
+            os.chown(path, int(uid), int(uid))
+        os.chmod(base, 0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))}
+        env.update(HOME=home, PYTHONPATH=ROOT, PYTHONDONTWRITEBYTECODE="1",
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+             "-m", "trainer.task", "--set", "model.name=tiny_cnn", "--set", "train.epochs=1",
+             "--set", "data.samples_per_class=20"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        model = os.path.join(work, "runs", "demo", "model.h5")
+        assert os.path.isfile(model) and os.stat(model).st_uid == int(uid)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -16,7 +16,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from trainer import plots, report
+from trainer import plots, report, secrets
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.errors import UserError
@@ -91,6 +91,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
         predicted = result.test_predictions.argmax(axis=1)
         matrix = plots.confusion_matrix(splits.test.y, predicted, splits.num_outputs)
         metrics["confusion_matrix"] = {"labels": splits.class_names, "matrix": matrix.tolist()}
+    metrics = secrets.redact(metrics)  # data sources are URLs, which may carry a password
     with open(run.local("metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     out["metrics"] = run.publish("metrics.json")

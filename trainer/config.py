@@ -252,7 +252,11 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as it is written and shown (`config.yaml`, the report): credentials
+        redacted, since the run's folder is shared and copied."""
+        from trainer import secrets
+
+        return yaml.safe_dump(secrets.redact(self.to_dict()), sort_keys=False)
 
 
 # ----------------------------------------------------------------------------------------------

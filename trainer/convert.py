@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 from absl import app, flags
 
-from trainer import storage
+from trainer import cli, secrets, storage
 from trainer.config import Config
 from trainer.data import images
 from trainer.data.stats import RunningStats
@@ -210,7 +210,7 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
             splits, source = config_splits(cfg)
         manifest = convert(splits, out, to, shard_size, gz, source)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.print_error(exc)
         return exc.exit_code
     for split, entry in manifest["splits"].items():
         groups = f" from {entry['groups']} groups" if "groups" in entry else ""
@@ -220,9 +220,9 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
 
 
 def main(argv: Sequence[str]) -> None:
+    secrets.install_excepthook()
     if len(argv) > 1:
-        print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags",
-              file=sys.stderr)
+        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags")
         sys.exit(2)
     sys.exit(run(FLAGS.config, FLAGS.set, FLAGS.out, FLAGS.to, FLAGS.shard_size, FLAGS.gzip,
                  FLAGS.video, FLAGS.labels, FLAGS.labels_key))

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import app, flags
 
-from trainer import storage
+from trainer import cli, secrets, storage
 from trainer.config import Config
 from trainer.data import groups, neardup
 from trainer.errors import UserError
@@ -197,15 +197,15 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
 def main(argv: Sequence[str]) -> None:
     from trainer import config as config_mod
 
+    secrets.install_excepthook()
     if len(argv) > 1:
-        print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags",
-              file=sys.stderr)
+        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags")
         sys.exit(2)
     try:
         for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out, FLAGS.near):
             print(line, flush=True)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.print_error(exc)
         sys.exit(exc.exit_code)
 
 

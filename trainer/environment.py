@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping, Optional
 
+from trainer import secrets
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
@@ -104,13 +105,30 @@ def _cluster(text: str) -> tuple[int, str, int, bool]:
 
 def storage_options(protocol: str) -> dict:
     """fsspec options for `protocol`: anonymous access when STORAGE_EMULATOR_HOST points at a
-    local GCS emulator (gcsfs reads that variable itself)."""
+    local GCS emulator (gcsfs reads that variable itself), unless the user gave a token through
+    fsspec's own variables (FSSPEC_GS_TOKEN, FSSPEC_GS='{"token": ...}'), which fsspec applies.
+
+    Credentials otherwise come from where gcsfs looks by itself: fsspec's variables and config
+    files, GOOGLE_APPLICATION_CREDENTIALS, gcloud's login, the VM's service account."""
     if protocol not in ("gs", "gcs") or not os.environ.get("STORAGE_EMULATOR_HOST"):
         return {}
     # gcsfs first asks a gRPC control plane for the bucket type, which hangs a minute per call
     # against the emulator (NOTES.md); it reads this switch when it is first imported.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    return {"token": "anon"}
+    return {} if _fsspec_gcs_token(os.environ) else {"token": "anon"}
+
+
+def _fsspec_gcs_token(env: Mapping[str, str]) -> bool:
+    """Whether fsspec's variables give gcsfs a token (as fsspec's `config.set_conf_env` reads)."""
+    for proto in ("GS", "GCS"):
+        if env.get(f"FSSPEC_{proto}_TOKEN"):
+            return True
+        try:
+            if "token" in json.loads(env.get(f"FSSPEC_{proto}", "{}")):
+                return True
+        except (ValueError, TypeError):
+            continue
+    return False
 
 
 # -------------------------------------------------------------------------------------------------
@@ -131,6 +149,20 @@ class _CurrentStdout:
 
 class _StdoutHandler(_CurrentStdout, logging.StreamHandler):
     pass
+
+
+class _Redacting(logging.Filter):
+    """Credentials out of every record: its message, its traceback, its structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = secrets.redact_text(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = secrets.redact_text(record.exc_text)
+        if isinstance(getattr(record, "json_fields", None), Mapping):
+            record.json_fields = secrets.redact(record.json_fields)
+        return True
 
 
 _structured = False
@@ -159,6 +191,7 @@ def setup_logging(level: int = logging.INFO, structured: bool = False,
     else:
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(_Redacting())
     _structured = structured
     log.addHandler(handler)
     log.setLevel(level)

@@ -17,7 +17,7 @@ from typing import Iterable, Union
 import fsspec
 import numpy as np
 
-from trainer import environment
+from trainer import environment, secrets
 from trainer.errors import UserError
 
 GCS_MOUNT = "/gcs/"
@@ -38,7 +38,20 @@ def is_local(path: str) -> bool:
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     path = normalize(path)
     protocol = path.split("://", 1)[0] if "://" in path else "file"
-    return fsspec.core.url_to_fs(path, **environment.storage_options(protocol))
+    try:
+        return fsspec.core.url_to_fs(path, **environment.storage_options(protocol))
+    except Exception as exc:  # noqa: BLE001 - narrowed below; google.auth is imported only here
+        from google.auth.exceptions import GoogleAuthError
+
+        if not isinstance(exc, (ValueError, OSError, KeyError, GoogleAuthError)):
+            raise
+        # gcsfs checks the credentials when the file system is made (a raw token against
+        # Google's token-info service, quoting it in the URL it fails to reach).
+        reason = secrets.redact_text(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        raise UserError(f"cannot connect to {protocol}:// storage ({reason}), "
+                        f"{secrets.redact_text(path)}, expected credentials it accepts "
+                        "(FSSPEC_GS_TOKEN, GOOGLE_APPLICATION_CREDENTIALS, the VM's service "
+                        "account) and a reachable service") from None
 
 
 def join(base: str, *parts: str) -> str:

@@ -25,8 +25,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from trainer import cli, secrets, storage
 from trainer import config as config_mod
-from trainer import storage
 from trainer.errors import UserError
 
 DEFAULT_REGION = "us-central1"
@@ -47,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad command line ends like every other input error: one line, exit 2."""
 
     def error(self, message: str):
-        print(f"error: {message}, command line, expected the options in "
-              "`python -m trainer.submit --help`", file=sys.stderr)
+        cli.print_error(f"{message}, command line, expected the options in "
+                        "`python -m trainer.submit --help`")
         sys.exit(2)
 
 
@@ -100,6 +100,18 @@ def staged_config_url(config_path: str, staging_bucket: str) -> str:
         return storage.normalize(config_path)
     digest = hashlib.sha256(storage.read_bytes(config_path)).hexdigest()[:12]
     return storage.join(staging_bucket, "configs", f"{digest}-{os.path.basename(config_path)}")
+
+
+def refuse_credentials(cfg: config_mod.Config, config_path: Optional[str]) -> None:
+    """Vertex AI keeps a job's spec (with its `--set` overrides) and its staged config, and shows
+    them in its console: a credential in either would outlive the job. A job reaches its data as
+    its service account (--service_account), never by a token it is handed."""
+    where = [*secrets.find(cfg.to_dict()), *secrets.find(config_path or "", "--config")]
+    if where:
+        raise UserError(f"a credential in the job's config ({', '.join(where)}), "
+                        f"{config_path or '--set'}, expected none: the job spec and config are "
+                        "stored by Vertex AI; give the job a --service_account that can read "
+                        "the data instead")
 
 
 def machine_spec(machine_type: str, accelerator_type: str, accelerator_count: int):
@@ -203,6 +215,7 @@ def gcloud_command(args: argparse.Namespace, display_name: str, yaml_path: str) 
 
 def submit(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
+    refuse_credentials(cfg, args.config)
     for key in ("train", "val", "test"):
         paths = getattr(cfg.data, key) or []
         for path in [paths] if isinstance(paths, str) else paths:
@@ -238,9 +251,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return submit(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.print_error(exc)
         return exc.exit_code
 
 
 if __name__ == "__main__":
+    secrets.install_excepthook()
     sys.exit(main())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from absl import app, flags
 
-from trainer import cli
+from trainer import cli, secrets
 
 if TYPE_CHECKING:
     from trainer.job import RunResult
@@ -54,7 +54,7 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
 
         result = job.run(cfg, platform=platform)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cli.print_error(exc)
         if structured:
             log.error("error: %s", exc)  # Cloud Logging: ERROR severity, the same one line
         return exc.exit_code
@@ -69,18 +69,19 @@ def _report(result: "RunResult", structured: bool) -> None:
         log.info("run: %s", result.run_dir, extra={"json_fields": {
             "run_dir": result.run_dir, "outputs": result.outputs, "test": test}})
         return
-    print(f"run: {result.run_dir}")
+    print(secrets.redact_text(f"run: {result.run_dir}"))
     for key in ("model", "report", "metrics", "history", "plots", "config"):
         if key in result.outputs:
-            print(f"  {key + ':':9}{result.outputs[key]}")
+            print(secrets.redact_text(f"  {key + ':':9}{result.outputs[key]}"))
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
 
 
 def main(argv: Sequence[str]) -> None:
     cli.quiet_absl()
+    secrets.install_excepthook()
     if len(argv) > 1:
-        print(f"error: unexpected argument {argv[1]!r}, command line, expected only flags "
-              "(--config, --set, --output_dir, --log_format)", file=sys.stderr)
+        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags "
+                        "(--config, --set, --output_dir, --log_format)")
         sys.exit(2)
     sys.exit(train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format))
 

@@ -68,16 +68,17 @@ def local_search(cfg, space, study_dir: str, trials: int, parallel: int, verbose
               f"({space.metric}={rows[0][space.metric]:.4g})")
     if states and all(s == "failed" for s in states):
         first = rows[0]
-        print(f"error: every trial failed, {os.path.join(study_dir, first['run'])}, expected at "
-              f"least one to finish (first error: {first['error']})", file=sys.stderr)
+        cli.print_error(f"every trial failed, {os.path.join(study_dir, first['run'])}, expected "
+                        f"at least one to finish (first error: {first['error']})")
         return 2
     return 0
 
 
 def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int:
-    from trainer import storage
+    from trainer import storage, submit
     from trainer.tune import vertex
 
+    submit.refuse_credentials(cfg, FLAGS.config)
     infra = vertex.Infrastructure(FLAGS.project, FLAGS.region, FLAGS.image_uri, FLAGS.machine_type,
                                   FLAGS.accelerator_type, FLAGS.accelerator_count)
     overrides = list(FLAGS.set)

@@ -33,6 +33,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from trainer import cli, secrets
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.tune.space import Space, objective_value, trial_config
@@ -42,7 +43,7 @@ DB_FILE = "study.db"
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(secrets.redact_text(text), flush=True)
 
 
 def storage_url(study_dir: str) -> str:
@@ -165,7 +166,7 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
         cfg = trial_config(base, params, name, study_dir, f"trial {trial.number}")
         result = job.run(cfg, callbacks=[callback])
     except UserError as exc:
-        trial.set_user_attr("error", str(exc))
+        trial.set_user_attr("error", secrets.redact_text(str(exc)))  # kept in study.db
         trial.set_user_attr("wall_s", time.perf_counter() - started)
         study.tell(trial, state=TrialState.FAIL)
         if isinstance(exc, MetricMissing):
@@ -223,7 +224,7 @@ def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker
         with hold_study(study_dir, exclusive=False):
             work(study_dir, base, space, target, worker, parent)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        cli.print_error(exc)
         sys.exit(exc.exit_code)
 
 

@@ -1,0 +1,145 @@
+"""Keeping credentials out of everything the package writes or prints.
+
+A token can reach the job through storage options (fsspec's `FSSPEC_GS_TOKEN`, a key file in
+GOOGLE_APPLICATION_CREDENTIALS), the environment, a URL with a password in it, or a value pasted
+into the wrong config key; a library may then quote it in an exception (gcsfs's token check puts
+the token in the URL it fails to reach). Every config, metrics file, log record, error line and
+printed job spec passes through `redact` or `redact_text` on its way out, so none of these carry
+it. Redaction is by name (keys, query parameters, environment variables that say token, secret,
+password, ...), by form (URL passwords, bearer headers, private keys, Google tokens) and by value
+(the values of this process's secret-named environment variables, wherever they turn up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import traceback
+from typing import Any, Iterator, Mapping, Optional
+
+REDACTED = "[redacted]"
+
+# Words that make a name secret-bearing, and pairs of words that do so together ("private key",
+# but not "x_key", a config field).
+_WORDS = {"token", "secret", "password", "passwd", "pwd", "passphrase", "credential",
+          "credentials", "apikey", "auth", "authorization", "cookie", "signature", "sig"}
+_PAIRS = {("private", "key"), ("access", "key"), ("api", "key"), ("account", "key"),
+          ("signing", "key"), ("encryption", "key"), ("master", "key")}
+_MIN_VALUE = 8  # shorter environment values ("1", "true") are not searched for in text
+
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
+                          re.DOTALL)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:@'\"]+)"
+                           r"(?::(?P<password>[^/\s@'\"]*))?@")
+_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_GOOGLE_TOKENS = re.compile(r"\bya29\.[A-Za-z0-9_.-]+"  # OAuth access tokens
+                            r"|\bAIza[A-Za-z0-9_-]{35}"  # API keys
+                            r"|\b1//0[A-Za-z0-9_-]{20,}")  # refresh tokens
+# name=value, name: value, "name": "value", 'name': 'value' (the name is checked by `secret_name`)
+# (a `scheme://` is not a pair; a value ends where a URL's next query parameter starts)
+_PAIR = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>['\"]?\s*(?:=|:(?!//))\s*['\"]?)"
+                   r"(?P<value>\[redacted\]|[^\s'\"&?#,;)}\]]+)")
+
+
+def secret_name(name: object) -> bool:
+    """Whether a key, query parameter or environment variable named so holds a credential."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower()
+    parts = [w for w in re.split(r"[^a-z0-9]+", words) if w]
+    if parts == ["key"]:  # Google's `?key=` API keys
+        return True
+    return any(w in _WORDS for w in parts) or any(p in _PAIRS for p in zip(parts, parts[1:]))
+
+
+def _secret_value(value: object) -> bool:
+    """Credentials are non-empty strings (or mappings of them); `token_dim: 64` is not one."""
+    return isinstance(value, Mapping) or (isinstance(value, str) and value not in ("", "anon"))
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config, storage options or metrics structure with every credential replaced."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if secret_name(k) and _secret_value(v) else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def find(value: Any, where: str = "") -> list[str]:
+    """The dotted keys of `value` that hold a credential (what `redact` would change)."""
+    if isinstance(value, Mapping):
+        found = []
+        for k, v in value.items():
+            key = f"{where}.{k}" if where else str(k)
+            found += [key] if secret_name(k) and _secret_value(v) else find(v, key)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [hit for i, v in enumerate(value) for hit in find(v, f"{where}[{i}]")]
+    return [where or "value"] if isinstance(value, str) and redact_text(value) != value else []
+
+
+def _walk_secrets(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if secret_name(k) and isinstance(v, str):
+                yield v
+            else:
+                yield from _walk_secrets(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_secrets(v)
+
+
+def environment_secrets(env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Values of secret-named environment variables (and of secret keys in JSON-valued ones,
+    such as fsspec's `FSSPEC_GS='{"token": ...}'`), longest first. A path to an existing file
+    (GOOGLE_APPLICATION_CREDENTIALS) is not itself a secret and stays readable."""
+    env = os.environ if env is None else env
+    found = set()
+    for name, value in env.items():
+        if secret_name(name):
+            found.add(value)
+        elif value.lstrip().startswith("{"):
+            try:
+                found.update(_walk_secrets(json.loads(value)))
+            except ValueError:
+                pass
+    return sorted((v for v in found if len(v) >= _MIN_VALUE and not os.path.exists(v)),
+                  key=len, reverse=True)
+
+
+def _pair(match: re.Match) -> str:
+    if not secret_name(match["name"]) or match["value"] == REDACTED:
+        return match[0]
+    return f"{match['name']}{match['sep']}{REDACTED}"
+
+
+def _userinfo(match: re.Match) -> str:
+    if match["password"] is None:  # `https://TOKEN@host`: the user part is the credential
+        return f"{match['scheme']}{REDACTED}@"
+    return f"{match['scheme']}{match['user']}:{REDACTED}@"
+
+
+def redact_text(text: str) -> str:
+    """`text` with every credential it shows replaced by `[redacted]`."""
+    for value in environment_secrets():
+        text = text.replace(value, REDACTED)
+    text = _PRIVATE_KEY.sub(REDACTED, text)
+    text = _URL_USERINFO.sub(_userinfo, text)
+    text = _BEARER.sub(lambda m: f"{m['kind']} {REDACTED}", text)
+    text = _GOOGLE_TOKENS.sub(REDACTED, text)
+    return _PAIR.sub(_pair, text)
+
+
+def install_excepthook() -> None:
+    """A traceback (a bug, not bad input) still prints in full, but with credentials redacted:
+    a library's exception may quote the token it failed to use."""
+
+    def hook(kind, exc, tb) -> None:
+        sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
+
+    sys.excepthook = hook
