@@ -2,7 +2,7 @@
 
     python tests/preempted_job.py SIGNAL AFTER_BATCHES OUTPUT_DIR [--set overrides...]
 
-sends SIGNAL (SIGTERM, SIGKILL) to its own process when this process has trained AFTER_BATCHES
+sends SIGNAL (SIGTERM, SIGKILL; NONE: no signal) to its own process when this process has trained AFTER_BATCHES
 batches. With AFTER_BATCHES = `upload:model.h5` it sends it instead while the named artefact is
 being uploaded. The preemption tests use it to interrupt a run at a known point.
 """
@@ -43,10 +43,13 @@ def signal_during_upload(name: str, sig: int) -> None:
 
 
 def main() -> None:
-    sig, when, output_dir, overrides = getattr(signal, sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+    sig = getattr(signal, sys.argv[1], None)
+    when, output_dir, overrides = sys.argv[2], sys.argv[3], sys.argv[4:]
     environment.setup_logging()
     callbacks = []
-    if when.startswith("upload:"):
+    if sys.argv[1] == "NONE":
+        pass
+    elif when.startswith("upload:"):
         signal_during_upload(when.split(":", 1)[1], sig)
     else:
         callbacks.append(SignalAfter(int(when), sig))

@@ -3,6 +3,7 @@ preemption during the final upload to the GCS emulator, and damaged backups. Eve
 run must end with the same weights, bit for bit, as a run never interrupted (CPU, fixed seed,
 deterministic ops)."""
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
+import gcs_emulator
 from conftest import ROOT, run_cli
 from trainer import storage
 from trainer.preemption import RESTART_EXIT_CODE
@@ -154,3 +156,73 @@ def test_a_damaged_epoch_checkpoint_starts_over_with_a_warning(tmp_path, uninter
     resumed = train(tmp_path, "s")
     assert "is damaged" in resumed.stdout and "starting the run over" in resumed.stdout
     assert_same_weights(tmp_path / "s" / "model.h5", uninterrupted)
+
+
+def _two_workers(out, name, signals, timeout=400):
+    """Start both workers of a two-worker job on fresh loopback ports; `signals` gives each
+    worker's (signal, after batches). Returns the Popen objects."""
+    ports = [gcs_emulator.free_port(), gcs_emulator.free_port()]
+    procs = []
+    for index, (sig, when) in enumerate(signals):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=ROOT)
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), sig, str(when),
+             str(out), f"name={name}", *TWO_WORKERS],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _finish(procs, timeout=400):
+    try:
+        results = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, results)]
+
+
+TWO_WORKERS = ["model.name=hexagonal_cnn", "train.epochs=2", "train.batch_size=8",
+               "train.early_stopping_patience=0", "output.plots=false", "output.report=false"]
+
+
+@pytest.fixture(scope="module")
+def two_workers_uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-workers")
+    for rc, _, err in _finish(_two_workers(out, "whole", [("NONE", 0), ("NONE", 0)])):
+        assert rc == 0, err[-3000:]
+    return out / "whole" / "model.h5"
+
+
+def test_two_workers_one_preempted_both_back_up_at_the_same_step(tmp_path,
+                                                                 two_workers_uninterrupted):
+    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("SIGTERM", 20)]))
+    for rc, _, err in results:
+        assert rc == RESTART_EXIT_CODE, err[-3000:]
+    positions = {backup_position(out)[:2] for _, out, _ in results}
+    assert len(positions) == 1  # the handler agreed one step across the workers
+    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("NONE", 0)]))
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "from its backup" in results[0][1]
+    assert_same_weights(tmp_path / "t" / "model.h5", two_workers_uninterrupted)
+
+
+def test_two_workers_one_killed_both_restarted(tmp_path, two_workers_uninterrupted):
+    # Worker 1 dies without warning in epoch 2 (54 batches an epoch); worker 0 cannot go on
+    # without it, and the platform restarts the whole job: both processes are killed.
+    chief, worker = _two_workers(tmp_path, "cut", [("NONE", 0), ("SIGKILL", 80)])
+    worker.wait(timeout=400)
+    assert worker.returncode == -9
+    chief.kill()
+    chief.wait()
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1
+
+    results = _finish(_two_workers(tmp_path, "cut", [("NONE", 0), ("NONE", 0)]))
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "from epoch 1 (of 2)" in results[0][1]
+    assert_same_weights(tmp_path / "cut" / "model.h5", two_workers_uninterrupted)

@@ -46,6 +46,7 @@ def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Pla
     platform = environment.detect() if platform is None else platform
     # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
     strategy = environment.choose_strategy(config.train.strategy, platform)
+    sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     environment.seed_everything(config.train.seed, config.train.deterministic)
     splits = load_splits(config)
     summary = splits.summary()

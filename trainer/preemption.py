@@ -63,9 +63,13 @@ class SigtermWatch:
         self._previous = None
 
     def install(self) -> None:
-        self.received.clear()
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        """Take SIGTERM. Call it again after TensorFlow starts a multi-worker runtime: the
+        coordination service puts its own SIGTERM handler in place, which only takes notes."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._previous is None:
+            self._previous = previous
 
     def uninstall(self) -> None:
         if self._previous is not None:
@@ -117,6 +121,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         return True
 
     def on_train_begin(self, logs=None):
+        self.watch.install()
         super().on_train_begin(logs)
         # The backup also carries the dropout generators (see `random_state`); restore again
         # now that the checkpoint names them.
