@@ -116,6 +116,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self.watch = watch
         self.steps_per_epoch = steps_per_epoch
         self.handler = None
+        self._batch = 0
 
     def _implements_train_batch_hooks(self):
         return True
@@ -129,10 +130,20 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._training_state.restore()
         strategy = self.model.distribute_strategy
         config = tf.distribute.experimental.TerminationConfig(
-            termination_watcher_fn=self.watch.is_set, exit_fn=self._exit, grace_period=0)
+            termination_watcher_fn=self.watch.is_set, exit_fn=self._exit, grace_period=0,
+            save_fn=self._save)
         self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
             getattr(strategy, "cluster_resolver", None),
             self._training_state.write_checkpoint_manager, termination_config=config)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # BackupAndRestore assigns its batch variable here, every batch; a variable assign is
+        # most of this callback's cost per step, so it is done only when a backup is saved.
+        self._batch = batch
+
+    def _save(self) -> None:
+        self._training_state._ckpt_saved_batch.assign(self._batch)
+        self._training_state.write_checkpoint_manager.save()
 
     def on_train_batch_end(self, batch, logs=None):
         if batch >= self.steps_per_epoch - 1:
@@ -143,6 +154,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self.handler.save_checkpoint_if_preempted()
 
     def _backup(self, epoch, batch=0):
+        self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
         self._upload()
 
