@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import os
 from typing import Optional
@@ -22,7 +23,34 @@ from trainer.errors import TrainingDiverged, UserError
 from trainer.kerasflavor import keras, tf
 from trainer.rundir import RunDir
 
+log = logging.getLogger("trainer")
+
 STATE = ("checkpoints", "state.json")
+
+
+def checkpoint_problem(prefix: str) -> Optional[str]:
+    """Why the checkpoint at `prefix` cannot be used, or None when every tensor reads back
+    (TensorFlow checks each tensor's CRC32C as it reads it)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_dtype_map():
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, RuntimeError) as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
+
+
+def random_state(model: keras.Model) -> list:
+    """The dropout layers' random generators. tf-keras keeps them out of the model's own
+    checkpoint dependencies, so a checkpoint names them itself: without their state, a resumed
+    run would drop other units than an uninterrupted one."""
+    found = []
+    for layer in model.submodules:
+        rng = getattr(layer, "_random_generator", None)
+        if rng is not None and getattr(rng, "_generator", None) is not None:
+            found.append(rng._generator)
+    return found
 
 
 def monitor_mode(monitor: str) -> str:
@@ -42,21 +70,32 @@ class CheckpointStore:
     # -- reading -------------------------------------------------------------------------------
 
     def load(self) -> bool:
-        """Restore model and optimizer from the run's last checkpoint; False when there is none."""
+        """Restore model, optimizer and dropout generators from the run's last checkpoint;
+        False when there is none, or when it is damaged (then, with a warning, the run starts
+        over rather than load garbage)."""
         path = self.run.fetch(*STATE)
         if path is None:
             return False
-        with open(path) as f:
-            try:
-                self.state = json.load(f)
-            except json.JSONDecodeError:
-                raise UserError(f"checkpoint state is not valid JSON, {self.run.remote(*STATE)}, "
-                                "expected the file this package writes (delete the run to start "
-                                "over)") from None
-        if self.state.get("last"):
-            prefix = self._fetch_prefix(self.state["last"])
-            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
-            ckpt.read(prefix).assert_existing_objects_matched()
+        state, problem = None, None
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            problem = f"not valid JSON: {exc}"
+        if problem is None and not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+                                    and isinstance(state.get("history"), list)):
+            problem = "not the state this package writes"
+        if problem is None and state.get("last"):
+            problem = checkpoint_problem(self._fetch_prefix(state["last"]))
+        if problem is not None:
+            log.warning("checkpoint %s is damaged (%s); starting the run over from epoch 0",
+                        self.run.remote("checkpoints"), problem)
+            return False
+        self.state = state
+        if state.get("last"):
+            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
+                                       random=random_state(self.model))
+            ckpt.read(self.run.local("checkpoints", state["last"])).assert_existing_objects_matched()
         return True
 
     def _fetch_prefix(self, name: str) -> str:
@@ -73,6 +112,11 @@ class CheckpointStore:
         if not best:
             return None
         prefix = self._fetch_prefix(best["name"])
+        problem = checkpoint_problem(prefix)
+        if problem is not None:
+            log.warning("best checkpoint %s is damaged (%s); keeping the last epoch's weights",
+                        self.run.remote("checkpoints", best["name"]), problem)
+            return None
         tf.train.Checkpoint(model=self.model).read(prefix).expect_partial()
         return best["epoch"]
 
@@ -82,7 +126,7 @@ class CheckpointStore:
         prefix = self.run.local("checkpoints", name)
         objects = {"model": self.model}
         if with_optimizer:
-            objects["optimizer"] = self.model.optimizer
+            objects.update(optimizer=self.model.optimizer, random=random_state(self.model))
         tf.train.Checkpoint(**objects).write(prefix)
         for path in sorted(glob.glob(prefix + ".*")):
             self.run.publish("checkpoints", os.path.basename(path))

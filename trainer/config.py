@@ -211,6 +211,12 @@ class TrainConfig:
         "global batch is `batch_size` times the replicas.",
         default=False,
     )
+    backup_every_steps: int = _doc(
+        "Besides the backup saved when the job is preempted (SIGTERM), also back up the "
+        "training state every so many steps, for machines that may die without warning; 0: "
+        "only on preemption (a killed run then resumes from its last epoch).",
+        default=0, min=0,
+    )
     histograms: bool = _doc(
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
         "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",

@@ -212,6 +212,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     from trainer.kerasflavor import keras, tf
 
     keras.utils.set_random_seed(seed)
+    # Dropout then draws from a tf.random.Generator, whose state is a variable the layer owns:
+    # checkpoints carry it, so a run resumed mid-epoch drops the same units as one never stopped.
+    keras.backend.experimental.enable_tf_random_generator()
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 

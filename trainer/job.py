@@ -11,6 +11,7 @@ from trainer import artifacts, environment, storage
 from trainer.config import Config
 from trainer.data import groups, load_splits
 from trainer.errors import TrainingDiverged, UserError
+from trainer.preemption import SigtermWatch
 from trainer.rundir import RunDir
 from trainer.training import train_and_evaluate
 
@@ -32,9 +33,20 @@ def run(config: Config, callbacks: Sequence = (),
     `callbacks` are extra Keras callbacks for `fit` (the search's pruning callback).
     """
     started = time.perf_counter()
+    sigterm = SigtermWatch()
+    sigterm.install()  # a preemption from here on ends the run with the restart status
+    try:
+        return _run(config, callbacks, platform, sigterm, started)
+    finally:
+        sigterm.uninstall()
+
+
+def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Platform],
+         sigterm: SigtermWatch, started: float) -> RunResult:
     platform = environment.detect() if platform is None else platform
     # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
     strategy = environment.choose_strategy(config.train.strategy, platform)
+    sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     environment.seed_everything(config.train.seed, config.train.deterministic)
     splits = load_splits(config)
     summary = splits.summary()
@@ -55,7 +67,8 @@ def run(config: Config, callbacks: Sequence = (),
                  f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
         result = train_and_evaluate(config, splits, run_dir, strategy,
                                     extra_callbacks=[*_platform_callbacks(config, platform),
-                                                     *callbacks])
+                                                     *callbacks],
+                                    sigterm=sigterm)
         outputs = artifacts.write_all(config, splits, result, run_dir,
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:

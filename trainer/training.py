@@ -6,6 +6,7 @@ from the last checkpointed epoch up to `train.epochs` in total (seed 002's resum
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from trainer.data.stats import channel_stats
 from trainer.histograms import HistogramLogger
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
+from trainer.preemption import PreemptionBackup, SigtermWatch, prepare as prepare_backup
 from trainer.reporting import LiveTensorBoard
 from trainer.rundir import RunDir
 
@@ -93,8 +95,11 @@ def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> Pipeline
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        strategy: tf.distribute.Strategy,
-                       extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
-    """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's)."""
+                       extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                       sigterm: Optional[SigtermWatch] = None) -> TrainResult:
+    """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's).
+    With `sigterm`, a preemption during `fit` saves a backup and ends the process (see
+    `trainer.preemption`)."""
     t = config.train
     acc = environment.accelerators()
     policy = environment.precision_policy(t.mixed_precision, acc)
@@ -119,11 +124,18 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
         store = CheckpointStore(run, model, t.monitor)
         resumed = store.load()
     start_epoch = int(store.state["epoch"])
-    if resumed:
+    steps_per_epoch = steps(splits.train.view, train_opts)
+    start_step = 0
+    if sigterm is not None and start_epoch < t.epochs and not store.state.get("stopped_early"):
+        start_epoch, start_step = prepare_backup(run, start_epoch, steps_per_epoch)
+    if start_step:
+        log.info("resuming %s from its backup in epoch %d, at batch %d of %d", run.url,
+                 start_epoch + 1, start_step + 1, steps_per_epoch)
+    elif resumed:
         log.info("resuming %s from epoch %d (of %d)", run.url, start_epoch, t.epochs)
 
     train_ds = make_dataset(splits.train.view, splits.train.y, train_opts, first_epoch=start_epoch,
-                            epochs=max(t.epochs - start_epoch, 1))
+                            epochs=max(t.epochs - start_epoch, 1), first_step=start_step)
     val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts)
     weights = None
     if config.task == "classification" and t.class_weight == "balanced":
@@ -143,15 +155,18 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                                          splits.train.view.take(probe).astype(np.float32),
                                          splits.train.y[probe]))
     callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra_callbacks]
+    if sigterm is not None:
+        callbacks.append(PreemptionBackup(run, sigterm, steps_per_epoch, t.backup_every_steps))
+    fitting = sigterm.deferred() if sigterm is not None else contextlib.nullcontext()
 
     if store.state.get("stopped_early"):
         log.info("run stopped early at epoch %d before; not training further", start_epoch)
     elif start_epoch >= t.epochs:
         log.info("already trained %d of %d epochs; evaluating only", start_epoch, t.epochs)
     else:
-        with data_errors():
+        with data_errors(), fitting:
             model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
-                      steps_per_epoch=steps(splits.train.view, train_opts),
+                      steps_per_epoch=steps_per_epoch,
                       class_weight=weights, callbacks=callbacks,
                       verbose=1 if environment.interactive() else 0)
         if early is not None and early.stopped_epoch > 0:

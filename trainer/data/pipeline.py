@@ -163,8 +163,10 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
 
 
 def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: int = 0,
-                 epochs: int = 1) -> tf.data.Dataset:
-    """Batches of `epochs` epochs back to back (`steps_per_epoch` = `steps(view, opts)`)."""
+                 epochs: int = 1, first_step: int = 0) -> tf.data.Dataset:
+    """Batches of `epochs` epochs back to back (`steps_per_epoch` = `steps(view, opts)`), the
+    first one starting at batch `first_step` (a run resumed mid-epoch gets the batches the
+    uninterrupted run would have had: same order, same augmentation)."""
     if "rot90" in opts.augment and view.sample_shape[0] != view.sample_shape[1]:
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
@@ -183,8 +185,11 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         return tf.data.Dataset.range(0, n, batch).map(lambda i: (x[i:i + batch], labels[i:i + batch]))
 
     ds = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch).flat_map(cut)
+    ds = ds.skip(first_step)
     if opts.shuffle and opts.augment:
-        ds = ds.enumerate().map(lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, i),
+        # Keyed by the batch's index since epoch 0, whichever epoch this dataset starts at.
+        start = first_epoch * steps(view, opts) + first_step
+        ds = ds.enumerate(start=start).map(lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, i),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # Data-parallel strategies split batches across replicas; the files are not split by worker.

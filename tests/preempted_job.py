@@ -1,0 +1,60 @@
+"""A real training job that delivers a real signal to itself at a chosen moment.
+
+    python tests/preempted_job.py SIGNAL AFTER_BATCHES OUTPUT_DIR [--set overrides...]
+
+sends SIGNAL (SIGTERM, SIGKILL; NONE: no signal) to its own process when this process has trained AFTER_BATCHES
+batches. With AFTER_BATCHES = `upload:model.h5` it sends it instead while the named artefact is
+being uploaded. The preemption tests use it to interrupt a run at a known point.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+from trainer import config, environment, job, storage
+from trainer.kerasflavor import keras
+
+
+class SignalAfter(keras.callbacks.Callback):
+    def __init__(self, batches: int, sig: int):
+        super().__init__()
+        self.left, self.sig = batches, sig
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.left -= 1
+        if self.left == 0:
+            os.kill(os.getpid(), self.sig)
+
+
+def signal_during_upload(name: str, sig: int) -> None:
+    """Wrap storage.put_file: the upload of `name` gets the signal while it is under way."""
+    real = storage.put_file
+
+    def put_file(local_path, dest):
+        if dest.endswith("/" + name):
+            threading.Thread(target=lambda: (time.sleep(0.02), os.kill(os.getpid(), sig)),
+                             daemon=True).start()
+            print(f"UPLOADING {dest}", flush=True)
+        return real(local_path, dest)
+
+    storage.put_file = put_file
+
+
+def main() -> None:
+    sig = getattr(signal, sys.argv[1], None)
+    when, output_dir, overrides = sys.argv[2], sys.argv[3], sys.argv[4:]
+    environment.setup_logging()
+    callbacks = []
+    if sys.argv[1] == "NONE":
+        pass
+    elif when.startswith("upload:"):
+        signal_during_upload(when.split(":", 1)[1], sig)
+    else:
+        callbacks.append(SignalAfter(int(when), sig))
+    job.run(config.load(None, overrides, output_dir=output_dir), callbacks=callbacks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Preemption and restart, with real signals: SIGTERM mid-epoch, SIGKILL, two preemptions, a
+preemption during the final upload to the GCS emulator, and damaged backups. Every restarted
+run must end with the same weights, bit for bit, as a run never interrupted (CPU, fixed seed,
+deterministic ops)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import gcs_emulator
+from conftest import ROOT, run_cli
+from trainer import storage
+from trainer.preemption import RESTART_EXIT_CODE
+
+# The demo data on the seed CNN with dropout and augmentation: 108 batches an epoch.
+COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",
+          "train.early_stopping_patience=0", "data.augment=[flip_left_right]",
+          "output.plots=false", "output.report=false"]
+BACKUP = re.compile(r"preempted: backup after epoch (\d+) batch (\d+)/(\d+) saved")
+
+
+def _sets(name):
+    return [arg for o in [f"name={name}", *COMMON] for arg in ("--set", o)]
+
+
+def train(out, name, env=None):
+    """The real CLI, run to the end."""
+    done = run_cli("--output_dir", str(out), *_sets(name), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def interrupt(out, name, sig, when, env=None):
+    """The real job in a child process that sends itself `sig` (see preempted_job.py)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), sig, str(when), str(out),
+         f"name={name}", *COMMON],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env or {})),
+        capture_output=True, text=True, timeout=300)
+
+
+def weights(path):
+    found = {}
+    with h5py.File(path, "r") as f:
+        f["model_weights"].visititems(
+            lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    differ = [k for k in wa if not np.array_equal(wa[k], wb[k])]
+    assert not differ, {k: float(np.abs(wa[k] - wb[k]).max()) for k in differ}
+
+
+def backup_position(stdout):
+    epoch, batch, steps = map(int, BACKUP.search(stdout).groups())
+    return epoch, batch, steps
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(out, "whole")
+    return out / "whole" / "model.h5"
+
+
+def test_sigterm_mid_epoch_saves_a_backup_and_the_restart_matches_an_uninterrupted_run(
+        tmp_path, uninterrupted):
+    cut = interrupt(tmp_path, "r", "SIGTERM", 10)
+    assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
+    epoch, batch, steps = backup_position(cut.stdout)
+    assert 0 < batch < steps and epoch < 4  # mid-epoch, before the end of training
+    run = tmp_path / "r"
+    assert (run / "checkpoints" / "backup" / "checkpoint").is_file()
+    assert not (run / "model.h5").exists()
+
+    resumed = train(tmp_path, "r")
+    assert f"from its backup in epoch {epoch}, at batch {batch + 1} of {steps}" in resumed.stdout
+    assert_same_weights(run / "model.h5", uninterrupted)
+    assert not (run / "checkpoints" / "backup").exists()  # a finished run needs no backup
+    history = (run / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3", "4"]
+
+
+def test_sigkill_without_grace_resumes_from_the_last_epoch(tmp_path, uninterrupted):
+    cut = interrupt(tmp_path, "k", "SIGKILL", 170)  # in epoch 2 (108 batches each)
+    assert cut.returncode == -9
+    assert not (tmp_path / "k" / "checkpoints" / "backup").exists()
+    resumed = train(tmp_path, "k")
+    assert "resuming" in resumed.stdout and "from epoch 1 (of 4)" in resumed.stdout
+    assert_same_weights(tmp_path / "k" / "model.h5", uninterrupted)
+
+
+def test_two_preemptions_in_one_run(tmp_path, uninterrupted):
+    first = interrupt(tmp_path, "two", "SIGTERM", 10)
+    assert first.returncode == RESTART_EXIT_CODE, first.stderr[-3000:]
+    second = interrupt(tmp_path, "two", "SIGTERM", 10)
+    assert second.returncode == RESTART_EXIT_CODE, second.stderr[-3000:]
+    e1, b1, steps = backup_position(first.stdout)
+    e2, b2, _ = backup_position(second.stdout)
+    assert f"from its backup in epoch {e1}, at batch {b1 + 1}" in second.stdout
+    assert (e2, b2) > (e1, b1)
+    train(tmp_path, "two")
+    assert_same_weights(tmp_path / "two" / "model.h5", uninterrupted)
+
+
+def test_preemption_while_uploading_the_model_to_gcs(tmp_path, gcs, uninterrupted):
+    out = gcs.url("preempted-upload")
+    cut = interrupt(out, "up", "SIGTERM", "upload:model.h5", env=gcs.env())
+    assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
+    assert "UPLOADING" in cut.stdout
+    model_url = storage.join(out, "up", "model.h5")
+    if storage.exists(model_url):  # the upload may have finished: then it must be whole
+        storage.get_file(model_url, str(tmp_path / "first.h5"))
+        assert_same_weights(tmp_path / "first.h5", uninterrupted)
+
+    resumed = train(out, "up", env=gcs.env())
+    assert "evaluating only" in resumed.stdout
+    storage.get_file(model_url, str(tmp_path / "model.h5"))
+    assert_same_weights(tmp_path / "model.h5", uninterrupted)
+    assert storage.exists(storage.join(out, "up", "metrics.json"))
+
+
+@pytest.mark.parametrize("damage", ["flip bytes in the data", "truncate the index"])
+def test_a_damaged_backup_is_set_aside_with_a_warning(tmp_path, uninterrupted, damage):
+    cut = interrupt(tmp_path, "d", "SIGTERM", 10)
+    assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
+    backup = tmp_path / "d" / "checkpoints" / "backup"
+    if damage.startswith("flip"):
+        path = next(backup.glob("ckpt-*.data-*"))
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+        path.write_bytes(bytes(raw))
+    else:
+        path = next(backup.glob("ckpt-*.index"))
+        path.write_bytes(path.read_bytes()[:40])
+
+    resumed = train(tmp_path, "d")
+    assert "is damaged" in resumed.stdout and "resuming from the last epoch checkpoint" in resumed.stdout
+    # The epoch checkpoint carries everything too, so even this restart ends bit for bit equal.
+    assert_same_weights(tmp_path / "d" / "model.h5", uninterrupted)
+
+
+def test_a_damaged_epoch_checkpoint_starts_over_with_a_warning(tmp_path, uninterrupted):
+    cut = interrupt(tmp_path, "s", "SIGKILL", 170)
+    assert cut.returncode == -9
+    (tmp_path / "s" / "checkpoints" / "state.json").write_text('{"epoch": 1, "hist')
+    resumed = train(tmp_path, "s")
+    assert "is damaged" in resumed.stdout and "starting the run over" in resumed.stdout
+    assert_same_weights(tmp_path / "s" / "model.h5", uninterrupted)
+
+
+def _two_workers(out, name, signals, timeout=400):
+    """Start both workers of a two-worker job on fresh loopback ports; `signals` gives each
+    worker's (signal, after batches). Returns the Popen objects."""
+    ports = [gcs_emulator.free_port(), gcs_emulator.free_port()]
+    procs = []
+    for index, (sig, when) in enumerate(signals):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="3",
+                   PYTHONPATH=ROOT)
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), sig, str(when),
+             str(out), f"name={name}", *TWO_WORKERS],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _finish(procs, timeout=400):
+    try:
+        results = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, results)]
+
+
+TWO_WORKERS = ["model.name=hexagonal_cnn", "train.epochs=2", "train.batch_size=8",
+               "train.early_stopping_patience=0", "output.plots=false", "output.report=false"]
+
+
+@pytest.fixture(scope="module")
+def two_workers_uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-workers")
+    for rc, _, err in _finish(_two_workers(out, "whole", [("NONE", 0), ("NONE", 0)])):
+        assert rc == 0, err[-3000:]
+    return out / "whole" / "model.h5"
+
+
+def test_two_workers_one_preempted_both_back_up_at_the_same_step(tmp_path,
+                                                                 two_workers_uninterrupted):
+    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("SIGTERM", 20)]))
+    for rc, _, err in results:
+        assert rc == RESTART_EXIT_CODE, err[-3000:]
+    positions = {backup_position(out)[:2] for _, out, _ in results}
+    assert len(positions) == 1  # the handler agreed one step across the workers
+    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("NONE", 0)]))
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "from its backup" in results[0][1]
+    assert_same_weights(tmp_path / "t" / "model.h5", two_workers_uninterrupted)
+
+
+def test_two_workers_one_killed_both_restarted(tmp_path, two_workers_uninterrupted):
+    # Worker 1 dies without warning in epoch 2 (54 batches an epoch); worker 0 cannot go on
+    # without it, and the platform restarts the whole job: both processes are killed.
+    chief, worker = _two_workers(tmp_path, "cut", [("NONE", 0), ("SIGKILL", 80)])
+    worker.wait(timeout=400)
+    assert worker.returncode == -9
+    chief.kill()
+    chief.wait()
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1
+
+    results = _finish(_two_workers(tmp_path, "cut", [("NONE", 0), ("NONE", 0)]))
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "from epoch 1 (of 2)" in results[0][1]
+    assert_same_weights(tmp_path / "cut" / "model.h5", two_workers_uninterrupted)
