@@ -1,4 +1,5 @@
-"""The GPU benchmark's smoke run on this CPU, and its refusal without a GPU."""
+"""The GPU benchmark's smoke run on this CPU, and its refusal without a GPU; the preemption
+backup's cost per step."""
 
 import json
 import subprocess
@@ -9,8 +10,8 @@ from conftest import ROOT
 SCRIPT = "benchmarks/gpu_throughput.py"
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+def _run(*args, script=SCRIPT):
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -32,3 +33,13 @@ def test_smoke_run_on_the_cpu_reports_every_figure(tmp_path):
             assert row[key] > 0, (key, row)
         assert 0.0 <= row["input_wait_fraction"] < 1.0
     assert "train_mixed_xla_samples_per_s" in proc.stdout  # the printed table
+
+
+def test_preemption_overhead_prints_both_timings():
+    proc = _run("--steps", "200", "--repeats", "1", script="benchmarks/preemption_overhead.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = {line.split(":")[0].strip(): float(line.split(":")[1])
+               for line in proc.stdout.splitlines() if ":" in line}
+    assert figures["without the preemption backup"] > 0 and figures["with it"] > 0
+    assert abs(figures["with it"] - figures["without the preemption backup"]
+               - figures["cost per step"]) < 0.002
