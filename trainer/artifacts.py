@@ -16,12 +16,12 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from trainer import plots, report, secrets
+from trainer import modelcheck, plots, report, secrets
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
-from trainer.models import CUSTOM_OBJECTS, as_float32
+from trainer.models import CUSTOM_OBJECTS, as_float32, resolve_builder
 from trainer.rundir import RunDir
 from trainer.training import TrainResult
 
@@ -38,15 +38,28 @@ def save_model(model: keras.Model, path: str, metadata: dict) -> None:
         f.attrs[METADATA_ATTR] = json.dumps(metadata)
 
 
-def load_model(path: str) -> tuple[keras.Model, dict]:
-    """Load a `model.h5` written by this package, with its metadata (local path)."""
+def load_model(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:
+    """Load a `model.h5` written by this package, with its metadata (local path).
+
+    Its architecture is checked first (`modelcheck`): layers that carry code or that Keras does
+    not know are refused unless `allow_unsafe`, which also imports the user's builder module
+    named in the metadata (`package.module:function`), so its registered layers resolve.
+    """
+    if not allow_unsafe:
+        modelcheck.check(path)
     try:
-        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
         with h5py.File(path, "r") as f:
             metadata = json.loads(f.attrs.get(METADATA_ATTR, "{}"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model ({exc}), {path}, expected a model.h5 written by "
+        if allow_unsafe and ":" in str(metadata.get("model", "")):
+            resolve_builder(metadata["model"])
+        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"cannot load model ({reason}), {path}, expected a model.h5 written by "
                         "this package") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"model metadata is not a mapping, {path}, expected a model.h5 written "
+                        "by this package")
     return model, metadata
 
 

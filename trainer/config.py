@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,7 +98,7 @@ class DataConfig:
     image_size: Optional[list[int]] = _doc(
         "`[height, width]` that images from files (`image_folder`, `csv`, PNG TFRecords) are "
         "resized to; empty means the first image's size. Also the size of the generated `shapes` "
-        "(empty: 32x32).", default=None
+        "(empty: 32x32).", default=None, length=2, min=1
     )
     color: str = _doc(
         "Channels of images from files: `grey` (1), `rgb` (3) or `auto` (as the first image).",
@@ -282,20 +284,56 @@ def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
     for item in overrides:
         apply_override(raw, item)
     if output_dir:
-        raw.setdefault("output", {})
+        if raw.get("output") is None:
+            raw["output"] = {}
         if not isinstance(raw["output"], dict):
             raise UserError(f"key 'output' is not a mapping, {source}, expected a section")
         raw["output"]["dir"] = output_dir
     return from_dict(raw, source)
 
 
-def parse_yaml(text: str, source: str) -> dict:
+# YAML errors that PyYAML does not wrap: `2001-13-45` (a timestamp), `!!int 1.5`, deep nesting.
+_YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
+# Values a config may hold once YAML aliases are expanded; beyond it a document is an alias bomb.
+MAX_VALUES = 10_000
+
+
+def _safe_load(text: str, source: str, what: str) -> Any:
+    """`yaml.safe_load`, with every way it fails, and alias bombs, as UserError."""
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except _YAML_ERRORS as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"invalid YAML, {source}{where}, expected a mapping of config keys") from None
+        reason = "" if isinstance(exc, yaml.YAMLError) else f" ({str(exc)[:100]})"
+        raise UserError(f"invalid YAML{reason}, {source}{where}, expected {what}") from None
+    count, stack = 0, [data]
+    while stack:  # iterative: shared (aliased) nodes count each time they are reached
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"YAML expands to more than {MAX_VALUES} values (aliases?), {source}, "
+                            f"expected {what}")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, set)):
+            stack.extend(node)
+    return data
+
+
+def _shown(value: Any) -> str:
+    """A value as error messages show it: its repr, cut short (a hostile value can be huge)."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 3
+
+
+def parse_yaml(text: str, source: str) -> dict:
+    data = _safe_load(text, source, "a mapping of config keys")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -309,19 +347,17 @@ def apply_override(raw: dict, item: str) -> None:
     """Apply one `key.sub=value` override; the value is parsed as a YAML scalar or list."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"override {item!r} is not key=value, --set, expected e.g. train.epochs=3")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"value of override {item!r} is not valid YAML, --set, "
-                        "expected a scalar or a [list]") from None
+        raise UserError(f"override {_shown(item)} is not key=value, --set, expected e.g. "
+                        "train.epochs=3")
+    value = (_safe_load(text, f"--set {_shown(item)}", "a scalar or a [list]")
+             if text.strip() else None)
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"key '{'.'.join(parts[:depth + 1])}' is not a section, --set {item}, "
-                            "expected a section such as train or data")
+            raise UserError(f"key '{'.'.join(parts[:depth + 1])}' is not a section, "
+                            f"--set {_shown(item)}, expected a section such as train or data")
         node = child
     node[parts[-1]] = value
 
@@ -334,16 +370,16 @@ def from_dict(raw: dict, source: str = "config") -> Config:
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise UserError(f"key '{prefix.rstrip('.')}' is a {type(raw).__name__}, {source}, "
-                        "expected a mapping")
+                        "expected a mapping (a section of keys)")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            near = difflib.get_close_matches(str(key)[:100], list(fields), n=1, cutoff=0.5)
             hint = f"did you mean '{prefix}{near[0]}'?" if near else (
                 f"expected one of {', '.join(prefix + k for k in fields)}")
-            raise UserError(f"unknown key '{prefix}{key}', {source}, {hint}")
+            raise UserError(f"unknown key '{prefix}{_shown(key).strip(chr(39))}', {source}, {hint}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value if value is not None else {}, source, f"{prefix}{key}.")
@@ -359,14 +395,28 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
     choices = meta.get("choices")
     for item in value if isinstance(value, list) and choices else [value]:
         _check_choice(item, choices, key, source)
+    length = meta.get("length")
+    if length is not None and len(value) != length:
+        raise _invalid(value, key, source, f"{length} values")
+    for item in value if isinstance(value, list) else [value]:
+        _check_range(item, meta, key, source)
+    return value
+
+
+def _check_range(value: Any, meta: typing.Mapping, key: str, source: str) -> None:
     low, high = meta.get("min"), meta.get("max")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _invalid(value, key, source, "a finite number")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
             op = ">" if meta.get("exclusive_min") else ">="
-            raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {op} {low}")
+            raise _invalid(value, key, source, f"{op} {low}")
         if high is not None and value > high:
-            raise UserError(f"invalid value {value!r} for '{key}', {source}, expected <= {high}")
-    return value
+            raise _invalid(value, key, source, f"<= {high}")
+
+
+def _invalid(value: Any, key: str, source: str, expected: str) -> UserError:
+    return UserError(f"invalid value {_shown(value)} for '{key}', {source}, expected {expected}")
 
 
 def _check_choice(value: Any, choices: Optional[tuple], key: str, source: str) -> None:
@@ -375,8 +425,7 @@ def _check_choice(value: Any, choices: Optional[tuple], key: str, source: str) -
         names = [yaml.safe_dump(c).split("\n")[0] if isinstance(c, bool) else c for c in choices]
         near = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise UserError(f"invalid value {value!r} for '{key}', {source}, "
-                        f"expected one of {', '.join(names)}{hint}")
+        raise _invalid(value, key, source, f"one of {', '.join(names)}{hint}")
 
 
 def _type_name(kind: Any) -> str:
@@ -403,12 +452,11 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
                 return _coerce(value, arg, key, source)
             except UserError:
                 continue
-        raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {_type_name(kind)}")
+        raise _invalid(value, key, source, _type_name(kind))
     if origin is list:
         (item_kind,) = typing.get_args(kind)
         if not isinstance(value, list):
-            raise UserError(f"invalid value {value!r} for '{key}', {source}, "
-                            f"expected {_type_name(kind)}")
+            raise _invalid(value, key, source, _type_name(kind))
         return [_coerce(v, item_kind, key, source) for v in value]
     if kind is float and isinstance(value, str):
         # PyYAML reads `1e-3` (no dot) as a string; users mean the number.
@@ -424,7 +472,7 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
         dict: isinstance(value, dict),
     }.get(kind, False)
     if not ok:
-        raise UserError(f"invalid value {value!r} for '{key}', {source}, expected {_type_name(kind)}")
+        raise _invalid(value, key, source, _type_name(kind))
     return float(value) if kind is float else value
 
 

@@ -6,9 +6,16 @@ anything else is a bug and keeps its traceback.
 
 
 class UserError(Exception):
-    """Bad config, data or path. The message says what, where, and what was expected."""
+    """Bad config, data or path. The message says what, where, and what was expected.
+
+    It is always one line: line breaks that came in with the user's own text (a key, a path, a
+    library's reason) are escaped, so the `error:` line stays the last and only one.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = ""):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class TrainingDiverged(UserError):

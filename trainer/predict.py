@@ -11,7 +11,6 @@ whole; every input gives one line on stdout (and one CSV row).
 from __future__ import annotations
 
 import csv
-import io
 import os
 import sys
 import tempfile
@@ -28,9 +27,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "model.h5 written by trainer.task: local path or gs:// URL.")
 flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local or gs://).")
 flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1)
+flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lambda layers (Python "
+                  "code stored in the file) or layer classes Keras does not know, importing the "
+                  "builder module its metadata names. Only for model files you trust.")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SHARD_EXTENSIONS = (".npz", ".npy")
+_PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # Pillow's names of the above
 _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
@@ -51,8 +54,11 @@ class SavedModel:
         return ["input", *[f"output_{k}" for k in range(outputs)]]
 
 
-def load(path: str) -> SavedModel:
-    """Load `model.h5` from a local path or a bucket (h5py needs a local file, so fetch it first)."""
+def load(path: str, allow_unsafe: bool = False) -> SavedModel:
+    """Load `model.h5` from a local path or a bucket (h5py needs a local file, so fetch it first).
+
+    Models with code in them are refused unless `allow_unsafe` (see `trainer.modelcheck`).
+    """
     if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
         path = storage.join(path, "model.h5")  # a run directory names its model
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
@@ -61,12 +67,12 @@ def load(path: str) -> SavedModel:
     from trainer import artifacts  # TensorFlow, imported only once the inputs look right
 
     if storage.is_local(path):
-        model, meta = artifacts.load_model(path)
+        model, meta = artifacts.load_model(path, allow_unsafe)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "model.h5")
             storage.get_file(path, local)
-            model, meta = artifacts.load_model(local)
+            model, meta = artifacts.load_model(local, allow_unsafe)
     if "task" not in meta:
         raise UserError(f"model has no trainer_metadata, --model={path}, expected a model.h5 "
                         "written by trainer.task (it carries the task and class names)")
@@ -98,52 +104,49 @@ def input_files(inputs: Sequence[str]) -> Iterator[str]:
 
 def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
     """One image file as the model's input: its channels, resized to its height and width."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from trainer.data.images import open_image
 
     height, width, channels = shape
     if channels not in _PIL_MODES:
         raise UserError(f"model takes {channels}-channel images, {path}, expected a model of "
                         "1, 3 or 4 channels for image files (use .npy/.npz shards)")
+    img = open_image(storage.read_bytes(path), path, _PIL_FORMATS)
     try:
-        img = Image.open(io.BytesIO(storage.read_bytes(path)))
         img = img.convert(_PIL_MODES[channels])
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read image ({exc}), {path}, expected a PNG, JPEG or other "
-                        "image file") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise UserError(f"cannot read image ({str(exc)[:200]}), {path}, expected a PNG, JPEG or "
+                        "other image file") from None
     if img.size != (width, height):
         img = img.resize((width, height), Image.BILINEAR)
     x = np.asarray(img, dtype=np.float32)
     return x[..., np.newaxis] if x.ndim == 2 else x
 
 
-def _shard_array(path: str) -> np.ndarray:
-    if path.endswith(".npy"):
-        if storage.is_local(path):
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
-    source = path if storage.is_local(path) else io.BytesIO(storage.read_bytes(path))
-    with np.load(source, allow_pickle=False) as archive:
-        if "x" not in archive.files:
-            raise UserError(f"array 'x' missing, {path}, expected an .npz shard with images in 'x'")
-        return archive["x"]
+def read_shard(path: str, shape: tuple[int, ...], block: int = 256
+               ) -> Iterator[tuple[str, np.ndarray]]:
+    """Images of an .npz (array `x`) or .npy shard, a block of rows at a time; a single image in
+    a file is allowed too. Headers are checked against the file's size before anything is read,
+    and pickled objects are refused (`trainer.data.npyfile`)."""
+    from trainer.data.npyfile import open_npy, open_npz
 
-
-def read_shard(path: str, shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
-    """Images of an .npz (array `x`) or .npy shard; a single image in a file is allowed too."""
-    try:
-        x = _shard_array(path)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"cannot read shard ({exc}), {path}, expected a numeric .npz/.npy "
-                        "array of images (pickled objects are refused)") from None
+    arr = open_npy(path) if path.endswith(".npy") else open_npz(path, ("x",))["x"]
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"array of dtype {arr.dtype}, {path}, expected a numeric .npz/.npy array "
+                        "of images")
     image_shapes = {tuple(shape), tuple(shape[:2])} if shape[2] == 1 else {tuple(shape)}
-    if tuple(x.shape) in image_shapes:
-        x = x[np.newaxis]
-    if tuple(x.shape[1:]) not in image_shapes:
-        raise UserError(f"images of shape {tuple(x.shape[1:])}, {path}, expected {tuple(shape)} "
+    if tuple(arr.shape) in image_shapes:
+        yield f"{path}[0]", np.asarray(arr.load(), dtype=np.float32).reshape(shape)
+        return
+    if tuple(arr.shape[1:]) not in image_shapes:
+        raise UserError(f"images of shape {tuple(arr.shape[1:])}, {path}, expected {tuple(shape)} "
                         "as the model was trained on")
-    for i in range(len(x)):
-        image = np.asarray(x[i], dtype=np.float32)
-        yield f"{path}[{i}]", image.reshape(shape)
+    read = arr.reader()
+    for start in range(0, arr.shape[0], block):
+        rows = read(start, min(arr.shape[0], start + block))
+        for i, image in enumerate(rows):
+            yield f"{path}[{start + i}]", np.asarray(image, dtype=np.float32).reshape(shape)
 
 
 def read_inputs(inputs: Sequence[str], shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
@@ -188,9 +191,10 @@ def format_row(row: list, classification: bool) -> str:
     return f"{row[0]}  " + "  ".join(f"{v:.6g}" for v in row[1:])
 
 
-def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int) -> int:
+def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
+        allow_unsafe: bool = False) -> int:
     """Predict and print; returns the number of inputs."""
-    saved = load(model_path)
+    saved = load(model_path, allow_unsafe)
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
         local_csv = os.path.join(tmp, "predictions.csv")
@@ -212,7 +216,7 @@ def main(inputs: Sequence[str]) -> int:
     if not inputs:
         raise UserError("no inputs given, command line, expected image files, folders or "
                         ".npz/.npy shards after the flags")
-    count = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size)
+    count = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model)
     print(f"{count} inputs predicted" + (f", written to {FLAGS.csv}" if FLAGS.csv else ""),
           file=sys.stderr)
     return 0

@@ -8,8 +8,10 @@ resize and convert colour the same way.
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +19,13 @@ from PIL import Image, UnidentifiedImageError
 from trainer.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+FORMATS = ("PNG", "JPEG", "TIFF")  # Pillow's names of the formats above
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's own decompression-bomb threshold, about 89 M
+# Set once, not per call (`catch_warnings` is not thread-safe, and images decode in threads):
+# above MAX_PIXELS Pillow only warns, then decodes; here that is an error. Damaged TIFF tags are
+# warned about on stderr and then either decode or fail, which the caller reports in one line.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -38,10 +47,41 @@ def spec_from_config(image_size: Optional[list[int]], color: str) -> ImageSpec:
                      {"grey": 1, "rgb": 3}.get(color))
 
 
+def open_image(data: bytes, where: str, formats: Sequence[str] = FORMATS) -> Image.Image:
+    """The image in `data`, its header read but no pixels yet.
+
+    Only `formats` are tried, whatever the file's extension says (Pillow would otherwise open
+    dozens of formats, some through external programs), and an image of more than `MAX_PIXELS`
+    is refused before its pixels are decoded, so a 100,000 x 100,000 header costs nothing.
+    """
+    expected = f"expected a {', '.join(formats[:-1])} or {formats[-1]} image"
+    try:
+        img = Image.open(io.BytesIO(data), formats=list(formats))
+    except UnidentifiedImageError:
+        raise UserError(f"cannot decode image (not a {' or '.join(formats)} file), {where}, "
+                        f"{expected}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"image too large ({_reason(exc)}), {where}, expected at most "
+                        f"{MAX_PIXELS} pixels") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, {expected}") from None
+    width, height = img.size
+    if not 0 < width * height <= MAX_PIXELS:
+        img.close()
+        raise UserError(f"image of {width}x{height} pixels, {where}, expected at least 1 and at "
+                        f"most {MAX_PIXELS} pixels")
+    return img
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def decode(data: bytes, spec: ImageSpec, where: str) -> np.ndarray:
     """Decode, convert colour, resize (bilinear) to `spec`; float32 (H, W, C), values unscaled."""
+    img = open_image(data, where)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with img:
             img.load()
             channels = spec.channels or (1 if img.mode in ("1", "L", "P") + _HIGH_DEPTH_MODES else 3)
             if img.mode in _HIGH_DEPTH_MODES:
@@ -51,10 +91,9 @@ def decode(data: bytes, spec: ImageSpec, where: str) -> np.ndarray:
             if spec.size and img.size != (spec.size[1], spec.size[0]):
                 img = img.resize((spec.size[1], spec.size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot decode image ({reason}), {where}, expected a PNG, JPEG or TIFF "
-                        "image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, expected a PNG, JPEG or "
+                        "TIFF image") from None
     if array.ndim == 2:
         array = array[..., np.newaxis]
     if array.shape[2] != channels:

@@ -9,7 +9,10 @@ arrays are refused (`allow_pickle` stays off).
 
 from __future__ import annotations
 
+import io
+import math
 import struct
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional
@@ -21,6 +24,7 @@ from trainer.data.source import ByteRows
 from trainer.errors import UserError
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip's local file header, 30 bytes
+_MAX_BYTES = 2**62  # numpy's limit on one array's size is about this (intp)
 
 
 @dataclass
@@ -35,7 +39,7 @@ class NpyArray:
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize  # Python ints: no overflow
 
     def reader(self) -> Callable[[int, int], np.ndarray]:
         """`read(a, b)` for rows [a, b): one ranged read, local or remote.
@@ -51,6 +55,8 @@ class NpyArray:
         return _RowReader(self)
 
     def load(self) -> np.ndarray:
+        if not self.shape:  # a 0-d array: one value
+            return self.reader()(0, 1).reshape(())
         return self.reader()(0, self.shape[0])
 
 
@@ -78,8 +84,20 @@ def _header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
         shape, fortran, dtype = read_header(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise UserError(f"cannot read array ({exc}), {where}, expected a numeric .npy array") from None
+    except (ValueError, TypeError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:
+        # numpy parses the header as a Python literal: any of these says it is not one
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read array ({reason}), {where}, expected a numeric .npy array"
+                        ) from None
+    if dtype.kind not in "biufcSU" and not dtype.hasobject:  # datetimes, records, raw bytes
+        raise UserError(f"cannot read array (dtype {dtype}), {where}, expected numbers or, for "
+                        "labels, strings")
+    if any(d < 0 for d in shape) or dtype.itemsize == 0:
+        raise UserError(f"cannot read array (shape {tuple(shape)} of {dtype}), {where}, expected "
+                        "a numeric .npy array")
+    if math.prod(max(d, 1) for d in shape) * dtype.itemsize > _MAX_BYTES:
+        raise UserError(f"array of shape {tuple(shape)} is too large for any machine, {where}, "
+                        "expected a numeric .npy array")
     if dtype.hasobject:
         raise UserError(f"cannot read array (object dtype), {where}, expected a numeric .npy array "
                         "(pickled objects are refused)")
@@ -94,6 +112,17 @@ def _check_size(arr: NpyArray, size: int, where: str) -> None:
     if size < need:
         raise UserError(f"file is truncated ({size} of {need} bytes), {where}, expected a complete "
                         "array")
+
+
+def array_from_bytes(data: bytes, where: str) -> np.ndarray:
+    """A whole `.npy` file's bytes as an array, its header checked against the bytes present
+    (never `np.load`, which allocates whatever shape the header claims before reading)."""
+    f = io.BytesIO(data)
+    shape, dtype, length = _header(f, where)
+    arr = NpyArray(where, length, shape, dtype)
+    _check_size(arr, len(data), where)
+    count = math.prod(shape)
+    return np.frombuffer(data, dtype, count=count, offset=length).reshape(shape)
 
 
 def open_npy(path: str) -> NpyArray:

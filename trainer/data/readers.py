@@ -21,7 +21,7 @@ import numpy as np
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
-from trainer.data.npyfile import NpyArray, open_npy, open_npz
+from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
 from trainer.data.source import Shard, group_names
 from trainer.errors import UserError
 
@@ -29,6 +29,9 @@ Reader = Callable[[list[str], DataConfig, images.ImageSpec], list[Shard]]
 
 
 def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None) -> Shard:
+    if not x.shape:
+        raise UserError(f"x is a single value, {where}, expected an array of samples "
+                        "(N, H, W[, C])")
     if x.shape[0] != (y.shape[0] if y.shape else 1):
         raise UserError(f"x has {x.shape[0]} samples but y has {y.shape[0] if y.shape else 1}, "
                         f"{where}, expected the same number")
@@ -88,6 +91,12 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
         x, y = handle[data.x_key], handle[data.y_key]
         if x.dtype.kind not in "iufb":
             raise UserError(f"dataset {data.x_key!r} of dtype {x.dtype}, {path}, expected numbers")
+        if not x.shape:
+            raise UserError(f"dataset {data.x_key!r} is a single value, {path}, expected an array "
+                            "of samples (N, H, W[, C])")
+        if x.shape[0] != (y.shape[0] if y.shape else 1):  # before y is read: sizes are declared
+            raise UserError(f"x has {x.shape[0]} samples but y has {y.shape[0] if y.shape else 1}, "
+                            f"{path}, expected the same number")
         try:
             labels = y[()]
         except OSError as exc:
@@ -95,9 +104,6 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
                             "HDF5 file") from None
         if labels.dtype.kind in "SO":
             labels = labels.astype(str)
-        if len(x) != len(labels):
-            raise UserError(f"x has {len(x)} samples but y has {len(labels)}, {path}, expected the "
-                            "same number")
 
         def read(a: int, b: int, x=x, path=path) -> np.ndarray:
             try:
@@ -117,11 +123,9 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
 
     def load(path: str, spec: images.ImageSpec) -> np.ndarray:
         if path.lower().endswith(".npy"):
-            try:
-                a = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
-            except ValueError as exc:
-                raise UserError(f"cannot read array ({exc}), {path}, expected a numeric .npy array "
-                                "(pickled objects are refused)") from None
+            a = array_from_bytes(storage.read_bytes(path), path)
+            if a.dtype.kind not in "biuf":
+                raise UserError(f"array of dtype {a.dtype}, {path}, expected a numeric .npy array")
             return (a[..., np.newaxis] if a.ndim == 2 else a).astype(np.float32)
         return images.decode(storage.read_bytes(path), spec, path)
 
@@ -160,26 +164,68 @@ def _column_values(values: list[str]) -> np.ndarray:
     return np.array(values)
 
 
+def _inside(manifest: str, row: int, value: str) -> str:
+    """The file a manifest row names: resolved against the manifest's folder, and refused when
+    it leaves that folder (`../../etc/passwd`, an absolute path or a URL elsewhere)."""
+    where = f"{manifest} row {row}"
+    if not value.strip() or "\x00" in value:
+        raise UserError(f"empty or malformed path {value[:100]!r}, {where}, expected a file path "
+                        "relative to the manifest's folder")
+    if "://" in manifest:  # gs://bucket/folder/m.csv: compare the paths after the scheme
+        scheme, _, rest = manifest.partition("://")
+        folder = posixpath.dirname(posixpath.normpath(rest))
+        kind, sep, target = value.partition("://")
+        if sep:
+            resolved = posixpath.normpath(target) if kind == scheme else None
+        else:
+            resolved = posixpath.normpath(posixpath.join(folder, value))
+        file = f"{scheme}://{resolved}"
+    else:
+        folder = os.path.dirname(os.path.abspath(manifest))
+        resolved = None if "://" in value else os.path.normpath(os.path.join(folder, value))
+        file = resolved
+    if resolved is None or not resolved.startswith(folder.rstrip("/") + "/"):
+        raise UserError(f"path {value[:200]!r} leaves the manifest's folder, {where}, expected a "
+                        f"file inside {os.path.dirname(manifest) or '.'} (paths are relative to "
+                        "the manifest)")
+    return file
+
+
+def manifest_rows(path: str, text: str,
+                  data: DataConfig) -> tuple[list[dict], list[str], list[str]]:
+    """A CSV manifest's rows, its columns and the file of each row, confined to its folder."""
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        rows, columns = list(reader), reader.fieldnames or []
+    except csv.Error as exc:
+        raise UserError(f"malformed CSV ({exc}), {path} line {reader.line_num + 1}, expected a "
+                        "manifest of paths and labels") from None
+    for col in (data.path_column, *data.label_columns):
+        if col not in columns:
+            key = "data.path_column" if col == data.path_column else "data.label_columns"
+            raise UserError(f"column {col!r} not found ({key}), {path}, expected one of: "
+                            f"{', '.join(map(str, columns)) or 'no columns'}")
+    if not rows:
+        raise UserError(f"no rows, {path}, expected one row per sample")
+    for i, r in enumerate(rows, 1):
+        missing = [c for c in (data.path_column, *data.label_columns) if r.get(c) is None]
+        if missing:
+            raise UserError(f"row has no {missing[0]!r} cell, {path} row {i}, expected "
+                            f"{len(columns)} cells like the header")
+    files = [_inside(path, i, r[data.path_column]) for i, r in enumerate(rows, 1)]
+    return rows, columns, files
+
+
 def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
-    """A manifest of file paths (relative to the CSV) and one or more label columns."""
+    """A manifest of file paths (relative to the CSV, inside its folder) and label columns."""
     shards = []
     for path in paths:
-        reader = csv.DictReader(io.StringIO(storage.read_text(path)))
-        rows, columns = list(reader), reader.fieldnames or []
-        for col in (data.path_column, *data.label_columns):
-            if col not in columns:
-                key = "data.path_column" if col == data.path_column else "data.label_columns"
-                raise UserError(f"column {col!r} not found ({key}), {path}, expected one of: "
-                                f"{', '.join(columns) or 'no columns'}")
-        if not rows:
-            raise UserError(f"no rows, {path}, expected one row per sample")
-        files = [v if "://" in v or os.path.isabs(v) else _sibling(path, v)
-                 for v in (r[data.path_column] for r in rows)]
+        rows, columns, files = manifest_rows(path, storage.read_text(path), data)
         cols = [_column_values([r[c] for r in rows]) for c in data.label_columns]
         labels = cols[0] if len(cols) == 1 else np.stack(cols, axis=1).astype(np.float64)
         shards.append(_file_shard(files, labels, spec, path))
         if data.group_key in columns:  # raw cells: group "007" stays "007"
-            shards[-1].groups = group_names(np.array([r[data.group_key] for r in rows]),
+            shards[-1].groups = group_names(np.array([r.get(data.group_key) or "" for r in rows]),
                                             len(rows), f"{path} column {data.group_key!r}")
         spec = images.ImageSpec(shards[0].sample_shape[:2], shards[0].sample_shape[2])
     return shards

@@ -12,6 +12,7 @@ so a data set larger than memory is read one block at a time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -19,6 +20,9 @@ import numpy as np
 
 from trainer import storage
 from trainer.errors import UserError
+
+
+MAX_SAMPLE_BYTES = 2**31 - 1  # one sample (image, volume) of at most 2 GiB, as a TFRecord holds
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Shard:
     def __post_init__(self) -> None:
         if self.raw is None:
             self.raw = getattr(self.read, "raw", None)
+        size = math.prod(int(d) for d in self.sample_shape) * np.dtype(self.dtype).itemsize
+        if size > MAX_SAMPLE_BYTES:  # a declared shape no block of rows could ever hold
+            raise UserError(f"samples of shape {tuple(self.sample_shape)} and "
+                            f"{np.dtype(self.dtype)} are {size} bytes each, {self.path}, expected at most "
+                            f"{MAX_SAMPLE_BYTES} bytes per sample")
 
 
 def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
@@ -70,8 +79,17 @@ def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
                             "expected integer or string group names (a video, session or seed)")
         values = values.astype(np.int64)  # a seed stored as 3.0 is group "3", as in an int file
     if values.dtype.kind in "SO":
-        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values])
+        return texts(values, where, "group names")
     return values.astype(str)
+
+
+def texts(values: np.ndarray, where: str, what: str) -> np.ndarray:
+    """Names stored as bytes (TFRecord, HDF5, npy) as strings, read as UTF-8."""
+    try:
+        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values])
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} that are not UTF-8 text ({exc.object[:20]!r}), {where}, expected "
+                        "text") from None
 
 
 def array_shard(x: np.ndarray, y: np.ndarray, path: str) -> Shard:

@@ -15,6 +15,7 @@ and its images cut out of the records; PNG records are parsed and decoded.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from typing import BinaryIO, Iterator, Optional
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.data import images
-from trainer.data.source import ByteRows, Shard, group_names
+from trainer.data.source import ByteRows, Shard, group_names, texts
 from trainer.errors import UserError
 from trainer.kerasflavor import tf
 
@@ -31,6 +32,9 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _PNG_MAGIC = b"\x89PNG"
 _PARSE_BATCH = 4096
+_MAX_RECORD = 2**31 - 1  # protobuf cannot parse a larger message
+_CHUNK = 1 << 20
+_ENCODINGS = ("raw", "png", "jpeg", "tiff")  # raw bytes, or a file `images` decodes
 
 
 def _masked_crc(data: bytes) -> int:
@@ -59,7 +63,10 @@ def _records(f: BinaryIO, path: str) -> Iterator[tuple[int, bytes]]:
         if _U32.unpack_from(head, 8)[0] != _masked_crc(head[:8]):
             raise UserError(f"corrupt TFRecord (length checksum mismatch), {where}, expected a "
                             "TFRecord file (is it compressed? GZIP is detected by its header)")
-        data = f.read(length)
+        if length > _MAX_RECORD:
+            raise UserError(f"TFRecord record of {length} bytes, {where}, expected a serialized "
+                            f"tf.train.Example of at most {_MAX_RECORD} bytes (protobuf's limit)")
+        data = _read_up_to(f, length)
         foot = f.read(4)
         if len(data) < length or len(foot) < 4:
             raise UserError(f"truncated TFRecord (record ends early), {where}, expected a complete "
@@ -72,6 +79,19 @@ def _records(f: BinaryIO, path: str) -> Iterator[tuple[int, bytes]]:
         index += 1
 
 
+def _read_up_to(f: BinaryIO, length: int) -> bytes:
+    """`length` bytes, or fewer at the end of the file, read in pieces: a forged length costs
+    only the bytes really there, never an allocation of the size it claims."""
+    parts = []
+    while length > 0:
+        part = f.read(min(length, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        length -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _is_gzip(path: str) -> bool:
     with storage.open_read(path) as f:
         return f.read(2) == b"\x1f\x8b"
@@ -82,37 +102,80 @@ def _stream(path: str, gz: bool) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw) if gz else raw
 
 
+def _values(feats, key: str, kind: str, where: str) -> list:
+    """The values of feature `key`, which must be a `kind` (`bytes_list`, `int64_list`, ...)."""
+    found = feats[key].WhichOneof("kind")
+    if found != kind:
+        raise UserError(f"TFRecord feature {key!r} is a {found or 'empty feature'}, {where}, "
+                        f"expected a {kind}")
+    return list(getattr(feats[key], kind).value)
+
+
+def _text(feats, key: str, where: str, default: str) -> str:
+    if key not in feats:
+        return default
+    values = _values(feats, key, "bytes_list", where)
+    try:
+        return values[0].decode("ascii") if len(values) == 1 else ""
+    except UnicodeDecodeError:
+        return ""
+
+
 def _layout(first: bytes, path: str, group_key: str) -> dict:
-    """What the first record holds: label kind and width, encoding, dtype, shape."""
+    """What the first record holds: label kind and width, encoding, dtype, shape.
+
+    Nothing in the record is trusted: a raw image's declared shape and dtype must describe
+    exactly the bytes it holds (a shape of 10^12 elements is refused here, before anything of
+    that size exists), and encoded images are sized by their decoder's checks (`images`).
+    """
+    where = f"{path} record 0"
     try:
         example = tf.train.Example.FromString(first)
     except Exception:  # protobuf's DecodeError has no stable import path
-        raise UserError(f"record is not a tf.train.Example, {path} record 0, expected serialized "
+        raise UserError(f"record is not a tf.train.Example, {where}, expected serialized "
                         "tf.train.Example records") from None
     feats = example.features.feature
     missing = [k for k in ("image", "label") if k not in feats]
     if missing:
-        raise UserError(f"TFRecord lacks feature {missing[0]!r}, {path} record 0, expected features "
+        raise UserError(f"TFRecord lacks feature {missing[0]!r}, {where}, expected features "
                         f"'image', 'label' and 'shape' (found: {', '.join(sorted(feats)) or 'none'})")
     kind = feats["label"].WhichOneof("kind")
     width = len(getattr(feats["label"], kind).value) if kind else 0
-    image = feats["image"].bytes_list.value
-    encoding = (feats["encoding"].bytes_list.value[0].decode() if "encoding" in feats
-                else "png" if image and image[0][:4] == _PNG_MAGIC else "raw")
-    shape = tuple(feats["shape"].int64_list.value) if "shape" in feats else ()
+    image = _values(feats, "image", "bytes_list", where)
+    if len(image) != 1:
+        raise UserError(f"TFRecord feature 'image' holds {len(image)} values, {where}, expected "
+                        "one image per record")
+    encoding = _text(feats, "encoding", where, "png" if image[0][:4] == _PNG_MAGIC else "raw")
+    if encoding not in _ENCODINGS:
+        raise UserError(f"TFRecord encoding {encoding!r}, {where}, expected one of "
+                        f"{', '.join(_ENCODINGS)}")
+    shape = tuple(_values(feats, "shape", "int64_list", where)) if "shape" in feats else ()
     if encoding == "raw" and not shape:
-        raise UserError(f"TFRecord lacks feature 'shape', {path} record 0, expected the image's "
+        raise UserError(f"TFRecord lacks feature 'shape', {where}, expected the image's "
                         "(H, W[, C]) beside raw bytes")
-    dtype = feats["dtype"].bytes_list.value[0].decode() if "dtype" in feats else "float32"
+    if any(d <= 0 for d in shape):
+        raise UserError(f"TFRecord image shape {shape}, {where}, expected positive sizes")
+    name = _text(feats, "dtype", where, "float32")
+    try:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError, SyntaxError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise UserError(f"TFRecord dtype {name!r}, {where}, expected a numeric dtype such as "
+                        "float32 or uint8")
+    if encoding == "raw" and math.prod(shape) * dtype.itemsize != len(image[0]):
+        raise UserError(f"TFRecord image shape {shape} of {dtype} declares "
+                        f"{math.prod(shape) * dtype.itemsize} bytes but the image holds "
+                        f"{len(image[0])}, {where}, expected the shape of the bytes stored")
     label_dtype = {"int64_list": tf.int64, "float_list": tf.float32, "bytes_list": tf.string}.get(kind)
     if label_dtype is None or width == 0:
-        raise UserError(f"TFRecord feature 'label' is empty, {path} record 0, expected an int64, "
+        raise UserError(f"TFRecord feature 'label' is empty, {where}, expected an int64, "
                         "float or bytes label")
     group_kind = feats[group_key].WhichOneof("kind") if group_key in feats else None
     group_dtype = {"int64_list": tf.int64, "bytes_list": tf.string,
                    "float_list": tf.float32}.get(group_kind)
     return {"label_dtype": label_dtype, "width": width, "encoding": encoding,
-            "dtype": np.dtype(dtype), "shape": shape, "group": group_dtype}
+            "dtype": dtype, "shape": shape, "group": group_dtype}
 
 
 def _parse(serialized: list[bytes], spec: dict, path: str, first_index: int) -> dict:
@@ -179,7 +242,7 @@ def open_shard(path: str, spec: images.ImageSpec, group_key: str = "group") -> S
     y = np.concatenate(labels)
     y = y[:, 0] if layout["width"] == 1 else y
     if y.dtype == object:
-        y = y.astype(bytes).astype(str)
+        y = texts(y.reshape(-1), path, "labels").reshape(y.shape)
     offsets.append(end)
     bounds = np.asarray(offsets, np.int64)
     sample_shape = _sample_shape(path, gz, layout, bounds, spec)
@@ -199,7 +262,7 @@ def open_shard(path: str, spec: images.ImageSpec, group_key: str = "group") -> S
 
 
 def _image_bytes(layout: dict) -> int:
-    return int(np.prod(layout["shape"])) * layout["dtype"].itemsize
+    return math.prod(layout["shape"]) * layout["dtype"].itemsize
 
 
 def _find_images(records: list[bytes], found: np.ndarray, layout: dict, path: str, first: int,
