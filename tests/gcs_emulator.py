@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Optional
 
 
 def free_port() -> int:
@@ -32,6 +32,7 @@ class Emulator:
     port: int
     bucket: str
     log: IO[str]
+    data_dir: Optional[str] = None
 
     def output(self) -> str:
         self.log.seek(0)
@@ -46,11 +47,12 @@ class Emulator:
         return "/".join([f"gs://{self.bucket}", *parts])
 
     def client(self):
-        """A google-cloud-storage client talking to this server (needs STORAGE_EMULATOR_HOST)."""
+        """A google-cloud-storage client talking to this server."""
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(credentials=AnonymousCredentials(), project="test")
+        return storage.Client(credentials=AnonymousCredentials(), project="test",
+                              client_options={"api_endpoint": self.host})
 
     def env(self) -> dict[str, str]:
         """Environment for a child process that should use this server."""
@@ -66,17 +68,28 @@ class Emulator:
         if not keep_log:
             self.log.close()
 
+    def restart(self, timeout_s: float = 30.0) -> "Emulator":
+        """The same server again on the same port and folder: a bucket back after an outage."""
+        assert self.data_dir is not None, "an in-memory server loses its objects when stopped"
+        return start(self.bucket, timeout_s, port=self.port, data_dir=self.data_dir)
 
-def start(bucket: str = "test-bucket", timeout_s: float = 30.0, port: int = 0) -> Emulator:
-    """Start the server on `port` (0: a free one) and wait until it answers."""
+
+def start(bucket: str = "test-bucket", timeout_s: float = 30.0, port: int = 0,
+          data_dir: Optional[str] = None) -> Emulator:
+    """Start the server on `port` (0: a free one) and wait until it answers.
+
+    With `data_dir` its objects live in that folder, so a server stopped and started again on
+    the same folder still has them (an outage, not a wipe); otherwise in memory."""
     port = port or free_port()
     # Its output goes to a file: a pipe nobody reads would fill up and stall the server.
     log = tempfile.TemporaryFile(mode="w+")
+    where = ["--in-memory"] if data_dir is None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--in-memory", "--quiet", "--default-bucket", bucket],
+        [sys.executable, "-m", "gcp_storage_emulator",
+         *(["--data-dir", data_dir] if data_dir is not None else []), "start", "--host",
+         "127.0.0.1", "--port", str(port), *where, "--quiet", "--default-bucket", bucket],
         stdout=log, stderr=subprocess.STDOUT, text=True)
-    emulator = Emulator(proc, port, bucket, log)
+    emulator = Emulator(proc, port, bucket, log, data_dir)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -112,12 +112,17 @@ def test_two_preemptions_in_one_run(tmp_path, uninterrupted):
     assert_same_weights(tmp_path / "two" / "model.h5", uninterrupted)
 
 
-def test_preemption_while_uploading_the_model_to_gcs(tmp_path, gcs, uninterrupted):
+def test_preemptions_mid_epoch_and_while_uploading_the_model_to_gcs(tmp_path, gcs, uninterrupted):
     out = gcs.url("preempted-upload")
-    cut = interrupt(out, "up", "SIGTERM", "upload:model.h5", env=gcs.env())
-    assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
-    assert "UPLOADING" in cut.stdout
-    model_url = storage.join(out, "up", "model.h5")
+    run = storage.join(out, "up")
+    first = interrupt(out, "up", "SIGTERM", 10, env=gcs.env())
+    assert first.returncode == RESTART_EXIT_CODE, first.stderr[-3000:]
+    assert storage.exists(storage.join(run, "checkpoints", "backup", "checkpoint"))
+
+    second = interrupt(out, "up", "SIGTERM", "upload:model.h5", env=gcs.env())
+    assert second.returncode == RESTART_EXIT_CODE, second.stderr[-3000:]
+    assert "from its backup" in second.stdout and "UPLOADING" in second.stdout
+    model_url = storage.join(run, "model.h5")
     if storage.exists(model_url):  # the upload may have finished: then it must be whole
         storage.get_file(model_url, str(tmp_path / "first.h5"))
         assert_same_weights(tmp_path / "first.h5", uninterrupted)
@@ -126,7 +131,24 @@ def test_preemption_while_uploading_the_model_to_gcs(tmp_path, gcs, uninterrupte
     assert "evaluating only" in resumed.stdout
     storage.get_file(model_url, str(tmp_path / "model.h5"))
     assert_same_weights(tmp_path / "model.h5", uninterrupted)
-    assert storage.exists(storage.join(out, "up", "metrics.json"))
+    assert storage.exists(storage.join(run, "metrics.json"))
+    assert not storage.exists(storage.join(run, "checkpoints", "backup", "checkpoint"))
+
+
+def test_periodic_backups_let_a_killed_run_resume_mid_epoch(tmp_path, uninterrupted):
+    every = ["--set", "train.backup_every_steps=25"]
+    cut = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), "SIGKILL", "170",
+         str(tmp_path), "name=p", *COMMON, "train.backup_every_steps=25"],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=300)
+    assert cut.returncode == -9
+    done = run_cli("--output_dir", str(tmp_path), *_sets("p"), *every)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Killed after batch 62 of epoch 2; the last backup came fewer than 25 batches before.
+    batch = int(re.search(r"from its backup in epoch 2, at batch (\d+) of 108", done.stdout)[1])
+    assert 62 - 25 < batch <= 62
+    assert_same_weights(tmp_path / "p" / "model.h5", uninterrupted)
 
 
 @pytest.mark.parametrize("damage", ["flip bytes in the data", "truncate the index"])

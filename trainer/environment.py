@@ -131,6 +131,25 @@ def _fsspec_gcs_token(env: Mapping[str, str]) -> bool:
     return False
 
 
+STORAGE_RETRY_ENV = "TRAINER_STORAGE_RETRY_S"
+
+
+def storage_retry_budget() -> Optional[float]:
+    """The seconds one remote storage call may take, its retries included ($TRAINER_STORAGE_RETRY_S);
+    None leaves the storage library's own schedule (gcsfs: 6 tries, about 35 s) as the limit."""
+    raw = os.environ.get(STORAGE_RETRY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"{STORAGE_RETRY_ENV}={raw!r}, environment, expected a number of seconds "
+                        "above 0 (or unset, for the storage library's own retry schedule)")
+    return seconds
+
+
 # -------------------------------------------------------------------------------------------------
 # Logging: readable lines locally, one JSON object per line for Cloud Logging.
 

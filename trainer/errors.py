@@ -20,3 +20,8 @@ class UserError(Exception):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite during training."""
+
+
+class StorageUnavailable(UserError):
+    """A bucket stopped answering and the storage library's retries ran out. What was already
+    written stays as it was, so the run resumes when re-run once storage answers again."""

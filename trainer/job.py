@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from trainer import artifacts, environment, storage
 from trainer.config import Config
 from trainer.data import groups, load_splits
-from trainer.errors import TrainingDiverged, UserError
+from trainer.errors import StorageUnavailable, TrainingDiverged, UserError
 from trainer.preemption import SigtermWatch
 from trainer.rundir import RunDir
 from trainer.training import train_and_evaluate
@@ -73,8 +73,9 @@ def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Pla
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:
         # Bad data found mid-run (an undecodable image, a corrupt shard): a new run leaves no
-        # partial output. A diverged run keeps its last finite checkpoint on purpose.
-        if fresh and not isinstance(exc, TrainingDiverged):
+        # partial output. A diverged run keeps its last finite checkpoint on purpose, and so does
+        # a run whose bucket stopped answering (a re-run resumes; deleting would fail anyway).
+        if fresh and not isinstance(exc, (TrainingDiverged, StorageUnavailable)):
             storage.remove_tree(run_dir.url)
         raise
     finally:

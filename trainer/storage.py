@@ -3,11 +3,19 @@
 Nothing else in the package touches fsspec or checks for `gs://`. Writes are never streamed into
 their final name: a file is finished locally, then copied whole (`put_file`), so an interruption
 leaves either the old object or the new one, never a truncated one.
+
+Transient faults of a bucket (connection refused or reset, timeouts, 429 and 5xx answers) are
+retried by the storage library itself: every gcsfs request goes through its `retry_request`
+(6 tries, backoff 1, 2, 4, 8, 16 s plus jitter, about 35 s in all). `TRAINER_STORAGE_RETRY_S`
+caps one call, retries included, through fsspec's own per-call `timeout`. When the retries run out
+the library's last exception becomes one `StorageUnavailable` naming the operation and the object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import sys
@@ -18,9 +26,12 @@ import fsspec
 import numpy as np
 
 from trainer import environment, secrets
-from trainer.errors import UserError
+from trainer.errors import StorageUnavailable, UserError
 
 GCS_MOUNT = "/gcs/"
+# gcsfs logs a traceback when its retries run out; `_unavailable` turns that same exception into
+# the one error line, so for every tool the traceback would only be noise on stderr.
+logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def normalize(path: str) -> str:
@@ -54,6 +65,45 @@ def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
                         "account) and a reachable service") from None
 
 
+def _limit(fs: fsspec.AbstractFileSystem) -> dict:
+    """fsspec's per-call `timeout` for remote (async) file systems when a budget is set: the call,
+    the library's retries included, is cancelled when it runs out."""
+    budget = environment.storage_retry_budget()
+    return {"timeout": budget} if budget and getattr(fs, "async_impl", False) else {}
+
+
+def _transient(exc: BaseException) -> bool:
+    """What the storage library itself retries (its own `is_retriable`), or a spent budget."""
+    from fsspec.exceptions import FSTimeoutError
+
+    if isinstance(exc, FSTimeoutError):
+        return True
+    if "gcsfs" not in sys.modules:  # imported lazily: it reads its settings when first imported
+        return False
+    from gcsfs.retry import is_retriable
+
+    return is_retriable(exc)
+
+
+@contextlib.contextmanager
+def _unavailable(operation: str, path: str):
+    """Turn the library's final exception, once its retries are spent, into one clear error."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - only transient faults are translated, others re-raised
+        if not _transient(exc):
+            raise
+        if str(exc):
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        else:  # the budget ran out first
+            why = (f"no answer within {environment.STORAGE_RETRY_ENV}="
+                   f"{environment.storage_retry_budget():g} s")
+        raise StorageUnavailable(
+            f"storage did not answer, {operation} {path} failed after retrying ({why}), expected "
+            "the bucket to be reachable (what was already written is intact: re-run the same "
+            "name to resume)") from None
+
+
 def join(base: str, *parts: str) -> str:
     base = normalize(base)
     if is_local(base):
@@ -63,14 +113,15 @@ def join(base: str, *parts: str) -> str:
 
 def exists(path: str) -> bool:
     fs, p = _fs(path)
-    return fs.exists(p)
+    with _unavailable("looking up", path):
+        return fs.exists(p, **_limit(fs))
 
 
 def read_bytes(path: str) -> bytes:
     fs, p = _fs(path)
     try:
-        with fs.open(p, "rb") as f:
-            return f.read()
+        with _unavailable("reading", path):
+            return fs.cat_file(p, **_limit(fs))
     except FileNotFoundError:
         raise UserError(f"file not found, {path}, expected an existing file") from None
     except IsADirectoryError:
@@ -88,9 +139,43 @@ def open_read(path: str):
     """A readable binary file object; local files are opened directly (no copy)."""
     fs, p = _fs(path)
     try:
-        return fs.open(p, "rb")
+        with _unavailable("opening", path):
+            f = fs.open(p, "rb")
     except FileNotFoundError:
         raise UserError(f"file not found, {path}, expected an existing file") from None
+    return f if is_local(path) else _RemoteFile(f, path)
+
+
+class _RemoteFile:
+    """A remote file whose reads end in `StorageUnavailable` once the library's retries are spent
+    (the readers that hold files open, h5py and PyAV among them, see only a file object)."""
+
+    def __init__(self, f, path: str):
+        self._f, self._path = f, path
+
+    def read(self, *args):
+        with _unavailable("reading", self._path):
+            return self._f.read(*args)
+
+    def readinto(self, buffer):
+        with _unavailable("reading", self._path):
+            return self._f.readinto(buffer)
+
+    def seek(self, *args):
+        with _unavailable("reading", self._path):
+            return self._f.seek(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._f.close()
 
 
 _IOV_MAX = 1024  # iovecs per preadv call (Linux's IOV_MAX; os.sysconf may say more, never less)
@@ -202,17 +287,22 @@ def _preadv_rows(fd, starts, offsets, gaps, size, dest, dest_offsets) -> int:
 
 
 def _copy_rows(path, starts, offsets, size, dest, dest_offsets) -> int:
+    """Each span one ranged read (one request on a bucket), its rows copied out."""
+    fs, p = _fs(path)
     done = 0
-    with open_read(path) as f:
-        for a, b in zip(starts[:-1], starts[1:]):
-            f.seek(offsets[a])
-            span = memoryview(f.read(offsets[b - 1] + size - offsets[a]))
-            for i in range(a, b):
-                at = offsets[i] - offsets[a]
-                if at + size > len(span):
-                    return done
-                dest[dest_offsets[i]:dest_offsets[i] + size] = span[at:at + size]
-                done += 1
+    for a, b in zip(starts[:-1], starts[1:]):
+        try:
+            with _unavailable("reading", path):
+                span = memoryview(fs.cat_file(p, start=offsets[a], end=offsets[b - 1] + size,
+                                              **_limit(fs)))
+        except FileNotFoundError:
+            raise UserError(f"file not found, {path}, expected an existing file") from None
+        for i in range(a, b):
+            at = offsets[i] - offsets[a]
+            if at + size > len(span):
+                return done
+            dest[dest_offsets[i]:dest_offsets[i] + size] = span[at:at + size]
+            done += 1
     return done
 
 
@@ -223,14 +313,16 @@ def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:
     found: list[str] = []
     for pattern in patterns:
         fs, p = _fs(pattern)
-        if any(ch in p for ch in "*?["):
-            matches = sorted(m for m in fs.glob(p) if fs.isfile(m))
-        elif fs.isdir(p):
-            matches = sorted(m for m in fs.find(p))
-        elif fs.exists(p):
-            matches = [p]
-        else:
-            matches = []
+        limit = _limit(fs)
+        with _unavailable("listing", pattern):
+            if any(ch in p for ch in "*?["):
+                matches = sorted(m for m in fs.glob(p, **limit) if fs.isfile(m, **limit))
+            elif fs.isdir(p, **limit):
+                matches = sorted(m for m in fs.find(p, **limit))
+            elif fs.exists(p, **limit):
+                matches = [p]
+            else:
+                matches = []
         if not matches:
             raise UserError(f"no files found, {what}={pattern}, expected an existing path or glob")
         found.extend(_unstrip(pattern, m) for m in matches)
@@ -247,7 +339,8 @@ def _unstrip(pattern: str, match: str) -> str:
 
 def makedirs(path: str) -> None:
     fs, p = _fs(path)
-    fs.makedirs(p, exist_ok=True)
+    with _unavailable("creating", path):
+        fs.makedirs(p, exist_ok=True, **_limit(fs))
 
 
 def put_file(local_path: str, dest: str) -> None:
@@ -269,13 +362,15 @@ def put_file(local_path: str, dest: str) -> None:
             raise
         return
     fs, p = _fs(dest)
-    fs.put_file(local_path, p)
+    with _unavailable("uploading to", dest):  # one object, committed whole or not at all
+        fs.put_file(local_path, p, **_limit(fs))
 
 
 def get_file(src: str, local_path: str) -> None:
     fs, p = _fs(src)
     try:
-        fs.get_file(p, local_path)
+        with _unavailable("downloading", src):
+            fs.get_file(p, local_path, **_limit(fs))
     except FileNotFoundError:
         raise UserError(f"file not found, {src}, expected an existing file") from None
 
@@ -284,7 +379,8 @@ def remove(path: str) -> None:
     """Delete a file; a file that is already gone is fine."""
     fs, p = _fs(path)
     try:
-        fs.rm_file(p)
+        with _unavailable("deleting", path):
+            fs.rm_file(p, **_limit(fs))
     except FileNotFoundError:
         pass
 
@@ -293,6 +389,7 @@ def remove_tree(path: str) -> None:
     """Delete a folder and everything under it; a folder that is already gone is fine."""
     fs, p = _fs(path)
     try:
-        fs.rm(p, recursive=True)
+        with _unavailable("deleting", path):
+            fs.rm(p, recursive=True, **_limit(fs))
     except FileNotFoundError:
         pass

@@ -31,7 +31,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from trainer.data.source import Block, View
-from trainer.errors import UserError
+from trainer.errors import StorageUnavailable, UserError
 from trainer.kerasflavor import tf
 
 WINDOW_BYTES = 256 << 20  # a window never holds more than this, whatever `shuffle_window` says
@@ -239,11 +239,13 @@ def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence[str], seed: int, index: 
 
 @contextlib.contextmanager
 def data_errors():
-    """Turn a reader's UserError raised inside tf.data (which wraps it) back into a UserError."""
+    """Turn a reader's UserError (or StorageUnavailable) raised inside tf.data, which wraps it,
+    back into the same error."""
     try:
         yield
     except tf.errors.OpError as exc:
-        found = re.search(r"\bUserError: ([^\n]+)", str(exc))
+        found = re.search(r"\b(UserError|StorageUnavailable): ([^\n]+)", str(exc))
         if found is None:
             raise
-        raise UserError(found.group(1)) from None
+        kind = StorageUnavailable if found.group(1) == "StorageUnavailable" else UserError
+        raise kind(found.group(2)) from None
