@@ -39,7 +39,7 @@ def test_converted_shards_have_a_true_manifest_and_train_like_the_original(tmp_p
     assert np.allclose(manifest["splits"]["train"]["std"], [train_x.std()], atol=1e-5)
     assert sorted(os.listdir(tmp_path / "tf"))[0] == "manifest.json"
 
-    common = ["model.name=tiny_cnn", "train.epochs=4", "train.seed=2"]
+    common = ["model.name=tiny_cnn", "train.epochs=6", "train.seed=2"]
     original, _ = run_job(tmp_path / "runs", "name=orig", "data.format=npz", *sets, *common)
     converted, _ = run_job(tmp_path / "runs", "name=conv", "data.format=tfrecord",
                            *[f"data.{s}={tmp_path / 'tf' / s}-*" for s in ("train", "val", "test")],
