@@ -18,7 +18,7 @@ from conftest import ROOT, run_cli
 from trainer import storage
 from trainer.preemption import RESTART_EXIT_CODE
 
-# The demo data on the seed CNN with dropout and augmentation: 108 batches an epoch.
+# The demo data on the seed CNN with dropout and augmentation: 105 batches an epoch.
 COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",
           "train.early_stopping_patience=0", "data.augment=[flip_left_right]",
           "output.plots=false", "output.report=false"]
@@ -91,7 +91,7 @@ def test_sigterm_mid_epoch_saves_a_backup_and_the_restart_matches_an_uninterrupt
 
 
 def test_sigkill_without_grace_resumes_from_the_last_epoch(tmp_path, uninterrupted):
-    cut = interrupt(tmp_path, "k", "SIGKILL", 170)  # in epoch 2 (108 batches each)
+    cut = interrupt(tmp_path, "k", "SIGKILL", 170)  # in epoch 2 (105 batches each)
     assert cut.returncode == -9
     assert not (tmp_path / "k" / "checkpoints" / "backup").exists()
     resumed = train(tmp_path, "k")
@@ -145,9 +145,12 @@ def test_periodic_backups_let_a_killed_run_resume_mid_epoch(tmp_path, uninterrup
     assert cut.returncode == -9
     done = run_cli("--output_dir", str(tmp_path), *_sets("p"), *every)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Killed after batch 62 of epoch 2; the last backup came fewer than 25 batches before.
-    batch = int(re.search(r"from its backup in epoch 2, at batch (\d+) of 108", done.stdout)[1])
-    assert 62 - 25 < batch <= 62
+    # Killed after batch 170 - steps of epoch 2 (1-based); the last backup came fewer than 25
+    # batches before, and the run resumes at the batch after it.
+    batch, steps = map(int, re.search(r"from its backup in epoch 2, at batch (\d+) of (\d+)",
+                                      done.stdout).groups())
+    killed_after = 170 - steps
+    assert killed_after - 25 < batch <= killed_after
     assert_same_weights(tmp_path / "p" / "model.h5", uninterrupted)
 
 
@@ -233,7 +236,7 @@ def test_two_workers_one_preempted_both_back_up_at_the_same_step(tmp_path,
 
 
 def test_two_workers_one_killed_both_restarted(tmp_path, two_workers_uninterrupted):
-    # Worker 1 dies without warning in epoch 2 (54 batches an epoch); worker 0 cannot go on
+    # Worker 1 dies without warning in epoch 2 (53 batches an epoch); worker 0 cannot go on
     # without it, and the platform restarts the whole job: both processes are killed.
     chief, worker = _two_workers(tmp_path, "cut", [("NONE", 0), ("SIGKILL", 80)])
     worker.wait(timeout=400)
