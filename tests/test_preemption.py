@@ -36,11 +36,11 @@ def train(out, name, env=None):
     return done
 
 
-def interrupt(out, name, sig, when, env=None):
+def interrupt(out, name, sig, when, env=None, extra=()):
     """The real job in a child process that sends itself `sig` (see preempted_job.py)."""
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), sig, str(when), str(out),
-         f"name={name}", *COMMON],
+         f"name={name}", *COMMON, *extra],
         cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env or {})),
         capture_output=True, text=True, timeout=300)
 
@@ -136,14 +136,10 @@ def test_preemptions_mid_epoch_and_while_uploading_the_model_to_gcs(tmp_path, gc
 
 
 def test_periodic_backups_let_a_killed_run_resume_mid_epoch(tmp_path, uninterrupted):
-    every = ["--set", "train.backup_every_steps=25"]
-    cut = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "preempted_job.py"), "SIGKILL", "170",
-         str(tmp_path), "name=p", *COMMON, "train.backup_every_steps=25"],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT),
-        capture_output=True, text=True, timeout=300)
+    every = "train.backup_every_steps=25"
+    cut = interrupt(tmp_path, "p", "SIGKILL", 170, extra=[every])
     assert cut.returncode == -9
-    done = run_cli("--output_dir", str(tmp_path), *_sets("p"), *every)
+    done = run_cli("--output_dir", str(tmp_path), *_sets("p"), "--set", every)
     assert done.returncode == 0, done.stderr[-3000:]
     # Killed after batch 170 - steps of epoch 2 (1-based); the last backup came fewer than 25
     # batches before, and the run resumes at the batch after it.
