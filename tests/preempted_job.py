@@ -1,10 +1,11 @@
 """A real training job that delivers a real signal to itself at a chosen moment.
 
-    python tests/preempted_job.py SIGNAL AFTER_BATCHES OUTPUT_DIR [--set overrides...]
+    python tests/preempted_job.py SIGNAL AFTER_BATCHES OUTPUT_DIR [overrides...]
 
-sends SIGNAL (SIGTERM, SIGKILL; NONE: no signal) to its own process when this process has trained AFTER_BATCHES
-batches. With AFTER_BATCHES = `upload:model.h5` it sends it instead while the named artefact is
-being uploaded. The preemption tests use it to interrupt a run at a known point.
+sends SIGNAL (SIGTERM, SIGKILL; NONE: no signal) to its own process when this process has
+trained AFTER_BATCHES batches; a SIGTERM backup then comes one batch later. With AFTER_BATCHES =
+`upload:model.h5` it sends it instead while the named artefact is being uploaded. The
+preemption tests use it to interrupt a run at a known point.
 """
 
 import os
@@ -26,6 +27,10 @@ class SignalAfter(keras.callbacks.Callback):
         self.left -= 1
         if self.left == 0:
             os.kill(os.getpid(), self.sig)
+            # The preemption handler polls for the signal once a second. Holding this step until
+            # it has looked makes the backup's step the next one on any machine, fast or slow,
+            # instead of wherever training had got to a second later.
+            time.sleep(1.5)
 
 
 def signal_during_upload(name: str, sig: int) -> None:

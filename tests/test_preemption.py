@@ -77,7 +77,7 @@ def test_sigterm_mid_epoch_saves_a_backup_and_the_restart_matches_an_uninterrupt
     cut = interrupt(tmp_path, "r", "SIGTERM", 10)
     assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
     epoch, batch, steps = backup_position(cut.stdout)
-    assert 0 < batch < steps and epoch < 4  # mid-epoch, before the end of training
+    assert (epoch, batch, steps) == (1, 11, 105)  # the step after the signal, mid-epoch
     run = tmp_path / "r"
     assert (run / "checkpoints" / "backup" / "checkpoint").is_file()
     assert not (run / "model.h5").exists()
@@ -102,12 +102,12 @@ def test_sigkill_without_grace_resumes_from_the_last_epoch(tmp_path, uninterrupt
 def test_two_preemptions_in_one_run(tmp_path, uninterrupted):
     first = interrupt(tmp_path, "two", "SIGTERM", 10)
     assert first.returncode == RESTART_EXIT_CODE, first.stderr[-3000:]
-    second = interrupt(tmp_path, "two", "SIGTERM", 10)
+    assert backup_position(first.stdout) == (1, 11, 105)
+    second = interrupt(tmp_path, "two", "SIGTERM", 150)
     assert second.returncode == RESTART_EXIT_CODE, second.stderr[-3000:]
-    e1, b1, steps = backup_position(first.stdout)
-    e2, b2, _ = backup_position(second.stdout)
-    assert f"from its backup in epoch {e1}, at batch {b1 + 1}" in second.stdout
-    assert (e2, b2) > (e1, b1)
+    assert "from its backup in epoch 1, at batch 12 of 105" in second.stdout
+    # 11 + 150 batches in all, then the next one: batch 162 overall, the 57th of epoch 2.
+    assert backup_position(second.stdout) == (2, 57, 105)
     train(tmp_path, "two")
     assert_same_weights(tmp_path / "two" / "model.h5", uninterrupted)
 
