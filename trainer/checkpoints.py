@@ -26,6 +26,7 @@ from trainer.rundir import RunDir
 log = logging.getLogger("trainer")
 
 STATE = ("checkpoints", "state.json")
+FILES = (".index", ".data-00000-of-00001")  # what tf.train.Checkpoint writes for one prefix
 
 
 def checkpoint_problem(prefix: str) -> Optional[str]:
@@ -101,7 +102,7 @@ class CheckpointStore:
     def _fetch_prefix(self, name: str) -> str:
         """The local prefix of checkpoint `name`, downloaded only if this process did not write it
         (a multi-worker non-chief must not wait for the chief's upload of its own epoch)."""
-        for suffix in (".index", ".data-00000-of-00001"):
+        for suffix in FILES:
             if not os.path.exists(os.path.join(self.run.staging, "checkpoints", name + suffix)):
                 self.run.fetch("checkpoints", name + suffix)
         return self.run.local("checkpoints", name)
@@ -134,7 +135,7 @@ class CheckpointStore:
     def _drop(self, name: Optional[str]) -> None:
         if not name:
             return
-        for suffix in (".index", ".data-00000-of-00001"):
+        for suffix in FILES:
             storage.remove(self.run.remote("checkpoints", name + suffix))
             local = os.path.join(self.run.staging, "checkpoints", name + suffix)
             if os.path.exists(local):

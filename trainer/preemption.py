@@ -28,7 +28,7 @@ import threading
 from typing import Iterator, Optional
 
 from trainer import storage
-from trainer.checkpoints import checkpoint_problem, random_state
+from trainer.checkpoints import FILES as CHECKPOINT_FILES, checkpoint_problem, random_state
 from trainer.kerasflavor import keras, tf
 from trainer.rundir import RunDir
 
@@ -221,7 +221,7 @@ def prepare(run: RunDir, epochs_done: int, steps_per_epoch: int) -> tuple[int, i
     position = None
     if problem is None:
         name = os.path.basename(state.model_checkpoint_path)
-        for suffix in (".index", ".data-00000-of-00001"):
+        for suffix in CHECKPOINT_FILES:
             if run.fetch(*BACKUP, name + suffix) is None:
                 problem = f"{name}{suffix} is missing"
                 break
@@ -235,13 +235,13 @@ def prepare(run: RunDir, epochs_done: int, steps_per_epoch: int) -> tuple[int, i
     elif position != start and position[0] == epochs_done and 0 < position[1] < steps_per_epoch:
         # BackupAndRestore reads `chief/`: move the checked files there, naming only this one.
         os.makedirs(chief_dir, exist_ok=True)
-        for suffix in (".index", ".data-00000-of-00001"):
+        for suffix in CHECKPOINT_FILES:
             os.replace(os.path.join(folder, name + suffix), os.path.join(chief_dir, name + suffix))
         _write_index(chief_dir, name)
         return position
     elif position is not None:
-        log.info("backup at epoch %d step %d is older than the last epoch checkpoint; ignoring it",
-                 position[0] + 1, position[1])
+        log.info("backup at epoch %d step %d does not continue the last epoch checkpoint "
+                 "(epoch %d); ignoring it", position[0] + 1, position[1], epochs_done)
     if run.chief:
         storage.remove_tree(run.remote(*BACKUP))
     return start

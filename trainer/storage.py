@@ -104,6 +104,17 @@ def _unavailable(operation: str, path: str):
             "name to resume)") from None
 
 
+@contextlib.contextmanager
+def _fetching(operation: str, path: str):
+    """A read of an existing file: storage faults as in `_unavailable`, a missing file as one
+    clear error."""
+    try:
+        with _unavailable(operation, path):
+            yield
+    except FileNotFoundError:
+        raise UserError(f"file not found, {path}, expected an existing file") from None
+
+
 def join(base: str, *parts: str) -> str:
     base = normalize(base)
     if is_local(base):
@@ -120,10 +131,8 @@ def exists(path: str) -> bool:
 def read_bytes(path: str) -> bytes:
     fs, p = _fs(path)
     try:
-        with _unavailable("reading", path):
+        with _fetching("reading", path):
             return fs.cat_file(p, **_limit(fs))
-    except FileNotFoundError:
-        raise UserError(f"file not found, {path}, expected an existing file") from None
     except IsADirectoryError:
         raise UserError(f"path is a directory, {path}, expected a file") from None
 
@@ -138,11 +147,8 @@ def read_text(path: str) -> str:
 def open_read(path: str):
     """A readable binary file object; local files are opened directly (no copy)."""
     fs, p = _fs(path)
-    try:
-        with _unavailable("opening", path):
-            f = fs.open(p, "rb")
-    except FileNotFoundError:
-        raise UserError(f"file not found, {path}, expected an existing file") from None
+    with _fetching("opening", path):
+        f = fs.open(p, "rb")
     return f if is_local(path) else _RemoteFile(f, path)
 
 
@@ -291,12 +297,9 @@ def _copy_rows(path, starts, offsets, size, dest, dest_offsets) -> int:
     fs, p = _fs(path)
     done = 0
     for a, b in zip(starts[:-1], starts[1:]):
-        try:
-            with _unavailable("reading", path):
-                span = memoryview(fs.cat_file(p, start=offsets[a], end=offsets[b - 1] + size,
-                                              **_limit(fs)))
-        except FileNotFoundError:
-            raise UserError(f"file not found, {path}, expected an existing file") from None
+        with _fetching("reading", path):
+            span = memoryview(fs.cat_file(p, start=offsets[a], end=offsets[b - 1] + size,
+                                          **_limit(fs)))
         for i in range(a, b):
             at = offsets[i] - offsets[a]
             if at + size > len(span):
@@ -368,11 +371,8 @@ def put_file(local_path: str, dest: str) -> None:
 
 def get_file(src: str, local_path: str) -> None:
     fs, p = _fs(src)
-    try:
-        with _unavailable("downloading", src):
-            fs.get_file(p, local_path, **_limit(fs))
-    except FileNotFoundError:
-        raise UserError(f"file not found, {src}, expected an existing file") from None
+    with _fetching("downloading", src):
+        fs.get_file(p, local_path, **_limit(fs))
 
 
 def remove(path: str) -> None:
