@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer import config as config_mod  # noqa: E402
-from trainer import environment, models, storage  # noqa: E402
+from trainer import models, storage  # noqa: E402
+from trainer.runtime import environment  # noqa: E402
 from trainer.data import load_splits  # noqa: E402
 from trainer.data.pipeline import PipelineOptions, make_dataset  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from trainer.kerasflavor import keras, tf
-from trainer.preemption import PreemptionBackup, SigtermWatch
-from trainer.rundir import RunDir
+from trainer.training.preemption import PreemptionBackup, SigtermWatch
+from trainer.storage.rundir import RunDir
 
 
 def time_fit(steps: int, with_backup: bool) -> float:

@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 
-from trainer import config, environment, job, storage
+from trainer import config, job, storage
+from trainer.runtime import environment
 from trainer.kerasflavor import keras
 
 

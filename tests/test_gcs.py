@@ -40,7 +40,8 @@ def _state(gcs, run_prefix: str):
 
 
 def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_path):
-    from trainer import artifacts, storage
+    from trainer import storage
+    from trainer.outputs import artifacts
 
     data = _upload_shards(gcs, tmp_path, "e2e/data")
     (tmp_path / "job.yaml").write_text(

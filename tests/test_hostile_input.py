@@ -111,7 +111,7 @@ def test_a_gigantic_declared_npy_shape_is_refused_before_allocation(tmp_path, sh
 
 
 def _save(model, path, name="tiny_cnn"):
-    from trainer import artifacts
+    from trainer.outputs import artifacts
 
     artifacts.save_model(model, str(path), {"task": "classification", "class_names": ["a", "b"],
                                             "input_shape": [8, 8, 1], "num_outputs": 2,

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from trainer import artifacts
+from trainer.outputs import artifacts
 from trainer.data import demo
-from trainer.training import class_weights
+from trainer.training.fit import class_weights
 
 from conftest import blob_images, run_job, write_npz
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from trainer import artifacts, config, models
+from trainer import config, models
+from trainer.outputs import artifacts
 from trainer.errors import UserError
 
 from conftest import blob_images, run_job, write_npz

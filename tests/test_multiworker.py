@@ -12,7 +12,7 @@ import numpy as np
 
 import gcs_emulator
 from conftest import ROOT, blob_images, write_npz
-from trainer import artifacts
+from trainer.outputs import artifacts
 
 # Each worker builds its model through the user-builder hook, so that the test can see the
 # weights a worker ends with even where that worker's own files are deleted.
@@ -33,7 +33,8 @@ WORKER = textwrap.dedent("""
         print("INITIAL", digest(model), flush=True)
         return model
 
-    from trainer import config, environment, job
+    from trainer import config, job
+    from trainer.runtime import environment
     environment.setup_logging()
     cfg = config.load(None, sys.argv[2:], output_dir=sys.argv[1])
     job.run(cfg)

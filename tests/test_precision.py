@@ -8,8 +8,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from trainer import artifacts, config, environment, models
-from trainer.environment import Accelerators
+from trainer import config, models
+from trainer.outputs import artifacts
+from trainer.runtime import environment
+from trainer.runtime.environment import Accelerators
 from trainer.kerasflavor import keras, tf
 
 from conftest import ROOT, blob_images, run_job, write_npz
@@ -101,7 +103,8 @@ def test_global_batch_and_scaled_learning_rate_on_two_replicas(tmp_path, blob_np
         from trainer.kerasflavor import tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from trainer import config, environment, job
+        from trainer import config, job
+        from trainer.runtime import environment
         environment.setup_logging()
         cfg = config.load(None, ["name=m", "data.format=npz", "data.train={blob_npz}",
                                  "model.name=tiny_cnn", "train.epochs=1", "train.strategy=mirrored",

@@ -16,7 +16,7 @@ import pytest
 import gcs_emulator
 from conftest import ROOT, run_cli
 from trainer import storage
-from trainer.preemption import RESTART_EXIT_CODE
+from trainer.training.preemption import RESTART_EXIT_CODE
 
 # The demo data on the seed CNN with dropout and augmentation: 105 batches an epoch.
 COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",

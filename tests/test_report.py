@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from trainer.report import per_class_scores
+from trainer.outputs.report import per_class_scores
 
 from conftest import blob_images, run_job, write_npz
 

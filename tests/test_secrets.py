@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, blob_images, error_line, run_cli, write_npz
-from trainer import config, secrets
+from trainer import config
+from trainer.runtime import secrets
 
 CORE = "7d1c0ffee"  # in every planted secret; found nowhere else
 TOKEN = f"ya29.FAKE-{CORE}-gcs"
@@ -231,7 +232,7 @@ def test_environment_secrets_are_found_by_name_and_inside_json(monkeypatch, tmp_
 def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypatch, structured):
     import logging
 
-    from trainer import environment
+    from trainer.runtime import environment
 
     monkeypatch.setenv("FOO_TOKEN", PLANTED["FOO_TOKEN"])
     log = logging.getLogger("trainer")

@@ -90,7 +90,7 @@ def _download(bucket: Bucket, name: str, dest) -> bytes:
 
 
 def test_a_short_outage_mid_training_goes_unnoticed(bucket, tmp_path):
-    from trainer import artifacts
+    from trainer.outputs import artifacts
 
     epochs = 25
     args = _job(bucket, tmp_path, epochs)
@@ -114,7 +114,7 @@ def test_a_short_outage_mid_training_goes_unnoticed(bucket, tmp_path):
 
 
 def test_a_lasting_outage_fails_clearly_and_keeps_the_previous_model(bucket, tmp_path):
-    from trainer import artifacts
+    from trainer.outputs import artifacts
 
     args = _job(bucket, tmp_path, epochs=2)
     first = run_cli(*args, env=bucket.server.env())

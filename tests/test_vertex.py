@@ -12,9 +12,9 @@ import re
 import pytest
 
 from conftest import run_cli
-from trainer import environment
+from trainer.runtime import environment
 from trainer.errors import UserError
-from trainer.rundir import RunDir
+from trainer.storage.rundir import RunDir
 
 JOB_ID = "4242"
 

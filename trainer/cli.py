@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from trainer import secrets
+from trainer.runtime import secrets
 from trainer.errors import UserError
 
 

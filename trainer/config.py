@@ -262,7 +262,7 @@ class Config:
     def to_yaml(self) -> str:
         """The config as it is written and shown (`config.yaml`, the report): credentials
         redacted, since the run's folder is shared and copied."""
-        from trainer import secrets
+        from trainer.runtime import secrets
 
         return yaml.safe_dump(secrets.redact(self.to_dict()), sort_keys=False)
 

@@ -25,7 +25,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 from absl import app, flags
 
-from trainer import cli, secrets, storage
+from trainer import cli, storage
+from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import images
 from trainer.data.stats import RunningStats

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 from absl import app, flags
 
-from trainer import cli, secrets, storage
+from trainer import cli, storage
+from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import groups, neardup
 from trainer.errors import UserError
@@ -144,7 +145,7 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     """
     from trainer.data import load_splits
     from trainer.data.pipeline import count_samples, data_errors, make_dataset, window_rows
-    from trainer.training import pipeline_options
+    from trainer.training.fit import pipeline_options
 
     splits = load_splits(config)
     names = splits.class_names

@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import artifacts, environment, storage
+from trainer import storage
+from trainer.outputs import artifacts
+from trainer.runtime import environment
 from trainer.config import Config
 from trainer.data import groups, load_splits
 from trainer.errors import StorageUnavailable, TrainingDiverged, UserError
-from trainer.preemption import SigtermWatch
-from trainer.rundir import RunDir
-from trainer.training import train_and_evaluate
+from trainer.training.preemption import SigtermWatch
+from trainer.storage.rundir import RunDir
+from trainer.training.fit import train_and_evaluate
 
 log = logging.getLogger("trainer")
 
@@ -87,7 +89,7 @@ def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Pla
 
 def _platform_callbacks(config: Config, platform: environment.Platform) -> list:
     if platform.trial_id and platform.is_chief:
-        from trainer.reporting import HypertuneReport
+        from trainer.callbacks.reporting import HypertuneReport
 
         log.info("hyperparameter tuning trial %s: reporting %s each epoch", platform.trial_id,
                  config.train.monitor)

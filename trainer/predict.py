@@ -57,14 +57,14 @@ class SavedModel:
 def load(path: str, allow_unsafe: bool = False) -> SavedModel:
     """Load `model.h5` from a local path or a bucket (h5py needs a local file, so fetch it first).
 
-    Models with code in them are refused unless `allow_unsafe` (see `trainer.modelcheck`).
+    Models with code in them are refused unless `allow_unsafe` (see `trainer.outputs.modelfile`).
     """
     if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
         path = storage.join(path, "model.h5")  # a run directory names its model
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
         raise UserError(f"file not found, --model={path}, expected a model.h5 written by "
                         "trainer.task")
-    from trainer import artifacts  # TensorFlow, imported only once the inputs look right
+    from trainer.outputs import artifacts  # TensorFlow, imported only once the inputs look right
 
     if storage.is_local(path):
         model, meta = artifacts.load_model(path, allow_unsafe)

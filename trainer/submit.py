@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from trainer import cli, secrets, storage
+from trainer import cli, storage
+from trainer.runtime import secrets
 from trainer import config as config_mod
 from trainer.errors import UserError
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from absl import app, flags
 
-from trainer import cli, secrets
+from trainer import cli
+from trainer.runtime import secrets
 
 if TYPE_CHECKING:
     from trainer.job import RunResult
@@ -36,7 +37,7 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
           log_format: str = "auto") -> int:
     """Build the config, run the job, report where the artefacts went; returns the exit status."""
     from trainer import config as config_mod
-    from trainer import environment
+    from trainer.runtime import environment
     from trainer.errors import UserError
 
     structured = log_format == "json"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from trainer import config as config_mod
-from trainer.checkpoints import monitor_mode
+from trainer.training.checkpoints import monitor_mode
 from trainer.config import Config
 from trainer.errors import UserError
 

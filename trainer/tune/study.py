@@ -33,7 +33,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from trainer import cli, secrets
+from trainer import cli
+from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.tune.space import Space, objective_value, trial_config
@@ -152,7 +153,7 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     """Run one trial as an ordinary run and tell the study how it ended."""
     from trainer import job
     from trainer.kerasflavor import keras
-    from trainer.tune.pruning import MetricMissing, PruneOnEpoch
+    from trainer.callbacks.pruning import MetricMissing, PruneOnEpoch
 
     params = {p.key: p.suggest(trial) for p in space.params}
     name = trial.user_attrs.get("run_name") or run_name(trial.number)
@@ -216,7 +217,7 @@ def work(study_dir: str, base: Config, space: Space, target: int, worker: int = 
 
 def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker: int,
                  parent: int, verbose: bool) -> None:
-    from trainer import environment
+    from trainer.runtime import environment
 
     environment.share_gpus()
     quiet_runs(verbose)
@@ -230,7 +231,7 @@ def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker
 
 def quiet_runs(verbose: bool) -> None:
     """Trial runs log each epoch; a search shows one line per trial unless --verbose."""
-    from trainer import environment
+    from trainer.runtime import environment
 
     environment.setup_logging()
     logging.getLogger("trainer").setLevel(logging.INFO if verbose else logging.WARNING)

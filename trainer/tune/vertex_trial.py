@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from trainer import environment, task
+from trainer import task
+from trainer.runtime import environment
 
 
 def hyperparameter_args(argv: Sequence[str], trial_id: Optional[str]) -> list[str]:

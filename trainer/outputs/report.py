@@ -19,11 +19,12 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-from trainer import environment, plots
+from trainer.runtime import environment
+from trainer.outputs import plots
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.kerasflavor import keras
-from trainer.training import TrainResult
+from trainer.training.fit import TrainResult
 
 GALLERY_SIZE = 16
 

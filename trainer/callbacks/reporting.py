@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from trainer.kerasflavor import keras
-from trainer.rundir import RunDir
+from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
 

@@ -16,14 +16,17 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from trainer import modelcheck, plots, report, secrets
+from trainer.outputs import modelfile
+from trainer.outputs import plots
+from trainer.outputs import report
+from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
 from trainer.models import CUSTOM_OBJECTS, as_float32, resolve_builder
-from trainer.rundir import RunDir
-from trainer.training import TrainResult
+from trainer.storage.rundir import RunDir
+from trainer.training.fit import TrainResult
 
 METADATA_ATTR = "trainer_metadata"
 log = logging.getLogger("trainer")
@@ -41,12 +44,12 @@ def save_model(model: keras.Model, path: str, metadata: dict) -> None:
 def load_model(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:
     """Load a `model.h5` written by this package, with its metadata (local path).
 
-    Its architecture is checked first (`modelcheck`): layers that carry code or that Keras does
+    Its architecture is checked first (`modelfile`): layers that carry code or that Keras does
     not know are refused unless `allow_unsafe`, which also imports the user's builder module
     named in the metadata (`package.module:function`), so its registered layers resolve.
     """
     if not allow_unsafe:
-        modelcheck.check(path)
+        modelfile.check(path)
     try:
         with h5py.File(path, "r") as f:
             metadata = json.loads(f.attrs.get(METADATA_ATTR, "{}"))

@@ -28,9 +28,9 @@ import threading
 from typing import Iterator, Optional
 
 from trainer import storage
-from trainer.checkpoints import FILES as CHECKPOINT_FILES, checkpoint_problem, random_state
+from trainer.training.checkpoints import FILES as CHECKPOINT_FILES, checkpoint_problem, random_state
 from trainer.kerasflavor import keras, tf
-from trainer.rundir import RunDir
+from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
 

@@ -21,7 +21,7 @@ from typing import Optional
 from trainer import storage
 from trainer.errors import TrainingDiverged, UserError
 from trainer.kerasflavor import keras, tf
-from trainer.rundir import RunDir
+from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
 

@@ -15,19 +15,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trainer import environment
-from trainer.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
+from trainer.runtime import environment
+from trainer.training.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, steps,
                                    window_rows)
 from trainer.data.stats import channel_stats
-from trainer.histograms import HistogramLogger
+from trainer.callbacks.histograms import HistogramLogger
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
-from trainer.preemption import PreemptionBackup, SigtermWatch, prepare as prepare_backup
-from trainer.reporting import LiveTensorBoard
-from trainer.rundir import RunDir
+from trainer.training.preemption import PreemptionBackup, SigtermWatch, prepare as prepare_backup
+from trainer.callbacks.reporting import LiveTensorBoard
+from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
 
@@ -99,7 +99,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        sigterm: Optional[SigtermWatch] = None) -> TrainResult:
     """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's).
     With `sigterm`, a preemption during `fit` saves a backup and ends the process (see
-    `trainer.preemption`)."""
+    `trainer.training.preemption`)."""
     t = config.train
     acc = environment.accelerators()
     policy = environment.precision_policy(t.mixed_precision, acc)

@@ -25,7 +25,8 @@ from typing import Iterable, Union
 import fsspec
 import numpy as np
 
-from trainer import environment, secrets
+from trainer.runtime import environment
+from trainer.runtime import secrets
 from trainer.errors import StorageUnavailable, UserError
 
 GCS_MOUNT = "/gcs/"

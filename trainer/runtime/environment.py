@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping, Optional
 
-from trainer import secrets
+from trainer.runtime import secrets
 from trainer.errors import UserError
 
 if TYPE_CHECKING:

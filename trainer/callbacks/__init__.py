@@ -1,0 +1,1 @@
+"""The project's Keras callbacks, one per file, as Keras keeps its own."""

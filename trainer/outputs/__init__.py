@@ -1,0 +1,1 @@
+"""What a run leaves behind: the model file, artefacts, plots and the report page."""

@@ -1,0 +1,1 @@
+"""Where the job runs: platform, devices and precision, logging, secrets."""

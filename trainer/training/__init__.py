@@ -1,0 +1,1 @@
+"""Fit as named steps, with the checkpoints and preemption backups that let a run resume."""
