@@ -16,7 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY constraints.txt setup.py README.md ./
 COPY trainer ./trainer
-# The GPU benchmark runs in the image too (README, "GPU benchmark").
+# The GPU benchmark runs in the image too (docs/performance.md, "GPU benchmark").
 COPY benchmarks ./benchmarks
 # The package without its test extra, every dependency at the version the tests passed with;
 # then a user to run as, owning only the default output folder.

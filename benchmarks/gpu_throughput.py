@@ -1,6 +1,7 @@
 """GPU throughput of the seed networks: precision modes, XLA, and how much the input pipeline costs.
 
-Run on a GPU machine (inside the training image, or as a Vertex AI custom job; see README):
+Run on a GPU machine, inside the training image or as a Vertex AI custom job
+(docs/performance.md, "GPU benchmark"):
 
     python benchmarks/gpu_throughput.py [--steps 100] [--gcs gs://BUCKET/bench] [--json out.json]
 

@@ -93,8 +93,8 @@ def test_config_round_trips_through_yaml():
     assert again == cfg
 
 
-def test_readme_reference_matches_the_config_classes():
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert config.reference_markdown() in readme, (
-        "README's configuration reference is stale: paste `python -c 'from trainer import config; "
-        "print(config.reference_markdown())'` into it")
+def test_docs_reference_matches_the_config_classes():
+    reference = open(os.path.join(ROOT, "docs", "reference.md")).read()
+    assert config.reference_markdown() in reference, (
+        "docs/reference.md's configuration reference is stale: paste `python -c 'from trainer import "
+        "config; print(config.reference_markdown())'` into it")
