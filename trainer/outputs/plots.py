@@ -10,12 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-_SKIP = {"epoch", "epoch_time_s", "samples_per_s"}
+# Columns of history.csv that are bookkeeping, not a quantity with a training and a validation curve.
+NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s"}
 
 
 def history_plot(history: list[dict], path: str, title: str) -> None:
     """One panel per quantity (loss and each metric), training against validation."""
-    keys = [k for k in history[0] if k not in _SKIP and not k.startswith("val_")]
+    keys = [k for k in history[0] if k not in NOT_CURVES and not k.startswith("val_")]
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
