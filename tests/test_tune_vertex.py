@@ -74,6 +74,13 @@ def test_an_unknown_accelerator_is_a_user_error():
         tv.tuning_job("g", _space({"train.batch_size": [16]}), 1, 1, "gs://b/c", [], "gs://b/g", bad)
 
 
+def test_a_range_the_api_cannot_hold_is_a_user_error():
+    space = _space({"model.layer_param": {"uniform": [4, 10**20]}})  # beyond the API's int64
+    with pytest.raises(UserError, match=r"cannot express 'model.layer_param' for Vertex AI "
+                                        r"\(Value out of range: 10+\), s.yaml params"):
+        tv.tuning_job("g", space, 1, 1, "gs://b/c", [], "gs://b/g", MACHINES)
+
+
 def test_trial_arguments_become_overrides():
     argv = ["vertex_trial", "--config", "gs://b/c.yaml", "--train.learning_rate=0.003",
             "--model.name=tiny_cnn", "--output_dir=gs://b/g"]

@@ -53,13 +53,23 @@ def parameter_spec(p: Param) -> vertex.StudySpec.ParameterSpec:
         values=[str(v).lower() if isinstance(v, bool) else str(v) for v in p.values]))
 
 
+def _expressed(p: Param, source: str) -> vertex.StudySpec.ParameterSpec:
+    """The parameter's spec; a value the API's types cannot hold (an integer beyond 64 bits)
+    is the space's fault, named as such."""
+    try:
+        return parameter_spec(p)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UserError(f"cannot express '{p.key}' for Vertex AI ({exc}), {source} params, "
+                        "expected numbers the API holds (64-bit integers, doubles)") from None
+
+
 def study_spec(space: Space) -> vertex.StudySpec:
     goal = vertex.StudySpec.MetricSpec.GoalType
     spec = vertex.StudySpec(
         metrics=[vertex.StudySpec.MetricSpec(
             metric_id=space.metric,
             goal=goal.MAXIMIZE if space.direction == "maximize" else goal.MINIMIZE)],
-        parameters=[parameter_spec(p) for p in space.params],
+        parameters=[_expressed(p, space.source) for p in space.params],
         algorithm=(vertex.StudySpec.Algorithm.GRID_SEARCH if space.grid_only
                    else vertex.StudySpec.Algorithm.ALGORITHM_UNSPECIFIED),
     )
