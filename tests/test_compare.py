@@ -73,3 +73,11 @@ def test_one_table_for_runs_and_trials(tmp_path):
     write_csv(rows, str(tmp_path / "t.csv"))
     assert list(csv.DictReader(open(tmp_path / "t.csv")))[1] == {
         "run": "long-name", "val_loss": "nan", "error": "boom", "epochs": "3"}
+
+
+def test_the_same_curves_in_a_runs_plot_and_in_the_comparison():
+    from trainer.outputs.plots import curve_names
+
+    history = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "epoch_time_s": 2.0, "samples_per_s": 50.0},
+               {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_accuracy": 0.7}]
+    assert curve_names(history) == ["loss", "accuracy"]

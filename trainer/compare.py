@@ -25,7 +25,7 @@ import yaml  # noqa: E402
 from absl import flags  # noqa: E402
 
 from trainer import cli, storage  # noqa: E402
-from trainer.outputs.plots import NOT_CURVES  # noqa: E402
+from trainer.outputs.plots import curve_names  # noqa: E402
 from trainer.outputs.table import text_table, write_csv  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 
@@ -94,12 +94,7 @@ def rows(runs: list[Run]) -> list[dict]:
 
 def curves_plot(runs: list[Run], path: str) -> None:
     """One panel per quantity; a colour per run; training dashed, validation solid."""
-    keys: list[str] = []
-    for r in runs:
-        for h in r.history:
-            keys += [k for k in h if k not in NOT_CURVES and not k.startswith("val_")
-                     and k not in keys]
-    keys = keys or ["loss"]
+    keys = curve_names([h for r in runs for h in r.history]) or ["loss"]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key in zip(axes[0], keys):
