@@ -54,7 +54,9 @@ class Machines:
             return self.image_uri
         if not self.project:
             raise UserError("no project given, --project, expected a Google Cloud project id "
-                            f"(the default --image_uri is {DEFAULT_IMAGE}), or an --image_uri")
+                            "(the default --image_uri is "
+                            f"{DEFAULT_IMAGE.format(region=self.region, project='PROJECT')}), "
+                            "or an --image_uri")
         return DEFAULT_IMAGE.format(region=self.region, project=self.project)
 
 

@@ -34,7 +34,8 @@ flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit n
 flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.")
 flags.DEFINE_string("region", vertex_job.DEFAULT_REGION, "With --vertex: the Vertex AI region.")
 flags.DEFINE_string("image_uri", None, "With --vertex: the training container image (default: "
-                    f"{vertex_job.DEFAULT_IMAGE}, what cloudbuild.yaml pushes).")
+                    f"{vertex_job.DEFAULT_IMAGE.format(region='REGION', project='PROJECT')}, "
+                    "what cloudbuild.yaml pushes).")
 flags.DEFINE_string("machine_type", vertex_job.DEFAULT_MACHINE,
                     "With --vertex: each trial's machine.")
 flags.DEFINE_string("accelerator_type", vertex_job.DEFAULT_ACCELERATOR,
