@@ -56,3 +56,28 @@ def test_compare_reads_and_writes_through_the_storage_layer(two_runs):
 def test_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(UserError, match=f"no metrics.json in {tmp_path}, run directory"):
         compare.load_run(str(tmp_path))
+
+
+def test_one_table_for_runs_and_trials(tmp_path):
+    """compare and the search print through the same table: blanks for missing values."""
+    from trainer.outputs.table import text_table, write_csv
+    from trainer.tune import results
+
+    rows = [{"run": "a", "val_loss": 0.123456, "error": ""},
+            {"run": "long-name", "val_loss": float("nan"), "epochs": 3, "error": "boom"}]
+    assert text_table(rows).splitlines() == ["run        val_loss  error  epochs",
+                                             "a          0.1235",
+                                             "long-name            boom   3"]
+    assert results.table(rows) == text_table(rows, leave_out=("error",))
+    assert results.table([]) == "no trials"
+    write_csv(rows, str(tmp_path / "t.csv"))
+    assert list(csv.DictReader(open(tmp_path / "t.csv")))[1] == {
+        "run": "long-name", "val_loss": "nan", "error": "boom", "epochs": "3"}
+
+
+def test_the_same_curves_in_a_runs_plot_and_in_the_comparison():
+    from trainer.outputs.plots import curve_names
+
+    history = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "epoch_time_s": 2.0, "samples_per_s": 50.0},
+               {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_accuracy": 0.7}]
+    assert curve_names(history) == ["loss", "accuracy"]

@@ -173,15 +173,16 @@ def test_the_command_line(tmp_path):
 
 
 def test_a_tuning_job_goes_through_the_same_client(recorder):
-    """`trainer.tune --vertex` submits through `submit.send`: the real client, the tuning-job API."""
+    """`trainer.tune --vertex` submits through the same `send`: the real client, the tuning-job API."""
     from trainer import config
+    from trainer.cloud.vertex_job import Machines
     from trainer.tune import space as space_mod
     from trainer.tune import vertex as tv
 
     space = space_mod.parse({"params": {"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}},
                             config.from_dict({}), "s.yaml")
-    infra = tv.Infrastructure(project="my-project", region="europe-west4", image_uri="img:1")
-    job = tv.tuning_job("t", space, 4, 2, "gs://b/c.yaml", [], "gs://b/runs/t", infra)
+    machines = Machines(project="my-project", region="europe-west4", image_uri="img:1")
+    job = tv.tuning_job("t", space, 4, 2, "gs://b/c.yaml", [], "gs://b/runs/t", machines)
     submit.send(job, "my-project", "europe-west4", api_endpoint=recorder.endpoint)
     (request,) = recorder.requests
     assert request["path"].startswith(

@@ -62,6 +62,21 @@ def test_space_errors_name_the_key(params, top, message):
     assert message in str(exc.value)
 
 
+def test_parsing_a_space_loads_no_tensorflow(tmp_path):
+    """The space, its direction and its Vertex AI translation are plain data: checking a space
+    or printing a cloud job spec must not wait for TensorFlow to load."""
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {log_uniform: [1.0e-4, 0.01]}\n")
+    code = ("import sys; from trainer import config; from trainer.tune import space, vertex; "
+            f"s = space.load({str(space)!r}, config.from_dict({{}})); "
+            "print(s.direction, sorted(m for m in ('tensorflow', 'tf_keras', 'keras') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["minimize", "[]"]  # the default monitor is val_loss
+
+
 def test_hopeless_trial_is_pruned(tmp_path):
     x, label, _ = blob_images(400, seed=8)
     path = write_npz(tmp_path / "d", "blobs.npz", x, label)

@@ -7,6 +7,7 @@ import pytest
 from google.cloud import aiplatform_v1 as vertex
 
 from trainer import config
+from trainer.cloud import vertex_job
 from trainer.errors import UserError
 from trainer.tune import space as space_mod
 from trainer.tune import vertex as tv
@@ -14,8 +15,8 @@ from trainer.tune.vertex_trial import hyperparameter_args
 
 from conftest import run_cli
 
-INFRA = tv.Infrastructure(project="p", region="europe-west4", image_uri="eu.gcr.io/p/trainer:1",
-                          accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1)
+MACHINES = vertex_job.Machines(project="p", region="europe-west4", image_uri="eu.gcr.io/p/trainer:1",
+                               accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1)
 
 
 def _space(params, **top):
@@ -31,7 +32,7 @@ def test_every_kind_translates_to_its_parameter_spec():
                     "data.standardize": {"choice": [True, False]}},
                    metric="val_accuracy", pruning={"startup_trials": 3})
     job = tv.tuning_job("demo-tune", space, 12, 3, "gs://b/c.yaml", ["train.epochs=3"],
-                        "gs://b/runs/demo-tune", INFRA)
+                        "gs://b/runs/demo-tune", MACHINES)
     spec = {p.parameter_id: p for p in job.study_spec.parameters}
     scale = vertex.StudySpec.ParameterSpec.ScaleType
     lr = spec["train.learning_rate"]
@@ -54,13 +55,13 @@ def test_every_kind_translates_to_its_parameter_spec():
     assert list(pool.container_spec.args) == ["--config", "gs://b/c.yaml", "--set=train.epochs=3",
                                               "--output_dir", "gs://b/runs/demo-tune"]
     # it serialises as the API takes it
-    data = json.loads(tv.to_json(job))
+    data = json.loads(vertex_job.to_json(job))
     assert data["studySpec"]["parameters"][0]["parameterId"] == "train.learning_rate"
 
 
 def test_an_all_grid_space_is_a_grid_search_without_pruning():
     job = tv.tuning_job("g", _space({"train.batch_size": [16, 32]}, pruning=False), 2, 1,
-                        None, [], "gs://b/g", tv.Infrastructure(None, "us-central1", "img"))
+                        None, [], "gs://b/g", vertex_job.Machines(None, image_uri="img"))
     assert job.study_spec.algorithm == vertex.StudySpec.Algorithm.GRID_SEARCH
     # no config file: the trials train the embedded demo
     assert list(job.trial_job_spec.worker_pool_specs[0].container_spec.args) == ["--output_dir", "gs://b/g"]
@@ -68,9 +69,16 @@ def test_an_all_grid_space_is_a_grid_search_without_pruning():
 
 
 def test_an_unknown_accelerator_is_a_user_error():
-    bad = tv.Infrastructure("p", "us-central1", "img", accelerator_type="NVIDIA_TESLA_T5")
-    with pytest.raises(UserError, match="cannot build the tuning job"):
+    bad = vertex_job.Machines("p", image_uri="img", accelerator_type="NVIDIA_TESLA_T5")
+    with pytest.raises(UserError, match="unknown accelerator 'NVIDIA_TESLA_T5', --accelerator_type"):
         tv.tuning_job("g", _space({"train.batch_size": [16]}), 1, 1, "gs://b/c", [], "gs://b/g", bad)
+
+
+def test_a_range_the_api_cannot_hold_is_a_user_error():
+    space = _space({"model.layer_param": {"uniform": [4, 10**20]}})  # beyond the API's int64
+    with pytest.raises(UserError, match=r"cannot express 'model.layer_param' for Vertex AI "
+                                        r"\(Value out of range: 10+\), s.yaml params"):
+        tv.tuning_job("g", space, 1, 1, "gs://b/c", [], "gs://b/g", MACHINES)
 
 
 def test_trial_arguments_become_overrides():
@@ -87,7 +95,8 @@ def test_dry_run_prints_the_spec_and_submits_nothing(tmp_path):
     cfg = tmp_path / "shapes.yaml"
     cfg.write_text("name: shapes\nmodel: {name: tiny_cnn}\n")
     proc = run_cli("--vertex", "--dry_run", "--space", str(space), "--trials", "8", "--parallel", "2",
-                   "--output_dir", "gs://bucket/runs", "--config", str(cfg), module="trainer.tune")
+                   "--project", "p", "--output_dir", "gs://bucket/runs", "--config", str(cfg),
+                   module="trainer.tune")
     assert proc.returncode == 0, proc.stderr[-2000:]
     job = json.loads(proc.stdout)
     assert job["displayName"] == "shapes-tune" and job["maxTrialCount"] == 8
@@ -102,3 +111,74 @@ def test_dry_run_prints_the_spec_and_submits_nothing(tmp_path):
                    "gs://bucket/runs", "--config", str(cfg), module="trainer.tune")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"error: --config is {cfg}, --vertex, expected a gs:// URL that the trials can read and write")
+
+
+def _job_config(tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("name: blobs\ndata:\n  format: npz\n  train: gs://bucket/data/*.npz\n")
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {log_uniform: [1.0e-4, 0.01]}\n")
+    return cfg, space
+
+
+def _tune_dry_run(tmp_path, *flags):
+    cfg, space = _job_config(tmp_path)
+    return run_cli("--vertex", "--dry_run", "--space", str(space), "--config", str(cfg),
+                   "--output_dir", "gs://bucket/runs", *flags, module="trainer.tune")
+
+
+def test_without_image_uri_the_image_is_the_projects_own(tmp_path):
+    proc = _tune_dry_run(tmp_path, "--project", "my-project", "--region", "europe-west4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pool = json.loads(proc.stdout)["trialJobSpec"]["workerPoolSpecs"][0]
+    assert pool["containerSpec"]["imageUri"] == (
+        "europe-west4-docker.pkg.dev/my-project/trainer/trainer:latest")
+    # with neither a project nor an image there is no image to name
+    proc = _tune_dry_run(tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: no project given, --project, expected a Google Cloud "
+                                  "project id")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--machine_type", "n1-standard-8", "--accelerator_type", "NVIDIA_H100_80GB"],
+     "error: NVIDIA_H100_80GB cannot be attached to n1-standard-8, --machine_type, expected a "
+     "machine type of the a3 family\n"),
+    (["--accelerator_type", "NVIDIA_TESLA_T5"],
+     "error: unknown accelerator 'NVIDIA_TESLA_T5', --accelerator_type, expected none or one of "),
+])
+def test_a_machine_the_api_would_refuse_is_refused_like_submit(tmp_path, extra, message):
+    proc = _tune_dry_run(tmp_path, "--project", "p", *extra)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout[-2000:]
+    assert proc.stderr.startswith(message) and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_local_data_paths_are_refused_like_submit(tmp_path):
+    cfg, space = _job_config(tmp_path)
+    cfg.write_text("data:\n  format: npz\n  train: data/*.npz\n")
+    proc = run_cli("--vertex", "--dry_run", "--space", str(space), "--config", str(cfg),
+                   "--project", "p", "--output_dir", "gs://bucket/runs", module="trainer.tune")
+    assert proc.returncode == 2 and proc.stderr == (
+        "error: local data path, data.train=data/*.npz, expected gs:// or /gcs/ paths that the "
+        "job on Vertex AI can read\n")
+
+
+@pytest.mark.parametrize("machine", [
+    [],  # the defaults
+    ["--machine_type", "g2-standard-8", "--accelerator_type", "NVIDIA_L4"],
+    ["--accelerator_type", "none"],
+])
+def test_submit_and_tune_build_the_same_worker_pool(tmp_path, capsys, machine):
+    from trainer import submit
+
+    common = ["--project", "my-project", "--region", "europe-west4", *machine]
+    proc = _tune_dry_run(tmp_path, *common)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (trial_pool,) = json.loads(proc.stdout)["trialJobSpec"]["workerPoolSpecs"]
+    cfg, _ = _job_config(tmp_path)
+    assert submit.main(["--config", str(cfg), "--staging_bucket", "gs://bucket/staging",
+                        "--dry_run", *common]) == 0
+    (job_pool,) = json.loads(capsys.readouterr().out)["jobSpec"]["workerPoolSpecs"]
+    for key in ("machineSpec", "replicaCount"):
+        assert trial_pool[key] == job_pool[key]
+    assert trial_pool["containerSpec"]["imageUri"] == job_pool["containerSpec"]["imageUri"]

@@ -25,12 +25,12 @@ import yaml  # noqa: E402
 from absl import flags  # noqa: E402
 
 from trainer import cli, storage  # noqa: E402
+from trainer.outputs.plots import curve_names  # noqa: E402
+from trainer.outputs.table import text_table, write_csv  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", ".", "Folder for compare.csv and compare.png (local or gs://).")
-
-_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s"}
 
 
 @dataclass
@@ -92,25 +92,9 @@ def rows(runs: list[Run]) -> list[dict]:
     return out
 
 
-def table(table_rows: list[dict]) -> str:
-    def text(v) -> str:
-        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    columns = list(table_rows[0])
-    cells = [[text(r[c]) for c in columns] for r in table_rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths))
-                     for line in [columns, *cells])
-
-
 def curves_plot(runs: list[Run], path: str) -> None:
     """One panel per quantity; a colour per run; training dashed, validation solid."""
-    keys: list[str] = []
-    for r in runs:
-        for h in r.history:
-            keys += [k for k in h if k not in _NOT_CURVES and not k.startswith("val_")
-                     and k not in keys]
-    keys = keys or ["loss"]
+    keys = curve_names([h for r in runs for h in r.history]) or ["loss"]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key in zip(axes[0], keys):
@@ -139,10 +123,7 @@ def compare(urls: Sequence[str], out: str) -> tuple[list[dict], dict[str, str]]:
     written = {}
     with tempfile.TemporaryDirectory() as tmp:
         local_csv = os.path.join(tmp, "compare.csv")
-        with open(local_csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table_rows[0]))
-            writer.writeheader()
-            writer.writerows(table_rows)
+        write_csv(table_rows, local_csv)
         local_png = os.path.join(tmp, "compare.png")
         curves_plot(runs, local_png)
         for name, local in (("table", local_csv), ("plot", local_png)):
@@ -156,7 +137,7 @@ def main(urls: Sequence[str]) -> int:
     if not urls:
         raise UserError("no runs given, command line, expected one or more run directories")
     table_rows, written = compare(urls, FLAGS.out)
-    print(table(table_rows))
+    print(text_table(table_rows))
     print(f"\ntable: {written['table']}\nplot:  {written['plot']}")
     return 0
 

@@ -267,6 +267,12 @@ class Config:
         return yaml.safe_dump(secrets.redact(self.to_dict()), sort_keys=False)
 
 
+def monitor_mode(monitor: str) -> str:
+    """'max' for accuracy-like quantities, 'min' for losses and errors (Keras's `auto` rule):
+    which way `train.monitor`, or a search's metric, gets better."""
+    return "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+
+
 # ----------------------------------------------------------------------------------------------
 # Building a config: defaults -> YAML -> overrides -> validation.
 
@@ -351,13 +357,19 @@ def apply_override(raw: dict, item: str) -> None:
                         "train.epochs=3")
     value = (_safe_load(text, f"--set {_shown(item)}", "a scalar or a [list]")
              if text.strip() else None)
-    parts = key.strip().split(".")
+    set_key(raw, key.strip(), value, f"--set {_shown(item)}")
+
+
+def set_key(raw: dict, key: str, value: Any, where: str) -> None:
+    """Set a dotted key (`train.epochs`) in a plain config mapping, creating sections as needed;
+    `where` names the source of the key in the error when a section is in the way."""
+    parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise UserError(f"key '{'.'.join(parts[:depth + 1])}' is not a section, "
-                            f"--set {_shown(item)}, expected a section such as train or data")
+                            f"{where}, expected a section such as train or data")
         node = child
     node[parts[-1]] = value
 

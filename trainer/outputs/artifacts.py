@@ -7,7 +7,6 @@ standardisation is a layer inside the model).
 
 from __future__ import annotations
 
-import csv
 import logging
 import json
 import warnings
@@ -19,6 +18,7 @@ import numpy as np
 from trainer.outputs import modelfile
 from trainer.outputs import plots
 from trainer.outputs import report
+from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import Splits
@@ -66,16 +66,6 @@ def load_model(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict
     return model, metadata
 
 
-def write_history(rows: list[dict], path: str) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
               wall_time_s: float) -> dict[str, str]:
     """Write and publish every artefact; returns what went where."""
@@ -92,7 +82,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     out["config"] = run.publish("config.yaml")
 
     if result.history:
-        write_history(result.history, run.local("history.csv"))
+        write_csv(result.history, run.local("history.csv"))
         out["history"] = run.publish("history.csv")
 
     metrics = dict(result.metrics)

@@ -10,16 +10,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-_SKIP = {"epoch", "epoch_time_s", "samples_per_s"}
+# Columns of history.csv that are bookkeeping, not a quantity with a training and a validation curve.
+_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s"}
+
+
+def curve_names(history: list[dict]) -> list[str]:
+    """The quantities of history rows that have a training curve (and maybe a `val_` twin), in
+    the order they first occur: the panels of a run's plot and of `trainer.compare`'s."""
+    names: list[str] = []
+    for row in history:
+        names += [k for k in row if k not in _NOT_CURVES and not k.startswith("val_")
+                  and k not in names]
+    return names
 
 
 def history_plot(history: list[dict], path: str, title: str) -> None:
     """One panel per quantity (loss and each metric), training against validation."""
-    keys = [k for k in history[0] if k not in _SKIP and not k.startswith("val_")]
+    keys = curve_names(history)
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        ax.plot(epochs, [row[key] for row in history], marker="o", label="training")
+        ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", label="training")
         if f"val_{key}" in history[0]:
             ax.plot(epochs, [row.get(f"val_{key}", np.nan) for row in history], marker="o",
                     label="validation")

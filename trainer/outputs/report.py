@@ -125,11 +125,12 @@ def per_class_scores(matrix: np.ndarray) -> list[tuple[float, float, float, int]
     return out
 
 
-def _classification_section(splits: Splits, probs: np.ndarray, name: str) -> str:
+def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarray,
+                            name: str) -> str:
+    """The confusion matrix is the one `metrics.json` holds, so the page and the file agree."""
     names = splits.class_names
     y = splits.test.y
     predicted = probs.argmax(axis=1)
-    matrix = plots.confusion_matrix(y, predicted, len(names))
     confusion = _png(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: test set"))
     scores = per_class_scores(matrix)
     rows = [[c, p, r, f, n] for c, (p, r, f, n) in zip(names, scores)]
@@ -279,7 +280,9 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     if result.test_predictions is not None and len(splits.test):
         if splits.class_names:
             sections.append(("errors", "Classification: where it goes wrong",
-                             _classification_section(splits, result.test_predictions, config.name)))
+                             _classification_section(
+                                 splits, result.test_predictions,
+                                 np.asarray(metrics["confusion_matrix"]["matrix"]), config.name)))
         else:
             sections.append(("errors", "Regression: predictions against truth",
                              _regression_section(splits, result.test_predictions, config.name)))

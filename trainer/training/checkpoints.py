@@ -19,6 +19,7 @@ import os
 from typing import Optional
 
 from trainer import storage
+from trainer.config import monitor_mode
 from trainer.errors import TrainingDiverged, UserError
 from trainer.kerasflavor import keras, tf
 from trainer.storage.rundir import RunDir
@@ -52,11 +53,6 @@ def random_state(model: keras.Model) -> list:
         if rng is not None and getattr(rng, "_generator", None) is not None:
             found.append(rng._generator)
     return found
-
-
-def monitor_mode(monitor: str) -> str:
-    """'max' for accuracy-like quantities, 'min' for losses and errors (Keras's `auto` rule)."""
-    return "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
 
 
 class CheckpointStore:

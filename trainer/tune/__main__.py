@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from absl import flags
 
 from trainer import cli
+from trainer.cloud import vertex_job
 from trainer.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -31,12 +32,17 @@ flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only o
 flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.")
 flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.")
 flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.")
-flags.DEFINE_string("region", "us-central1", "With --vertex: the Vertex AI region.")
-flags.DEFINE_string("image_uri", "us-docker.pkg.dev/PROJECT/trainer/trainer:latest",
-                    "With --vertex: the training container image.")
-flags.DEFINE_string("machine_type", "n1-standard-4", "With --vertex: each trial's machine.")
-flags.DEFINE_string("accelerator_type", None, "With --vertex: e.g. NVIDIA_TESLA_T4.")
-flags.DEFINE_integer("accelerator_count", 0, "With --vertex: accelerators per trial.")
+flags.DEFINE_string("region", vertex_job.DEFAULT_REGION, "With --vertex: the Vertex AI region.")
+flags.DEFINE_string("image_uri", None, "With --vertex: the training container image (default: "
+                    f"{vertex_job.DEFAULT_IMAGE.format(region='REGION', project='PROJECT')}, "
+                    "what cloudbuild.yaml pushes).")
+flags.DEFINE_string("machine_type", vertex_job.DEFAULT_MACHINE,
+                    "With --vertex: each trial's machine.")
+flags.DEFINE_string("accelerator_type", vertex_job.DEFAULT_ACCELERATOR,
+                    "With --vertex: GPU type as the API names it (e.g. NVIDIA_L4), or none for "
+                    "CPU trials.")
+flags.DEFINE_integer("accelerator_count", vertex_job.DEFAULT_ACCELERATOR_COUNT,
+                     "With --vertex: GPUs per trial.")
 
 
 def _target(space, trials: Optional[int]) -> int:
@@ -49,6 +55,7 @@ def _target(space, trials: Optional[int]) -> int:
 
 
 def local_search(cfg, space, study_dir: str, trials: int, parallel: int, verbose: bool) -> int:
+    from trainer.outputs.table import write_csv
     from trainer.tune import results, study as study_mod
 
     study = study_mod.search(study_dir, cfg, space, trials, parallel, verbose)
@@ -57,7 +64,7 @@ def local_search(cfg, space, study_dir: str, trials: int, parallel: int, verbose
     print(results.table(rows))
     csv_path = os.path.join(study_dir, "trials.csv")
     plot_path = os.path.join(study_dir, "objective.png")
-    results.write_csv(rows, csv_path)
+    write_csv(rows, csv_path)
     results.plot(rows, space, plot_path, f"{os.path.basename(study_dir)}: {space.metric}")
     states = [r["state"] for r in rows]
     print(f"\n{states.count('complete')} complete, {states.count('pruned')} pruned, "
@@ -75,26 +82,28 @@ def local_search(cfg, space, study_dir: str, trials: int, parallel: int, verbose
 
 
 def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int:
-    from trainer import storage, submit
+    from trainer import storage
+    from trainer.cloud import client, preflight
     from trainer.tune import vertex
 
-    submit.refuse_credentials(cfg, FLAGS.config)
-    infra = vertex.Infrastructure(FLAGS.project, FLAGS.region, FLAGS.image_uri, FLAGS.machine_type,
-                                  FLAGS.accelerator_type, FLAGS.accelerator_count)
+    preflight.check(cfg, FLAGS.config)
+    machines = vertex_job.Machines(FLAGS.project, FLAGS.region, FLAGS.image_uri,
+                                   FLAGS.machine_type, FLAGS.accelerator_type,
+                                   FLAGS.accelerator_count)
     overrides = list(FLAGS.set)
     if space.metric != cfg.train.monitor:
         # Trials report train.monitor to the tuner (cloudml-hypertune), so it must be the metric.
         overrides.append(f"train.monitor={space.metric}")
     job = vertex.tuning_job(os.path.basename(study_url), space, trials, parallel, FLAGS.config,
-                            overrides, study_url, infra)
+                            overrides, study_url, machines)
     if FLAGS.dry_run:
-        print(vertex.to_json(job))
+        print(vertex_job.to_json(job))
         return 0
     for what, url in (("--config", FLAGS.config), ("--output_dir", study_url)):
         if url and storage.is_local(url):  # no --config: the trials train the embedded demo
             raise UserError(f"{what} is {url}, --vertex, expected a gs:// URL that the trials "
                             "can read and write")
-    print(f"submitted: {vertex.submit(job, infra)}")
+    print(f"submitted: {client.send(job, FLAGS.project, FLAGS.region).name}")
     return 0
 
 

@@ -4,7 +4,6 @@ the objective against each parameter, so the sensitive parameters stand out at a
 
 from __future__ import annotations
 
-import csv
 import math
 from typing import Optional
 
@@ -16,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from trainer.outputs.table import text_table  # noqa: E402
 from trainer.tune.space import Space  # noqa: E402
 from trainer.tune.study import retried  # noqa: E402
 
@@ -47,31 +47,9 @@ def ranked(study: optuna.Study, space: Space) -> list[dict]:
     return [{"rank": i + 1, **row} for i, (_, row) in enumerate(rows)]
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def table(rows: list[dict]) -> str:
-    """A fixed-width text table of the ranked rows (errors left to the CSV)."""
-    if not rows:
-        return "no trials"
-    columns = [c for c in rows[0] if c != "error"]
-    cells = [[_text(r[c]) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["rank"])
-        writer.writeheader()
-        writer.writerows(rows)
+    """The ranked rows as text (errors left to the CSV)."""
+    return text_table(rows, leave_out=("error",)) if rows else "no trials"
 
 
 def plot(rows: list[dict], space: Space, path: str, title: Optional[str] = None) -> None:

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from trainer import config as config_mod
-from trainer.training.checkpoints import monitor_mode
-from trainer.config import Config
+from trainer.config import Config, monitor_mode
 from trainer.errors import UserError
 
 KINDS = ("grid", "choice", "uniform", "log_uniform")
@@ -98,20 +97,11 @@ class Space:
         return len(self.grid_points()) if self.grid_only else 10
 
 
-def set_key(raw: dict, key: str, value: Any) -> None:
-    """Set a dotted key in a plain config mapping, creating sections as needed."""
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
 def trial_config(base: Config, params: dict, name: str, output_dir: str, source: str) -> Config:
     """The base config with the trial's parameters, name and output directory, validated."""
     raw = copy.deepcopy(base.to_dict())
     for key, value in params.items():
-        set_key(raw, key, value)
+        config_mod.set_key(raw, key, value, source)
     raw["name"] = name
     raw["output"]["dir"] = output_dir
     return config_mod.from_dict(raw, source)

@@ -10,32 +10,22 @@ Parameter ids are the config keys themselves (`train.learning_rate`): Vertex pas
 `--train.learning_rate=VALUE` to the trial's command, `trainer.tune.vertex_trial`, which turns
 them into `--set` overrides.
 
-The types build offline, so `--dry_run` and the tests need no project or credentials.
+The types build offline, so `--dry_run` and the tests need no credentials. Each trial's machines
+and image come from `trainer.cloud.vertex_job`, the builder `trainer.submit` uses too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from google.cloud import aiplatform_v1 as vertex
 
+from trainer.cloud import vertex_job
+from trainer.cloud.vertex_job import Machines
 from trainer.errors import UserError
 from trainer.tune.space import Param, Space
 
 TRIAL_MODULE = "trainer.tune.vertex_trial"
-
-
-@dataclass(frozen=True)
-class Infrastructure:
-    """Where the trials run; kept apart from the experiment, as in the custom-job submission."""
-
-    project: Optional[str]
-    region: str
-    image_uri: str
-    machine_type: str = "n1-standard-4"
-    accelerator_type: Optional[str] = None
-    accelerator_count: int = 0
 
 
 def _numeric(values: tuple) -> bool:
@@ -63,13 +53,23 @@ def parameter_spec(p: Param) -> vertex.StudySpec.ParameterSpec:
         values=[str(v).lower() if isinstance(v, bool) else str(v) for v in p.values]))
 
 
+def _expressed(p: Param, source: str) -> vertex.StudySpec.ParameterSpec:
+    """The parameter's spec; a value the API's types cannot hold (an integer beyond 64 bits)
+    is the space's fault, named as such."""
+    try:
+        return parameter_spec(p)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UserError(f"cannot express '{p.key}' for Vertex AI ({exc}), {source} params, "
+                        "expected numbers the API holds (64-bit integers, doubles)") from None
+
+
 def study_spec(space: Space) -> vertex.StudySpec:
     goal = vertex.StudySpec.MetricSpec.GoalType
     spec = vertex.StudySpec(
         metrics=[vertex.StudySpec.MetricSpec(
             metric_id=space.metric,
             goal=goal.MAXIMIZE if space.direction == "maximize" else goal.MINIMIZE)],
-        parameters=[parameter_spec(p) for p in space.params],
+        parameters=[_expressed(p, space.source) for p in space.params],
         algorithm=(vertex.StudySpec.Algorithm.GRID_SEARCH if space.grid_only
                    else vertex.StudySpec.Algorithm.ALGORITHM_UNSPECIFIED),
     )
@@ -85,45 +85,14 @@ def trial_args(config_url: Optional[str], overrides: Sequence[str], study_url: s
     return args + [f"--set={o}" for o in overrides] + ["--output_dir", study_url]
 
 
-def trial_job_spec(config_url: Optional[str], overrides: Sequence[str], study_url: str,
-                   infra: Infrastructure) -> vertex.CustomJobSpec:
-    """One trial's custom job. Replaced by submit.py's builder when the cloud branch is merged."""
-    machine = vertex.MachineSpec(machine_type=infra.machine_type)
-    if infra.accelerator_type:
-        machine.accelerator_type = infra.accelerator_type  # an unknown name raises here
-        machine.accelerator_count = infra.accelerator_count or 1
-    container = vertex.ContainerSpec(image_uri=infra.image_uri,
-                                     command=["python", "-m", TRIAL_MODULE],
-                                     args=trial_args(config_url, overrides, study_url))
-    return vertex.CustomJobSpec(
-        worker_pool_specs=[vertex.WorkerPoolSpec(machine_spec=machine, replica_count=1,
-                                                 container_spec=container)],
-        base_output_directory=vertex.GcsDestination(output_uri_prefix=study_url))
-
-
 def tuning_job(name: str, space: Space, trials: int, parallel: int, config_url: Optional[str],
                overrides: Sequence[str], study_url: str,
-               infra: Infrastructure) -> vertex.HyperparameterTuningJob:
-    try:
-        return vertex.HyperparameterTuningJob(
-            display_name=name, study_spec=study_spec(space), max_trial_count=trials,
-            parallel_trial_count=parallel, max_failed_trial_count=max(1, trials // 2),
-            trial_job_spec=trial_job_spec(config_url, overrides, study_url, infra))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"cannot build the tuning job ({exc}), --vertex flags, expected a known "
-                        "machine and accelerator type") from None
-
-
-def to_json(job: vertex.HyperparameterTuningJob) -> str:
-    return vertex.HyperparameterTuningJob.to_json(job, indent=2, use_integers_for_enums=False,
-                                                  always_print_fields_with_no_presence=False)
-
-
-def submit(job: vertex.HyperparameterTuningJob, infra: Infrastructure) -> str:
-    """Create the job on Vertex AI through `trainer.submit.send`; returns its resource name."""
-    if not infra.project:
-        raise UserError("no project given, --project, expected a Google Cloud project id to "
-                        "submit to (or --dry_run to only show the spec)")
-    from trainer.submit import send
-
-    return send(job, infra.project, infra.region).name
+               machines: Machines) -> vertex.HyperparameterTuningJob:
+    """Each trial is a custom job of the same shape as `trainer.submit`'s, running the trial
+    command; its runs go under `study_url`."""
+    trial = vertex_job.job_spec(machines, trial_args(config_url, overrides, study_url), study_url,
+                                command=["python", "-m", TRIAL_MODULE])
+    return vertex.HyperparameterTuningJob(
+        display_name=name, study_spec=study_spec(space), max_trial_count=trials,
+        parallel_trial_count=parallel, max_failed_trial_count=max(1, trials // 2),
+        trial_job_spec=trial)
