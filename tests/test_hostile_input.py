@@ -111,9 +111,9 @@ def test_a_gigantic_declared_npy_shape_is_refused_before_allocation(tmp_path, sh
 
 
 def _save(model, path, name="tiny_cnn"):
-    from trainer.outputs import artifacts
+    from trainer.outputs import modelfile
 
-    artifacts.save_model(model, str(path), {"task": "classification", "class_names": ["a", "b"],
+    modelfile.save(model, str(path), {"task": "classification", "class_names": ["a", "b"],
                                             "input_shape": [8, 8, 1], "num_outputs": 2,
                                             "model": name, "name": "hostile"})
     return str(path)
