@@ -4,6 +4,8 @@ Seeds 000 and 004 ended with a hand-written cell that loads the model, rescales 
 looks up the class name. None of that is needed here: the standardisation is a layer inside
 `model.h5` and the class names travel in its `trainer_metadata`, so the model file alone is
 enough. Inputs are image files, folders of them, or `.npz`/`.npy` shards, local or `gs://`.
+Image files go through training's own decoder (`trainer.data.images`) to the model's input shape,
+so a file gives the model the values it was trained on (16-bit ones included).
 They are read one at a time and predicted in batches, so a large input never sits in memory
 whole; every input gives one line on stdout (and one CSV row).
 """
