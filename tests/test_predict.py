@@ -104,6 +104,14 @@ def test_images_of_another_size_are_resized(models, tmp_path):
     assert image.shape == (32, 32, 3) and image.dtype == np.float32 and image.max() == 255
 
 
+def test_image_files_for_a_model_of_channels_no_image_decodes_to(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "rgba.png")
+    with pytest.raises(UserError) as exc:
+        predict.read_image(str(tmp_path / "rgba.png"), (8, 8, 4))
+    assert str(exc.value) == (f"model takes 4-channel images, {tmp_path / 'rgba.png'}, expected a "
+                              "model of 1 or 3 channels for image files (use .npy/.npz shards)")
+
+
 def test_missing_model_on_the_command_line(tmp_path):
     proc = run_cli("--model", str(tmp_path / "nope.h5"), str(tmp_path), module="trainer.predict")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
