@@ -1,5 +1,6 @@
 """python -m trainer.convert: shards + manifest, videos + .mat labels, flat memory, clean failure."""
 
+import io
 import json
 import os
 import tracemalloc
@@ -9,7 +10,7 @@ import numpy as np
 import scipy.io
 
 from trainer import convert
-from trainer.data import load_splits
+from trainer.data import images, load_splits
 
 from conftest import blob_images, error_line, run_cli, run_job, write_npz
 
@@ -139,3 +140,23 @@ def test_conversion_memory_stays_flat(tmp_path):
     print(f"converter peak traced memory: {small} B for 16 MB in, {large} B for 64 MB in")
     assert large < 1.25 * small, (small, large)
     assert large < input_bytes / 4, (large, input_bytes)
+
+
+def test_video_frames_are_sized_and_coloured_as_image_files_are(tmp_path):
+    """A frame becomes the array its PNG would give to training (the one image decoder)."""
+    rng = np.random.default_rng(8)
+    _write_video(tmp_path / "n.mp4", [rng.integers(0, 256, (32, 32, 3), np.uint8)] * 3)
+    scipy.io.savemat(tmp_path / "l.mat", {"y": np.array([0.0, 1.0, 0.0])})
+    config = convert.config_mod_load(["data.color=grey", "data.image_size=[12, 10]"])
+    [(x, _, _)] = convert.video_splits([str(tmp_path / "n.mp4")], str(tmp_path / "l.mat"), None,
+                                       config)["train"]
+    with av.open(str(tmp_path / "n.mp4")) as video:
+        pngs = []
+        for frame in video.decode(video=0):
+            buf = io.BytesIO()
+            frame.to_image().save(buf, format="PNG")
+            pngs.append(buf.getvalue())
+    spec = images.spec_from_config(config.data.image_size, config.data.color)
+    expected = np.stack([images.decode(png, spec, "frame.png") for png in pngs])
+    assert x.dtype == np.uint8 and x.shape == (3, 12, 10, 1)
+    np.testing.assert_array_equal(x, expected)

@@ -41,7 +41,7 @@ def _state(gcs, run_prefix: str):
 
 def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_path):
     from trainer import storage
-    from trainer.outputs import artifacts
+    from trainer.outputs import modelfile
 
     data = _upload_shards(gcs, tmp_path, "e2e/data")
     (tmp_path / "job.yaml").write_text(
@@ -87,7 +87,7 @@ def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_pa
 
     # 3. The model from the bucket loads and predicts.
     bucket.blob(f"{run}/model.h5").download_to_filename(str(tmp_path / "model.h5"))
-    model, meta = artifacts.load_model(str(tmp_path / "model.h5"))
+    model, meta = modelfile.load(str(tmp_path / "model.h5"))
     x, label, _ = blob_images(20, seed=9)
     assert model.predict(x[..., None], verbose=0).shape == (20, 2)
     assert meta["name"] == "blobs" and meta["class_names"] == ["0", "1"]

@@ -15,6 +15,7 @@ import textwrap
 import tracemalloc
 import zlib
 
+import fsspec
 import h5py
 import numpy as np
 import pytest
@@ -111,11 +112,11 @@ def test_a_gigantic_declared_npy_shape_is_refused_before_allocation(tmp_path, sh
 
 
 def _save(model, path, name="tiny_cnn"):
-    from trainer.outputs import artifacts
+    from trainer.outputs import modelfile
 
-    artifacts.save_model(model, str(path), {"task": "classification", "class_names": ["a", "b"],
-                                            "input_shape": [8, 8, 1], "num_outputs": 2,
-                                            "model": name, "name": "hostile"})
+    modelfile.save(model, str(path), {"task": "classification", "class_names": ["a", "b"],
+                                      "input_shape": [8, 8, 1], "num_outputs": 2,
+                                      "model": name, "name": "hostile"})
     return str(path)
 
 
@@ -176,6 +177,10 @@ def test_lambda_and_unknown_layers_are_refused_before_keras_reads_them(lambda_mo
         "expected only built-in Keras layers (pass --allow_unsafe_model if you trust the file's "
         "author)")
     assert not marker.exists()  # its code never ran
+    fsspec.filesystem("memory").put_file(path, "/models/sneaky.h5")  # from a bucket: named so
+    with pytest.raises(UserError, match="'sneaky' is a Lambda .*, memory://models/sneaky.h5, "):
+        predict.load("memory://models/sneaky.h5")
+    assert not marker.exists()
     path, _ = custom_model
     with pytest.raises(UserError) as exc:
         predict.load(path)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from trainer.outputs import artifacts
+from trainer.outputs import modelfile
 from trainer.data import demo
 from trainer.training.fit import class_weights
 
@@ -30,7 +30,7 @@ def test_demo_reaches_95_percent_and_writes_every_artefact(tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
     assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(rows[0])
     # the saved model needs nothing else: raw uint8 images in, class names from its metadata
-    model, meta = artifacts.load_model(str(run / "model.h5"))
+    model, meta = modelfile.load(str(run / "model.h5"))
     x, y = demo.generate(20, (32, 32), seed=123)
     names = np.array(meta["class_names"])[model.predict(x.astype(np.float32), verbose=0).argmax(1)]
     assert (names == y).mean() >= 0.9
@@ -51,7 +51,7 @@ def test_regression_beats_predicting_the_mean(tmp_path):
 
 
 def _weights(path):
-    model, _ = artifacts.load_model(path)
+    model, _ = modelfile.load(path)
     return [w.copy() for w in model.get_weights()]
 
 
@@ -105,7 +105,7 @@ def test_imbalanced_run_with_class_weights_and_string_labels(tmp_path):
     result, _ = run_job(tmp_path / "out", "name=w", "data.format=npz",
                         f"data.train={tmp_path / 'd' / 's.npz'}", "model.name=tiny_cnn",
                         "train.class_weight=balanced", "train.epochs=2")
-    _, meta = artifacts.load_model(result.outputs["model"])
+    _, meta = modelfile.load(result.outputs["model"])
     assert meta["class_names"] == ["no_touch", "touch"]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trainer import config, models
-from trainer.outputs import artifacts
+from trainer.outputs import modelfile
 from trainer.errors import UserError
 
 from conftest import blob_images, run_job, write_npz
@@ -34,7 +34,7 @@ def test_each_model_trains_and_saves(name, task, data32, tmp_path):
                           "train.batch_size=16", *_small(name))
     assert len(result.metrics["test"]) >= 2
     assert np.isfinite(result.metrics["test"]["loss"])
-    model, meta = artifacts.load_model(result.outputs["model"])
+    model, meta = modelfile.load(result.outputs["model"])
     x, _, _ = blob_images(5, size=32, seed=9)
     pred = model.predict(x[..., None], verbose=0)
     assert pred.shape == (5, 2)
@@ -96,7 +96,7 @@ def test_user_builder_from_module(tmp_path, monkeypatch, blob_npz):
     monkeypatch.syspath_prepend(str(tmp_path))
     result, _ = run_job(tmp_path / "out", "name=mine", "data.format=npz", f"data.train={blob_npz}",
                         "model.name=my_nets:small", "model.params={width: 6}", "train.epochs=1")
-    model, _ = artifacts.load_model(result.outputs["model"])
+    model, _ = modelfile.load(result.outputs["model"])
     assert model.get_layer("mine").layers[0].filters == 6
     # a builder that already ends in softmax does not get a second one
     cfg = config.from_dict({"model": {"name": "my_nets:with_softmax"}})

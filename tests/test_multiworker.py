@@ -12,7 +12,7 @@ import numpy as np
 
 import gcs_emulator
 from conftest import ROOT, blob_images, write_npz
-from trainer.outputs import artifacts
+from trainer.outputs import modelfile
 
 # Each worker builds its model through the user-builder hook, so that the test can see the
 # weights a worker ends with even where that worker's own files are deleted.
@@ -80,7 +80,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     final = {_line(o, "FINAL") for o, _ in results}
     assert len(final) == 1  # both workers end with the same weights ...
     assert final != {_line(chief_out, "INITIAL")}  # ... after training changed them
-    model, _ = artifacts.load_model(str(out / "mw" / "model.h5"))
+    model, _ = modelfile.load(str(out / "mw" / "model.h5"))
     assert {_digest(model.get_weights())} == final  # the chief's model.h5 holds them
     assert "replicas in sync: 2" in chief_out
     assert "(worker 1: the chief writes the run)" in worker_out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trainer import config, models
-from trainer.outputs import artifacts
+from trainer.outputs import modelfile
 from trainer.runtime import environment
 from trainer.runtime.environment import Accelerators
 from trainer.kerasflavor import keras, tf
@@ -69,7 +69,7 @@ def test_bfloat16_run_saves_a_float32_model_that_agrees(tmp_path):
     assert result.metrics["test"]["accuracy"] > 0.7  # it trained, in bf16
     training = json.loads(open(result.outputs["metrics"]).read())["training"]
     assert training["precision_policy"] == "mixed_bfloat16" and training["xla"] is False
-    loaded, _ = artifacts.load_model(result.outputs["model"])
+    loaded, _ = modelfile.load(result.outputs["model"])
     assert {layer.dtype_policy.name for layer in models._all_layers(loaded)} == {"float32"}
     stats = loaded.get_layer("standardize").get_config()
     bf16 = models.build_model(cfg, (16, 16, 1), 2, np.array(stats["mean"], np.float32).ravel(),

@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import fsspec
 import numpy as np
@@ -102,6 +104,14 @@ def test_images_of_another_size_are_resized(models, tmp_path):
     assert image.shape == (32, 32, 3) and image.dtype == np.float32 and image.max() == 255
 
 
+def test_image_files_for_a_model_of_channels_no_image_decodes_to(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "rgba.png")
+    with pytest.raises(UserError) as exc:
+        predict.read_image(str(tmp_path / "rgba.png"), (8, 8, 4))
+    assert str(exc.value) == (f"model takes 4-channel images, {tmp_path / 'rgba.png'}, expected a "
+                              "model of 1 or 3 channels for image files (use .npy/.npz shards)")
+
+
 def test_missing_model_on_the_command_line(tmp_path):
     proc = run_cli("--model", str(tmp_path / "nope.h5"), str(tmp_path), module="trainer.predict")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -109,3 +119,90 @@ def test_missing_model_on_the_command_line(tmp_path):
         f"error: file not found, --model={tmp_path / 'nope.h5'}, expected a model.h5 written by "
         "trainer.task")
     assert not os.path.exists(tmp_path / "pred.csv")
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction decodes an image file exactly as training did.
+
+
+def _sixteen_bit_folder(root, n: int = 20) -> list[str]:
+    """Classes 'dim' (about 1000) and 'bright' (about 3000) as 16-bit greyscale PNG and TIFF of
+    two sizes: every pixel is above 255, so a decoder that narrows to 8 bits sees one class."""
+    rng = np.random.default_rng(16)
+    files = []
+    for cls, level in (("dim", 1000), ("bright", 3000)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            shape = ((10, 12), (8, 8))[i % 2]
+            img = Image.fromarray((level + rng.integers(-300, 300, shape)).astype(np.uint16))
+            files.append(str(root / cls / f"{i:02d}.{('png', 'tif')[i // 2 % 2]}"))
+            img.save(files[-1])
+    return files
+
+
+def test_a_model_trained_on_16_bit_images_predicts_its_training_files_as_well(tmp_path):
+    from trainer.data import load_splits
+
+    _sixteen_bit_folder(tmp_path / "data")
+    result, cfg = run_job(tmp_path / "out", "name=deep", "data.format=image_folder",
+                          f"data.train={tmp_path / 'data'}", "data.image_size=[8, 8]",
+                          "data.color=grey", "model.name=tiny_cnn", "train.epochs=8",
+                          "train.learning_rate=0.01", "output.report=false", "output.plots=false")
+    splits = load_splits(cfg)
+    x = np.concatenate([s.view.array() for s in (splits.train, splits.val, splits.test)])
+    y = np.concatenate([s.y for s in (splits.train, splits.val, splits.test)])
+    model = predict.load(result.outputs["model"]).model
+    trained = float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == y))
+    assert trained >= 0.9  # what the model does on the images as training decoded them
+
+    proc = run_cli("--model", result.outputs["model"], str(tmp_path / "data"),
+                   module="trainer.predict")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("  ") for line in proc.stdout.strip().splitlines()]
+    assert len(rows) == 40
+    predicted = np.mean([label == os.path.basename(os.path.dirname(path))
+                         for path, label, _ in rows])
+    assert predicted == trained
+
+
+@pytest.mark.parametrize("color, size", [("grey", [6, 5]), ("rgb", [6, 5]), ("grey", None)])
+def test_an_image_decodes_alike_for_training_and_for_prediction(tmp_path, color, size):
+    from trainer.config import DataConfig
+    from trainer.data import images, readers
+
+    files = _sixteen_bit_folder(tmp_path, n=4)
+    if size:  # colour, palette and 8-bit files too (all of one size when none is asked for)
+        rng = np.random.default_rng(3)
+        for mode, name in (("RGB", "c.jpg"), ("P", "p.png"), ("L", "l.tiff")):
+            pixels = rng.integers(0, 256, (9, 7, 3) if mode == "RGB" else (9, 7), np.uint8)
+            Image.fromarray(pixels).convert(mode).save(tmp_path / "dim" / name)
+            files.append(str(tmp_path / "dim" / name))
+    else:
+        files = [f for f in files if Image.open(f).size == (8, 8)]
+    config = DataConfig(format="image_folder", image_size=size, color=color)
+    shard = readers.read_image_folder(files, config, images.spec_from_config(size, color))[0]
+    trained = shard.read(0, len(files))
+    assert trained.max() > 255  # 16-bit values kept
+    for path, expected in zip(files, trained):
+        np.testing.assert_array_equal(predict.read_image(path, shard.sample_shape), expected,
+                                      err_msg=path)
+
+
+def test_prediction_loads_the_model_file_without_training_report_or_plots(models, tmp_path):
+    """The model file is one small module: predicting imports neither training nor outputs."""
+    Image.fromarray(demo.create_image(np.random.default_rng(5), (32, 32), "square")).save(
+        tmp_path / "s.png")
+    script = ("import sys\nfrom trainer import predict\n"
+              f"rows = list(predict.predict(predict.load({str(models / 'shapes')!r}), "
+              f"[{str(tmp_path / 's.png')!r}]))\n"
+              "print(rows[0][1])\n"
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('trainer.'))))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    label, modules = proc.stdout.strip().splitlines()[-2:]
+    assert label == "square"
+    assert "trainer.outputs.modelfile" in modules.split()
+    assert not [m for m in modules.split() if m.startswith(
+        ("trainer.training", "trainer.callbacks", "trainer.outputs.artifacts",
+         "trainer.outputs.report", "trainer.outputs.plots"))], modules

@@ -90,7 +90,7 @@ def _download(bucket: Bucket, name: str, dest) -> bytes:
 
 
 def test_a_short_outage_mid_training_goes_unnoticed(bucket, tmp_path):
-    from trainer.outputs import artifacts
+    from trainer.outputs import modelfile
 
     epochs = 25
     args = _job(bucket, tmp_path, epochs)
@@ -109,12 +109,12 @@ def test_a_short_outage_mid_training_goes_unnoticed(bucket, tmp_path):
     history = bucket.blob(f"{RUN}/history.csv").download_as_text().splitlines()
     assert [int(row.split(",")[0]) for row in history[1:]] == list(range(1, epochs + 1))
     _download(bucket, f"{RUN}/model.h5", tmp_path / "model.h5")
-    model, meta = artifacts.load_model(str(tmp_path / "model.h5"))
+    model, meta = modelfile.load(str(tmp_path / "model.h5"))
     assert meta["class_names"] == ["0", "1"] and model.output_shape == (None, 2)
 
 
 def test_a_lasting_outage_fails_clearly_and_keeps_the_previous_model(bucket, tmp_path):
-    from trainer.outputs import artifacts
+    from trainer.outputs import modelfile
 
     args = _job(bucket, tmp_path, epochs=2)
     first = run_cli(*args, env=bucket.server.env())
@@ -153,7 +153,7 @@ def test_a_lasting_outage_fails_clearly_and_keeps_the_previous_model(bucket, tmp
     assert metrics["training"]["resumed_from_epoch"] == state["epoch"]
     new_model = _download(bucket, f"{RUN}/model.h5", tmp_path / "new.h5")
     assert new_model != old_model
-    artifacts.load_model(str(tmp_path / "new.h5"))
+    modelfile.load(str(tmp_path / "new.h5"))
 
 
 def test_a_local_copy_cut_off_midway_leaves_the_old_file(tmp_path):

@@ -4,6 +4,8 @@ Seeds 000 and 004 ended with a hand-written cell that loads the model, rescales 
 looks up the class name. None of that is needed here: the standardisation is a layer inside
 `model.h5` and the class names travel in its `trainer_metadata`, so the model file alone is
 enough. Inputs are image files, folders of them, or `.npz`/`.npy` shards, local or `gs://`.
+Image files go through training's own decoder (`trainer.data.images`) to the model's input shape,
+so a file gives the model the values it was trained on (16-bit ones included).
 They are read one at a time and predicted in batches, so a large input never sits in memory
 whole; every input gives one line on stdout (and one CSV row).
 """
@@ -31,10 +33,7 @@ flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lamb
                   "code stored in the file) or layer classes Keras does not know, importing the "
                   "builder module its metadata names. Only for model files you trust.")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SHARD_EXTENSIONS = (".npz", ".npy")
-_PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # Pillow's names of the above
-_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class SavedModel:
 
 
 def load(path: str, allow_unsafe: bool = False) -> SavedModel:
-    """Load `model.h5` from a local path or a bucket (h5py needs a local file, so fetch it first).
+    """Load `model.h5` (or a run directory's) from a local path or a bucket.
 
     Models with code in them are refused unless `allow_unsafe` (see `trainer.outputs.modelfile`).
     """
@@ -64,15 +63,9 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
         raise UserError(f"file not found, --model={path}, expected a model.h5 written by "
                         "trainer.task")
-    from trainer.outputs import artifacts  # TensorFlow, imported only once the inputs look right
+    from trainer.outputs import modelfile  # TensorFlow, imported only once the inputs look right
 
-    if storage.is_local(path):
-        model, meta = artifacts.load_model(path, allow_unsafe)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "model.h5")
-            storage.get_file(path, local)
-            model, meta = artifacts.load_model(local, allow_unsafe)
+    model, meta = modelfile.load(path, allow_unsafe)
     if "task" not in meta:
         raise UserError(f"model has no trainer_metadata, --model={path}, expected a model.h5 "
                         "written by trainer.task (it carries the task and class names)")
@@ -86,11 +79,13 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
 
 def input_files(inputs: Sequence[str]) -> Iterator[str]:
     """Every image or shard named by the inputs; folders and globs are searched for both."""
+    from trainer.data import images
+
     for item in inputs:
         files = storage.expand(item, "input")
         if storage.is_local(item) and not os.path.isabs(item):
             files = [os.path.relpath(f) for f in files]  # name inputs as the user did
-        picked = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS + SHARD_EXTENSIONS)]
+        picked = [f for f in files if images.is_image(f) or f.lower().endswith(SHARD_EXTENSIONS)]
         # In a folder of x*.npy/y*.npy pairs the y files are labels, not images.
         names = {os.path.basename(f) for f in picked}
         picked = [f for f in picked if not (os.path.basename(f).startswith("y")
@@ -98,30 +93,22 @@ def input_files(inputs: Sequence[str]) -> Iterator[str]:
                                             and "x" + os.path.basename(f)[1:] in names)]
         if not picked:
             raise UserError(f"no images or shards, input={item}, expected image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}), a folder of them, or .npz/.npy shards")
+                            f"({', '.join(images.IMAGE_EXTENSIONS)}), a folder of them, or "
+                            ".npz/.npy shards")
         yield from picked
 
 
 def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
-    """One image file as the model's input: its channels, resized to its height and width."""
-    from PIL import Image
-
-    from trainer.data.images import open_image
+    """One image file as the model's input, decoded exactly as training decoded its images:
+    the same decoder, to the height, width and channels the model was trained on."""
+    from trainer.data import images
 
     height, width, channels = shape
-    if channels not in _PIL_MODES:
+    if channels not in (1, 3):
         raise UserError(f"model takes {channels}-channel images, {path}, expected a model of "
-                        "1, 3 or 4 channels for image files (use .npy/.npz shards)")
-    img = open_image(storage.read_bytes(path), path, _PIL_FORMATS)
-    try:
-        img = img.convert(_PIL_MODES[channels])
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise UserError(f"cannot read image ({str(exc)[:200]}), {path}, expected a PNG, JPEG or "
-                        "other image file") from None
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32)
-    return x[..., np.newaxis] if x.ndim == 2 else x
+                        "1 or 3 channels for image files (use .npy/.npz shards)")
+    return images.decode(storage.read_bytes(path), images.ImageSpec((height, width), channels),
+                         path)
 
 
 def read_shard(path: str, shape: tuple[int, ...], block: int = 256

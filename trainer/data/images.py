@@ -1,8 +1,9 @@
 """One image file's bytes -> a float32 (H, W, C) array of the configured size and colour.
 
-PNG, JPEG and TIFF (8- and 16-bit, greyscale or colour) through Pillow. Every format that holds
-one image per file (image folders, CSV manifests, PNG-encoded TFRecords) decodes here, so they
-resize and convert colour the same way.
+PNG, JPEG and TIFF (8- and 16-bit, greyscale or colour) through Pillow. Every reader of images
+decodes here: the formats that hold one image per file (image folders, CSV manifests,
+PNG-encoded TFRecords), video frames, and `trainer.predict`. So a file resizes, converts colour
+and keeps its bit depth the same way in training and in prediction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,6 +21,7 @@ from trainer.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FORMATS = ("PNG", "JPEG", "TIFF")  # Pillow's names of the formats above
+EXPECTED = f"expected a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image"
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # Pillow's own decompression-bomb threshold, about 89 M
 # Set once, not per call (`catch_warnings` is not thread-safe, and images decode in threads):
 # above MAX_PIXELS Pillow only warns, then decodes; here that is an error. Damaged TIFF tags are
@@ -43,28 +45,28 @@ class ImageSpec:
 
 
 def spec_from_config(image_size: Optional[list[int]], color: str) -> ImageSpec:
+    """The spec that `data.image_size` and `data.color` ask for."""
     return ImageSpec(tuple(image_size) if image_size else None,
                      {"grey": 1, "rgb": 3}.get(color))
 
 
-def open_image(data: bytes, where: str, formats: Sequence[str] = FORMATS) -> Image.Image:
+def open_image(data: bytes, where: str) -> Image.Image:
     """The image in `data`, its header read but no pixels yet.
 
-    Only `formats` are tried, whatever the file's extension says (Pillow would otherwise open
+    Only `FORMATS` are tried, whatever the file's extension says (Pillow would otherwise open
     dozens of formats, some through external programs), and an image of more than `MAX_PIXELS`
     is refused before its pixels are decoded, so a 100,000 x 100,000 header costs nothing.
     """
-    expected = f"expected a {', '.join(formats[:-1])} or {formats[-1]} image"
     try:
-        img = Image.open(io.BytesIO(data), formats=list(formats))
+        img = Image.open(io.BytesIO(data), formats=list(FORMATS))
     except UnidentifiedImageError:
-        raise UserError(f"cannot decode image (not a {' or '.join(formats)} file), {where}, "
-                        f"{expected}") from None
+        raise UserError(f"cannot decode image (not a {' or '.join(FORMATS)} file), {where}, "
+                        f"{EXPECTED}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UserError(f"image too large ({_reason(exc)}), {where}, expected at most "
                         f"{MAX_PIXELS} pixels") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, {expected}") from None
+        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, {EXPECTED}") from None
     width, height = img.size
     if not 0 < width * height <= MAX_PIXELS:
         img.close()
@@ -78,22 +80,33 @@ def _reason(exc: BaseException) -> str:
 
 
 def decode(data: bytes, spec: ImageSpec, where: str) -> np.ndarray:
-    """Decode, convert colour, resize (bilinear) to `spec`; float32 (H, W, C), values unscaled."""
-    img = open_image(data, where)
+    """Decode, convert colour, resize (bilinear) to `spec`; float32 (H, W, C), values unscaled.
+
+    The one decoder: training, prediction, the data check and the converter all read image
+    files here, so a file gives the same array wherever it is read.
+    """
+    return to_array(open_image(data, where), spec, where)
+
+
+def to_array(img: Image.Image, spec: ImageSpec, where: str) -> np.ndarray:
+    """An opened image (a file's, or a video frame's) as `decode` returns it; closes `img`.
+
+    16-bit and float images keep their values (converted to 32-bit float, which Pillow resizes
+    directly); 8-bit ones are converted to greyscale or RGB.
+    """
     try:
         with img:
             img.load()
             channels = spec.channels or (1 if img.mode in ("1", "L", "P") + _HIGH_DEPTH_MODES else 3)
             if img.mode in _HIGH_DEPTH_MODES:
-                img = img.convert("F")  # keeps 16-bit values; Pillow resizes "F" images directly
+                img = img.convert("F")
             elif img.mode != ("L" if channels == 1 else "RGB"):
                 img = img.convert("L" if channels == 1 else "RGB")
             if spec.size and img.size != (spec.size[1], spec.size[0]):
                 img = img.resize((spec.size[1], spec.size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32)
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, expected a PNG, JPEG or "
-                        "TIFF image") from None
+        raise UserError(f"cannot decode image ({_reason(exc)}), {where}, {EXPECTED}") from None
     if array.ndim == 2:
         array = array[..., np.newaxis]
     if array.shape[2] != channels:
@@ -102,4 +115,5 @@ def decode(data: bytes, spec: ImageSpec, where: str) -> np.ndarray:
 
 
 def is_image(path: str) -> bool:
+    """Whether the file's name says it is an image this module decodes."""
     return path.lower().endswith(IMAGE_EXTENSIONS)

@@ -1,9 +1,10 @@
 """Seed 001's raw material: video files plus a MATLAB vector with one label per frame.
 
-Frames are decoded with PyAV (FFmpeg bindings whose wheels ship their own decoder) and labels
-read with `scipy.io.loadmat`; both stream through `storage`, so `gs://` works. Frames whose label
-is NaN are left out (seed 001's "uncuratable" frames). Each frame's group is its video (the path
-as given), so a split by group never puts frames of one video on both sides.
+Frames are decoded with PyAV (FFmpeg bindings whose wheels ship their own decoder), then sized
+and coloured as image files are (`trainer.data.images`); labels are read with `scipy.io.loadmat`.
+Both stream through `storage`, so `gs://` works. Frames whose label is NaN are left out (seed
+001's "uncuratable" frames). Each frame's group is its video (the path as given), so a split by
+group never puts frames of one video on both sides.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Iterator, Optional
 import av
 import numpy as np
 import scipy.io
-from PIL import Image
 
 from trainer import storage
-from trainer.data.images import ImageSpec
+from trainer.data.images import ImageSpec, to_array
 from trainer.errors import UserError
 
 
@@ -47,7 +47,6 @@ def mat_labels(path: str, key: Optional[str]) -> np.ndarray:
 def frames(paths: list[str], labels: np.ndarray, spec: ImageSpec, chunk: int,
            labels_path: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(frames, labels, videos) chunks over all videos in order; one label per frame."""
-    grey = spec.channels == 1
     seen = 0
     buf_x: list[np.ndarray] = []
     buf_y: list = []
@@ -64,11 +63,9 @@ def frames(paths: list[str], labels: np.ndarray, spec: ImageSpec, chunk: int,
                     seen += 1
                     if labels.dtype.kind == "f" and not np.isfinite(label):
                         continue
-                    img = frame.to_image().convert("L" if grey else "RGB")
-                    if spec.size and img.size != (spec.size[1], spec.size[0]):
-                        img = img.resize((spec.size[1], spec.size[0]), Image.Resampling.BILINEAR)
-                    arr = np.asarray(img, np.uint8)
-                    buf_x.append(arr[..., None] if arr.ndim == 2 else arr)
+                    # 8-bit frames decode to whole numbers up to 255: kept as uint8, losslessly.
+                    buf_x.append(to_array(frame.to_image(), spec, f"{path} frame {seen - 1}"
+                                          ).astype(np.uint8))
                     buf_y.append(label)
                     buf_g.append(path)
                     if len(buf_x) == chunk:

@@ -1,18 +1,15 @@
 """The files a run leaves in `<output.dir>/<name>/`, each made locally and then published whole.
 
-`model.h5` carries what prediction needs besides the weights: the task, the class names in
-output order and the input shape, as the HDF5 attribute `trainer_metadata` (the input
-standardisation is a layer inside the model).
+`model.h5` is written by `modelfile`, with what prediction needs besides the weights: the task,
+the class names in output order and the input shape.
 """
 
 from __future__ import annotations
 
 import logging
 import json
-import warnings
 from typing import Optional
 
-import h5py
 import numpy as np
 
 from trainer.outputs import modelfile
@@ -22,48 +19,11 @@ from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import Splits
-from trainer.errors import UserError
-from trainer.kerasflavor import keras
-from trainer.models import CUSTOM_OBJECTS, as_float32, resolve_builder
+from trainer.models import as_float32
 from trainer.storage.rundir import RunDir
 from trainer.training.fit import TrainResult
 
-METADATA_ATTR = "trainer_metadata"
 log = logging.getLogger("trainer")
-
-
-def save_model(model: keras.Model, path: str, metadata: dict) -> None:
-    with warnings.catch_warnings():
-        # `.h5` is the format the users' downstream tools load; Keras's "legacy" notice is noise.
-        warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
-        model.save(path, save_format="h5", include_optimizer=False)
-    with h5py.File(path, "a") as f:
-        f.attrs[METADATA_ATTR] = json.dumps(metadata)
-
-
-def load_model(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:
-    """Load a `model.h5` written by this package, with its metadata (local path).
-
-    Its architecture is checked first (`modelfile`): layers that carry code or that Keras does
-    not know are refused unless `allow_unsafe`, which also imports the user's builder module
-    named in the metadata (`package.module:function`), so its registered layers resolve.
-    """
-    if not allow_unsafe:
-        modelfile.check(path)
-    try:
-        with h5py.File(path, "r") as f:
-            metadata = json.loads(f.attrs.get(METADATA_ATTR, "{}"))
-        if allow_unsafe and ":" in str(metadata.get("model", "")):
-            resolve_builder(metadata["model"])
-        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UserError(f"cannot load model ({reason}), {path}, expected a model.h5 written by "
-                        "this package") from None
-    if not isinstance(metadata, dict):
-        raise UserError(f"model metadata is not a mapping, {path}, expected a model.h5 written "
-                        "by this package")
-    return model, metadata
 
 
 def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
@@ -74,7 +34,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
                 "model": config.model.name, "name": config.name}
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
-    save_model(as_float32(result.model), run.local("model.h5"), metadata)
+    modelfile.save(as_float32(result.model), run.local("model.h5"), metadata)
     out["model"] = run.publish("model.h5")
 
     with open(run.local("config.yaml"), "w") as f:

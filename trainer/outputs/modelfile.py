@@ -1,24 +1,34 @@
-"""What a `.h5` model asks Keras to build, checked before Keras builds it.
+"""The model file, `model.h5`: saved with its metadata, checked, then loaded.
+
+Prediction needs nothing else, so this module stays small (no training, report or plots): the
+task, the class names in output order and the input shape travel in the file as the HDF5
+attribute `trainer_metadata` (the input standardisation is a layer inside the model).
 
 Keras's legacy `.h5` loader has no safe mode: a `Lambda` layer's function is stored as Python
 bytecode and `load_model` runs it (`marshal`), so opening someone else's model file can execute
-their code. The model's architecture is plain JSON (the HDF5 attribute `model_config`), so it is
-read here first: every object in it must be a Keras class (`keras.layers.*`, initializers,
-regularizers, constraints, dtype policies) or one of the project's own `CUSTOM_OBJECTS`, and no
-layer may carry code (`Lambda`, and the TensorFlow-op layers that call any TF function or op by
-name). Anything else is refused unless the user opts in.
+their code. The model's architecture is plain JSON (the HDF5 attribute `model_config`), so
+`check` reads it first: every object in it must be a Keras class (`keras.layers.*`,
+initializers, regularizers, constraints, dtype policies) or one of the project's own
+`CUSTOM_OBJECTS`, and no layer may carry code (`Lambda`, and the TensorFlow-op layers that call
+any TF function or op by name). Anything else is refused unless the user opts in.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+import os
+import tempfile
+import warnings
+from typing import Any, Iterator, Optional
 
 import h5py
 
+from trainer import storage
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
-from trainer.models import CUSTOM_OBJECTS
+from trainer.models import CUSTOM_OBJECTS, resolve_builder
+
+METADATA_ATTR = "trainer_metadata"
 
 OPT_IN_FLAG = "--allow_unsafe_model"
 # Layers that run code named in the file: Python bytecode, or any TensorFlow function or op.
@@ -58,12 +68,13 @@ def _known(class_name: str) -> bool:
         keras.layers, keras.initializers, keras.regularizers, keras.constraints))
 
 
-def check(path: str) -> None:
+def check(path: str, where: Optional[str] = None) -> None:
     """Refuse a model whose layers carry code or are not known to Keras, naming the layer and
-    the opt-in flag that skips this check."""
+    the opt-in flag that skips this check. Messages name `where` (default: the local `path`)."""
     flag = OPT_IN_FLAG
+    local, path = path, where or path
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(local, "r") as f:
             text = f.attrs.get("model_config")
     except OSError as exc:
         raise UserError(f"cannot open model ({str(exc).splitlines()[0]}), {path}, expected a "
@@ -90,3 +101,48 @@ def check(path: str) -> None:
             raise UserError(f"model layer {name!r} {what} unknown class {class_name!r}, {path}, "
                             f"expected only built-in Keras layers (pass {flag} if you trust the "
                             "file's author and its code is importable)")
+
+
+def save(model: keras.Model, path: str, metadata: dict) -> None:
+    """Write `model` to the local `path` as `.h5`, without its optimizer, with `metadata`."""
+    with warnings.catch_warnings():
+        # `.h5` is the format the users' downstream tools load; Keras's "legacy" notice is noise.
+        warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
+        model.save(path, save_format="h5", include_optimizer=False)
+    with h5py.File(path, "a") as f:
+        f.attrs[METADATA_ATTR] = json.dumps(metadata)
+
+
+def load(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:
+    """A `model.h5` written by this package (local path or URL), with its metadata.
+
+    Its architecture is checked first (`check`): layers that carry code or that Keras does not
+    know are refused unless `allow_unsafe`, which also imports the user's builder module named
+    in the metadata (`package.module:function`), so its registered layers resolve. h5py reads
+    only local files, so a remote model is fetched to a temporary file first.
+    """
+    if not storage.is_local(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "model.h5")
+            storage.get_file(path, local)
+            return _load_local(local, allow_unsafe, path)
+    return _load_local(path, allow_unsafe, path)
+
+
+def _load_local(local: str, allow_unsafe: bool, path: str) -> tuple[keras.Model, dict]:
+    if not allow_unsafe:
+        check(local, path)
+    try:
+        with h5py.File(local, "r") as f:
+            metadata = json.loads(f.attrs.get(METADATA_ATTR, "{}"))
+        if allow_unsafe and ":" in str(metadata.get("model", "")):
+            resolve_builder(metadata["model"])
+        model = keras.models.load_model(local, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"cannot load model ({reason}), {path}, expected a model.h5 written by "
+                        "this package") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"model metadata is not a mapping, {path}, expected a model.h5 written "
+                        "by this package")
+    return model, metadata
