@@ -9,9 +9,8 @@ import pytest
 from PIL import Image
 
 from trainer import config
-from trainer.data import load_splits, tfrecords
+from trainer.data import formats, load_splits, tfrecords
 from trainer.data.images import ImageSpec
-from trainer.data.readers import READERS
 from trainer.data.source import Source, View
 
 from conftest import blob_images, run_job, write_npz
@@ -108,10 +107,10 @@ def test_tfrecord_written_by_tensorflow_raw_and_png(tmp_path, gzip):
                 value=[tf.io.encode_png(img[..., None]).numpy()])),
                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[lab]))}
             w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    data = config.from_dict({"data": {"format": "tfrecord"}}).data
+    data = config.DataConfig(format="tfrecord")
     spec = ImageSpec()
     for name, expect in (("raw", x), ("png", pngs.astype(np.float32))):
-        (shard,) = READERS["tfrecord"]([str(tmp_path / f"{name}.tfrecord")], data, spec)
+        (shard,) = formats.reader("tfrecord")([str(tmp_path / f"{name}.tfrecord")], data, spec)
         assert shard.seekable is not gzip and shard.count == 40
         view = View(Source([shard]))
         assert np.array_equal(view.array()[..., 0], expect) and np.array_equal(view.labels, label)
@@ -125,10 +124,10 @@ def test_npz_stored_compressed_and_npy_read_alike(tmp_path):
     np.savez_compressed(tmp_path / "small.npz", x=x, y=label)
     np.save(tmp_path / "x0.npy", x)
     np.save(tmp_path / "y0.npy", label)
-    data = config.from_dict({}).data
+    data = config.DataConfig(format="npz")
     spec = ImageSpec()
-    plain, small = READERS["npz"]([str(tmp_path / "plain.npz"), str(tmp_path / "small.npz")], data, spec)
-    (pair,) = READERS["npy"]([str(tmp_path / "x0.npy")], data, spec)
+    plain, small = formats.reader("npz")([str(tmp_path / "plain.npz"), str(tmp_path / "small.npz")], data, spec)
+    (pair,) = formats.reader("npy")([str(tmp_path / "x0.npy")], data, spec)
     assert plain.seekable and not small.seekable  # compressed members are read whole
     assert plain.read(2, 5).base is None or plain.read(2, 5).nbytes < x.nbytes  # a piece, not all
     for shard in (plain, small, pair):
