@@ -1,8 +1,10 @@
 """The typed config of one training run.
 
-Built in one fixed order: dataclass defaults -> YAML file -> `--set` overrides, then validated and
-frozen. Defaults and their documentation live here and nowhere else; the README's configuration
-reference is generated from these classes (see `reference_markdown`).
+Built in one fixed order: dataclass defaults -> YAML file -> `--set` overrides, then each key
+validated, the defaults that depend on other keys (the task's loss and metrics) filled in, every
+cross-field rule checked (`RULES`), and frozen: a typo fails here, before any data is read or any
+epoch runs. Defaults and their documentation live here and nowhere else; the README's
+configuration reference is generated from these classes (see `reference_markdown`).
 """
 
 from __future__ import annotations

@@ -99,6 +99,8 @@ def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, 
     n = len(rows)
     n_test = int(round(n * d.test_split)) if carve_test else 0
     n_val = int(round(n * d.validation_split)) if carve_val else 0
+    # Only the row count decides this; the config has checked that each carved fraction is > 0
+    # and that together they leave some of data.train.
     if (carve_test and n_test < 1) or (carve_val and n_val < 1) or n - n_test - n_val < 1:
         raise UserError(
             f"{n} samples are too few for validation_split={d.validation_split} and "
