@@ -125,8 +125,9 @@ def test_format_names_come_from_the_one_registry():
     field = {f.name: f for f in config.dataclasses.fields(config.DataConfig)}["format"]
     assert field.metadata["choices"] == formats.names()
     assert {"npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"} == set(formats.names())
-    for name in formats.names():  # each entry names a reader that exists
+    for name, entry in formats.FORMATS.items():  # each entry names a reader that exists
         assert callable(formats.reader(name))
+        assert f"`{name}` ({entry.doc})" in field.metadata["doc"]  # and is documented
 
 
 def test_config_loads_without_tensorflow():

@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -141,3 +143,18 @@ def test_image_folder_trains_end_to_end(tmp_path):
                         "data.augment=[rot90, flip_left_right]", "model.name=tiny_cnn",
                         "train.epochs=3", "train.batch_size=8")
     assert result.metrics["test"]["accuracy"] >= 0.75
+
+
+def test_a_new_format_is_one_registry_entry(tmp_path):
+    """An entry added to the registry, and nothing else, is accepted by the config and read."""
+    x, label, _ = blob_images(30, size=8)
+    path = write_npz(tmp_path, "a.npz", x, label)
+    code = ("from trainer.data import formats\n"
+            "formats.FORMATS['shards'] = formats.Format('trainer.data.readers:read_npz', 'npz again')\n"
+            "from trainer import config\n"
+            "from trainer.data import load_splits\n"
+            f"s = load_splits(config.load(None, ['data.format=shards', 'data.train={path}']))\n"
+            "print(len(s.train) + len(s.val) + len(s.test), s.input_shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "30 (8, 8, 1)"

@@ -36,14 +36,8 @@ def _doc(text: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = _doc(
-        "Layout of the data: `npz` (shards with arrays `x`, `y`), `npy` (paired `x*.npy`/`y*.npy`), "
-        "`tfrecord` (`tf.train.Example` shards, raw or PNG images, optionally GZIP), "
-        "`image_folder` (one sub-directory per class of PNG/JPEG/TIFF files), `csv` (a manifest "
-        "of file paths and label columns), `hdf5` (named datasets `x_key`, `y_key`) or `shapes` "
-        "(the generated demo set of circles, squares and triangles).",
-        default="shapes", choices=formats.names(),
-    )
+    format: str = _doc(f"Layout of the data: {formats.described()}.", default="shapes",
+                       choices=formats.names())
     train: Optional[PathList] = _doc(
         "Training data: a path, glob or list of them (local, `gs://` or `/gcs/`). For "
         "`image_folder`, the folder holding one sub-directory per class.", default=None

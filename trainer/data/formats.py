@@ -24,6 +24,7 @@ Reader = Callable[[list[str], "DataConfig", "ImageSpec"], list["Shard"]]
 @dataclass(frozen=True)
 class Format:
     reader: str  # "module:function", imported when data is read
+    doc: str  # what the data looks like, for the configuration reference
     # Where a file of this format keeps each sample's group (`{key}` is data.group_key), or None
     # when the format cannot carry groups; then `no_groups` says what to do instead.
     groups: Optional[str] = None
@@ -35,21 +36,25 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    "npz": Format("trainer.data.readers:read_npz",
+    "npz": Format("trainer.data.readers:read_npz", "shards with arrays `x`, `y`",
                   groups="an array '{key}' in every .npz shard beside 'x' and 'y' (data.group_key)"),
-    "npy": Format("trainer.data.readers:read_npy",
+    "npy": Format("trainer.data.readers:read_npy", "paired `x*.npy`/`y*.npy`",
                   groups="a g*.npy file of groups beside every x*.npy file"),
     "tfrecord": Format("trainer.data.readers:read_tfrecord",
+                       "`tf.train.Example` shards, raw or PNG images, optionally GZIP",
                        groups="a feature '{key}' in every record (data.group_key; trainer.convert "
                               "--video writes it)"),
     "image_folder": Format("trainer.data.readers:read_image_folder",
+                           "one sub-directory per class of PNG/JPEG/TIFF files",
                            no_groups="image folders have none, convert or list them in a csv "
                                      "manifest with a group column"),
-    "csv": Format("trainer.data.readers:read_csv",
+    "csv": Format("trainer.data.readers:read_csv", "a manifest of file paths and label columns",
                   groups="a column '{key}' in every manifest (data.group_key)"),
-    "hdf5": Format("trainer.data.readers:read_hdf5",
+    "hdf5": Format("trainer.data.readers:read_hdf5", "named datasets `x_key`, `y_key`",
                    groups="a dataset '{key}' in every file (data.group_key)"),
-    "shapes": Format("trainer.data.demo:read_shapes", no_groups="the generated demo set has none",
+    "shapes": Format("trainer.data.demo:read_shapes",
+                     "the generated demo set of circles, squares and triangles",
+                     no_groups="the generated demo set has none",
                      reads_files=False, image_size=(32, 32)),
 }
 
@@ -57,6 +62,12 @@ FORMATS: dict[str, Format] = {
 def names() -> tuple[str, ...]:
     """Every `data.format` the config accepts."""
     return tuple(FORMATS)
+
+
+def described() -> str:
+    """Every format with what its data looks like: "`npz` (...), ... or `shapes` (...)"."""
+    items = [f"`{name}` ({entry.doc})" for name, entry in FORMATS.items()]
+    return ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def reader(name: str) -> Reader:
