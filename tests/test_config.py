@@ -1,12 +1,14 @@
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
 from trainer import config
 from trainer.errors import UserError
 
-from conftest import ROOT
+from conftest import ROOT, error_line, run_cli
 
 
 def test_defaults_are_the_demo():
@@ -14,13 +16,126 @@ def test_defaults_are_the_demo():
     assert cfg.name == "demo" and cfg.data.format == "shapes" and cfg.task == "classification"
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "local", "configs", "*.yaml"))))
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "local", "configs", "*.yaml")))
+# Overrides that leave every carved split carved, whatever the shipped config gave.
+CARVED = ["data.val=null", "data.test=null", "data.val_rows=null", "data.test_rows=null"]
+# One broken rule each: the overrides that break it, and the one error it must give.
+BROKEN_RULES = {
+    "monitor": (["train.monitor=val_acuracy"],
+                r"invalid value 'val_acuracy' for 'train.monitor', .*expected one of .*val_loss"),
+    "monitor of the other task": (["task=regression", "train.metrics=null", "train.class_weight=none",
+                                   "train.monitor=val_accuracy"],
+                                  r"'train.monitor', .*expected one of loss, mse, mae, val_loss, "
+                                  "val_mse, val_mae"),
+    "zero validation split": ([*CARVED, "data.validation_split=0"],
+                              r"data.validation_split is 0 and data.val is not set, .*expected a "
+                              "fraction > 0 or a path for data.val"),
+    "zero test split": ([*CARVED, "data.test_split=0"],
+                        r"data.test_split is 0 and data.test is not set"),
+    "splits leave no training data": ([*CARVED, "data.validation_split=0.6", "data.test_split=0.4"],
+                                      r"data.validation_split \+ data.test_split is 1.0, .*expected "
+                                      "less than 1"),
+    "files for a format that reads files": (["data.train=null"],
+                                            r"no training data given, data.train, .*expected a path"),
+    "files for the generated demo": (["data.format=shapes"],
+                                     r"data.train is set but data.format=shapes draws its own data"),
+    "groups of a format without them": ([*CARVED, "data.format=image_folder", "data.split_by=group"],
+                                        r"no group per sample \(data.split_by=group\), "
+                                        "data.format=image_folder, .*expected a format that carries "
+                                        r"groups \(npz, npy, tfrecord, csv, hdf5\)"),
+    "row range": (["data.train_rows=[5, 2]"],
+                  r"invalid row range \[5, 2\], data.train_rows, .*expected \[start, stop\) "
+                  "with 0 <= start < stop"),
+    "class weights of a regression": (["task=regression", "train.metrics=null",
+                                       "train.monitor=val_loss", "train.class_weight=balanced"],
+                                      r"'train.class_weight', .*expected none for "
+                                      "task=regression"),
+}
+
+
+@pytest.mark.parametrize("path", SHIPPED)
 def test_every_shipped_config_validates(path):
     cfg = config.load(path)
     assert cfg.name == os.path.splitext(os.path.basename(path))[0]
     # and a broken copy of it does not
     with pytest.raises(UserError, match="unknown key 'train.epoch'"):
         config.load(path, ["train.epoch=3"])
+
+
+@pytest.mark.parametrize("rule", sorted(BROKEN_RULES))
+@pytest.mark.parametrize("path", SHIPPED)
+def test_each_cross_field_rule_is_checked_when_loaded(path, rule):
+    overrides, match = BROKEN_RULES[rule]
+    with pytest.raises(UserError, match=match):
+        config.load(path, overrides)
+
+
+def test_monitor_typo_ends_the_command_before_any_data_is_read(tmp_path):
+    proc = run_cli("--set", "train.monitor=val_acuracy", "--set", "data.samples_per_class=30",
+                   "--set", "train.epochs=1", "--output_dir", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    line = error_line(proc.stderr)
+    assert line == ("error: invalid value 'val_acuracy' for 'train.monitor', --set, expected one "
+                    "of loss, accuracy, val_loss, val_accuracy (did you mean 'val_accuracy'?)")
+    assert "data:" not in proc.stdout + proc.stderr and "poch" not in proc.stdout + proc.stderr
+    assert not os.listdir(tmp_path)  # no run folder
+
+
+@pytest.mark.parametrize("raw, monitor", [
+    ({}, "val_accuracy"),
+    ({}, "loss"),
+    ({"task": "regression"}, "val_mae"),
+    ({"task": "regression", "train": {"loss": "mse", "metrics": ["RootMeanSquaredError"]}},
+     "val_root_mean_squared_error"),  # as tf-keras names a metric given by its class
+    ({"train": {"metrics": ["accuracy", "AUC"]}}, "val_auc"),
+])
+def test_monitor_may_name_any_quantity_the_task_logs(raw, monitor):
+    raw = {**raw, "train": {**raw.get("train", {}), "monitor": monitor}}
+    assert config.from_dict(raw).train.monitor == monitor
+
+
+@pytest.mark.parametrize("task, loss, metrics", [
+    ("classification", "sparse_categorical_crossentropy", ["accuracy"]),
+    ("regression", "rmse", ["mse", "mae"]),
+])
+def test_the_config_fills_in_the_defaults_it_uses(task, loss, metrics):
+    cfg = config.from_dict({"task": task})
+    assert (cfg.train.loss, cfg.train.metrics, cfg.data.image_size) == (loss, metrics, [32, 32])
+    assert None not in config.parse_yaml(cfg.to_yaml(), "written")["train"].values()
+    assert config.from_dict(config.parse_yaml(cfg.to_yaml(), "again")) == cfg
+    # what the user gave stays as given
+    given = config.from_dict({"task": task, "train": {"loss": "mae", "metrics": ["mse"]},
+                              "data": {"image_size": [8, 12]}})
+    assert (given.train.loss, given.train.metrics, given.data.image_size) == ("mae", ["mse"], [8, 12])
+
+
+def test_image_size_decided_by_the_data_is_recorded():
+    cfg = config.from_dict({"data": {"format": "npz", "train": "a.npz"}})
+    assert cfg.data.image_size is None  # the first image decides
+    settled = cfg.with_data_shape((24, 16, 1))
+    assert settled.data.image_size == [24, 16] and settled.train == cfg.train
+    assert config.from_dict(config.parse_yaml(settled.to_yaml(), "again")) == settled
+    given = config.from_dict({"data": {"format": "npz", "train": "a.npz", "image_size": [8, 8]}})
+    assert given.with_data_shape((24, 16, 1)) == given
+
+
+def test_format_names_come_from_the_one_registry():
+    from trainer.data import formats
+
+    field = {f.name: f for f in config.dataclasses.fields(config.DataConfig)}["format"]
+    assert field.metadata["choices"] == formats.names()
+    assert {"npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"} == set(formats.names())
+    for name, entry in formats.FORMATS.items():  # each entry names a reader that exists
+        assert callable(formats.reader(name))
+        assert f"`{name}` ({entry.doc})" in field.metadata["doc"]  # and is documented
+
+
+def test_config_loads_without_tensorflow():
+    code = ("import sys, trainer.config as c; c.load(None, ['train.monitor=val_accuracy']); "
+            "assert 'tensorflow' not in sys.modules and 'numpy' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'numpy'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_shipped_configs_cover_every_seed_job():

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from trainer import storage
-from trainer.data import pipeline, tfrecords
+from trainer.data import formats, pipeline, tfrecords
 from trainer.data.images import ImageSpec
 from trainer.data.pipeline import PipelineOptions, make_dataset
-from trainer.data.readers import READERS
 from trainer.data.source import Source, View, array_shard
 from trainer import config
 
@@ -72,8 +71,8 @@ def _batches(view, labels, opts, epochs=2):
 @pytest.mark.parametrize("fmt", ["npz", "npy", "tfrecord", "tfrecord-gzip"])
 def test_files_give_the_batches_of_the_same_rows_in_memory(tmp_path, fmt):
     paths, memory = _id_shards(tmp_path)
-    data = config.from_dict({"data": {"format": fmt.split("-")[0]}}).data
-    source = Source(READERS[data.format](paths[fmt], data, ImageSpec()))
+    data = config.DataConfig(format=fmt.split("-")[0])
+    source = Source(formats.reader(data.format)(paths[fmt], data, ImageSpec()))
     assert all((s.raw is not None) == (fmt != "tfrecord-gzip") for s in source.shards)
     n = N_SHARDS * PER_SHARD
     rows = np.sort(np.random.default_rng(5).permutation(n)[: n * 3 // 4])  # a carved split: gaps
@@ -96,8 +95,8 @@ def test_other_dtypes_are_read_and_cast_into_place(tmp_path):
     x = np.arange(200, dtype=np.uint8)[:, None, None].repeat(3, 1).repeat(3, 2)
     np.save(tmp_path / "x0.npy", x)
     np.save(tmp_path / "y0.npy", np.stack([np.arange(200), -np.arange(200)], axis=1).astype(np.float32))
-    data = config.from_dict({"data": {"format": "npy"}}).data
-    view = View(Source(READERS["npy"]([str(tmp_path / "x0.npy")], data, ImageSpec())))
+    data = config.DataConfig(format="npy")
+    view = View(Source(formats.reader("npy")([str(tmp_path / "x0.npy")], data, ImageSpec())))
     for bx, by in _batches(view, view.labels, PipelineOptions(batch_size=16, shuffle=True, window=64,
                                                               block=8), epochs=1):
         assert bx.dtype == np.float32 and np.array_equal(bx[:, 1, 1, 0], by[:, 0])

@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -9,9 +11,8 @@ import pytest
 from PIL import Image
 
 from trainer import config
-from trainer.data import load_splits, tfrecords
+from trainer.data import formats, load_splits, tfrecords
 from trainer.data.images import ImageSpec
-from trainer.data.readers import READERS
 from trainer.data.source import Source, View
 
 from conftest import blob_images, run_job, write_npz
@@ -108,10 +109,10 @@ def test_tfrecord_written_by_tensorflow_raw_and_png(tmp_path, gzip):
                 value=[tf.io.encode_png(img[..., None]).numpy()])),
                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[lab]))}
             w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    data = config.from_dict({"data": {"format": "tfrecord"}}).data
+    data = config.DataConfig(format="tfrecord")
     spec = ImageSpec()
     for name, expect in (("raw", x), ("png", pngs.astype(np.float32))):
-        (shard,) = READERS["tfrecord"]([str(tmp_path / f"{name}.tfrecord")], data, spec)
+        (shard,) = formats.reader("tfrecord")([str(tmp_path / f"{name}.tfrecord")], data, spec)
         assert shard.seekable is not gzip and shard.count == 40
         view = View(Source([shard]))
         assert np.array_equal(view.array()[..., 0], expect) and np.array_equal(view.labels, label)
@@ -125,10 +126,10 @@ def test_npz_stored_compressed_and_npy_read_alike(tmp_path):
     np.savez_compressed(tmp_path / "small.npz", x=x, y=label)
     np.save(tmp_path / "x0.npy", x)
     np.save(tmp_path / "y0.npy", label)
-    data = config.from_dict({}).data
+    data = config.DataConfig(format="npz")
     spec = ImageSpec()
-    plain, small = READERS["npz"]([str(tmp_path / "plain.npz"), str(tmp_path / "small.npz")], data, spec)
-    (pair,) = READERS["npy"]([str(tmp_path / "x0.npy")], data, spec)
+    plain, small = formats.reader("npz")([str(tmp_path / "plain.npz"), str(tmp_path / "small.npz")], data, spec)
+    (pair,) = formats.reader("npy")([str(tmp_path / "x0.npy")], data, spec)
     assert plain.seekable and not small.seekable  # compressed members are read whole
     assert plain.read(2, 5).base is None or plain.read(2, 5).nbytes < x.nbytes  # a piece, not all
     for shard in (plain, small, pair):
@@ -142,3 +143,18 @@ def test_image_folder_trains_end_to_end(tmp_path):
                         "data.augment=[rot90, flip_left_right]", "model.name=tiny_cnn",
                         "train.epochs=3", "train.batch_size=8")
     assert result.metrics["test"]["accuracy"] >= 0.75
+
+
+def test_a_new_format_is_one_registry_entry(tmp_path):
+    """An entry added to the registry, and nothing else, is accepted by the config and read."""
+    x, label, _ = blob_images(30, size=8)
+    path = write_npz(tmp_path, "a.npz", x, label)
+    code = ("from trainer.data import formats\n"
+            "formats.FORMATS['shards'] = formats.Format('trainer.data.readers:read_npz', 'npz again')\n"
+            "from trainer import config\n"
+            "from trainer.data import load_splits\n"
+            f"s = load_splits(config.load(None, ['data.format=shards', 'data.train={path}']))\n"
+            "print(len(s.train) + len(s.val) + len(s.test), s.input_shape)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "30 (8, 8, 1)"

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from trainer import config
 from trainer.outputs import modelfile
 from trainer.data import demo
 from trainer.training.fit import class_weights
@@ -36,6 +37,11 @@ def test_demo_reaches_95_percent_and_writes_every_artefact(tmp_path):
     assert (names == y).mean() >= 0.9
     assert "standardize" in [layer.name for layer in model.layers]
     assert "name: demo" in (run / "config.yaml").read_text()
+    # config.yaml holds the values the run used, and loads back as the same config
+    written = config.load(str(run / "config.yaml"))
+    assert (written.train.loss, written.train.metrics, written.data.image_size) == (
+        "sparse_categorical_crossentropy", ["accuracy"], [32, 32])
+    assert written == cfg
 
 
 def test_regression_beats_predicting_the_mean(tmp_path):
@@ -123,10 +129,12 @@ def test_npy_pairs_and_explicit_val_test(tmp_path):
     data = json.loads(open(result.outputs["metrics"]).read())["data"]
     assert (data["train"]["samples"], data["val"]["samples"], data["test"]["samples"]) == (140, 30, 30)
     assert data["split_method"] == "given"
+    # the image size the first image decided is written down, so a re-run resizes alike
+    written = config.load(result.outputs["config"])
+    assert written.data.image_size == [16, 16] and written.train.metrics == ["accuracy"]
 
 
 def test_splits_are_reproducible_and_disjoint():
-    from trainer import config
     from trainer.data import load_splits
 
     cfg = config.from_dict({"data": {"samples_per_class": 50}})

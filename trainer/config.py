@@ -1,8 +1,10 @@
 """The typed config of one training run.
 
-Built in one fixed order: dataclass defaults -> YAML file -> `--set` overrides, then validated and
-frozen. Defaults and their documentation live here and nowhere else; the README's configuration
-reference is generated from these classes (see `reference_markdown`).
+Built in one fixed order: dataclass defaults -> YAML file -> `--set` overrides, then each key
+validated, the defaults that depend on other keys (the task's loss and metrics) filled in, every
+cross-field rule checked (`RULES`), and frozen: a typo fails here, before any data is read or any
+epoch runs. Defaults and their documentation live here and nowhere else; the README's
+configuration reference is generated from these classes (see `reference_markdown`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import yaml
 
+from trainer.data import formats
 from trainer.errors import UserError
 
 PathList = Union[str, list[str]]
@@ -32,15 +36,8 @@ def _doc(text: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = _doc(
-        "Layout of the data: `npz` (shards with arrays `x`, `y`), `npy` (paired `x*.npy`/`y*.npy`), "
-        "`tfrecord` (`tf.train.Example` shards, raw or PNG images, optionally GZIP), "
-        "`image_folder` (one sub-directory per class of PNG/JPEG/TIFF files), `csv` (a manifest "
-        "of file paths and label columns), `hdf5` (named datasets `x_key`, `y_key`) or `shapes` "
-        "(the generated demo set of circles, squares and triangles).",
-        default="shapes",
-        choices=("npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"),
-    )
+    format: str = _doc(f"Layout of the data: {formats.described()}.", default="shapes",
+                       choices=formats.names())
     train: Optional[PathList] = _doc(
         "Training data: a path, glob or list of them (local, `gs://` or `/gcs/`). For "
         "`image_folder`, the folder holding one sub-directory per class.", default=None
@@ -266,6 +263,15 @@ class Config:
 
         return yaml.safe_dump(secrets.redact(self.to_dict()), sort_keys=False)
 
+    def with_data_shape(self, input_shape: typing.Sequence[int]) -> "Config":
+        """The config with what the data decided written in, so the `config.yaml` a run writes
+        holds the values it used: `data.image_size` becomes the size of the images the model
+        took, where the config left it to the first image."""
+        if self.data.image_size is not None:
+            return self
+        size = [int(input_shape[0]), int(input_shape[1])]
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, image_size=size))
+
 
 def monitor_mode(monitor: str) -> str:
     """'max' for accuracy-like quantities, 'min' for losses and errors (Keras's `auto` rule):
@@ -375,8 +381,16 @@ def set_key(raw: dict, key: str, value: Any, where: str) -> None:
 
 
 def from_dict(raw: dict, source: str = "config") -> Config:
-    """Validate a plain mapping into a frozen Config, naming the first bad key and what it expects."""
-    return _build(Config, raw, source, prefix="")
+    """Validate a plain mapping into a frozen Config, naming the first bad key and what it expects.
+
+    Every key is checked alone, the task's defaults are filled in, then every cross-field rule
+    (`RULES`) is checked: a config that loads is one the run can use, decided before any data
+    is read or any epoch runs.
+    """
+    cfg = _with_defaults(_build(Config, raw, source, prefix=""))
+    for rule in RULES:
+        rule(cfg, source)
+    return cfg
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
@@ -511,3 +525,117 @@ def reference_markdown() -> str:
 
     walk(Config, "")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults that depend on other keys, filled in when the config is loaded.
+
+DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "regression": "rmse"}
+DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mse", "mae"]}
+
+
+def _with_defaults(cfg: Config) -> Config:
+    """The task's loss and metrics and the format's own image size, where the config left them
+    empty, so that the config a run writes says what it used."""
+    train = dataclasses.replace(
+        cfg.train, loss=cfg.train.loss or DEFAULT_LOSS[cfg.task],
+        metrics=cfg.train.metrics or list(DEFAULT_METRICS[cfg.task]))
+    made = formats.FORMATS[cfg.data.format].image_size
+    data = (cfg.data if cfg.data.image_size is not None or made is None
+            else dataclasses.replace(cfg.data, image_size=list(made)))
+    return dataclasses.replace(cfg, train=train, data=data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-field rules: each takes the config (defaults filled in) and its source, and raises one
+# UserError when broken. Checked in this order by `from_dict`.
+
+Rule = Callable[[Config, str], None]
+RULES: list[Rule] = []
+
+
+def _rule(check: Rule) -> Rule:
+    RULES.append(check)
+    return check
+
+
+def carved_splits(data: DataConfig) -> list[str]:
+    """The evaluation splits carved out of `data.train`: those given neither a path nor rows."""
+    return [k for k in ("val", "test")
+            if getattr(data, k) is None and getattr(data, f"{k}_rows") is None]
+
+
+@_rule
+def _data_matches_the_format(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if not formats.FORMATS[d.format].reads_files:
+        for key in ("train", "val", "test"):
+            if getattr(d, key) is not None:
+                raise UserError(f"data.{key} is set but data.format={d.format} draws its own "
+                                f"data, {source}, expected no data.train, data.val or data.test "
+                                "(or a format that reads files)")
+    elif d.train is None:
+        raise UserError(f"no training data given, data.train, {source}, expected a path or glob "
+                        f"for data.format={d.format}")
+
+
+@_rule
+def _row_ranges_are_ranges(cfg: Config, source: str) -> None:
+    for key in ("train", "val", "test"):
+        rows = getattr(cfg.data, f"{key}_rows")
+        if rows is not None and (len(rows) != 2 or not 0 <= rows[0] < rows[1]):
+            raise UserError(f"invalid row range {rows}, data.{key}_rows, {source}, expected "
+                            "[start, stop) with 0 <= start < stop")
+
+
+@_rule
+def _carved_splits_leave_rows(cfg: Config, source: str) -> None:
+    d = cfg.data
+    carved = carved_splits(d)
+    for key in carved:
+        name = "validation_split" if key == "val" else "test_split"
+        if getattr(d, name) == 0:
+            raise UserError(f"data.{name} is 0 and data.{key} is not set, {source}, expected a "
+                            f"fraction > 0 or a path for data.{key}")
+    total = d.validation_split + d.test_split
+    if len(carved) == 2 and total >= 1:
+        raise UserError(f"data.validation_split + data.test_split is {round(total, 6)}, {source}, "
+                        "expected less than 1 (both are carved out of data.train, which must keep "
+                        "rows to train on)")
+
+
+@_rule
+def _groups_exist_for_split_by_group(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.split_by == "group" and carved_splits(d) and formats.FORMATS[d.format].groups is None:
+        raise UserError(f"no group per sample (data.split_by=group), data.format={d.format}, "
+                        f"{source}, expected {formats.groups_expected(d.format, d.group_key)}")
+
+
+@_rule
+def _class_weight_needs_classes(cfg: Config, source: str) -> None:
+    if cfg.train.class_weight != "none" and cfg.task != "classification":
+        raise _invalid(cfg.train.class_weight, "train.class_weight", source,
+                       f"none for task={cfg.task} (only classes are weighed)")
+
+
+@_rule
+def _monitor_is_logged(cfg: Config, source: str) -> None:
+    _check_choice(cfg.train.monitor, tuple(logged_quantities(cfg)), "train.monitor", source)
+
+
+def logged_quantities(cfg: Config) -> list[str]:
+    """What a run logs each epoch, as tf-keras names it: the loss and each metric, on the
+    training data and then on the validation data (`val_`). A metric given by its class name
+    (`AUC`) is logged under its snake_case name (`auc`)."""
+    names = ["loss"]
+    for metric in cfg.train.metrics or ():
+        # A name tf-keras resolves to a function (`MSE`) is logged as given: allow both forms.
+        names += [n for n in dict.fromkeys((metric, _keras_metric_name(metric))) if n not in names]
+    return names + [f"val_{n}" for n in names]
+
+
+def _keras_metric_name(name: str) -> str:
+    # tf-keras's own rule (generic_utils.to_snake_case); lower-case names are kept as given.
+    words = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", words).lower()

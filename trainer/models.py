@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from trainer.config import Config
+from trainer.config import DEFAULT_LOSS, Config
 from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
 
@@ -282,8 +282,6 @@ def rmse(y_true, y_pred):
     return tf.sqrt(tf.reduce_mean(tf.square(y_pred - y_true)))
 
 
-DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "regression": "rmse"}
-DEFAULT_METRICS = {"classification": ["accuracy"], "regression": ["mse", "mae"]}
 CUSTOM_OBJECTS = {"rmse": rmse}
 
 
@@ -291,8 +289,7 @@ def compile_model(model: keras.Model, config: Config, learning_rate: Optional[fl
                   jit_compile: bool = False) -> None:
     """Adam at `learning_rate` (default: the config's), the task's loss and metrics, optional XLA."""
     learning_rate = config.train.learning_rate if learning_rate is None else learning_rate
-    loss_name = config.train.loss or DEFAULT_LOSS[config.task]
-    metrics = config.train.metrics or DEFAULT_METRICS[config.task]
+    loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
     # Keras resolves names lazily, at the first batch; check them now so a typo fails at once.
     for kind, names, lookup in (("train.loss", [loss_name], keras.losses.get),

@@ -14,10 +14,9 @@ from typing import Optional
 import numpy as np
 
 from trainer import storage
-from trainer.config import Config
-from trainer.data import demo, groups, images, labels
-from trainer.data.readers import GROUPS_EXPECTED, READERS
-from trainer.data.source import Source, View, array_shard
+from trainer.config import Config, carved_splits
+from trainer.data import formats, groups, images, labels
+from trainer.data.source import Source, View
 from trainer.errors import UserError
 
 
@@ -76,23 +75,19 @@ class Splits:
 
 
 def open_source(config: Config, paths, key: str, spec: images.ImageSpec) -> Source:
-    """The files of `data.<key>` as one source (or the generated demo set)."""
+    """The files of `data.<key>` as one source, read by the format's reader (a format that draws
+    its own data, the demo, is given no files)."""
     data = config.data
-    if data.format == "shapes":
-        x, y = demo.generate(data.samples_per_class, tuple(data.image_size or (32, 32)),
-                             config.train.seed)
-        return Source([array_shard(x, y, "generated shapes")])
-    if paths is None:
-        raise UserError(f"no training data given, data.{key}, expected a path or glob for "
-                        f"data.format={data.format}")
-    files = storage.expand(paths, f"data.{key}")
-    return Source(READERS[data.format](files, data, spec))
+    reads_files = formats.FORMATS[data.format].reads_files
+    files = storage.expand(paths, f"data.{key}") if reads_files else []
+    return Source(formats.reader(data.format)(files, data, spec))
 
 
 def _row_range(rows: Optional[list[int]], n: int, key: str, source: str) -> Optional[np.ndarray]:
+    """`data.<key>` as row numbers; the config checked it is a range, here it must fit `n` rows."""
     if rows is None:
         return None
-    if len(rows) != 2 or not 0 <= rows[0] < rows[1] <= n:
+    if rows[1] > n:
         raise UserError(f"invalid row range {rows} for {n} samples, data.{key}={source}, expected "
                         f"[start, stop) with 0 <= start < stop <= {n}")
     return np.arange(rows[0], rows[1])
@@ -104,6 +99,8 @@ def _carve(rows: np.ndarray, config: Config, carve_val: bool, carve_test: bool, 
     n = len(rows)
     n_test = int(round(n * d.test_split)) if carve_test else 0
     n_val = int(round(n * d.validation_split)) if carve_val else 0
+    # Only the row count decides this; the config has checked that each carved fraction is > 0
+    # and that together they leave some of data.train.
     if (carve_test and n_test < 1) or (carve_val and n_val < 1) or n - n_test - n_val < 1:
         raise UserError(
             f"{n} samples are too few for validation_split={d.validation_split} and "
@@ -117,9 +114,8 @@ def _carve_groups(src: Source, rows: np.ndarray, config: Config, carve: list[str
     """Row arrays (train, val, test) taking whole groups of the training rows."""
     d = config.data
     if src.groups is None:
-        expected = GROUPS_EXPECTED[d.format].format(key=d.group_key)
         raise UserError(f"no group per sample (data.split_by=group), {src.ungrouped}, expected "
-                        f"{expected}")
+                        f"{formats.groups_expected(d.format, d.group_key)}")
     fractions = {k: d.test_split if k == "test" else d.validation_split for k in ("test", "val")
                  if k in carve}
     parts = groups.carve(src.groups[rows], rows, fractions, config.train.seed,
@@ -141,25 +137,20 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
     train_rows = _row_range(d.train_rows, len(train_src), "train_rows", train_src.description)
     rows = np.arange(len(train_src)) if train_rows is None else train_rows
     views: dict[str, View] = {}
-    carve = []
+    carve = carved_splits(d)  # the config made sure that each keeps rows
     for key in ("val", "test"):
         given_rows = getattr(d, f"{key}_rows")
+        if key in carve:
+            continue
         if getattr(d, key) is not None:
             src = open_source(config, getattr(d, key), key, later_spec)
             if len(src) == 0:
                 raise UserError(f"no samples, data.{key}={src.description}, expected at least one image")
             views[key] = View(src, _row_range(given_rows, len(src), f"{key}_rows", src.description))
-        elif given_rows is not None:
+        else:
             taken = _row_range(given_rows, len(train_src), f"{key}_rows", train_src.description)
             views[key] = View(train_src, taken, f"{train_src.description} rows {given_rows}")
             rows = np.setdiff1d(rows, taken)  # never train on evaluation rows
-        else:
-            carve.append(key)
-            frac = d.validation_split if key == "val" else d.test_split
-            if frac == 0:
-                name = "validation_split" if key == "val" else "test_split"
-                raise UserError(f"data.{name} is 0 and data.{key} is not set, config, expected a "
-                                f"fraction > 0 or a path for data.{key}")
     by_group = bool(carve) and d.split_by == "group"
     if carve:
         kept, val_rows, test_rows = (

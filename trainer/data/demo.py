@@ -2,7 +2,9 @@
 
 Follows seed 004's `create_image` (a random-coloured shape on white, corners drawn from fixed
 ranges), scaled to a small image so the demo trains in a minute or two on a laptop CPU.
-Reproducible: the same seed draws the same images.
+Reproducible: the same seed draws the same images. As the `shapes` format it is a reader like
+the others, one that reads no files: the same config always draws the same data set, whatever
+`train.seed` (which, as for data from files, picks the splits, shuffling and initialisation).
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from trainer.config import DataConfig
+from trainer.data import formats
+from trainer.data.images import ImageSpec
+from trainer.data.source import Shard, array_shard
+
 CLASSES = ("circle", "square", "triangle")
+SEED = 0  # of the data set the `shapes` format draws
 
 
 def create_image(rng: np.random.Generator, size: tuple[int, int], shape: str) -> np.ndarray:
@@ -38,3 +46,10 @@ def generate(samples_per_class: int, size: tuple[int, int], seed: int) -> tuple[
     rng.shuffle(labels)
     images = np.stack([create_image(rng, size, str(label)) for label in labels])
     return images, labels
+
+
+def read_shapes(paths: list[str], data: DataConfig, spec: ImageSpec) -> list[Shard]:
+    """The `shapes` format's reader: the generated set, as one in-memory shard (no files)."""
+    size = tuple(data.image_size or formats.FORMATS["shapes"].image_size)
+    x, y = generate(data.samples_per_class, size, SEED)
+    return [array_shard(x, y, "generated shapes")]

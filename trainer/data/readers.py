@@ -4,7 +4,8 @@ Each reader checks what only it can see (missing arrays or columns, x/y length m
 undecodable file) and names the offending file. Where a format can carry a per-sample group
 (`data.group_key`), the reader takes it with the labels when the file has one. Images are never
 loaded here: a shard reads its rows when the pipeline asks, so a data set larger than memory is
-fine. Readers are registered in `READERS`, so adding a format is one function here.
+fine. Each reader is named by its entry in `formats.FORMATS`, so adding a format is one function
+here and one entry there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import csv
 import io
 import os
 import posixpath
-from typing import Callable, Optional
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -24,9 +25,6 @@ from trainer.data import images, tfrecords
 from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
 from trainer.data.source import Shard, group_names
 from trainer.errors import UserError
-
-Reader = Callable[[list[str], DataConfig, images.ImageSpec], list[Shard]]
-
 
 def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None) -> Shard:
     if not x.shape:
@@ -238,21 +236,3 @@ def read_tfrecord(paths: list[str], data: DataConfig, spec: images.ImageSpec) ->
         if len(shards[0].sample_shape) == 3:  # PNG records after the first match its size
             spec = images.ImageSpec(shards[0].sample_shape[:2], shards[0].sample_shape[2])
     return shards
-
-
-# Where each format keeps groups: the `expected` part of "split_by: group without groups".
-GROUPS_EXPECTED: dict[str, str] = {
-    "npz": "an array '{key}' in every .npz shard beside 'x' and 'y' (data.group_key)",
-    "npy": "a g*.npy file of groups beside every x*.npy file",
-    "tfrecord": "a feature '{key}' in every record (data.group_key; trainer.convert --video "
-                "writes it)",
-    "csv": "a column '{key}' in every manifest (data.group_key)",
-    "hdf5": "a dataset '{key}' in every file (data.group_key)",
-    "image_folder": "a format that carries groups (npz, npy, tfrecord, csv, hdf5); image folders "
-                    "have none, convert or list them in a csv manifest with a group column",
-    "shapes": "a format that carries groups; the generated demo set has none",
-}
-
-READERS: dict[str, Reader] = {"npz": read_npz, "npy": read_npy, "hdf5": read_hdf5,
-                              "image_folder": read_image_folder, "csv": read_csv,
-                              "tfrecord": read_tfrecord}

@@ -38,7 +38,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     out["model"] = run.publish("model.h5")
 
     with open(run.local("config.yaml"), "w") as f:
-        f.write(config.to_yaml())
+        f.write(config.with_data_shape(splits.input_shape).to_yaml())  # the size it used
     out["config"] = run.publish("config.yaml")
 
     if result.history:
