@@ -9,6 +9,7 @@ import yaml
 
 from conftest import ROOT
 from trainer import submit, task
+from trainer.errors import UserError
 
 VARS = {"$PROJECT": "my-project", "$REGION": "us-central1", "$BUCKET": "gs://my-bucket",
         "$SA": "sa@my-project.iam.gserviceaccount.com", "$(git rev-parse HEAD)": "abc123"}
@@ -51,9 +52,9 @@ def test_submit_commands_parse():
     assert len(calls) >= 3
     for args in calls:
         try:
-            submit.parser().parse_args(args)
-        except SystemExit:
-            pytest.fail(f"README: python -m trainer.submit {' '.join(args)}")
+            submit.main.parse(args)
+        except UserError as exc:
+            pytest.fail(f"README: python -m trainer.submit {' '.join(args)}: {exc}")
 
 
 def test_task_commands_use_defined_flags():
@@ -69,7 +70,8 @@ def test_gcloud_and_log_commands_are_the_ones_submit_prints():
     commands = _commands()
     create = next(c for c in commands if c.startswith("gcloud ai custom-jobs create"))
     (args,) = [a for a in _module_args("trainer.submit") if "--gcloud_yaml" in a]
-    parsed = submit.parser().parse_args(args)
+    submit.main.parse(args)
+    parsed = submit.FLAGS
     assert create == submit.gcloud_command(parsed, parsed.display_name, parsed.gcloud_yaml)
     logs = next(c for c in commands if c.startswith("gcloud ai custom-jobs stream-logs"))
     assert logs == "gcloud ai custom-jobs stream-logs JOB_ID --project=my-project --region=us-central1"

@@ -232,11 +232,11 @@ def test_environment_secrets_are_found_by_name_and_inside_json(monkeypatch, tmp_
 def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypatch, structured):
     import logging
 
-    from trainer.runtime import environment
+    from trainer.runtime import logs
 
     monkeypatch.setenv("FOO_TOKEN", PLANTED["FOO_TOKEN"])
     log = logging.getLogger("trainer")
-    environment.setup_logging(structured=structured)
+    logs.setup_logging(structured=structured)
     try:
         log.warning("reading %s", f"https://u:{TOKEN}@h/a.npz",
                     extra={"json_fields": {"token": TOKEN, "n": 3}})
@@ -245,7 +245,7 @@ def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypat
         except ValueError:
             log.exception("failed")
     finally:
-        environment.setup_logging()
+        logs.setup_logging()
     out = capsys.readouterr().out
     assert "https://u:[redacted]@h/a.npz" in out and "ValueError: refused [redacted]" in out
     assert_no_secret("the log", out)

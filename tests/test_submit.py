@@ -168,7 +168,7 @@ def test_local_data_paths_are_refused(capsys, gcs, tmp_path):
 def test_the_command_line(tmp_path):
     proc = run_cli("--config", str(tmp_path / "job.yaml"), module="trainer.submit")
     assert proc.returncode == 2 and proc.stderr.startswith(
-        "error: the following arguments are required: --project, --staging_bucket, command line")
+        "error: missing --project, --staging_bucket, command line")
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 

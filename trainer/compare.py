@@ -27,8 +27,9 @@ from absl import flags  # noqa: E402
 from trainer import cli, storage  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("out", ".", "Folder for compare.csv and compare.png (local or gs://).")
+FLAGS = cli.new_flags()
+flags.DEFINE_string("out", ".", "Folder for compare.csv and compare.png (local or gs://).",
+                    flag_values=FLAGS)
 
 _NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s"}
 
@@ -152,7 +153,7 @@ def compare(urls: Sequence[str], out: str) -> tuple[list[dict], dict[str, str]]:
     return table_rows, written
 
 
-def main(urls: Sequence[str]) -> int:
+def compare_from_flags(urls: list[str]) -> int:
     if not urls:
         raise UserError("no runs given, command line, expected one or more run directories")
     table_rows, written = compare(urls, FLAGS.out)
@@ -161,5 +162,7 @@ def main(urls: Sequence[str]) -> int:
     return 0
 
 
+main = cli.Command(compare_from_flags, FLAGS, takes_args=True)
+
 if __name__ == "__main__":
-    cli.run(main)
+    main.run()

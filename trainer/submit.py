@@ -14,16 +14,15 @@ which Vertex AI hands to the job as AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TE
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import re
-import sys
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import yaml
+from absl import flags
 
 from trainer import cli, storage
 from trainer.runtime import secrets
@@ -44,51 +43,41 @@ GPU_MACHINE_FAMILIES = {
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9]+(-[a-z0-9]+)*$")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line ends like every other input error: one line, exit 2."""
-
-    def error(self, message: str):
-        cli.print_error(f"{message}, command line, expected the options in "
-                        "`python -m trainer.submit --help`")
-        sys.exit(2)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trainer.submit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True,
-                   help="the job's YAML config: a local file (uploaded), gs:// or /gcs/")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override passed on to the job; may repeat")
-    p.add_argument("--project", required=True, help="Google Cloud project id")
-    p.add_argument("--region", default=DEFAULT_REGION, help="Vertex AI region")
-    p.add_argument("--staging_bucket", required=True,
-                   help="gs://BUCKET[/PREFIX] for the uploaded config and, by default, the outputs")
-    p.add_argument("--image_uri", default=None,
-                   help="training image (default: REGION-docker.pkg.dev/PROJECT/trainer/trainer:"
-                        "latest, what cloudbuild.yaml pushes)")
-    p.add_argument("--machine_type", default=DEFAULT_MACHINE, help="Compute Engine machine type")
-    p.add_argument("--accelerator_type", default=DEFAULT_ACCELERATOR,
-                   help="GPU type as the API names it (e.g. NVIDIA_L4), or none for a CPU job")
-    p.add_argument("--accelerator_count", type=int, default=1, help="GPUs per replica")
-    p.add_argument("--replica_count", type=int, default=1,
-                   help="machines training together (MultiWorkerMirroredStrategy when > 1)")
-    p.add_argument("--spot", action="store_true",
-                   help="Spot VMs; Vertex AI restarts a preempted job, which resumes from its "
-                        "checkpoints")
-    p.add_argument("--service_account", default=None, help="service account the job runs as")
-    p.add_argument("--display_name", default=None, help="job name (default: NAME-TIMESTAMP)")
-    p.add_argument("--base_output_dir", default=None,
-                   help="gs:// folder for the outputs (default: STAGING_BUCKET/jobs/DISPLAY_NAME)")
-    p.add_argument("--api_endpoint", default=None,
-                   help="Vertex AI endpoint (default: REGION-aiplatform.googleapis.com); an "
-                        "http:// endpoint, such as a local test server, is sent no credentials")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--dry_run", action="store_true",
-                     help="print the CustomJob as JSON instead of sending it")
-    out.add_argument("--gcloud_yaml", default=None, metavar="FILE",
-                     help="write the job spec for `gcloud ai custom-jobs create --config` instead "
-                          "of sending it, and print that command")
-    return p
+FLAGS = cli.new_flags()
+flags.DEFINE_string("config", None, "The job's YAML config: a local file (uploaded), gs:// or "
+                    "/gcs/.", flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE passed on to the job; may repeat.",
+                          flag_values=FLAGS)
+flags.DEFINE_string("project", None, "Google Cloud project id.", flag_values=FLAGS)
+flags.DEFINE_string("region", DEFAULT_REGION, "Vertex AI region.", flag_values=FLAGS)
+flags.DEFINE_string("staging_bucket", None, "gs://BUCKET[/PREFIX] for the uploaded config and, by "
+                    "default, the outputs.", flag_values=FLAGS)
+flags.DEFINE_string("image_uri", None, "Training image (default: REGION-docker.pkg.dev/PROJECT/"
+                    "trainer/trainer:latest, what cloudbuild.yaml pushes).", flag_values=FLAGS)
+flags.DEFINE_string("machine_type", DEFAULT_MACHINE, "Compute Engine machine type.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("accelerator_type", DEFAULT_ACCELERATOR, "GPU type as the API names it (e.g. "
+                    "NVIDIA_L4), or none for a CPU job.", flag_values=FLAGS)
+flags.DEFINE_integer("accelerator_count", 1, "GPUs per replica.", flag_values=FLAGS)
+flags.DEFINE_integer("replica_count", 1, "Machines training together (MultiWorkerMirroredStrategy "
+                     "when > 1).", flag_values=FLAGS)
+flags.DEFINE_bool("spot", False, "Spot VMs; Vertex AI restarts a preempted job, which resumes from "
+                  "its checkpoints.", flag_values=FLAGS)
+flags.DEFINE_string("service_account", None, "Service account the job runs as.", flag_values=FLAGS)
+flags.DEFINE_string("display_name", None, "Job name (default: NAME-TIMESTAMP).", flag_values=FLAGS)
+flags.DEFINE_string("base_output_dir", None, "gs:// folder for the outputs (default: "
+                    "STAGING_BUCKET/jobs/DISPLAY_NAME).", flag_values=FLAGS)
+flags.DEFINE_string("api_endpoint", None, "Vertex AI endpoint (default: REGION-aiplatform."
+                    "googleapis.com); an http:// endpoint, such as a local test server, is sent no "
+                    "credentials.", flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the CustomJob as JSON instead of sending it.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("gcloud_yaml", None, "Write the job spec for `gcloud ai custom-jobs create "
+                    "--config` to this file instead of sending it, and print that command.",
+                    flag_values=FLAGS)
+flags.register_multi_flags_validator(
+    ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
+    "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -142,7 +131,7 @@ def machine_spec(machine_type: str, accelerator_type: str, accelerator_count: in
                           accelerator_count=accelerator_count)
 
 
-def build_job(args: argparse.Namespace, config_url: str, display_name: str):
+def build_job(args: flags.FlagValues, config_url: str, display_name: str):
     """The CustomJob: pool 0 is the chief (one replica), pool 1 the other workers."""
     from google.cloud import aiplatform_v1 as v1
 
@@ -209,12 +198,12 @@ def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
                         "expected a job the project may run (see the message)") from None
 
 
-def gcloud_command(args: argparse.Namespace, display_name: str, yaml_path: str) -> str:
+def gcloud_command(args: flags.FlagValues, display_name: str, yaml_path: str) -> str:
     return (f"gcloud ai custom-jobs create --project={args.project} --region={args.region} "
             f"--display-name={display_name} --config={yaml_path}")
 
 
-def submit(args: argparse.Namespace) -> int:
+def submit(args: flags.FlagValues) -> int:
     cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
     refuse_credentials(cfg, args.config)
     for key in ("train", "val", "test"):
@@ -247,15 +236,11 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return submit(args)
-    except UserError as exc:
-        cli.print_error(exc)
-        return exc.exit_code
+def _submit_from_flags(args: list[str]) -> int:
+    return submit(FLAGS)
 
+
+main = cli.Command(_submit_from_flags, FLAGS, required=("config", "project", "staging_bucket"))
 
 if __name__ == "__main__":
-    secrets.install_excepthook()
-    sys.exit(main())
+    main.run()

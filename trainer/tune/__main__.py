@@ -9,34 +9,46 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 from absl import flags
 
 from trainer import cli
 from trainer.errors import UserError
 
-FLAGS = flags.FLAGS
+FLAGS = cli.new_flags()
 flags.DEFINE_string("config", None, "Base YAML config (local path, gs:// URL or /gcs/ path); "
-                    "without it, the embedded demo.")
-flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.")
-flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).")
+                    "without it, the embedded demo.", flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.",
+                          flag_values=FLAGS)
+flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).",
+                    flag_values=FLAGS)
 flags.DEFINE_integer("trials", None, "Trials in all (default: the whole grid, or 10 when "
                      "anything is sampled). Raising it on a resumed search adds trials.",
-                     lower_bound=1)
-flags.DEFINE_integer("parallel", 1, "Trials run at once (worker processes).", lower_bound=1)
-flags.DEFINE_string("output_dir", None, "Where the study directory goes (overrides output.dir).")
-flags.DEFINE_string("study_name", None, "The study directory's name (default: <name>-tune).")
-flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only one per trial.")
-flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.")
-flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.")
-flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.")
-flags.DEFINE_string("region", "us-central1", "With --vertex: the Vertex AI region.")
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("parallel", 1, "Trials run at once (worker processes).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where the study directory goes (overrides output.dir).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("study_name", None, "The study directory's name (default: <name>-tune).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only one per trial.",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.", flag_values=FLAGS)
+flags.DEFINE_string("region", "us-central1", "With --vertex: the Vertex AI region.",
+                    flag_values=FLAGS)
 flags.DEFINE_string("image_uri", "us-docker.pkg.dev/PROJECT/trainer/trainer:latest",
-                    "With --vertex: the training container image.")
-flags.DEFINE_string("machine_type", "n1-standard-4", "With --vertex: each trial's machine.")
-flags.DEFINE_string("accelerator_type", None, "With --vertex: e.g. NVIDIA_TESLA_T4.")
-flags.DEFINE_integer("accelerator_count", 0, "With --vertex: accelerators per trial.")
+                    "With --vertex: the training container image.", flag_values=FLAGS)
+flags.DEFINE_string("machine_type", "n1-standard-4", "With --vertex: each trial's machine.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("accelerator_type", None, "With --vertex: e.g. NVIDIA_TESLA_T4.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("accelerator_count", 0, "With --vertex: accelerators per trial.",
+                     flag_values=FLAGS)
 
 
 def _target(space, trials: Optional[int]) -> int:
@@ -98,13 +110,10 @@ def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int
     return 0
 
 
-def main(args: Sequence[str]) -> int:
+def tune_from_flags(args: list[str]) -> int:
     from trainer import config as config_mod, storage
     from trainer.tune import space as space_mod
 
-    if args:
-        raise UserError(f"unexpected argument {args[0]!r}, command line, expected only flags "
-                        "(--config, --space, --trials, ...)")
     if not FLAGS.space:
         raise UserError("no search space given, --space, expected a YAML file with 'params'")
     cfg = config_mod.load(FLAGS.config, FLAGS.set, FLAGS.output_dir)
@@ -124,5 +133,7 @@ def main(args: Sequence[str]) -> int:
         return 130
 
 
+main = cli.Command(tune_from_flags, FLAGS)
+
 if __name__ == "__main__":
-    cli.run(main)
+    main.run()
