@@ -36,13 +36,15 @@ log = logging.getLogger("trainer")
 
 
 def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Optional[str],
-          log_format: str, platform: Platform) -> int:
-    """Build the config, run the job on `platform`, report where the artefacts went; returns
-    the exit status."""
+          log_format: str = "auto", platform: Optional[Platform] = None) -> int:
+    """Build the config, run the job on `platform` (detected here, once, unless the caller has
+    read it already), report where the artefacts went; returns the exit status."""
     from trainer import config as config_mod
 
-    structured = log_format == "json" or (log_format == "auto" and platform.vertex)
+    structured = log_format == "json"
     try:
+        platform = detect() if platform is None else platform
+        structured = structured or (log_format == "auto" and platform.vertex)
         logs.setup_logging(structured=structured, labels=platform.log_labels())
         if platform.vertex:
             log.info("Vertex AI job %s%s", platform.job_id or "(no CLOUD_ML_JOB_ID)",
@@ -77,9 +79,8 @@ def _report(result: "RunResult", structured: bool) -> None:
 
 
 def train_from_flags(platform: Optional[Platform] = None) -> int:
-    """`train` as the flags say, on `platform` (detected here unless the caller has read it)."""
-    return train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format,
-                 detect() if platform is None else platform)
+    """`train` as the flags say."""
+    return train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format, platform)
 
 
 def _train(args: list[str]) -> int:
