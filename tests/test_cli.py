@@ -34,8 +34,7 @@ def _stderr_lines(stderr: str) -> list[str]:
 def test_help_lists_the_flags_and_exits_0(module):
     proc = run_cli("--help", module=module, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"python -m {module}" in proc.stdout or module.endswith("train_model_local") \
-        or module.endswith("train_model_cloud"), proc.stdout[:500]
+    assert "\nflags:\n" in proc.stdout and "\nlogging flags:\n" in proc.stdout
     for name in COMMANDS[module]:
         assert f"--{name}:" in proc.stdout or f"--[no]{name}:" in proc.stdout, (name, proc.stdout)
     assert _stderr_lines(proc.stderr) == []
@@ -66,7 +65,7 @@ def _greet(args: list[str]) -> int:
     from trainer.errors import UserError
 
     if FLAGS.name == "nobody":
-        raise UserError(f"no one to greet at gs://user:hunter22secret@bucket/x, --name, expected "
+        raise UserError("no one to greet at gs://user:hunter22secret@bucket/x, --name, expected "
                         "a name")
     SEEN.append((FLAGS.name, list(FLAGS.set), FLAGS.times, args))
     return 0
@@ -87,15 +86,15 @@ def test_a_command_runs_in_process_and_flags_do_not_linger(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "error: missing --name, command line, expected the flags that "),
-    (["--name=ada", "stray"], "error: unexpected argument 'stray', command line, expected only flags"),
-    (["--name=ada", "--times=0"], "error: flag --times=0: 0 is not a positive integer, command line"),
-    (["--name=ada", "--time=2"], "error: unknown flag --time (did you mean --times?), command line"),
-    (["--name=ada", "--set"], "error: Missing value for flag --set, command line"),
-    (["--name=nobody"], "error: no one to greet at gs://user:[redacted]@bucket/x, --name, expected a name"),
+    ([], "missing --name, command line, expected the flags that "),
+    (["--name=ada", "stray"], "unexpected argument 'stray', command line, expected only flags"),
+    (["--name=ada", "--times=0"], "flag --times=0: 0 is not a positive integer, command line"),
+    (["--name=ada", "--time=2"], "unknown flag --time (did you mean --times?), command line"),
+    (["--name=ada", "--set"], "Missing value for flag --set, command line"),
+    (["--name=nobody"], "no one to greet at gs://user:[redacted]@bucket/x, --name, expected"),
 ])
 def test_bad_command_lines_are_one_redacted_error_line_and_status_2(capsys, argv, message):
     assert greet(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert err.startswith("error: " + message) and len(err.splitlines()) == 1, err
     assert "hunter22secret" not in err

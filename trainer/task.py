@@ -78,16 +78,11 @@ def _report(result: "RunResult", structured: bool) -> None:
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
 
 
-def train_from_flags(platform: Optional[Platform] = None) -> int:
-    """`train` as the flags say."""
+def _train_from_flags(args: list[str], platform: Optional[Platform] = None) -> int:
     return train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format, platform)
 
 
-def _train(args: list[str]) -> int:
-    return train_from_flags()
-
-
-main = cli.Command(_train, FLAGS)
+main = cli.Command(_train_from_flags, FLAGS)
 
 
 def run_entrypoint(platform: Optional[Platform] = None, **defaults: object) -> None:
@@ -97,7 +92,7 @@ def run_entrypoint(platform: Optional[Platform] = None, **defaults: object) -> N
         FLAGS.set_default(name, value)
 
     def body(args: list[str]) -> int:
-        return train_from_flags(platform)
+        return _train_from_flags(args, platform)
 
     cli.Command(body, FLAGS).run()
 
