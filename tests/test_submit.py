@@ -148,6 +148,9 @@ def test_gcloud_yaml_is_a_job_spec(capsys, gcs, job_config, tmp_path, recorder):
     (["--machine_type", "N1 standard"], "error: machine type 'N1 standard', --machine_type"),
     (["--replica_count", "0"], "error: replica count 0, --replica_count, expected >= 1"),
     (["--set", "train.epoch=3"], "error: unknown key 'train.epoch', "),
+    (["--dry_run", "--gcloud_yaml", "job.yaml"], "error: flags dry_run=True, gcloud_yaml=job.yaml: "
+     "--dry_run and --gcloud_yaml exclude each other, command line"),
+    (["--accelerator_count", "two"], "error: flag --accelerator_count=two: invalid literal"),
 ])
 def test_bad_options_fail_before_anything_is_sent(capsys, gcs, job_config, recorder, extra, message):
     code = submit.main(_args(gcs, job_config, "--api_endpoint", recorder.endpoint, *extra))
