@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer import config as config_mod  # noqa: E402
 from trainer import models, storage  # noqa: E402
-from trainer.runtime import environment  # noqa: E402
+from trainer.runtime import devices  # noqa: E402
 from trainer.data import load_splits  # noqa: E402
 from trainer.data.pipeline import PipelineOptions, make_dataset  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
-    acc = environment.accelerators()
+    acc = devices.accelerators()
     if not acc.gpus and not args.allow_cpu:
         print("error: no GPU found, benchmarks/gpu_throughput.py, expected a machine with an NVIDIA "
               "GPU (use --allow_cpu --tiny for a smoke run)", file=sys.stderr)

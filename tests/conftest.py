@@ -99,9 +99,10 @@ def blob_npz(tmp_path):
 def run_job(output_dir, *overrides: str):
     """Run the real job in-process from `--set`-style overrides; returns (RunResult, Config)."""
     from trainer import config, job
+    from trainer.runtime.platform import Platform
 
     cfg = config.load(None, list(overrides), output_dir=str(output_dir))
-    return job.run(cfg), cfg
+    return job.run(cfg, Platform()), cfg
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import threading
 import time
 
 from trainer import config, job, storage
-from trainer.runtime import environment
+from trainer.runtime import logs
+from trainer.runtime.platform import Platform
 from trainer.kerasflavor import keras
 
 
@@ -51,7 +52,7 @@ def signal_during_upload(name: str, sig: int) -> None:
 def main() -> None:
     sig = getattr(signal, sys.argv[1], None)
     when, output_dir, overrides = sys.argv[2], sys.argv[3], sys.argv[4:]
-    environment.setup_logging()
+    logs.setup_logging()
     callbacks = []
     if sys.argv[1] == "NONE":
         pass
@@ -59,7 +60,7 @@ def main() -> None:
         signal_during_upload(when.split(":", 1)[1], sig)
     else:
         callbacks.append(SignalAfter(int(when), sig))
-    job.run(config.load(None, overrides, output_dir=output_dir), callbacks=callbacks)
+    job.run(config.load(None, overrides, output_dir=output_dir), Platform(), callbacks=callbacks)
 
 
 if __name__ == "__main__":

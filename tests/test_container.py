@@ -144,9 +144,9 @@ def test_cloudbuild_substitutions_are_defined_and_match_submit(build):
     assert used == set(build["substitutions"])  # every user substitution has a default
     s = build["substitutions"]
     image = f"{s['_REGION']}-docker.pkg.dev/PROJECT/{s['_REPO']}/{s['_IMAGE']}:latest"
-    args = submit.parser().parse_args(["--config", "c.yaml", "--project", "PROJECT",
-                                       "--region", s["_REGION"], "--staging_bucket", "gs://b"])
-    job = submit.build_job(args, "gs://b/c.yaml", "name")
+    submit.main.parse(["--config", "c.yaml", "--project", "PROJECT", "--region", s["_REGION"],
+                       "--staging_bucket", "gs://b"])
+    job = submit.build_job(submit.FLAGS, "gs://b/c.yaml", "name")
     assert job.job_spec.worker_pool_specs[0].container_spec.image_uri == image
 
 

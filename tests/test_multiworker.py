@@ -34,10 +34,11 @@ WORKER = textwrap.dedent("""
         return model
 
     from trainer import config, job
-    from trainer.runtime import environment
-    environment.setup_logging()
+    from trainer.runtime import logs
+    from trainer.runtime.platform import detect
+    logs.setup_logging()
     cfg = config.load(None, sys.argv[2:], output_dir=sys.argv[1])
-    job.run(cfg)
+    job.run(cfg, detect())
     print("FINAL", digest(MODELS[-1]), flush=True)
 """)
 

@@ -10,8 +10,8 @@ import pytest
 
 from trainer import config, models
 from trainer.outputs import modelfile
-from trainer.runtime import environment
-from trainer.runtime.environment import Accelerators
+from trainer.runtime import devices
+from trainer.runtime.devices import Accelerators
 from trainer.kerasflavor import keras, tf
 
 from conftest import ROOT, blob_images, run_job, write_npz
@@ -27,14 +27,14 @@ K80 = Accelerators(cpus=8, gpus=({"name": "Tesla K80", "compute_capability": (3,
     ("off", V100, "float32"),
 ])
 def test_precision_policy_follows_the_hardware(setting, acc, policy):
-    assert environment.precision_policy(setting, acc) == policy
+    assert devices.precision_policy(setting, acc) == policy
 
 
 def test_xla_is_a_gpu_default_only():
-    assert environment.use_xla("auto", CPU_ONLY) is False
-    assert environment.use_xla("auto", V100) is True
-    assert environment.use_xla(True, CPU_ONLY) is True and environment.use_xla(False, V100) is False
-    assert environment.accelerators().gpus == ()  # this machine: the CPU checks below are real
+    assert devices.use_xla("auto", CPU_ONLY) is False
+    assert devices.use_xla("auto", V100) is True
+    assert devices.use_xla(True, CPU_ONLY) is True and devices.use_xla(False, V100) is False
+    assert devices.accelerators().gpus == ()  # this machine: the CPU checks below are real
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -104,13 +104,14 @@ def test_global_batch_and_scaled_learning_rate_on_two_replicas(tmp_path, blob_np
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from trainer import config, job
-        from trainer.runtime import environment
-        environment.setup_logging()
+        from trainer.runtime import logs
+        from trainer.runtime.platform import Platform
+        logs.setup_logging()
         cfg = config.load(None, ["name=m", "data.format=npz", "data.train={blob_npz}",
                                  "model.name=tiny_cnn", "train.epochs=1", "train.strategy=mirrored",
                                  "train.batch_size=8", "train.learning_rate=0.01",
                                  "train.scale_lr_with_replicas=true"], output_dir={str(tmp_path)!r})
-        job.run(cfg)
+        job.run(cfg, Platform())
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

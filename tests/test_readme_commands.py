@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import ROOT
 from trainer import config, submit, task
 from trainer.data import load_splits
+from trainer.errors import UserError
 from trainer.tune import space
 
 VARS = {"$PROJECT": "my-project", "$REGION": "us-central1", "$BUCKET": "gs://my-bucket",
@@ -108,16 +109,17 @@ def test_submit_commands_parse():
     assert len(calls) >= 4
     for args in calls:
         try:
-            submit.parser().parse_args(args)
-        except SystemExit:
-            pytest.fail(f"docs: python -m trainer.submit {' '.join(args)}")
+            submit.main.parse(args)
+        except UserError as exc:
+            pytest.fail(f"docs: python -m trainer.submit {' '.join(args)}: {exc}")
 
 
 def test_gcloud_and_log_commands_are_the_ones_submit_prints():
     commands = _cloud_commands()
     create = next(c for c in commands if c.startswith("gcloud ai custom-jobs create"))
     (args,) = [a for a in _module_args("trainer.submit", commands) if "--gcloud_yaml" in a]
-    parsed = submit.parser().parse_args(args)
+    submit.main.parse(args)
+    parsed = submit.FLAGS
     assert create == submit.gcloud_command(parsed, parsed.display_name, parsed.gcloud_yaml)
     logs = next(c for c in commands if c.startswith("gcloud ai custom-jobs stream-logs"))
     assert logs == "gcloud ai custom-jobs stream-logs JOB_ID --project=my-project --region=us-central1"

@@ -181,7 +181,7 @@ def test_the_tuning_job_spec_holds_no_credential(key_file, tmp_path):
 
 def test_a_traceback_is_printed_with_its_credentials_redacted(tmp_path):
     """A bug's traceback stays (it is not bad input), minus what it quotes of a credential."""
-    code = ("from trainer import secrets; secrets.install_excepthook(); "
+    code = ("from trainer.runtime import secrets; secrets.install_excepthook(); "
             f"raise RuntimeError('GET https://user:{TOKEN}@host/x failed')")
     proc = python(code, {"FOO_TOKEN": PLANTED["FOO_TOKEN"]})
     assert proc.returncode == 1
@@ -232,11 +232,11 @@ def test_environment_secrets_are_found_by_name_and_inside_json(monkeypatch, tmp_
 def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypatch, structured):
     import logging
 
-    from trainer.runtime import environment
+    from trainer.runtime import logs
 
     monkeypatch.setenv("FOO_TOKEN", PLANTED["FOO_TOKEN"])
     log = logging.getLogger("trainer")
-    environment.setup_logging(structured=structured)
+    logs.setup_logging(structured=structured)
     try:
         log.warning("reading %s", f"https://u:{TOKEN}@h/a.npz",
                     extra={"json_fields": {"token": TOKEN, "n": 3}})
@@ -245,7 +245,7 @@ def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypat
         except ValueError:
             log.exception("failed")
     finally:
-        environment.setup_logging()
+        logs.setup_logging()
     out = capsys.readouterr().out
     assert "https://u:[redacted]@h/a.npz" in out and "ValueError: refused [redacted]" in out
     assert_no_secret("the log", out)

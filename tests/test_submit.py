@@ -12,6 +12,7 @@ from google.protobuf.json_format import ParseError
 
 from conftest import run_cli
 from trainer import submit
+from trainer.cloud import vertex_job
 
 
 class Recorder:
@@ -115,7 +116,7 @@ def test_submission_through_the_client_library(capsys, gcs, job_config, recorder
     sent = v1.CustomJob.from_json(request["body"])
     assert sent.display_name == "blobs-1"
     (pool,) = sent.job_spec.worker_pool_specs
-    assert pool.machine_spec.machine_type == submit.DEFAULT_MACHINE
+    assert pool.machine_spec.machine_type == vertex_job.DEFAULT_MACHINE
     assert pool.machine_spec.accelerator_type == v1.AcceleratorType.NVIDIA_TESLA_T4
     assert not sent.job_spec.scheduling.restart_job_on_worker_restart
     # the config the job reads is the local one, uploaded
@@ -148,6 +149,9 @@ def test_gcloud_yaml_is_a_job_spec(capsys, gcs, job_config, tmp_path, recorder):
     (["--machine_type", "N1 standard"], "error: machine type 'N1 standard', --machine_type"),
     (["--replica_count", "0"], "error: replica count 0, --replica_count, expected >= 1"),
     (["--set", "train.epoch=3"], "error: unknown key 'train.epoch', "),
+    (["--dry_run", "--gcloud_yaml", "job.yaml"], "error: flags dry_run=True, gcloud_yaml=job.yaml: "
+     "--dry_run and --gcloud_yaml exclude each other, command line"),
+    (["--accelerator_count", "two"], "error: flag --accelerator_count=two: invalid literal"),
 ])
 def test_bad_options_fail_before_anything_is_sent(capsys, gcs, job_config, recorder, extra, message):
     code = submit.main(_args(gcs, job_config, "--api_endpoint", recorder.endpoint, *extra))
@@ -168,7 +172,7 @@ def test_local_data_paths_are_refused(capsys, gcs, tmp_path):
 def test_the_command_line(tmp_path):
     proc = run_cli("--config", str(tmp_path / "job.yaml"), module="trainer.submit")
     assert proc.returncode == 2 and proc.stderr.startswith(
-        "error: the following arguments are required: --project, --staging_bucket, command line")
+        "error: missing --project, --staging_bucket, command line")
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 

@@ -12,7 +12,8 @@ import re
 import pytest
 
 from conftest import run_cli
-from trainer.runtime import environment
+from trainer.runtime import logs
+from trainer.runtime.platform import Platform, detect
 from trainer.errors import UserError
 from trainer.storage.rundir import RunDir
 
@@ -96,12 +97,26 @@ def test_an_error_on_vertex_is_one_error_record(gcs, tmp_path):
 
 
 def test_platform_from_vertex_variables():
-    p = environment.detect({"CLOUD_ML_JOB_ID": "7", "AIP_MODEL_DIR": "gs://b/j/model/",
-                            "AIP_CHECKPOINT_DIR": "gs://b/j/checkpoints/"})
+    p = detect({"CLOUD_ML_JOB_ID": "7", "AIP_MODEL_DIR": "gs://b/j/model/",
+                "AIP_CHECKPOINT_DIR": "gs://b/j/checkpoints/"})
     assert p.vertex and p.job_id == "7" and p.is_chief and not p.multi_worker
     assert p.run_homes() == {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
     assert p.without_output_dirs().run_homes() == {}
-    assert not environment.detect({}).vertex and environment.detect({}).is_chief
+    assert not detect({}).vertex and detect({}).is_chief
+
+
+def test_provenance_shows_the_platform_it_is_given_not_the_environment(monkeypatch):
+    from trainer.runtime.provenance import provenance
+
+    vertex = detect({"CLOUD_ML_JOB_ID": "7", "CLOUD_ML_TRIAL_ID": "3",
+                     "AIP_MODEL_DIR": "gs://b/j/model/"})
+    for name in ("CLOUD_ML_JOB_ID", "CLOUD_ML_TRIAL_ID", "AIP_MODEL_DIR", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)  # this process itself runs locally
+    info = provenance(vertex)
+    assert info["where"] == "Vertex AI job 7, trial 3"
+    assert info["devices"] and "tensorflow" in info["packages"]
+    monkeypatch.setenv("CLOUD_ML_JOB_ID", "99")  # ... and a local platform stays local
+    assert provenance(Platform())["where"] == "local"
 
 
 @pytest.mark.parametrize("tf_config, workers, chief", [
@@ -111,7 +126,7 @@ def test_platform_from_vertex_variables():
     ({"cluster": {"worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 1}}, 2, False),
 ])
 def test_tf_config_names_the_workers_and_the_chief(tf_config, workers, chief):
-    p = environment.detect({"TF_CONFIG": json.dumps(tf_config)})
+    p = detect({"TF_CONFIG": json.dumps(tf_config)})
     assert (p.workers, p.is_chief, p.multi_worker) == (workers, chief, True)
 
 
@@ -122,7 +137,7 @@ def test_tf_config_names_the_workers_and_the_chief(tf_config, workers, chief):
 ])
 def test_bad_tf_config_is_a_user_error(text, match):
     with pytest.raises(UserError, match=match):
-        environment.detect({"TF_CONFIG": text})
+        detect({"TF_CONFIG": text})
 
 
 def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
@@ -142,14 +157,14 @@ def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
 def test_local_logging_is_readable_and_cloud_logging_is_json(capsys):
     log = logging.getLogger("trainer")
     try:
-        environment.setup_logging()
+        logs.setup_logging()
         log.info("epoch 1/2 loss=0.5", extra={"json_fields": {"epoch": 1, "loss": 0.5}})
         assert re.fullmatch(r"\d\d:\d\d:\d\d INFO epoch 1/2 loss=0.5\n", capsys.readouterr().out)
-        environment.setup_logging(structured=True, labels={"job_id": "7"})
+        logs.setup_logging(structured=True, labels={"job_id": "7"})
         log.info("epoch 1/2 loss=0.5", extra={"json_fields": {"epoch": 1, "loss": 0.5}})
         record = _json_lines(capsys.readouterr().out)[-1]
         assert (record["epoch"], record["loss"], record["severity"]) == (1, 0.5, "INFO")
         assert record["logging.googleapis.com/labels"]["job_id"] == "7"
-        assert not environment.interactive()  # no progress bars under JSON logging
+        assert not logs.interactive()  # no progress bars under JSON logging
     finally:
-        environment.setup_logging()
+        logs.setup_logging()

@@ -1,27 +1,47 @@
-"""What the command-line tools share: absl's verbosity, the one-line error convention, and
-credentials kept out of what they print.
+"""The one way to write a command-line tool: absl flags, `--help`, the `error:` line, exit 2.
 
-Each tool's `main` is a function of its positional arguments that returns an exit status; bad
-input raised as `UserError` becomes `error: <what>, <where>, <expected>` on stderr and status 2,
-with no traceback.
+A tool defines its flags on its own `new_flags()` (so that several tools can live in one process,
+as they do in tests, without two `--config` flags colliding), and wraps the function that does
+its work in a `Command`:
+
+    FLAGS = cli.new_flags()
+    flags.DEFINE_string("out", ".", "Where the table goes.", flag_values=FLAGS)
+
+    def compare_runs(urls: list[str]) -> int:
+        ...
+
+    main = cli.Command(compare_runs, FLAGS, takes_args=True)
+
+    if __name__ == "__main__":
+        main.run()
+
+`main(argv)` runs the tool in this process and returns its exit status (what tests call);
+`main.run()` is the program. Bad flags or input, raised as `UserError`, end as one line
+`error: <what>, <where>, <expected>` on stderr and status 2, with no traceback and no credential.
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
-from absl import app, flags
-from absl import logging as absl_logging
+import absl.logging
+from absl import flags
 
-from trainer.runtime import secrets
 from trainer.errors import UserError
+from trainer.runtime import secrets
+
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 
-def quiet_absl() -> None:
-    """absl's INFO would print TensorFlow's internals (every checkpoint shard); `-v 0` keeps it."""
-    if not flags.FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
+def new_flags() -> flags.FlagValues:
+    """A tool's own flag set, which also takes absl's logging flags (`-v`, `--verbosity`, ...)."""
+    values = flags.FlagValues()
+    for flag in flags.FLAGS.get_flags_for_module(absl.logging):
+        values[flag.name] = flag
+        values.register_flag_by_module(absl.logging.__name__, flag)
+    return values
 
 
 def print_error(problem: object) -> None:
@@ -31,20 +51,78 @@ def print_error(problem: object) -> None:
     print(f"error: {secrets.redact_text(str(problem))}", file=sys.stderr, flush=True)
 
 
-def run(main: Callable[[Sequence[str]], int]) -> None:
-    """`app.run` for a tool: parse flags, call `main(positional args)`, exit with its status."""
+class Command:
+    """A tool: its flags, and `body`, the function that does its work.
 
-    def wrapped(argv: Sequence[str]) -> None:
-        quiet_absl()
-        secrets.install_excepthook()
+    `body` receives the positional arguments (only when `takes_args`; otherwise any is refused)
+    and reads its flags from `flag_values`; it returns the exit status. `required` names flags
+    that must be given.
+    """
+
+    def __init__(self, body: Callable[[list[str]], int], flag_values: flags.FlagValues,
+                 takes_args: bool = False, required: Sequence[str] = ()):
+        self.body = body
+        self.flags = flag_values
+        self.takes_args = takes_args
+        self.required = tuple(required)
+        self.program = f"python -m {body.__module__}"  # how the tool is started; see `run`
+
+    def __call__(self, argv: Sequence[str]) -> int:
+        """Run the tool in this process on `argv` (without the program name); the exit status."""
         try:
-            status = main(list(argv[1:]))
+            args = self.parse(argv)
+            if not self.flags["verbosity"].present:
+                # absl at INFO would print TensorFlow's internals (every checkpoint shard).
+                absl.logging.set_verbosity(absl.logging.WARNING)
+            return self.body(args)
         except UserError as exc:
             print_error(exc)
-            status = exc.exit_code
+            return exc.exit_code
+
+    def parse(self, argv: Sequence[str]) -> list[str]:
+        """Set the flags from `argv` afresh (values of an earlier parse do not linger); returns
+        the positional arguments. A flag the tool does not have, or a bad value, is a UserError."""
+        expected = f"expected the flags that `{self.program} --help` lists"
+        self.flags.unparse_flags()
+        try:
+            args = self.flags([self.program, *argv])[1:]
+        except flags.UnrecognizedFlagError as exc:
+            near = difflib.get_close_matches(exc.flagname, list(self.flags), n=1)
+            hint = f" (did you mean --{near[0]}?)" if near else ""
+            raise UserError(f"unknown flag --{exc.flagname}{hint}, command line, "
+                            f"{expected}") from None
+        except flags.Error as exc:
+            raise UserError(f"{exc}, command line, {expected}") from None
+        missing = [f"--{name}" for name in self.required if self.flags[name].value is None]
+        if missing:
+            raise UserError(f"missing {', '.join(missing)}, command line, {expected}")
+        if args and not self.takes_args:
+            raise UserError(f"unexpected argument {args[0]!r}, command line, expected only flags "
+                            f"(see `{self.program} --help`)")
+        return args
+
+    def run(self, argv: Optional[Sequence[str]] = None) -> NoReturn:
+        """The program: `--help`, the flags, the body, its exit status."""
+        argv = sys.argv[1:] if argv is None else list(argv)
+        main = sys.modules["__main__"]
+        if getattr(main, "__spec__", None) is not None:  # `python -m trainer.X`
+            self.program = f"python -m {main.__spec__.name.removesuffix('.__main__')}"
+        flags.FLAGS.mark_as_parsed()  # absl's own flags stay at their defaults, without warnings
+        secrets.install_excepthook()
+        if any(arg in HELP_FLAGS for arg in argv[:argv.index("--") if "--" in argv else None]):
+            print(self.help(main.__doc__))
+            sys.exit(0)
+        try:
+            status = self(argv)
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             status = 130
         sys.exit(status)
 
-    app.run(wrapped)
+    def help(self, doc: Optional[str]) -> str:
+        """What the program's docstring says, then its flags (absl's logging flags last)."""
+        text = self.flags.get_help(include_special_flags=False)
+        for module in self.flags.flags_by_module_dict():
+            heading = "logging flags:" if module == absl.logging.__name__ else "flags:"
+            text = text.replace(f"\n{module}:\n", f"\n{heading}\n", 1)
+        return f"{(doc or self.program).strip()}\n{text}"

@@ -29,8 +29,9 @@ from trainer.outputs.plots import curve_names  # noqa: E402
 from trainer.outputs.table import text_table, write_csv  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("out", ".", "Folder for compare.csv and compare.png (local or gs://).")
+FLAGS = cli.new_flags()
+flags.DEFINE_string("out", ".", "Folder for compare.csv and compare.png (local or gs://).",
+                    flag_values=FLAGS)
 
 
 @dataclass
@@ -133,7 +134,7 @@ def compare(urls: Sequence[str], out: str) -> tuple[list[dict], dict[str, str]]:
     return table_rows, written
 
 
-def main(urls: Sequence[str]) -> int:
+def compare_from_flags(urls: list[str]) -> int:
     if not urls:
         raise UserError("no runs given, command line, expected one or more run directories")
     table_rows, written = compare(urls, FLAGS.out)
@@ -142,5 +143,7 @@ def main(urls: Sequence[str]) -> int:
     return 0
 
 
+main = cli.Command(compare_from_flags, FLAGS, takes_args=True)
+
 if __name__ == "__main__":
-    cli.run(main)
+    main.run()

@@ -18,34 +18,35 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from trainer import cli, storage
-from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import images
 from trainer.data.stats import RunningStats
 from trainer.errors import UserError
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-    """Flags exist only when this module is the program (trainer.task defines --config too)."""
-    flags.DEFINE_string("config", None, "YAML config whose data section names the input.")
-    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
-    flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.")
-    flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write.")
-    flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1)
-    flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.")
-    flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.")
-    flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.")
-    flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the only one).")
+FLAGS = cli.new_flags()
+flags.DEFINE_string("config", None, "YAML config whose data section names the input.",
+                    flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).",
+                          flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.", flag_values=FLAGS)
+flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.",
+                          flag_values=FLAGS)
+flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the "
+                    "only one).", flag_values=FLAGS)
 
 
 CHUNK = 256  # rows per read: the unit of streaming
@@ -220,15 +221,12 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
     return 0
 
 
-def main(argv: Sequence[str]) -> None:
-    secrets.install_excepthook()
-    if len(argv) > 1:
-        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags")
-        sys.exit(2)
-    sys.exit(run(FLAGS.config, FLAGS.set, FLAGS.out, FLAGS.to, FLAGS.shard_size, FLAGS.gzip,
-                 FLAGS.video, FLAGS.labels, FLAGS.labels_key))
+def _convert_from_flags(args: list[str]) -> int:
+    return run(FLAGS.config, FLAGS.set, FLAGS.out, FLAGS.to, FLAGS.shard_size, FLAGS.gzip,
+               FLAGS.video, FLAGS.labels, FLAGS.labels_key)
 
+
+main = cli.Command(_convert_from_flags, FLAGS)
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    main.run()

@@ -15,31 +15,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import sys
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from trainer import cli, storage
-from trainer.runtime import secrets
 from trainer.config import Config
 from trainer.data import groups, neardup
-from trainer.errors import UserError
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-    """Flags exist only when this module is the program (trainer.task defines --config too)."""
-    flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).")
-    flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).")
-    flags.DEFINE_string("out", None, "Where the sample grid goes (default: <output.dir>/<name>-datacheck).")
-    flags.DEFINE_float("near", neardup.THRESHOLD, "Fingerprint distance under which an evaluation "
-                       "sample counts as a near-copy of a training sample (0: same picture, about "
-                       "1.4: unrelated).", lower_bound=0.0)
+FLAGS = cli.new_flags()
+flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).",
+                    flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).",
+                          flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Where the sample grid goes (default: "
+                    "<output.dir>/<name>-datacheck).", flag_values=FLAGS)
+flags.DEFINE_float("near", neardup.THRESHOLD, "Fingerprint distance under which an evaluation "
+                   "sample counts as a near-copy of a training sample (0: same picture, about "
+                   "1.4: unrelated).", lower_bound=0.0, flag_values=FLAGS)
 
 
 IMBALANCE = 5.0  # largest class this many times the smallest: warn
@@ -195,21 +191,15 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     return lines
 
 
-def main(argv: Sequence[str]) -> None:
+def _check_from_flags(args: list[str]) -> int:
     from trainer import config as config_mod
 
-    secrets.install_excepthook()
-    if len(argv) > 1:
-        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags")
-        sys.exit(2)
-    try:
-        for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out, FLAGS.near):
-            print(line, flush=True)
-    except UserError as exc:
-        cli.print_error(exc)
-        sys.exit(exc.exit_code)
+    for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out, FLAGS.near):
+        print(line, flush=True)
+    return 0
 
+
+main = cli.Command(_check_from_flags, FLAGS)
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    main.run()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 from trainer import storage
 from trainer.outputs import artifacts
-from trainer.runtime import environment
+from trainer.runtime import devices
+from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.data import groups, load_splits
 from trainer.errors import StorageUnavailable, TrainingDiverged, UserError
@@ -27,10 +28,9 @@ class RunResult:
     metrics: dict
 
 
-def run(config: Config, callbacks: Sequence = (),
-        platform: Optional[environment.Platform] = None) -> RunResult:
+def run(config: Config, platform: Platform, callbacks: Sequence = ()) -> RunResult:
     """Train and evaluate `config`, write its artefacts to `<output.dir>/<name>/` (or to the
-    folders the platform names); `platform` defaults to what the environment says.
+    folders the platform names); `Platform()` is a plain local run.
 
     `callbacks` are extra Keras callbacks for `fit` (the search's pruning callback).
     """
@@ -43,13 +43,12 @@ def run(config: Config, callbacks: Sequence = (),
         sigterm.uninstall()
 
 
-def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Platform],
-         sigterm: SigtermWatch, started: float) -> RunResult:
-    platform = environment.detect() if platform is None else platform
+def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: SigtermWatch,
+         started: float) -> RunResult:
     # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
-    strategy = environment.choose_strategy(config.train.strategy, platform)
+    strategy = devices.choose_strategy(config.train.strategy, platform)
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
-    environment.seed_everything(config.train.seed, config.train.deterministic)
+    devices.seed_everything(config.train.seed, config.train.deterministic)
     splits = load_splits(config)
     summary = splits.summary()
     log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
@@ -71,7 +70,7 @@ def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Pla
                                     extra_callbacks=[*_platform_callbacks(config, platform),
                                                      *callbacks],
                                     sigterm=sigterm)
-        outputs = artifacts.write_all(config, splits, result, run_dir,
+        outputs = artifacts.write_all(config, splits, result, run_dir, platform,
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:
         # Bad data found mid-run (an undecodable image, a corrupt shard): a new run leaves no
@@ -87,7 +86,7 @@ def _run(config: Config, callbacks: Sequence, platform: Optional[environment.Pla
                      metrics=result.metrics)
 
 
-def _platform_callbacks(config: Config, platform: environment.Platform) -> list:
+def _platform_callbacks(config: Config, platform: Platform) -> list:
     if platform.trial_id and platform.is_chief:
         from trainer.callbacks.reporting import HypertuneReport
 

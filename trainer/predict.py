@@ -25,13 +25,17 @@ from absl import flags
 from trainer import cli, storage
 from trainer.errors import UserError
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "model.h5 written by trainer.task: local path or gs:// URL.")
-flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local or gs://).")
-flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1)
+FLAGS = cli.new_flags()
+flags.DEFINE_string("model", None, "model.h5 written by trainer.task: local path or gs:// URL.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local or gs://).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1,
+                     flag_values=FLAGS)
 flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lambda layers (Python "
                   "code stored in the file) or layer classes Keras does not know, importing the "
-                  "builder module its metadata names. Only for model files you trust.")
+                  "builder module its metadata names. Only for model files you trust.",
+                  flag_values=FLAGS)
 
 SHARD_EXTENSIONS = (".npz", ".npy")
 
@@ -197,7 +201,7 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
     return count
 
 
-def main(inputs: Sequence[str]) -> int:
+def predict_from_flags(inputs: list[str]) -> int:
     if not FLAGS.model:
         raise UserError("no model given, --model, expected the path or gs:// URL of a model.h5")
     if not inputs:
@@ -209,5 +213,7 @@ def main(inputs: Sequence[str]) -> int:
     return 0
 
 
+main = cli.Command(predict_from_flags, FLAGS, takes_args=True)
+
 if __name__ == "__main__":
-    cli.run(main)
+    main.run()

@@ -1,6 +1,6 @@
 """`python -m trainer.submit --config FILE ...`: run the training job as a Vertex AI CustomJob.
 
-The job is built by `trainer.cloud.vertex_job`, as the API's own message types, so a wrong
+The job is built as the API's own message types (`google.cloud.aiplatform_v1`), so a wrong
 machine or accelerator fails here, before anything is uploaded or sent. Then one of:
 - `--dry_run`: print the CustomJob as JSON (the API's camelCase form); nothing is uploaded;
 - `--gcloud_yaml FILE`: upload the config, write the job spec for
@@ -14,70 +14,43 @@ which Vertex AI hands to the job as AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TE
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-from typing import Optional, Sequence
 
 import yaml
+from absl import flags
 
 from trainer import cli, storage
-from trainer.cloud import preflight, vertex_job
+from trainer.cloud import machine_flags, preflight, vertex_job
 from trainer.cloud.client import send
-from trainer.cloud.vertex_job import DEFAULT_ACCELERATOR, DEFAULT_MACHINE, DEFAULT_REGION
-from trainer.runtime import secrets
 from trainer import config as config_mod
 from trainer.errors import UserError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line ends like every other input error: one line, exit 2."""
-
-    def error(self, message: str):
-        cli.print_error(f"{message}, command line, expected the options in "
-                        "`python -m trainer.submit --help`")
-        sys.exit(2)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trainer.submit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True,
-                   help="the job's YAML config: a local file (uploaded), gs:// or /gcs/")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override passed on to the job; may repeat")
-    p.add_argument("--project", required=True, help="Google Cloud project id")
-    p.add_argument("--region", default=DEFAULT_REGION, help="Vertex AI region")
-    p.add_argument("--staging_bucket", required=True,
-                   help="gs://BUCKET[/PREFIX] for the uploaded config and, by default, the outputs")
-    p.add_argument("--image_uri", default=None,
-                   help="training image (default: REGION-docker.pkg.dev/PROJECT/trainer/trainer:"
-                        "latest, what cloudbuild.yaml pushes)")
-    p.add_argument("--machine_type", default=DEFAULT_MACHINE, help="Compute Engine machine type")
-    p.add_argument("--accelerator_type", default=DEFAULT_ACCELERATOR,
-                   help="GPU type as the API names it (e.g. NVIDIA_L4), or none for a CPU job")
-    p.add_argument("--accelerator_count", type=int, default=1, help="GPUs per replica")
-    p.add_argument("--replica_count", type=int, default=1,
-                   help="machines training together (MultiWorkerMirroredStrategy when > 1)")
-    p.add_argument("--spot", action="store_true",
-                   help="Spot VMs; Vertex AI restarts a preempted job, which resumes from its "
-                        "checkpoints")
-    p.add_argument("--service_account", default=None, help="service account the job runs as")
-    p.add_argument("--display_name", default=None, help="job name (default: NAME-TIMESTAMP)")
-    p.add_argument("--base_output_dir", default=None,
-                   help="gs:// folder for the outputs (default: STAGING_BUCKET/jobs/DISPLAY_NAME)")
-    p.add_argument("--api_endpoint", default=None,
-                   help="Vertex AI endpoint (default: REGION-aiplatform.googleapis.com); an "
-                        "http:// endpoint, such as a local test server, is sent no credentials")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--dry_run", action="store_true",
-                     help="print the CustomJob as JSON instead of sending it")
-    out.add_argument("--gcloud_yaml", default=None, metavar="FILE",
-                     help="write the job spec for `gcloud ai custom-jobs create --config` instead "
-                          "of sending it, and print that command")
-    return p
+FLAGS = cli.new_flags()
+flags.DEFINE_string("config", None, "The job's YAML config: a local file (uploaded), gs:// or "
+                    "/gcs/.", flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE passed on to the job; may repeat.",
+                          flag_values=FLAGS)
+machine_flags.define(FLAGS)
+flags.DEFINE_string("staging_bucket", None, "gs://BUCKET[/PREFIX] for the uploaded config and, by "
+                    "default, the outputs.", flag_values=FLAGS)
+flags.DEFINE_string("display_name", None, "Job name (default: NAME-TIMESTAMP).", flag_values=FLAGS)
+flags.DEFINE_string("base_output_dir", None, "gs:// folder for the outputs (default: "
+                    "STAGING_BUCKET/jobs/DISPLAY_NAME).", flag_values=FLAGS)
+flags.DEFINE_string("api_endpoint", None, "Vertex AI endpoint (default: REGION-aiplatform."
+                    "googleapis.com); an http:// endpoint, such as a local test server, is sent no "
+                    "credentials.", flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the CustomJob as JSON instead of sending it.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("gcloud_yaml", None, "Write the job spec for `gcloud ai custom-jobs create "
+                    "--config` to this file instead of sending it, and print that command.",
+                    flag_values=FLAGS)
+flags.register_multi_flags_validator(
+    ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
+    "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -92,16 +65,7 @@ def staged_config_url(config_path: str, staging_bucket: str) -> str:
     return storage.join(staging_bucket, "configs", f"{digest}-{os.path.basename(config_path)}")
 
 
-def machines(args: argparse.Namespace) -> vertex_job.Machines:
-    """The flags that say where the job runs, as the shared job builder takes them."""
-    return vertex_job.Machines(
-        project=args.project, region=args.region, image_uri=args.image_uri,
-        machine_type=args.machine_type, accelerator_type=args.accelerator_type,
-        accelerator_count=args.accelerator_count, replica_count=args.replica_count,
-        spot=args.spot, service_account=args.service_account)
-
-
-def build_job(args: argparse.Namespace, config_url: str, display_name: str):
+def build_job(args: flags.FlagValues, config_url: str, display_name: str):
     """The CustomJob: the training image reading `config_url`, with the `--set` overrides."""
     from google.cloud import aiplatform_v1 as v1
 
@@ -111,15 +75,15 @@ def build_job(args: argparse.Namespace, config_url: str, display_name: str):
     container_args = ["--config", config_url, *[a for s in args.set for a in ("--set", s)]]
     base = args.base_output_dir or storage.join(args.staging_bucket, "jobs", display_name)
     return v1.CustomJob(display_name=display_name,
-                        job_spec=vertex_job.job_spec(machines(args), container_args, base))
+                        job_spec=vertex_job.job_spec(machine_flags.machines(args), container_args, base))
 
 
-def gcloud_command(args: argparse.Namespace, display_name: str, yaml_path: str) -> str:
+def gcloud_command(args: flags.FlagValues, display_name: str, yaml_path: str) -> str:
     return (f"gcloud ai custom-jobs create --project={args.project} --region={args.region} "
             f"--display-name={display_name} --config={yaml_path}")
 
 
-def submit(args: argparse.Namespace) -> int:
+def submit(args: flags.FlagValues) -> int:
     cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
     preflight.check(cfg, args.config)
     display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -146,15 +110,11 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return submit(args)
-    except UserError as exc:
-        cli.print_error(exc)
-        return exc.exit_code
+def _submit_from_flags(args: list[str]) -> int:
+    return submit(FLAGS)
 
+
+main = cli.Command(_submit_from_flags, FLAGS, required=("config", "project", "staging_bucket"))
 
 if __name__ == "__main__":
-    secrets.install_excepthook()
-    sys.exit(main())
+    main.run()

@@ -2,49 +2,50 @@
 
 With no `--config` it trains the embedded demo. Bad input ends with one `error: ...` line on
 stderr and exit status 2 (and, with JSON logging, an ERROR record on stdout); nothing else is
-parsed or decided here. The platform (local, Vertex AI, a multi-worker cluster) comes from the
-environment module.
+parsed or decided here. The platform (local, Vertex AI, a multi-worker cluster) is detected here,
+once, and handed to the job.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from absl import app, flags
+from absl import flags
 
 from trainer import cli
-from trainer.runtime import secrets
+from trainer.errors import UserError
+from trainer.runtime import logs, secrets
+from trainer.runtime.platform import Platform, detect
 
 if TYPE_CHECKING:
     from trainer.job import RunResult
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "YAML config file: local path, gs:// URL or /gcs/ path.")
+FLAGS = cli.new_flags()
+flags.DEFINE_string("config", None, "YAML config file: local path, gs:// URL or /gcs/ path.",
+                    flag_values=FLAGS)
 flags.DEFINE_multi_string("set", [], "Override one config key, e.g. --set train.epochs=3 "
-                          "(value parsed as YAML). May repeat.")
+                          "(value parsed as YAML). May repeat.", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Where the run goes (overrides output.dir and, on "
-                    "Vertex AI, the AIP_* directories).")
+                    "Vertex AI, the AIP_* directories).", flag_values=FLAGS)
 flags.DEFINE_enum("log_format", "auto", ["auto", "text", "json"],
                   "Log records on stdout: readable text, or one JSON object per line for Cloud "
-                  "Logging. auto: json on Vertex AI, text elsewhere.")
+                  "Logging. auto: json on Vertex AI, text elsewhere.", flag_values=FLAGS)
 
 log = logging.getLogger("trainer")
 
 
 def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Optional[str],
-          log_format: str = "auto") -> int:
-    """Build the config, run the job, report where the artefacts went; returns the exit status."""
+          log_format: str = "auto", platform: Optional[Platform] = None) -> int:
+    """Build the config, run the job on `platform` (detected here, once, unless the caller has
+    read it already), report where the artefacts went; returns the exit status."""
     from trainer import config as config_mod
-    from trainer.runtime import environment
-    from trainer.errors import UserError
 
     structured = log_format == "json"
     try:
-        platform = environment.detect()
+        platform = detect() if platform is None else platform
         structured = structured or (log_format == "auto" and platform.vertex)
-        environment.setup_logging(structured=structured, labels=platform.log_labels())
+        logs.setup_logging(structured=structured, labels=platform.log_labels())
         if platform.vertex:
             log.info("Vertex AI job %s%s", platform.job_id or "(no CLOUD_ML_JOB_ID)",
                      f", trial {platform.trial_id}" if platform.trial_id else "")
@@ -53,7 +54,7 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
         cfg = config_mod.load(config_path, overrides, output_dir)
         from trainer import job
 
-        result = job.run(cfg, platform=platform)
+        result = job.run(cfg, platform)
     except UserError as exc:
         cli.print_error(exc)
         if structured:
@@ -77,22 +78,24 @@ def _report(result: "RunResult", structured: bool) -> None:
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
 
 
-def main(argv: Sequence[str]) -> None:
-    cli.quiet_absl()
-    secrets.install_excepthook()
-    if len(argv) > 1:
-        cli.print_error(f"unexpected argument {argv[1]!r}, command line, expected only flags "
-                        "(--config, --set, --output_dir, --log_format)")
-        sys.exit(2)
-    sys.exit(train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format))
+def _train_from_flags(args: list[str], platform: Optional[Platform] = None) -> int:
+    return train(FLAGS.config, FLAGS.set, FLAGS.output_dir, FLAGS.log_format, platform)
 
 
-def run_entrypoint(**defaults: object) -> None:
-    """Entry point shared by the thin wrappers, which differ only in their flag defaults."""
+main = cli.Command(_train_from_flags, FLAGS)
+
+
+def run_entrypoint(platform: Optional[Platform] = None, **defaults: object) -> None:
+    """Entry point shared by the thin wrappers, which differ only in their flag defaults (and,
+    for a tuning trial, in the platform it has read already)."""
     for name, value in defaults.items():
         FLAGS.set_default(name, value)
-    app.run(main)
+
+    def body(args: list[str]) -> int:
+        return _train_from_flags(args, platform)
+
+    cli.Command(body, FLAGS).run()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main.run()

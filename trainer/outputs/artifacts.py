@@ -17,6 +17,7 @@ from trainer.outputs import plots
 from trainer.outputs import report
 from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
+from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.models import as_float32
@@ -27,7 +28,7 @@ log = logging.getLogger("trainer")
 
 
 def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
-              wall_time_s: float) -> dict[str, str]:
+              platform: Platform, wall_time_s: float) -> dict[str, str]:
     """Write and publish every artefact; returns what went where."""
     out: dict[str, str] = {}
     metadata = {"task": config.task, "class_names": splits.class_names,
@@ -73,7 +74,8 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
         out["plots"] = run.remote("plots")
     if config.output.report:
         try:
-            report.write_report(run.local("report.html"), config, splits, result, metrics, run.url)
+            report.write_report(run.local("report.html"), config, splits, result, metrics, run.url,
+                                platform)
             out["report"] = run.publish("report.html")
         except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
             log.exception("report.html could not be written")

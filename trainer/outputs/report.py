@@ -19,7 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-from trainer.runtime import environment
+from trainer.runtime.platform import Platform
+from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
 from trainer.config import Config
 from trainer.data import Splits
@@ -260,8 +261,8 @@ def _throughput_section(history: list[dict]) -> str:
             + _table(["epoch", "seconds", "samples/s"], rows))
 
 
-def _environment_section(metrics: dict, run_url: str) -> str:
-    info = environment.provenance()
+def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str:
+    info = provenance(platform)
     packages = info.pop("packages")
     training = metrics.get("training", {})
     rows = [["run directory", run_url], *[[k, v] for k, v in info.items()],
@@ -271,7 +272,8 @@ def _environment_section(metrics: dict, run_url: str) -> str:
     return _table(["", "value"], rows)
 
 
-def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str) -> str:
+def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str,
+           platform: Platform) -> str:
     """The whole page as a string."""
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)),
@@ -290,7 +292,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         ("data", "Data", _data_section(splits)),
         ("architecture", "Architecture", _architecture_section(result.model)),
         ("throughput", "Throughput", _throughput_section(result.history)),
-        ("environment", "Environment", _environment_section(metrics, run_url)),
+        ("environment", "Environment", _environment_section(metrics, run_url, platform)),
         ("config", "Config", f"<pre>{_esc(config.to_yaml())}</pre>"),
     ]
     test = metrics.get("test", {})
@@ -306,6 +308,6 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
 
 
 def write_report(path: str, config: Config, splits: Splits, result: TrainResult, metrics: dict,
-                 run_url: str) -> None:
+                 run_url: str, platform: Platform) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render(config, splits, result, metrics, run_url))
+        f.write(render(config, splits, result, metrics, run_url, platform))

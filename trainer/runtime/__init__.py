@@ -1,1 +1,1 @@
-"""Where the job runs: platform, devices and precision, logging, secrets."""
+"""Where and on what the job runs: platform, devices and precision, logging, provenance, secrets."""

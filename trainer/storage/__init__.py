@@ -25,8 +25,8 @@ from typing import Iterable, Union
 import fsspec
 import numpy as np
 
-from trainer.runtime import environment
 from trainer.runtime import secrets
+from trainer.storage import options
 from trainer.errors import StorageUnavailable, UserError
 
 GCS_MOUNT = "/gcs/"
@@ -51,7 +51,7 @@ def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     path = normalize(path)
     protocol = path.split("://", 1)[0] if "://" in path else "file"
     try:
-        return fsspec.core.url_to_fs(path, **environment.storage_options(protocol))
+        return fsspec.core.url_to_fs(path, **options.storage_options(protocol))
     except Exception as exc:  # noqa: BLE001 - narrowed below; google.auth is imported only here
         from google.auth.exceptions import GoogleAuthError
 
@@ -69,7 +69,7 @@ def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
 def _limit(fs: fsspec.AbstractFileSystem) -> dict:
     """fsspec's per-call `timeout` for remote (async) file systems when a budget is set: the call,
     the library's retries included, is cancelled when it runs out."""
-    budget = environment.storage_retry_budget()
+    budget = options.storage_retry_budget()
     return {"timeout": budget} if budget and getattr(fs, "async_impl", False) else {}
 
 
@@ -97,8 +97,8 @@ def _unavailable(operation: str, path: str):
         if str(exc):
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         else:  # the budget ran out first
-            why = (f"no answer within {environment.STORAGE_RETRY_ENV}="
-                   f"{environment.storage_retry_budget():g} s")
+            why = (f"no answer within {options.STORAGE_RETRY_ENV}="
+                   f"{options.storage_retry_budget():g} s")
         raise StorageUnavailable(
             f"storage did not answer, {operation} {path} failed after retrying ({why}), expected "
             "the bucket to be reachable (what was already written is intact: re-run the same "

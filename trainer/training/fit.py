@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trainer.runtime import environment
+from trainer.runtime import devices, logs
 from trainer.training.checkpoints import CheckpointStore, EpochCheckpoint, monitor_mode
 from trainer.config import Config
 from trainer.data import Splits
@@ -101,9 +101,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     With `sigterm`, a preemption during `fit` saves a backup and ends the process (see
     `trainer.training.preemption`)."""
     t = config.train
-    acc = environment.accelerators()
-    policy = environment.precision_policy(t.mixed_precision, acc)
-    xla = environment.use_xla(t.jit_compile, acc)
+    acc = devices.accelerators()
+    policy = devices.precision_policy(t.mixed_precision, acc)
+    xla = devices.use_xla(t.jit_compile, acc)
     replicas = strategy.num_replicas_in_sync
     global_batch = t.batch_size * replicas
     learning_rate = t.learning_rate * (replicas if t.scale_lr_with_replicas else 1)
@@ -168,7 +168,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
             model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=start_epoch,
                       steps_per_epoch=steps_per_epoch,
                       class_weight=weights, callbacks=callbacks,
-                      verbose=1 if environment.interactive() else 0)
+                      verbose=1 if logs.interactive() else 0)
         if early is not None and early.stopped_epoch > 0:
             store.state["stopped_early"] = True
             store.write_state()

@@ -9,40 +9,37 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 from absl import flags
 
 from trainer import cli
-from trainer.cloud import vertex_job
+from trainer.cloud import machine_flags, vertex_job
 from trainer.errors import UserError
 
-FLAGS = flags.FLAGS
+FLAGS = cli.new_flags()
 flags.DEFINE_string("config", None, "Base YAML config (local path, gs:// URL or /gcs/ path); "
-                    "without it, the embedded demo.")
-flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.")
-flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).")
+                    "without it, the embedded demo.", flag_values=FLAGS)
+flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.",
+                          flag_values=FLAGS)
+flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).",
+                    flag_values=FLAGS)
 flags.DEFINE_integer("trials", None, "Trials in all (default: the whole grid, or 10 when "
                      "anything is sampled). Raising it on a resumed search adds trials.",
-                     lower_bound=1)
-flags.DEFINE_integer("parallel", 1, "Trials run at once (worker processes).", lower_bound=1)
-flags.DEFINE_string("output_dir", None, "Where the study directory goes (overrides output.dir).")
-flags.DEFINE_string("study_name", None, "The study directory's name (default: <name>-tune).")
-flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only one per trial.")
-flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.")
-flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.")
-flags.DEFINE_string("project", None, "With --vertex: the Google Cloud project.")
-flags.DEFINE_string("region", vertex_job.DEFAULT_REGION, "With --vertex: the Vertex AI region.")
-flags.DEFINE_string("image_uri", None, "With --vertex: the training container image (default: "
-                    f"{vertex_job.DEFAULT_IMAGE.format(region='REGION', project='PROJECT')}, "
-                    "what cloudbuild.yaml pushes).")
-flags.DEFINE_string("machine_type", vertex_job.DEFAULT_MACHINE,
-                    "With --vertex: each trial's machine.")
-flags.DEFINE_string("accelerator_type", vertex_job.DEFAULT_ACCELERATOR,
-                    "With --vertex: GPU type as the API names it (e.g. NVIDIA_L4), or none for "
-                    "CPU trials.")
-flags.DEFINE_integer("accelerator_count", vertex_job.DEFAULT_ACCELERATOR_COUNT,
-                     "With --vertex: GPUs per trial.")
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("parallel", 1, "Trials run at once (worker processes).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where the study directory goes (overrides output.dir).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("study_name", None, "The study directory's name (default: <name>-tune).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("verbose", False, "Show each trial's own log lines, not only one per trial.",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("vertex", False, "Build a Vertex AI hyperparameter tuning job instead.",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "With --vertex: print the job spec, submit nothing.",
+                  flag_values=FLAGS)
+machine_flags.define(FLAGS, note="With --vertex: ")
 
 
 def _target(space, trials: Optional[int]) -> int:
@@ -87,9 +84,7 @@ def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int
     from trainer.tune import vertex
 
     preflight.check(cfg, FLAGS.config)
-    machines = vertex_job.Machines(FLAGS.project, FLAGS.region, FLAGS.image_uri,
-                                   FLAGS.machine_type, FLAGS.accelerator_type,
-                                   FLAGS.accelerator_count)
+    machines = machine_flags.machines(FLAGS)
     overrides = list(FLAGS.set)
     if space.metric != cfg.train.monitor:
         # Trials report train.monitor to the tuner (cloudml-hypertune), so it must be the metric.
@@ -107,13 +102,10 @@ def vertex_search(cfg, space, study_url: str, trials: int, parallel: int) -> int
     return 0
 
 
-def main(args: Sequence[str]) -> int:
+def tune_from_flags(args: list[str]) -> int:
     from trainer import config as config_mod, storage
     from trainer.tune import space as space_mod
 
-    if args:
-        raise UserError(f"unexpected argument {args[0]!r}, command line, expected only flags "
-                        "(--config, --space, --trials, ...)")
     if not FLAGS.space:
         raise UserError("no search space given, --space, expected a YAML file with 'params'")
     cfg = config_mod.load(FLAGS.config, FLAGS.set, FLAGS.output_dir)
@@ -133,5 +125,7 @@ def main(args: Sequence[str]) -> int:
         return 130
 
 
+main = cli.Command(tune_from_flags, FLAGS)
+
 if __name__ == "__main__":
-    cli.run(main)
+    main.run()

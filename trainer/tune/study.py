@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 
 from trainer import cli
 from trainer.runtime import secrets
+from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.tune.space import Space, objective_value, trial_config
@@ -165,7 +166,7 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     callback = PruneOnEpoch(trial, space.metric)
     try:
         cfg = trial_config(base, params, name, study_dir, f"trial {trial.number}")
-        result = job.run(cfg, callbacks=[callback])
+        result = job.run(cfg, Platform(), callbacks=[callback])
     except UserError as exc:
         trial.set_user_attr("error", secrets.redact_text(str(exc)))  # kept in study.db
         trial.set_user_attr("wall_s", time.perf_counter() - started)
@@ -217,9 +218,9 @@ def work(study_dir: str, base: Config, space: Space, target: int, worker: int = 
 
 def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker: int,
                  parent: int, verbose: bool) -> None:
-    from trainer.runtime import environment
+    from trainer.runtime import devices
 
-    environment.share_gpus()
+    devices.share_gpus()
     quiet_runs(verbose)
     try:
         with hold_study(study_dir, exclusive=False):
@@ -231,9 +232,9 @@ def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker
 
 def quiet_runs(verbose: bool) -> None:
     """Trial runs log each epoch; a search shows one line per trial unless --verbose."""
-    from trainer.runtime import environment
+    from trainer.runtime import logs
 
-    environment.setup_logging()
+    logs.setup_logging()
     logging.getLogger("trainer").setLevel(logging.INFO if verbose else logging.WARNING)
 
 

@@ -3,7 +3,7 @@
 Vertex AI passes each parameter as `--<parameter id>=<value>`, and the ids are config keys
 (`--train.learning_rate=0.003`), which absl would refuse as unknown flags. They become `--set`
 overrides here, the run is named after the trial, and the ordinary `trainer.task` entry point
-does the rest.
+does the rest, on the platform read here.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from trainer import task
-from trainer.runtime import environment
+from trainer import cli, task
+from trainer.errors import UserError
+from trainer.runtime.platform import detect
 
 
 def hyperparameter_args(argv: Sequence[str], trial_id: Optional[str]) -> list[str]:
@@ -26,6 +27,16 @@ def hyperparameter_args(argv: Sequence[str], trial_id: Optional[str]) -> list[st
     return out
 
 
+def main() -> None:
+    """Read the platform once (the trial's id names the run), then run the task on it."""
+    try:
+        platform = detect()
+    except UserError as exc:
+        cli.print_error(exc)
+        sys.exit(exc.exit_code)
+    sys.argv = hyperparameter_args(sys.argv, platform.trial_id)
+    task.run_entrypoint(platform)
+
+
 if __name__ == "__main__":
-    sys.argv = hyperparameter_args(sys.argv, environment.detect().trial_id)
-    task.run_entrypoint()
+    main()

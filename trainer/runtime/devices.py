@@ -1,0 +1,121 @@
+"""What the job computes on and how: seeds, the tf.distribute strategy, the accelerators found,
+and the precision and XLA settings they call for.
+
+TensorFlow is imported only inside the functions, so that reading the platform or the config
+never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trainer.errors import UserError
+from trainer.runtime.platform import Platform
+
+if TYPE_CHECKING:
+    from trainer.kerasflavor import tf
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, numpy and TensorFlow; deterministic ops make a CPU run repeat exactly."""
+    from trainer.kerasflavor import keras, tf
+
+    keras.utils.set_random_seed(seed)
+    # Dropout then draws from a tf.random.Generator, whose state is a variable the layer owns:
+    # checkpoints carry it, so a run resumed mid-epoch drops the same units as one never stopped.
+    keras.backend.experimental.enable_tf_random_generator()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def choose_strategy(name: str, platform: Platform) -> tf.distribute.Strategy:
+    """`auto`: MultiWorkerMirroredStrategy when TF_CONFIG names several workers, MirroredStrategy
+    over several local GPUs, else the default single-device strategy.
+
+    `mirrored` on a machine without GPUs mirrors over the logical CPU devices, which is how the
+    multi-device path is exercised on a CPU-only machine. Call this before any other TensorFlow
+    work: the multi-worker strategy must configure the runtime before it starts.
+    """
+    from trainer.kerasflavor import tf
+
+    if platform.multi_worker:
+        if name == "default":
+            raise UserError(f"train.strategy is 'default' but TF_CONFIG names {platform.workers} "
+                            "workers, config, expected auto or mirrored for a multi-worker job")
+        # TF reads the cluster and this task from TF_CONFIG itself.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "default" or (name == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """What this process can compute on, as the precision and XLA defaults need it."""
+
+    cpus: int
+    gpus: tuple[dict, ...]  # {"name", "compute_capability", "memory_mib"} per GPU
+
+    @property
+    def fp16_capable(self) -> bool:
+        """float16 pays off from Volta (compute capability 7.0, tensor cores) on."""
+        return any((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in self.gpus)
+
+    def describe(self) -> str:
+        if not self.gpus:
+            return f"{self.cpus} CPU cores, no GPU"
+        gpus = ", ".join(f"{g['name']} (compute {'.'.join(map(str, g['compute_capability'] or ()))}"
+                         f"{', %d MiB' % g['memory_mib'] if g.get('memory_mib') else ''})"
+                         for g in self.gpus)
+        return f"{self.cpus} CPU cores, {len(self.gpus)} GPU: {gpus}"
+
+
+def _gpu_memory_mib() -> list[int]:
+    """Total memory per GPU from nvidia-smi, where it exists (TensorFlow does not report it)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return [int(line) for line in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
+def accelerators() -> Accelerators:
+    from trainer.kerasflavor import tf
+
+    gpus = []
+    physical = tf.config.list_physical_devices("GPU")
+    memory = _gpu_memory_mib() if physical else []
+    for i, device in enumerate(physical):
+        details = tf.config.experimental.get_device_details(device)
+        gpus.append({"name": details.get("device_name", device.name),
+                     "compute_capability": details.get("compute_capability"),
+                     "memory_mib": memory[i] if i < len(memory) else None})
+    return Accelerators(cpus=os.cpu_count() or 1, gpus=tuple(gpus))
+
+
+def precision_policy(setting: str, acc: Accelerators) -> str:
+    """The Keras dtype policy for `train.mixed_precision`."""
+    if setting == "auto":
+        return "mixed_float16" if acc.fp16_capable else "float32"
+    return {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}[setting]
+
+
+def use_xla(setting, acc: Accelerators) -> bool:
+    """`train.jit_compile`: `auto` is XLA on a GPU only (NOTES: slower on this CPU for these nets)."""
+    return bool(acc.gpus) if setting == "auto" else bool(setting)
+
+
+def share_gpus() -> None:
+    """Let several processes share each GPU (a search's --parallel workers): TensorFlow otherwise
+    takes nearly all of a GPU's memory at start, and the second process fails. Call before any
+    op runs; a no-op without GPUs."""
+    from trainer.kerasflavor import tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)

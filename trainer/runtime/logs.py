@@ -1,0 +1,80 @@
+"""Where log records go: readable lines beside Keras's progress bars locally, one JSON object per
+line for Cloud Logging on Vertex AI; credentials redacted from both."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Mapping, Optional
+
+from trainer.runtime import secrets
+
+log = logging.getLogger("trainer")
+
+
+class _CurrentStdout:
+    """Writes to whatever `sys.stdout` is now (it may be replaced after set-up, as tests do)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+class _StdoutHandler(_CurrentStdout, logging.StreamHandler):
+    pass
+
+
+class _Redacting(logging.Filter):
+    """Credentials out of every record: its message, its traceback, its structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = secrets.redact_text(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = secrets.redact_text(record.exc_text)
+        if isinstance(getattr(record, "json_fields", None), Mapping):
+            record.json_fields = secrets.redact(record.json_fields)
+        return True
+
+
+_structured = False
+
+
+def setup_logging(level: int = logging.INFO, structured: bool = False,
+                  labels: Optional[Mapping[str, str]] = None) -> None:
+    """Log records go to stdout: readable lines beside Keras's progress bars, or, when
+    `structured`, one JSON object per line (severity, message, the record's `json_fields`) that
+    Cloud Logging parses from a Vertex AI container. stderr carries only problems."""
+    global _structured
+    # TensorFlow logs every checkpoint write at INFO through absl; keep its warnings only.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    if structured:
+        from google.cloud.logging.handlers import StructuredLogHandler
+
+        class _StructuredStdout(_CurrentStdout, StructuredLogHandler):
+            pass
+
+        handler: logging.Handler = _StructuredStdout(labels=dict(labels or {}))
+        # The handler announces itself once through this logger; keep that off stderr, which
+        # Vertex AI would log at ERROR severity.
+        logging.getLogger(StructuredLogHandler.__module__).propagate = False
+    else:
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(_Redacting())
+    _structured = structured
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def interactive() -> bool:
+    """Whether progress bars make sense: a terminal is watching and stdout is not JSON lines."""
+    return sys.stdout.isatty() and not _structured
