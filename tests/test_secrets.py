@@ -211,7 +211,7 @@ def test_redact_text_forms(text, shown):
 
 def test_the_written_config_and_metrics_are_redacted_but_numbers_stay():
     cfg = config.from_dict({"model": {"params": {"api_token": TOKEN, "token_dim": 64}},
-                            "data": {"train": ["https://u:pw-9f8e7d@h/a.npz"]}})
+                            "data": {"format": "npz", "train": ["https://u:pw-9f8e7d@h/a.npz"]}})
     written = yaml.safe_load(cfg.to_yaml())
     assert written["model"]["params"] == {"api_token": "[redacted]", "token_dim": 64}
     assert written["data"]["train"] == ["https://u:[redacted]@h/a.npz"]
