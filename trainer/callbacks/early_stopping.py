@@ -1,0 +1,31 @@
+"""Early stopping that continues a resumed run's count instead of starting a new one.
+
+Keras's `EarlyStopping` forgets its best value, wait count and best epoch at `on_train_begin`, so
+a run restarted from a checkpoint or a preemption backup would wait `patience` epochs afresh and
+stop later than the run it continues. This one replays the epochs already trained (the history
+the checkpoint keeps) through Keras's own rule, so the state is exactly what an uninterrupted run
+had at that epoch, whichever way the run was resumed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from trainer.kerasflavor import keras
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` whose state at the start of `fit` is that after `history` (rows with a
+    1-based `epoch` and the logged quantities, as the checkpoint keeps them)."""
+
+    def __init__(self, history: Sequence[dict], **kwargs):
+        super().__init__(**kwargs)
+        self.history = list(history)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.history:
+            # The run these rows come from did not stop here (it would have been marked
+            # stopped early), so replaying them never stops training.
+            super().on_epoch_end(row["epoch"] - 1, row)
+        self.stopped_epoch = 0
