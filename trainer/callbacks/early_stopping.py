@@ -25,7 +25,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         for row in self.history:
-            # The run these rows come from did not stop here (it would have been marked
-            # stopped early), so replaying them never stops training.
+            # With the same patience these rows never stop training: the run they come from
+            # would have been marked stopped early, and a stopped run is not fitted again.
             super().on_epoch_end(row["epoch"] - 1, row)
         self.stopped_epoch = 0

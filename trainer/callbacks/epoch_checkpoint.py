@@ -1,4 +1,5 @@
-"""The epoch checkpoint a re-run of the same `name` resumes from (see `trainer.training.checkpoints`)."""
+"""The epoch checkpoint that a re-run of the same `name` resumes from (the files and their
+commit rule are `trainer.training.checkpoints`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The epoch's wall time and training throughput, as logged quantities (history.csv, TensorBoard)."""
+"""The epoch's wall time and training throughput, as logged quantities, so that history.csv and
+TensorBoard show where time went."""
 
 from __future__ import annotations
 

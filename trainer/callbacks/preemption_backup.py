@@ -46,7 +46,8 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         super().on_train_begin(logs)
         # The backup also carries the dropout generators (see `dropout_generators`); restore
         # again now that the checkpoint names them.
-        self._training_state.read_checkpoint_manager.checkpoint.random = dropout_generators(self.model)
+        checkpoint = self._training_state.read_checkpoint_manager.checkpoint
+        checkpoint.random = dropout_generators(self.model)
         self._training_state.restore()
         strategy = self.model.distribute_strategy
         config = tf.distribute.experimental.TerminationConfig(

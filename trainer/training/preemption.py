@@ -5,9 +5,10 @@ and restarts a worker that exits non-zero. During `fit`, tf.distribute's
 `PreemptionCheckpointHandler` turns the signal into a checkpoint at an agreed step (every worker
 of a multi-worker job stops at the same one) and then calls our exit: upload the backup, exit
 with RESTART_EXIT_CODE (the callback that does it is `trainer.callbacks.preemption_backup`;
-this module holds the signal watch and the rules of resuming). What is saved is tf-keras `BackupAndRestore`'s state (model, optimizer,
-dropout RNG, epoch and batch), so on restart `fit` continues at the next batch; the input
-pipeline, whose order is a function of (seed, epoch), starts that epoch at the same batch.
+this module holds the signal watch and the rules of resuming). What is saved is tf-keras
+`BackupAndRestore`'s state (model, optimizer, dropout RNG, epoch and batch), so on restart `fit`
+continues at the next batch; the input pipeline, whose order is a function of (seed, epoch),
+starts that epoch at the same batch.
 Callbacks with state of their own (early stopping) rebuild it from the epoch checkpoint's
 history, which a backup always continues.
 
