@@ -14,6 +14,7 @@ import pytest
 from conftest import blob_images, run_cli, run_job, write_npz
 from test_preemption import assert_same_weights, backup_position, interrupt
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
+from trainer.callbacks.pruning import PruneOnEpoch
 from trainer.kerasflavor import keras
 from trainer.training.preemption import RESTART_EXIT_CODE
 
@@ -93,7 +94,8 @@ def test_a_sigterm_backup_restart_stops_where_the_whole_run_did(tmp_path, blobs,
 def test_early_stopping_replays_the_history_it_resumes_from():
     history = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.2},
                {"epoch": 3, "val_loss": 0.3}]
-    early = ResumableEarlyStopping(history, monitor="val_loss", patience=2, mode="min")
+    early = ResumableEarlyStopping(monitor="val_loss", patience=2, mode="min")
+    early.resume_from(history)
     early.set_model(keras.Sequential([keras.layers.Dense(1)]))
     early.on_train_begin()
     assert (early.best, early.wait, early.best_epoch) == (0.2, 1, 1)
@@ -103,6 +105,16 @@ def test_early_stopping_replays_the_history_it_resumes_from():
 
 
 def test_early_stopping_without_history_starts_fresh():
-    early = ResumableEarlyStopping([], monitor="val_accuracy", patience=3, mode="max")
+    early = ResumableEarlyStopping(monitor="val_accuracy", patience=3, mode="max")
     early.on_train_begin()
     assert early.best == -np.inf and early.wait == 0
+
+
+def test_a_resumed_trial_reports_the_epochs_its_run_trained_before():
+    import optuna
+
+    study = optuna.create_study()
+    prune = PruneOnEpoch(study.ask(), "val_loss")
+    prune.resume_from([{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.3}])
+    prune.on_train_begin()
+    assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.3}

@@ -1,11 +1,13 @@
 """The training steps alone, on the embedded demo data: each one can be checked without a `fit`."""
 
+import optuna
 import pytest
 
 from trainer import config
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
 from trainer.callbacks.epoch_checkpoint import EpochCheckpoint
 from trainer.callbacks.preemption_backup import PreemptionBackup
+from trainer.callbacks.pruning import PruneOnEpoch
 from trainer.data import load_splits
 from trainer.kerasflavor import tf
 from trainer.models import build_model
@@ -47,14 +49,16 @@ def test_a_run_without_a_checkpoint_starts_at_the_beginning(demo):
     assert start == Start(epoch=0, step=0, resumed=False, stopped_early=False)
 
 
-def test_early_stopping_is_given_the_checkpointed_history(demo):
+def test_callbacks_with_state_are_given_the_checkpointed_history(demo):
     cfg, splits = demo
     run, store = _store(cfg, splits)
     store.state["history"] = [{"epoch": 1, "val_loss": 0.4}]
-    callbacks = fit_callbacks(cfg, splits, run, store, 10, SigtermWatch())
+    prune = PruneOnEpoch(optuna.create_study().ask(), "val_loss")  # the tuner's, passed in
+    callbacks = fit_callbacks(cfg, splits, run, store, 10, SigtermWatch(), extra=[prune])
     kinds = [type(c) for c in callbacks]
     early = callbacks[kinds.index(ResumableEarlyStopping)]
     assert early.history == store.state["history"] and early.patience == 3
+    assert prune.history == store.state["history"]
     # early stopping reads the epoch after it is checkpointed; the backup comes last
     assert kinds.index(EpochCheckpoint) < kinds.index(ResumableEarlyStopping)
     assert kinds[-1] is PreemptionBackup

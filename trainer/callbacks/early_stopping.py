@@ -15,11 +15,16 @@ from trainer.kerasflavor import keras
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """`EarlyStopping` whose state at the start of `fit` is that after `history` (rows with a
-    1-based `epoch` and the logged quantities, as the checkpoint keeps them)."""
+    """`EarlyStopping` whose state at the start of `fit` is that after the history given to
+    `resume_from`."""
 
-    def __init__(self, history: Sequence[dict], **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.history: list[dict] = []
+
+    def resume_from(self, history: Sequence[dict]) -> None:
+        """The epochs trained before this `fit`: rows with a 1-based `epoch` and the logged
+        quantities, as the checkpoint keeps them."""
         self.history = list(history)
 
     def on_train_begin(self, logs=None):

@@ -3,7 +3,7 @@ records it), then the checkpoint, then what reads the checkpointed epoch."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -22,14 +22,24 @@ from trainer.training.checkpoints import CheckpointStore, monitor_mode
 from trainer.training.preemption import SigtermWatch
 
 
+@runtime_checkable
+class ResumesFromHistory(Protocol):
+    """A callback with state of its own (early stopping, pruning), which it rebuilds from the
+    epochs the run trained before, as the epoch checkpoint keeps them."""
+
+    def resume_from(self, history: Sequence[dict]) -> None: ...
+
+
 def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: CheckpointStore,
                   steps_per_epoch: int, sigterm: Optional[SigtermWatch],
                   extra: Sequence[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
-    """Every callback the config asks for; `extra` are the platform's (e.g. the tuner's)."""
+    """Every callback the config asks for; `extra` are the platform's (e.g. the tuner's). Those
+    with state of their own continue from the checkpointed history, so a resumed run, whether
+    from its epoch checkpoint or its preemption backup, decides as an uninterrupted one."""
     t = config.train
     callbacks: list = [EpochTimer(len(splits.train)), keras.callbacks.TerminateOnNaN(),
                        EpochCheckpoint(store)]
-    early = early_stopping(t, store.state["history"])
+    early = early_stopping(t)
     if early is not None:
         callbacks.append(early)
     if t.histograms:
@@ -37,15 +47,17 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
     callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra]
     if sigterm is not None:
         callbacks.append(PreemptionBackup(run, sigterm, steps_per_epoch, t.backup_every_steps))
+    for callback in callbacks:
+        if isinstance(callback, ResumesFromHistory):
+            callback.resume_from(store.state["history"])
     return callbacks
 
 
-def early_stopping(train: TrainConfig, history: Sequence[dict]) -> Optional[ResumableEarlyStopping]:
-    """Early stopping on `train.monitor` that continues from the epochs in `history`; None when
-    `early_stopping_patience` is 0."""
+def early_stopping(train: TrainConfig) -> Optional[ResumableEarlyStopping]:
+    """Early stopping on `train.monitor`; None when `early_stopping_patience` is 0."""
     if train.early_stopping_patience <= 0:
         return None
-    return ResumableEarlyStopping(history, monitor=train.monitor,
+    return ResumableEarlyStopping(monitor=train.monitor,
                                   patience=train.early_stopping_patience,
                                   mode=monitor_mode(train.monitor))
 
