@@ -72,7 +72,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     metrics = evaluate(store.model, {"val": val_ds, "test": test_ds})
     predictions = predict(store.model, test_ds)
     return TrainResult(model=store.model, history=list(store.state["history"]),
-                       resumed_from_epoch=start.epoch if resumed else 0, best_epoch=best_epoch,
+                       resumed_from_epoch=start.epoch if start.resumed else 0,
+                       best_epoch=best_epoch,
                        stopped_early=bool(store.state.get("stopped_early")),
                        replicas=scaling.replicas, global_batch=scaling.global_batch,
                        runtime=scaling.runtime(), metrics=metrics, test_predictions=predictions)
