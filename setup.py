@@ -27,7 +27,7 @@ setup(
         "google-cloud-logging>=3.10,<4",
         "google-cloud-aiplatform>=1.60,<3",
         "optuna>=5.0,<6",
-        # Vertex AI's tuner reads the metric file this writes (see trainer/callbacks/reporting.py).
+        # Vertex AI's tuner reads the metric file this writes (see trainer/callbacks/hypertune_report.py).
         "cloudml-hypertune>=0.1.0.dev6,<0.2",
     ],
     extras_require={

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from trainer.kerasflavor import keras, tf
-from trainer.training.preemption import PreemptionBackup, SigtermWatch
+from trainer.callbacks.preemption_backup import PreemptionBackup
+from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
 
 

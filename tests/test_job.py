@@ -10,7 +10,7 @@ import pytest
 from trainer import config
 from trainer.outputs import modelfile
 from trainer.data import demo
-from trainer.training.fit import class_weights
+from trainer.training.class_weights import class_weights
 
 from conftest import blob_images, run_job, write_npz
 

@@ -140,8 +140,8 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     `near` is the fingerprint distance under which a sample counts as a near-copy.
     """
     from trainer.data import load_splits
-    from trainer.data.pipeline import count_samples, data_errors, make_dataset, window_rows
-    from trainer.training.fit import pipeline_options
+    from trainer.data.pipeline import (count_samples, data_errors, make_dataset, pipeline_options,
+                                       window_rows)
 
     splits = load_splits(config)
     names = splits.class_names

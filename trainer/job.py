@@ -88,7 +88,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
 
 def _platform_callbacks(config: Config, platform: Platform) -> list:
     if platform.trial_id and platform.is_chief:
-        from trainer.callbacks.reporting import HypertuneReport
+        from trainer.callbacks.hypertune_report import HypertuneReport
 
         log.info("hyperparameter tuning trial %s: reporting %s each epoch", platform.trial_id,
                  config.train.monitor)

@@ -2,13 +2,15 @@
 
 A pruned trial stops training the way early stopping does (`stop_training`), rather than by an
 exception, so it still evaluates and writes its artefacts: its report shows why it was dropped.
+A trial that re-runs an interrupted one resumes that run, and first reports the epochs the run
+had already trained, so the study holds every epoch of it.
 Written here rather than taken from optuna-integration, whose Keras callback raises mid-`fit`
 and would add a package for these few lines.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
@@ -25,6 +27,17 @@ class PruneOnEpoch(keras.callbacks.Callback):
         self.metric = metric
         self.pruned_at: Optional[int] = None
         self.last_epoch: Optional[int] = None  # None: the run trained no epoch (already complete)
+        self.history: list[dict] = []
+
+    def resume_from(self, history: Sequence[dict]) -> None:
+        """The epochs the run trained before this `fit` (rows as the checkpoint keeps them)."""
+        self.history = list(history)
+
+    def on_train_begin(self, logs=None):
+        # Reported, not judged: the run already went on past these epochs.
+        for row in self.history:
+            if self.metric in row:
+                self.trial.report(float(row[self.metric]), row["epoch"])
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -30,6 +30,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from trainer.config import Config
 from trainer.data.source import Block, View
 from trainer.errors import StorageUnavailable, UserError
 from trainer.kerasflavor import tf
@@ -47,6 +48,14 @@ class PipelineOptions:
     block: int = 1024
     threads: int = 4
     augment: Sequence[str] = ()
+
+
+def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> PipelineOptions:
+    """The input pipeline's settings from the config; evaluation neither shuffles nor augments."""
+    d = config.data
+    return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=config.train.seed,
+                           window=d.shuffle_window, block=d.shuffle_block, threads=d.read_threads,
+                           augment=tuple(d.augment) if shuffle else ())
 
 
 def window_rows(view: View, opts: PipelineOptions) -> int:

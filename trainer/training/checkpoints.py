@@ -7,6 +7,8 @@ Layout under `<run>/checkpoints/`:
 
 `state.json` is the commit point: checkpoint files are uploaded before it, and older files are
 deleted only after it, so a job killed at any moment leaves a state that points at complete files.
+The history in `state.json` is also what a resumed run's early stopping replays. The callback that
+saves after each epoch is `trainer.callbacks.epoch_checkpoint`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from typing import Optional
 
 from trainer import storage
 from trainer.config import monitor_mode
-from trainer.errors import TrainingDiverged, UserError
-from trainer.kerasflavor import keras, tf
+from trainer.kerasflavor import dropout_generators, keras, tf
 from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
@@ -41,18 +42,6 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
         text = str(exc).strip()
         return text.splitlines()[0] if text else type(exc).__name__
     return None
-
-
-def random_state(model: keras.Model) -> list:
-    """The dropout layers' random generators. tf-keras keeps them out of the model's own
-    checkpoint dependencies, so a checkpoint names them itself: without their state, a resumed
-    run would drop other units than an uninterrupted one."""
-    found = []
-    for layer in model.submodules:
-        rng = getattr(layer, "_random_generator", None)
-        if rng is not None and getattr(rng, "_generator", None) is not None:
-            found.append(rng._generator)
-    return found
 
 
 class CheckpointStore:
@@ -91,7 +80,7 @@ class CheckpointStore:
         self.state = state
         if state.get("last"):
             ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
-                                       random=random_state(self.model))
+                                       random=dropout_generators(self.model))
             ckpt.read(self.run.local("checkpoints", state["last"])).assert_existing_objects_matched()
         return True
 
@@ -123,7 +112,7 @@ class CheckpointStore:
         prefix = self.run.local("checkpoints", name)
         objects = {"model": self.model}
         if with_optimizer:
-            objects.update(optimizer=self.model.optimizer, random=random_state(self.model))
+            objects.update(optimizer=self.model.optimizer, random=dropout_generators(self.model))
         tf.train.Checkpoint(**objects).write(prefix)
         for path in sorted(glob.glob(prefix + ".*")):
             self.run.publish("checkpoints", os.path.basename(path))
@@ -168,24 +157,3 @@ class CheckpointStore:
         with open(path, "w") as f:
             json.dump(self.state, f, indent=1)
         self.run.publish(*STATE)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the checkpoint and the state after every epoch, and checks that `monitor` exists."""
-
-    def __init__(self, store: CheckpointStore):
-        super().__init__()
-        self.store = store
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            # Never checkpoint diverged weights: a re-run resumes from the last finite epoch.
-            raise TrainingDiverged(
-                f"loss became {loss} in epoch {epoch + 1}, training, expected a finite loss "
-                "(lower train.learning_rate, keep data.standardize on, or check the data for NaN)")
-        if self.store.monitor not in logs:
-            raise UserError(f"'{self.store.monitor}' is not among the logged quantities, "
-                            f"train.monitor, expected one of {', '.join(sorted(logs))}")
-        self.store.save_epoch(epoch + 1, logs)

@@ -4,9 +4,13 @@ Vertex AI sends SIGTERM to a preempted job (spot capacity, maintenance) with abo
 and restarts a worker that exits non-zero. During `fit`, tf.distribute's
 `PreemptionCheckpointHandler` turns the signal into a checkpoint at an agreed step (every worker
 of a multi-worker job stops at the same one) and then calls our exit: upload the backup, exit
-with RESTART_EXIT_CODE. What is saved is tf-keras `BackupAndRestore`'s state (model, optimizer,
-dropout RNG, epoch and batch), so on restart `fit` continues at the next batch; the input
-pipeline, whose order is a function of (seed, epoch), starts that epoch at the same batch.
+with RESTART_EXIT_CODE (the callback that does it is `trainer.callbacks.preemption_backup`;
+this module holds the signal watch and the rules of resuming). What is saved is tf-keras
+`BackupAndRestore`'s state (model, optimizer, dropout RNG, epoch and batch), so on restart `fit`
+continues at the next batch; the input pipeline, whose order is a function of (seed, epoch),
+starts that epoch at the same batch.
+Callbacks with state of their own (early stopping) rebuild it from the epoch checkpoint's
+history, which a backup always continues.
 
 Outside `fit` (loading data, the final evaluation, uploading artefacts) a SIGTERM stops the job
 at once: every artefact is published whole, so the restart finds old or new files, never half
@@ -23,13 +27,12 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
-from typing import Iterator, Optional
+from typing import Iterator
 
 from trainer import storage
-from trainer.training.checkpoints import FILES as CHECKPOINT_FILES, checkpoint_problem, random_state
-from trainer.kerasflavor import keras, tf
+from trainer.training.checkpoints import FILES as CHECKPOINT_FILES, checkpoint_problem
+from trainer.kerasflavor import tf
 from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")
@@ -39,7 +42,6 @@ log = logging.getLogger("trainer")
 RESTART_EXIT_CODE = 143
 BACKUP = ("checkpoints", "backup")
 STATE_FILE = "checkpoint"  # TensorFlow's CheckpointManager index file
-_NEVER = sys.maxsize  # BackupAndRestore's save_freq when only preemption saves
 
 
 class Preempted(SystemExit):
@@ -96,102 +98,6 @@ class SigtermWatch:
             log.warning("SIGTERM received at the end of training: stopping; the restarted job "
                         "evaluates and writes the artefacts")
             raise Preempted("SIGTERM received at the end of training")
-
-
-class PreemptionBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose preemption save works wherever SIGTERM is the signal.
-
-    tf-keras enables `save_before_preemption` only for MultiWorkerMirroredStrategy on Google
-    Cloud and then watches the GCE metadata server, not SIGTERM; Vertex AI containers get SIGTERM.
-    So the handler is made here, with a watcher that reads the SIGTERM flag and an exit that
-    uploads the backup first. `every_steps` > 0 also backs up every so many steps (for
-    machines that may die without a signal); 0 backs up only on preemption.
-    """
-
-    def __init__(self, run: RunDir, watch: SigtermWatch, steps_per_epoch: int,
-                 every_steps: int = 0):
-        super().__init__(backup_dir=backup_dir(run), save_freq=every_steps or _NEVER,
-                         delete_checkpoint=True)
-        self.run = run
-        self.watch = watch
-        self.steps_per_epoch = steps_per_epoch
-        self.handler = None
-        self._batch = 0
-
-    def _implements_train_batch_hooks(self):
-        return True
-
-    def on_train_begin(self, logs=None):
-        self.watch.install()
-        super().on_train_begin(logs)
-        # The backup also carries the dropout generators (see `random_state`); restore again
-        # now that the checkpoint names them.
-        self._training_state.read_checkpoint_manager.checkpoint.random = random_state(self.model)
-        self._training_state.restore()
-        strategy = self.model.distribute_strategy
-        config = tf.distribute.experimental.TerminationConfig(
-            termination_watcher_fn=self.watch.is_set, exit_fn=self._exit, grace_period=0,
-            save_fn=self._save)
-        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-            getattr(strategy, "cluster_resolver", None),
-            self._training_state.write_checkpoint_manager, termination_config=config)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        # BackupAndRestore assigns its batch variable here, every batch; a variable assign is
-        # most of this callback's cost per step, so it is done only when a backup is saved.
-        self._batch = batch
-
-    def _save(self) -> None:
-        self._training_state._ckpt_saved_batch.assign(self._batch)
-        self._training_state.write_checkpoint_manager.save()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch >= self.steps_per_epoch - 1:
-            # An epoch's last batch is followed by its epoch checkpoint; a backup here would
-            # stand for an epoch whose validation and checkpoint never ran.
-            return
-        super().on_train_batch_end(batch, logs)
-        self.handler.save_checkpoint_if_preempted()
-
-    def _backup(self, epoch, batch=0):
-        self._training_state._ckpt_saved_batch.assign(batch)
-        super()._backup(epoch, batch)
-        self._upload()
-
-    def _exit(self) -> None:
-        self._upload()
-        epoch = int(self._training_state._ckpt_saved_epoch.numpy())
-        batch = int(self._training_state._ckpt_saved_batch.numpy())
-        where = self.run.remote(*BACKUP) if self.run.chief else "the chief's backup"
-        log.warning("preempted: backup after epoch %d batch %d/%d saved to %s; exiting with %d "
-                    "so that the platform restarts the job", epoch + 1, batch + 1,
-                    self.steps_per_epoch, where, RESTART_EXIT_CODE)
-        raise Preempted(f"preempted in epoch {epoch + 1} after batch {batch + 1}")
-
-    def on_train_end(self, logs=None):
-        # The handler's watcher thread would poll a finished run's flag for good.
-        self.handler._stop_poll_termination_signal_thread()
-        super().on_train_end(logs)  # deletes the local backup
-        if self.run.chief:
-            storage.remove_tree(self.run.remote(*BACKUP))
-
-    def _upload(self) -> None:
-        """The newest checkpoint's files, then the index file that names them (the commit
-        point), then the files it no longer names."""
-        if not self.run.chief:
-            return
-        folder = os.path.join(backup_dir(self.run), "chief")
-        state = tf.train.get_checkpoint_state(folder)
-        if state is None:
-            return
-        keep = os.path.basename(state.model_checkpoint_path) + "."
-        remote = self.run.remote(*BACKUP)
-        names = sorted(os.listdir(folder))
-        for name in [*(n for n in names if n.startswith(keep)), STATE_FILE]:
-            storage.put_file(os.path.join(folder, name), storage.join(remote, name))
-        for name in names:
-            if name.startswith("ckpt-") and not name.startswith(keep):
-                storage.remove(storage.join(remote, name))
 
 
 def backup_dir(run: RunDir) -> str:

@@ -1,0 +1,30 @@
+"""Class weights for `train.class_weight: balanced`: every class counts as much in the loss as
+in a balanced data set, however rare it is in the training split."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+from trainer.config import Config
+from trainer.data import Splits
+
+log = logging.getLogger("trainer")
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights, scaled so that a balanced data set gets weight 1 everywhere."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def training_class_weights(config: Config, splits: Splits) -> Optional[dict[int, float]]:
+    """The weights `fit` takes for this config, or None (regression, or not asked for)."""
+    if config.task != "classification" or config.train.class_weight != "balanced":
+        return None
+    weights = class_weights(splits.train.y, splits.num_outputs)
+    log.info("class weights: %s", {splits.class_names[i]: round(w, 3) for i, w in weights.items()})
+    return weights
