@@ -181,7 +181,7 @@ def test_the_tuning_job_spec_holds_no_credential(key_file, tmp_path):
 
 def test_a_traceback_is_printed_with_its_credentials_redacted(tmp_path):
     """A bug's traceback stays (it is not bad input), minus what it quotes of a credential."""
-    code = ("from trainer import secrets; secrets.install_excepthook(); "
+    code = ("from trainer.runtime import secrets; secrets.install_excepthook(); "
             f"raise RuntimeError('GET https://user:{TOKEN}@host/x failed')")
     proc = python(code, {"FOO_TOKEN": PLANTED["FOO_TOKEN"]})
     assert proc.returncode == 1
