@@ -8,10 +8,12 @@ TensorFlow's start-up notices (oneDNN, `cudart_stub`, `cuInit ... (303)` without
 its C++ logging before that logging is set up, so TF_CPP_MIN_LOG_LEVEL does not stop them: they
 are written straight to file descriptor 2. Unless the level asks for INFO (0), the import and the
 first look at the devices run with descriptor 2 caught, and every caught line that is not one of
-those notices is written back.
+those notices is written back. TensorFlow's and Keras's Python warnings (the "tensorflow" logger,
+on stderr through absl) follow the same level: 2 keeps errors only.
 """
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -30,9 +32,27 @@ _NOTICE = re.compile(
     r"|^E\d{4} .*\] Unable to register cu(DNN|FFT|BLAS) factory")
 
 
+def _min_log_level() -> int:
+    try:
+        return int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return 0
+
+
+class _AtTheLevel(logging.Filter):
+    """Records of TensorFlow's Python logger at or above what TF_CPP_MIN_LOG_LEVEL lets through."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.levelno = {1: logging.WARNING, 2: logging.ERROR}.get(level, logging.CRITICAL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.levelno
+
+
 @contextlib.contextmanager
 def _start_up_notices_caught():
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() in ("", "0"):
+    if _min_log_level() <= 0:
         yield
         return
     sys.stderr.flush()
@@ -58,5 +78,8 @@ with _start_up_notices_caught():
     import tf_keras as keras  # noqa: E402
 
     tf.config.list_physical_devices()  # CUDA's start (cuInit) logs here on a machine without a GPU
+
+if _min_log_level() > 0:
+    logging.getLogger("tensorflow").addFilter(_AtTheLevel(_min_log_level()))
 
 __all__ = ["keras", "tf"]
