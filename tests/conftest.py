@@ -71,18 +71,18 @@ def config_overrides(**kv) -> list[str]:
 
 
 def error_line(stderr: str) -> str:
-    """The one `error:` line that ends stderr; no traceback before it."""
-    assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
-    return errors[0]
+    """The one `error:` line that is all of stderr: no traceback, no warning, no TensorFlow
+    start-up notice, nothing else before or after it."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+    return lines[0]
 
 
 def run_cli(*args: str, module: str = "trainer.task", cwd: str = ROOT, timeout: int = 300,
             env: Optional[dict] = None):
     """Run the real entry point in a fresh interpreter, with `env` added to this process's
-    environment; returns the CompletedProcess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    environment and TensorFlow's log level as the image sets it; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

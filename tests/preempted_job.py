@@ -3,18 +3,16 @@
     python tests/preempted_job.py SIGNAL AFTER_BATCHES OUTPUT_DIR [overrides...]
 
 sends SIGNAL (SIGTERM, SIGKILL; NONE: no signal) to its own process when this process has
-trained AFTER_BATCHES batches; a SIGTERM backup then comes one batch later. With AFTER_BATCHES =
-`upload:model.h5` it sends it instead while the named artefact is being uploaded. The
-preemption tests use it to interrupt a run at a known point.
+trained AFTER_BATCHES batches; a SIGTERM backup then comes one batch later. The preemption tests
+use it to interrupt a run at a known point.
 """
 
 import os
 import signal
 import sys
-import threading
 import time
 
-from trainer import config, job, storage
+from trainer import config, job
 from trainer.runtime import logs
 from trainer.runtime.platform import Platform
 from trainer.kerasflavor import keras
@@ -35,30 +33,12 @@ class SignalAfter(keras.callbacks.Callback):
             time.sleep(1.5)
 
 
-def signal_during_upload(name: str, sig: int) -> None:
-    """Wrap storage.put_file: the upload of `name` gets the signal while it is under way."""
-    real = storage.put_file
-
-    def put_file(local_path, dest):
-        if dest.endswith("/" + name):
-            threading.Thread(target=lambda: (time.sleep(0.02), os.kill(os.getpid(), sig)),
-                             daemon=True).start()
-            print(f"UPLOADING {dest}", flush=True)
-        return real(local_path, dest)
-
-    storage.put_file = put_file
-
-
 def main() -> None:
     sig = getattr(signal, sys.argv[1], None)
     when, output_dir, overrides = sys.argv[2], sys.argv[3], sys.argv[4:]
     logs.setup_logging()
     callbacks = []
-    if sys.argv[1] == "NONE":
-        pass
-    elif when.startswith("upload:"):
-        signal_during_upload(when.split(":", 1)[1], sig)
-    else:
+    if sys.argv[1] != "NONE":
         callbacks.append(SignalAfter(int(when), sig))
     job.run(config.load(None, overrides, output_dir=output_dir), Platform(), callbacks=callbacks)
 

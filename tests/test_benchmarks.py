@@ -2,6 +2,7 @@
 backup's cost per step."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,13 +11,14 @@ from conftest import ROOT
 SCRIPT = "benchmarks/gpu_throughput.py"
 
 
-def _run(*args, script=SCRIPT):
+def _run(*args, script=SCRIPT, env=None):
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=dict(os.environ, **(env or {})))
 
 
 def test_refuses_to_run_without_a_gpu():
-    proc = _run("--steps", "1")
+    # the GPUs hidden, so that this holds on a machine that has one too
+    proc = _run("--steps", "1", env={"CUDA_VISIBLE_DEVICES": "-1"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no GPU found")
 

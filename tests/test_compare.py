@@ -3,7 +3,6 @@
 import csv
 import os
 
-import fsspec
 import pytest
 
 from trainer import compare
@@ -38,19 +37,23 @@ def test_compare_on_the_command_line(two_runs, tmp_path):
     assert os.path.getsize(tmp_path / "compare.png") > 10_000
 
 
-def test_compare_reads_and_writes_through_the_storage_layer(two_runs):
-    """Runs in a bucket (fsspec's in-memory file system stands in for gs://)."""
-    fs = fsspec.filesystem("memory")
+def test_compare_reads_and_writes_through_the_storage_layer(two_runs, gcs):
+    """Runs in a bucket on the GCS emulator."""
+    bucket = gcs.client().bucket(gcs.bucket)
     for name in ("fast", "slow"):
         for f in ("metrics.json", "config.yaml", "history.csv"):
-            fs.put_file(str(two_runs / name / f), f"/bucket/a/{name}/{f}")
-    fs.put_file(str(two_runs / "fast" / "metrics.json"), "/bucket/b/fast/metrics.json")
-    rows, written = compare.compare(["memory://bucket/a/fast", "memory://bucket/a/slow/",
-                                     "memory://bucket/b/fast"], "memory://bucket/cmp")
+            bucket.blob(f"compare/a/{name}/{f}").upload_from_filename(str(two_runs / name / f))
+    bucket.blob("compare/b/fast/metrics.json").upload_from_filename(
+        str(two_runs / "fast" / "metrics.json"))
+    rows, written = compare.compare([gcs.url("compare/a/fast"), gcs.url("compare/a/slow/"),
+                                     gcs.url("compare/b/fast")], gcs.url("compare/cmp"))
     assert [r["run"] for r in rows] == ["a/fast", "slow", "b/fast"]  # same names told apart
     assert rows[2]["epochs"] == 2 and rows[2]["model"] == ""  # no config.yaml there: still listed
-    assert written == {"table": "memory://bucket/cmp/compare.csv", "plot": "memory://bucket/cmp/compare.png"}
-    assert fs.cat_file("/bucket/cmp/compare.png")[:4] == b"\x89PNG"
+    assert written == {"table": gcs.url("compare/cmp/compare.csv"),
+                       "plot": gcs.url("compare/cmp/compare.png")}
+    assert bucket.blob("compare/cmp/compare.png").download_as_bytes()[:4] == b"\x89PNG"
+    table = bucket.blob("compare/cmp/compare.csv").download_as_text()
+    assert [r["run"] for r in csv.DictReader(table.splitlines())] == ["a/fast", "slow", "b/fast"]
 
 
 def test_a_folder_that_is_not_a_run(tmp_path):

@@ -503,11 +503,12 @@ def test_malformed_csv_is_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # Property-based tests and a short fuzz (hypothesis): whatever the input, the result is a value
-# or a one-line UserError, never another exception and never a hang (the deadline).
+# or a one-line UserError, never another exception. No deadline: a shared machine's speed is not
+# a property of the code (a hang still ends at the suite's time limit).
 
 # The suite runs a short, repeatable fuzz; HOSTILE_FUZZ_EXAMPLES=5000 runs a long, random one.
 _LONG = int(os.environ.get("HOSTILE_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=_LONG or 300, deadline=3000, database=None, derandomize=not _LONG,
+FUZZ = settings(max_examples=_LONG or 300, deadline=None, database=None, derandomize=not _LONG,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SCRATCH = tempfile.mkdtemp(prefix="hostile-")  # one file per strategy, rewritten per example
 

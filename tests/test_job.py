@@ -103,16 +103,34 @@ def test_balanced_class_weights():
     assert w[1] == pytest.approx(9 * w[0]) and w[0] * 90 + w[1] * 10 == pytest.approx(100)
 
 
-def test_imbalanced_run_with_class_weights_and_string_labels(tmp_path):
+def test_imbalanced_run_with_class_weights_and_string_labels(tmp_path, caplog):
     x, label, _ = blob_images(300, seed=11)
-    keep = np.concatenate([np.where(label == 0)[0], np.where(label == 1)[0][:40]])
+    keep = np.concatenate([np.where(label == 0)[0], np.where(label == 1)[0][:20]])
     names = np.where(label[keep] == 1, "touch", "no_touch")
     write_npz(tmp_path / "d", "s.npz", x[keep], names)
-    result, _ = run_job(tmp_path / "out", "name=w", "data.format=npz",
-                        f"data.train={tmp_path / 'd' / 's.npz'}", "model.name=tiny_cnn",
-                        "train.class_weight=balanced", "train.epochs=2")
-    _, meta = modelfile.load(result.outputs["model"])
+    common = ["data.format=npz", f"data.train={tmp_path / 'd' / 's.npz'}", "model.name=tiny_cnn",
+              "train.epochs=3", "data.test_split=0.4", "output.plots=false", "output.report=false"]
+    caplog.set_level("INFO", logger="trainer")
+    weighted, _ = run_job(tmp_path / "out", "name=w", "train.class_weight=balanced", *common)
+    _, meta = modelfile.load(weighted.outputs["model"])
     assert meta["class_names"] == ["no_touch", "touch"]
+    # the weights are the training split's inverse class frequencies
+    counts = json.loads(open(weighted.outputs["metrics"]).read())["data"]["train"]["per_class"]
+    y = np.repeat([0, 1], [counts["no_touch"], counts["touch"]])
+    expect = {name: round(w, 3) for name, w in zip(meta["class_names"], class_weights(y, 2).values())}
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("class weights")]
+    assert logged == [f"class weights: {expect}"] and expect["touch"] > 4 * expect["no_touch"]
+    # and training uses them: the same run without them ends as a model that gives the rare
+    # class less probability, on its own images and on all
+    plain, _ = run_job(tmp_path / "out", "name=p", "train.class_weight=none", *common)
+    images = x[keep][..., np.newaxis]
+    rare = label[keep] == 1
+    found = {}
+    for name, result in (("weighted", weighted), ("plain", plain)):
+        model, _ = modelfile.load(result.outputs["model"])
+        p_rare = model.predict(images, verbose=0)[:, 1]
+        found[name] = (float(p_rare[rare].mean()), float(p_rare.mean()))
+    assert found["weighted"][0] > found["plain"][0] and found["weighted"][1] > found["plain"][1], found
 
 
 def test_npy_pairs_and_explicit_val_test(tmp_path):

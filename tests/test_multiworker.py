@@ -94,3 +94,89 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
     leftovers = [os.path.join(d, f) for i in range(2) for d, _, fs in os.walk(tmp_path / f"tmp{i}")
                  for f in fs]
     assert leftovers == []
+
+
+# The same job, with a layer that prints which rows (their ids, written into pixel 0, 0) each
+# training step of this worker gets, and the weights it ends with saved to WEIGHTS_OUT.
+ROWS_WORKER = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from trainer.kerasflavor import keras, tf
+
+    class Rows(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                tf.print("ROWS", tf.cast(tf.round(x[:, 0, 0, 0]), tf.int32), summarize=-1,
+                         output_stream=sys.stdout)
+            return x
+
+    MODELS = []
+    def build(input_shape, num_outputs):
+        model = keras.Sequential([keras.Input(input_shape), Rows(),
+                                  keras.layers.Conv2D(4, 3, activation="relu"),
+                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(num_outputs)])
+        MODELS.append(model)
+        return model
+
+    from trainer import config, job
+    from trainer.runtime import logs, platform
+    logs.setup_logging()
+    job.run(config.load(None, sys.argv[2:], output_dir=sys.argv[1]), platform.detect())
+    np.savez(os.environ["WEIGHTS_OUT"], *MODELS[-1].get_weights())
+    sys.stdout.flush()
+""")
+
+
+def _steps(stdout: str) -> list[set]:
+    """The row ids of each training step, in order."""
+    return [set(map(int, line.split("[", 1)[1].rstrip("]").split()))
+            for line in stdout.splitlines() if line.startswith("ROWS [")]
+
+
+def test_two_workers_split_each_batch_and_match_one_worker_with_the_same_global_batch(tmp_path):
+    x, label, _ = blob_images(240, seed=3)
+    x[:, 0, 0] = np.arange(240)  # each row carries its id
+    data = write_npz(tmp_path / "data", "a.npz", x, label)
+    common = [f"data.train={data}", "data.format=npz", "data.standardize=false",
+              "model.name=__main__:build", "train.epochs=2", "train.restore_best=false",
+              "train.early_stopping_patience=0", "train.scale_lr_with_replicas=false",
+              "output.plots=false", "output.report=false"]
+
+    def start(out, name, batch, env):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env)
+        return subprocess.Popen([sys.executable, "-c", ROWS_WORKER, str(out), f"name={name}",
+                                 f"train.batch_size={batch}", *common], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    ports = [gcs_emulator.free_port(), gcs_emulator.free_port()]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        procs.append(start(tmp_path / "two", "mw", 8, {  # 8 per replica: a global batch of 16
+            "TF_CONFIG": json.dumps(tf_config), "WEIGHTS_OUT": str(tmp_path / f"w{index}.npz")}))
+    procs.append(start(tmp_path / "one", "sw", 16, {"WEIGHTS_OUT": str(tmp_path / "one.npz")}))
+    try:
+        results = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr[-3000:]
+    chief, worker, alone = (_steps(out) for out, _ in results)
+    assert "global batch: 16 (8 per replica x 2)" in results[0][0]
+
+    # Every step, each worker trains on half the rows (8; 4 in an epoch's last, short step), rows
+    # of its own, and together they are the rows one worker with a batch of 16 trains on then.
+    assert len(chief) == len(worker) == len(alone) > 0
+    for step, (a, b, whole) in enumerate(zip(chief, worker, alone)):
+        assert len(a) == len(b) == len(whole) // 2 and not a & b, (step, a, b)
+        assert a | b == whole, (step, a, b, whole)
+    # and the two workers end where the one worker ends, up to the order of float sums
+    two = np.load(tmp_path / "w0.npz")
+    one = np.load(tmp_path / "one.npz")
+    assert len(two.files) == len(one.files) == 4
+    for key in one.files:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5)
+    for key in one.files:
+        assert np.array_equal(two[key], np.load(tmp_path / "w1.npz")[key])

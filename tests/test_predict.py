@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import fsspec
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +12,7 @@ from PIL import Image
 from trainer import predict
 from trainer.data import demo
 from trainer.errors import UserError
+from trainer.outputs import modelfile
 
 from conftest import blob_images, run_cli, run_job, write_npz
 
@@ -72,16 +72,23 @@ def test_shards_are_streamed_in_batches(models, tmp_path):
     assert accuracy >= 0.9
 
 
-def test_regression_values_and_a_model_from_a_bucket(models, tmp_path):
-    fs = fsspec.filesystem("memory")
-    fs.put_file(str(models / "reg" / "model.h5"), "/bucket/reg/model.h5")
-    saved = predict.load("memory://bucket/reg/model.h5")  # remote: fetched, then loaded
+def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
+    url = gcs.url("predict/reg/model.h5")
+    gcs.client().bucket(gcs.bucket).blob("predict/reg/model.h5").upload_from_filename(
+        str(models / "reg" / "model.h5"))
+    saved = predict.load(url)  # remote: fetched, then loaded
     x, _, target = blob_images(20, seed=9)
     path = write_npz(tmp_path, "x.npz", x, target)
-    rows = list(predict.predict(saved, [path]))
+    rows = list(predict.predict(saved, [path], batch_size=7))
     assert saved.columns == ["input", "output_0", "output_1"]
-    assert len(rows) == 20 and all(len(r) == 3 for r in rows)
-    assert predict.format_row(rows[0], False).startswith(f"{path}[0]  ")
+    assert [r[0] for r in rows] == [f"{path}[{i}]" for i in range(20)]
+    # the values are the model's own output on the same images (standardisation included)
+    model, meta = modelfile.load(str(models / "reg" / "model.h5"))
+    assert meta["task"] == "regression"
+    expected = model.predict(x[..., np.newaxis], verbose=0)
+    got = np.array([r[1:] for r in rows], dtype=np.float64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert predict.format_row(rows[0], False) == f"{path}[0]  {expected[0][0]:.6g}  {expected[0][1]:.6g}"
 
 
 @pytest.mark.parametrize("make, message", [

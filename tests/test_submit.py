@@ -3,6 +3,7 @@ submission through the aiplatform client library to a local HTTP server that rec
 
 import json
 import threading
+from typing import Optional
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -10,16 +11,17 @@ import yaml
 from google.cloud import aiplatform_v1 as v1
 from google.protobuf.json_format import ParseError
 
-from conftest import run_cli
+from conftest import error_line, run_cli
 from trainer import submit
 from trainer.cloud import vertex_job
 
 
 class Recorder:
     """A stand-in for the Vertex AI REST endpoint: records each request, answers as the API does
-    (the job it was sent, with a name and a state)."""
+    (the job it was sent, with a name and a state), or, given `refusal` = (HTTP status, the
+    API's error object), refuses it as the API does."""
 
-    def __init__(self):
+    def __init__(self, refusal: Optional[tuple[int, dict]] = None):
         self.requests: list[dict] = []
         recorder = self
 
@@ -31,8 +33,11 @@ class Recorder:
                 job = json.loads(body)
                 job.update(name="projects/my-project/locations/europe-west4/customJobs/123",
                            state="JOB_STATE_QUEUED")
+                status = 200
+                if refusal is not None:
+                    status, job = refusal[0], {"error": refusal[1]}
                 reply = json.dumps(job).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -194,3 +199,50 @@ def test_a_tuning_job_goes_through_the_same_client(recorder):
     sent = v1.HyperparameterTuningJob.from_json(request["body"])
     assert (sent.max_trial_count, sent.parallel_trial_count) == (4, 2)
     assert sent.study_spec.parameters[0].parameter_id == "train.learning_rate"
+
+
+# Refusals as the Vertex AI REST API words them (google.rpc.Status in the JSON error envelope).
+DENIED = (403, {
+    "code": 403, "status": "PERMISSION_DENIED",
+    "message": "Permission 'aiplatform.customJobs.create' denied on resource "
+               "'//aiplatform.googleapis.com/projects/my-project/locations/europe-west4' (or it "
+               "may not exist).",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                 "reason": "IAM_PERMISSION_DENIED", "domain": "aiplatform.googleapis.com",
+                 "metadata": {"permission": "aiplatform.customJobs.create",
+                              "resource": "projects/my-project/locations/europe-west4"}}]})
+INVALID = (400, {
+    "code": 400, "status": "INVALID_ARGUMENT",
+    "message": "List of found errors:\t1.Field: job_spec.worker_pool_specs[0].machine_spec."
+               "accelerator_type; Message: Accelerator \"NVIDIA_TESLA_T4\" is not supported in "
+               "region europe-west4.\t",
+    "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                 "fieldViolations": [{"field": "job_spec.worker_pool_specs[0].machine_spec."
+                                               "accelerator_type",
+                                      "description": "Accelerator \"NVIDIA_TESLA_T4\" is not "
+                                                     "supported in region europe-west4."}]}]})
+QUOTA = (429, {
+    "code": 429, "status": "RESOURCE_EXHAUSTED",
+    "message": "The following quota metrics exceed quota limits: "
+               "aiplatform.googleapis.com/custom_model_training_nvidia_t4_gpus",
+    "details": []})
+
+
+@pytest.mark.parametrize("refusal", [DENIED, INVALID, QUOTA], ids=["denied", "invalid", "quota"])
+def test_a_job_vertex_ai_refuses_ends_with_one_error_line(gcs, job_config, refusal):
+    refusing = Recorder(refusal)
+    try:
+        proc = run_cli(*_args(gcs, job_config, "--api_endpoint", refusing.endpoint),
+                       module="trainer.submit", timeout=120)
+    finally:
+        refusing.close()
+    assert len(refusing.requests) == 1  # it was sent, once, and refused
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = error_line(proc.stderr)
+    status, error = refusal
+    # the API's code, status and message, without the transport's request line
+    said = " ".join(error["message"].split())
+    assert line.startswith(f"error: Vertex AI refused the job ({status} {error['status']}: {said}), "
+                           "projects/my-project/locations/europe-west4, expected "), line
+    assert "http://" not in line and "POST" not in line, line
+    assert "job:" not in proc.stdout

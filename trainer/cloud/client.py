@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from google.cloud import aiplatform_v1 as v1
@@ -34,5 +35,27 @@ def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
         raise UserError(f"no Google Cloud credentials, {parent}, expected `gcloud auth "
                         "application-default login` or a service account") from None
     except exceptions.GoogleAPICallError as exc:
-        raise UserError(f"Vertex AI refused the job ({exc.code} {exc.message}), {parent}, "
-                        "expected a job the project may run (see the message)") from None
+        raise UserError(refusal(exc, parent)) from None
+
+
+_EXPECTED = {
+    "PERMISSION_DENIED": "an account that may create Vertex AI jobs in the project (e.g. role "
+                         "roles/aiplatform.user)",
+    "RESOURCE_EXHAUSTED": "quota for the machine and accelerator in the region (or another region)",
+    "INVALID_ARGUMENT": "a job the API accepts (see the field in the message)",
+}
+
+
+def refusal(exc, parent: str) -> str:
+    """One line from the API's refusal: its HTTP code, status and own message (the REST
+    transport puts the request's method and URL in front of it: left out)."""
+    status = getattr(exc.grpc_status_code, "name", None)
+    try:  # REST: the status is in the error object the API sent
+        status = exc.response.json()["error"]["status"]
+    except (AttributeError, ValueError, KeyError, TypeError):
+        pass
+    status = status or "ERROR"
+    message = re.sub(r"^[A-Z]+ \S+: ", "", str(exc.message or ""))
+    message = " ".join(message.split()) or "no message"
+    expected = _EXPECTED.get(status, "a job the project may run (see the message)")
+    return f"Vertex AI refused the job ({exc.code} {status}: {message}), {parent}, expected {expected}"

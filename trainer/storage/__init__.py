@@ -367,7 +367,48 @@ def put_file(local_path: str, dest: str) -> None:
         return
     fs, p = _fs(dest)
     with _unavailable("uploading to", dest):  # one object, committed whole or not at all
-        fs.put_file(local_path, p, **_limit(fs))
+        if "gs" in _protocols(fs) and os.path.getsize(local_path) < _ONE_REQUEST_UPLOAD:
+            _gcs_upload_with_md5(fs, local_path, p, **_limit(fs))
+        else:
+            fs.put_file(local_path, p, **_limit(fs))
+
+
+# gcsfs sends a smaller file as one multipart request and a larger one as a resumable upload,
+# which Cloud Storage completes only when the last byte has come.
+_ONE_REQUEST_UPLOAD = 5 * 2**20
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _gcs_upload_with_md5(fs, local_path: str, path: str, timeout=None) -> None:
+    """One multipart upload (what gcsfs's `put_file` sends for a small file) whose metadata also
+    names the file's MD5. Cloud Storage refuses a body that does not match it, so a transfer cut
+    off midway (the job preempted, the network gone) never becomes a shorter object, whatever
+    the server makes of a request that ended early."""
+    import base64
+    import hashlib
+    import json
+    import secrets as random_tokens
+    from urllib.parse import quote
+
+    from fsspec.asyn import sync
+
+    with open(local_path, "rb") as f:
+        data = f.read()
+    bucket, key, _ = fs.split_path(path)
+    boundary = "==" + random_tokens.token_hex(16) + "=="
+    metadata = json.dumps({"name": key, "md5Hash": base64.b64encode(hashlib.md5(data).digest())
+                           .decode("ascii")})
+    body = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + data + (
+        f"\r\n--{boundary}--\r\n").encode()
+    sync(fs.loop, fs._call, "POST", f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+         uploadType="multipart", data=body, json_out=True, timeout=timeout,
+         headers={"Content-Type": f'multipart/related; boundary="{boundary}"'})
+    fs.invalidate_cache(path)
 
 
 def get_file(src: str, local_path: str) -> None:
