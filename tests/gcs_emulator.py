@@ -106,19 +106,14 @@ def use(emulator: Emulator) -> dict[str, str]:
     return previous
 
 
-class StallingProxy:
-    """A TCP relay to `target_port` that forwards the first `budget` bytes a client sends on each
-    connection and then holds the rest: an upload hangs mid-body, as when a job is preempted or
-    its network drops in the middle of a transfer. `stalled` is set once that happens."""
+class _Listener:
+    """A TCP server on a free loopback port; `_serve` gets each accepted client, in the accepting
+    thread."""
 
-    def __init__(self, target_port: int, budget: int):
-        self.target_port = target_port
-        self.budget = budget
-        self.stalled = threading.Event()
-        self.forwarded = 0
+    def __init__(self):
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
-        self._server.listen()
+        self._server.listen(64)
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -132,10 +127,32 @@ class StallingProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(client, upstream, self.budget),
-                             daemon=True).start()
+            self._serve(client)
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._server.close()
+
+
+class StallingProxy(_Listener):
+    """A TCP relay to `target_port` that forwards the first `budget` bytes a client sends on each
+    connection and then holds the rest: an upload hangs mid-body, as when a job is preempted or
+    its network drops in the middle of a transfer. `stalled` is set once that happens."""
+
+    def __init__(self, target_port: int, budget: int):
+        self.target_port = target_port
+        self.budget = budget
+        self.stalled = threading.Event()
+        self.forwarded = 0
+        super().__init__()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(client, upstream, self.budget),
+                         daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, budget) -> None:
         sent = 0
@@ -162,11 +179,8 @@ class StallingProxy:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        self._server.close()
 
-
-class Relay:
+class Relay(_Listener):
     """A TCP relay in front of `emulator` whose line can be cut and restored: a network outage for
     real, while the server keeps its objects untouched in memory.
 
@@ -180,15 +194,7 @@ class Relay:
         self._up = True
         self._lock = threading.Lock()
         self._lines: set["_Line"] = set()
-        self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(64)
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def env(self) -> dict[str, str]:
         """Environment for a child process that should reach the server through this relay."""
@@ -208,35 +214,30 @@ class Relay:
 
     def close(self) -> None:
         self.cut()
-        self._server.close()
+        super().close()
 
     def _forget(self, line: "_Line") -> None:
         with self._lock:
             self._lines.discard(line)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.emulator.port))
-            except OSError:
-                _reset(client)
-                continue
-            line = _Line(client, upstream, on_end=self._forget)
-            with self._lock:  # decided under the lock: a cut either sees this line or refuses it
-                admitted = self._up
-                if admitted:
-                    self._lines.add(line)
-                else:
-                    self.turned_away += 1
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.emulator.port))
+        except OSError:
+            _reset(client)
+            return
+        line = _Line(client, upstream, on_end=self._forget)
+        with self._lock:  # decided under the lock: a cut either sees this line or refuses it
+            admitted = self._up
             if admitted:
-                line.start()
+                self._lines.add(line)
             else:
-                upstream.close()
-                _reset(client)
+                self.turned_away += 1
+        if admitted:
+            line.start()
+        else:
+            upstream.close()
+            _reset(client)
 
 
 def _reset(sock: socket.socket) -> None:
