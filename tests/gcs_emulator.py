@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import IO, Optional
+from typing import IO
 
 
 def free_port() -> int:
@@ -32,7 +33,6 @@ class Emulator:
     port: int
     bucket: str
     log: IO[str]
-    data_dir: Optional[str] = None
 
     def output(self) -> str:
         self.log.seek(0)
@@ -68,28 +68,21 @@ class Emulator:
         if not keep_log:
             self.log.close()
 
-    def restart(self, timeout_s: float = 30.0) -> "Emulator":
-        """The same server again on the same port and folder: a bucket back after an outage."""
-        assert self.data_dir is not None, "an in-memory server loses its objects when stopped"
-        return start(self.bucket, timeout_s, port=self.port, data_dir=self.data_dir)
 
-
-def start(bucket: str = "test-bucket", timeout_s: float = 30.0, port: int = 0,
-          data_dir: Optional[str] = None) -> Emulator:
+def start(bucket: str = "test-bucket", timeout_s: float = 30.0, port: int = 0) -> Emulator:
     """Start the server on `port` (0: a free one) and wait until it answers.
 
-    With `data_dir` its objects live in that folder, so a server stopped and started again on
-    the same folder still has them (an outage, not a wipe); otherwise in memory."""
+    Its objects live in its memory: an outage is made with a `Relay` in front of it, never by
+    stopping it (the emulator's on-disk mode cannot survive a kill: it rewrites its state files in
+    place, and a restart can find them half written)."""
     port = port or free_port()
     # Its output goes to a file: a pipe nobody reads would fill up and stall the server.
     log = tempfile.TemporaryFile(mode="w+")
-    where = ["--in-memory"] if data_dir is None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator",
-         *(["--data-dir", data_dir] if data_dir is not None else []), "start", "--host",
-         "127.0.0.1", "--port", str(port), *where, "--quiet", "--default-bucket", bucket],
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port",
+         str(port), "--in-memory", "--quiet", "--default-bucket", bucket],
         stdout=log, stderr=subprocess.STDOUT, text=True)
-    emulator = Emulator(proc, port, bucket, log, data_dir)
+    emulator = Emulator(proc, port, bucket, log)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -113,19 +106,14 @@ def use(emulator: Emulator) -> dict[str, str]:
     return previous
 
 
-class StallingProxy:
-    """A TCP relay to `target_port` that forwards the first `budget` bytes a client sends on each
-    connection and then holds the rest: an upload hangs mid-body, as when a job is preempted or
-    its network drops in the middle of a transfer. `stalled` is set once that happens."""
+class _Listener:
+    """A TCP server on a free loopback port; `_serve` gets each accepted client, in the accepting
+    thread."""
 
-    def __init__(self, target_port: int, budget: int):
-        self.target_port = target_port
-        self.budget = budget
-        self.stalled = threading.Event()
-        self.forwarded = 0
+    def __init__(self):
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
-        self._server.listen()
+        self._server.listen(64)
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -139,10 +127,32 @@ class StallingProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(client, upstream, self.budget),
-                             daemon=True).start()
+            self._serve(client)
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._server.close()
+
+
+class StallingProxy(_Listener):
+    """A TCP relay to `target_port` that forwards the first `budget` bytes a client sends on each
+    connection and then holds the rest: an upload hangs mid-body, as when a job is preempted or
+    its network drops in the middle of a transfer. `stalled` is set once that happens."""
+
+    def __init__(self, target_port: int, budget: int):
+        self.target_port = target_port
+        self.budget = budget
+        self.stalled = threading.Event()
+        self.forwarded = 0
+        super().__init__()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(client, upstream, self.budget),
+                         daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, budget) -> None:
         sent = 0
@@ -169,5 +179,116 @@ class StallingProxy:
             except OSError:
                 pass
 
+
+class Relay(_Listener):
+    """A TCP relay in front of `emulator` whose line can be cut and restored: a network outage for
+    real, while the server keeps its objects untouched in memory.
+
+    While cut, every connection is reset: those open at the cut, and each new one as soon as it
+    is accepted, before a byte of it reaches the server. `turned_away` counts the new ones, i.e.
+    the requests a client tried during the outage: its retries are observable."""
+
+    def __init__(self, emulator: Emulator):
+        self.emulator = emulator
+        self.turned_away = 0
+        self._up = True
+        self._lock = threading.Lock()
+        self._lines: set["_Line"] = set()
+        super().__init__()
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process that should reach the server through this relay."""
+        return dict(self.emulator.env(), STORAGE_EMULATOR_HOST=self.host)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._up = False
+            self.turned_away = 0
+            lines, self._lines = self._lines, set()
+        for line in lines:
+            line.reset()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._up = True
+
     def close(self) -> None:
-        self._server.close()
+        self.cut()
+        super().close()
+
+    def _forget(self, line: "_Line") -> None:
+        with self._lock:
+            self._lines.discard(line)
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.emulator.port))
+        except OSError:
+            _reset(client)
+            return
+        line = _Line(client, upstream, on_end=self._forget)
+        with self._lock:  # decided under the lock: a cut either sees this line or refuses it
+            admitted = self._up
+            if admitted:
+                self._lines.add(line)
+            else:
+                self.turned_away += 1
+        if admitted:
+            line.start()
+        else:
+            upstream.close()
+            _reset(client)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset (RST) instead of an orderly end (FIN)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class _Line:
+    """One client connection relayed to the server, a thread per direction."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, on_end):
+        self.client, self.upstream = client, upstream
+        self._on_end = on_end
+        self._cut = False
+        self._ended = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for src, dst in ((self.client, self.upstream), (self.upstream, self.client)):
+            threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def reset(self) -> None:
+        """Wake both directions (a read shut down returns at once); the last to end resets the client."""
+        self._cut = True
+        for sock in (self.client, self.upstream):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while not self._cut and (chunk := src.recv(65536)):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        if not self._cut:  # an orderly end of one side ends the other side too
+            for sock in (dst, src):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        with self._lock:
+            self._ended += 1
+            last = self._ended == 2
+        if not last:
+            return
+        self._on_end(self)
+        self.upstream.close()
+        if self._cut:
+            _reset(self.client)
+        else:
+            self.client.close()

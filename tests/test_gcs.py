@@ -34,6 +34,13 @@ def _blob_names(gcs, prefix: str) -> set[str]:
     return {b.name[len(prefix) + 1:] for b in gcs.client().list_blobs(gcs.bucket, prefix=prefix + "/")}
 
 
+TB_KINDS = ("train", "validation")
+
+
+def _has_events(names: set[str], kind: str) -> bool:
+    return any(n.startswith(f"tensorboard/{kind}/events.out.tfevents") for n in names)
+
+
 def _state(gcs, run_prefix: str):
     blob = gcs.client().bucket(gcs.bucket).get_blob(f"{run_prefix}/checkpoints/state.json")
     return json.loads(blob.download_as_bytes()) if blob else None
@@ -51,26 +58,32 @@ def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_pa
     run = "e2e/runs/blobs"
     args = ["--config", gcs.url("e2e/job.yaml"), "--output_dir", gcs.url("e2e/runs")]
 
-    # 1. Stop the job the way a preempted VM stops, once an epoch is committed to the bucket.
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
+    # 1. Stop the job the way a preempted VM stops, once an epoch and its TensorBoard logs (both
+    # of them: the train and the validation events are uploaded one after the other) are
+    # committed to the bucket.
+    log_path = tmp_path / "stderr.txt"
+    with open(log_path, "w") as log:  # a file: a pipe nobody reads could fill and stall the job
+        proc = subprocess.Popen([sys.executable, "-m", "trainer.task", *args], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    names: set[str] = set()
+    deadline = time.monotonic() + 300
     while True:
         state = _state(gcs, run)
-        if state and state["epoch"] >= 1 and any(
-                n.startswith("tensorboard/train/") for n in _blob_names(gcs, run)):
+        names = _blob_names(gcs, run)
+        if state and state["epoch"] >= 1 and all(_has_events(names, kind) for kind in TB_KINDS):
             break
-        assert proc.poll() is None, f"the job ended before it could be stopped: {proc.stderr.read()}"
-        assert time.monotonic() < deadline, "no checkpoint reached the bucket"
+        assert proc.poll() is None, \
+            f"the job ended before it could be stopped: {log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, \
+            f"no checkpoint with both TensorBoard logs reached the bucket within 300 s: {state}, {names}"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stopped_at = _state(gcs, run)["epoch"]
     names = _blob_names(gcs, run)
     assert 1 <= stopped_at < 8 and "model.h5" not in names, (stopped_at, names)
-    # checkpoints and TensorBoard logs arrived while it trained, not at the end
+    # checkpoints (and, as the wait saw, TensorBoard logs) arrived while it trained, not at the end
     assert f"checkpoints/epoch-{stopped_at:04d}.index" in names
-    assert any(n.startswith("tensorboard/validation/events.out.tfevents") for n in names), names
 
     # 2. The same command again (config read through the /gcs/ mount path) continues and finishes.
     args[1] = f"/gcs/{gcs.bucket}/e2e/job.yaml"
