@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from trainer.data.source import texts
 from trainer.errors import UserError
 
 
@@ -32,7 +33,7 @@ def encode_classes(y: np.ndarray, where: str,
     if y.dtype.kind not in "iuUSO":
         raise UserError(f"labels of dtype {y.dtype}, {where}, expected integer or string labels")
     if y.dtype.kind == "S":
-        y = y.astype(str)
+        y = texts(y, where, "labels")
     if class_names is None:
         distinct = np.unique(y)
         class_names = [str(v) for v in distinct]
