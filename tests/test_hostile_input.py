@@ -255,6 +255,49 @@ def test_files_that_are_not_models(tmp_path):
         predict.load(str(tmp_path / "junk.h5"))
 
 
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory):
+    """A model.h5 of this package: (8, 8, 1) images in, two classes out."""
+    from trainer import models
+
+    cfg = config.load(None, ["model.name=tiny_cnn"])
+    model = models.build_model(cfg, (8, 8, 1), 2, mean=np.zeros(1), variance=np.ones(1))
+    return _save(model, tmp_path_factory.mktemp("plain") / "model.h5")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"class_names": ["a", "b", "c"]}, "'class_names' is ['a', 'b', 'c'], {path}, expected a list "
+     "of 2 names, one per output of the model"),
+    ({"class_names": ["a"]}, "'class_names' is ['a'], {path}, expected a list of 2 names, "),
+    ({"class_names": "ab"}, "'class_names' is 'ab', {path}, expected a list of 2 names, "),
+    ({"class_names": ["a", 7]}, "'class_names' is ['a', 7], {path}, expected a list of 2 names, "),
+    ({"class_names": None}, "'class_names' is None, {path}, expected a list of 2 names, "),
+    ({"input_shape": [8, 8]}, "'input_shape' is [8, 8], {path}, expected [8, 8, 1], the "
+     "model's input shape"),
+    ({"input_shape": [8, 8, 3]}, "'input_shape' is [8, 8, 3], {path}, expected [8, 8, 1], "),
+    ({"input_shape": "8x8"}, "'input_shape' is '8x8', {path}, expected [8, 8, 1], "),
+    ({"task": 5}, "'task' is 5, {path}, expected classification or regression"),
+    ({"task": "regression"}, "'class_names' is ['a', 'b'], {path}, expected none for a regression "
+     "model"),
+    ({"num_outputs": 3}, "'num_outputs' is 3, {path}, expected 2, the model's output width"),
+])
+def test_model_metadata_that_does_not_match_the_model(plain_model, tmp_path, edit, message):
+    import json
+    import shutil
+
+    from trainer.outputs import modelfile
+
+    path = str(tmp_path / "model.h5")
+    shutil.copy(plain_model, path)
+    with h5py.File(path, "a") as f:
+        meta = json.loads(f.attrs[modelfile.METADATA_ATTR])
+        f.attrs[modelfile.METADATA_ATTR] = json.dumps({**meta, **edit})
+    with pytest.raises(UserError) as exc:
+        predict.load(path)
+    assert str(exc.value).startswith("model metadata " + message.format(path=path))
+    assert predict.load(plain_model).class_names == ["a", "b"]  # the file as written loads
+
+
 # ----------------------------------------------------------------------------------------------
 # Configs that are valid YAML of the wrong shape
 
