@@ -280,6 +280,9 @@ def test_a_manifest_with_a_utf8_byte_order_mark_is_read(tmp_path):
     ("path,a,b\n0.png,1,2\n1.png,3,oops\n", ["data.label_columns=[a, b]", "task=regression"],
      "cell 'oops' in column 'b' is not a number, {m} row 2, expected numbers in every target "
      "column (data.label_columns names several)"),
+    ("path,t\n" + "0.png,1\n1.png,2.5\n" * 6 + "2.png,x\n", ["data.label_columns=[t]",
+                                                          "task=regression"],
+     "regression targets of dtype <U3 (such as 'x'), data.train={m}, expected numbers"),
     ("path,label\n0.png,a\n1.png,b,extra\n", [],
      "row has 3 cells, {m} row 2, expected 2 cells like the header"),
     ("path,label\n0.png,a\n1.png,\n", [],

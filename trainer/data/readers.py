@@ -22,6 +22,7 @@ import numpy as np
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
+from trainer.data.labels import is_number
 from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
 from trainer.data.source import Shard, group_names, texts
 from trainer.errors import UserError
@@ -163,14 +164,6 @@ def _column_values(values: list[str]) -> np.ndarray:
     return np.array(values)
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
 def _inside(manifest: str, row: int, value: str) -> str:
     """The file a manifest row names: resolved against the manifest's folder, and refused when
     it leaves that folder (`../../etc/passwd`, an absolute path or a URL elsewhere)."""
@@ -249,7 +242,7 @@ def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
         cols = [_column_values([r[c] for r in rows]) for c in data.label_columns]
         for c, values in zip(data.label_columns, cols):
             if len(cols) > 1 and values.dtype.kind not in "iuf":
-                i, cell = next((i, r[c]) for i, r in enumerate(rows, 1) if not _is_number(r[c]))
+                i, cell = next((i, r[c]) for i, r in enumerate(rows, 1) if not is_number(r[c]))
                 raise UserError(f"cell {cell[:100]!r} in column {c[:100]!r} is not a number, "
                                 f"{path} row {i}, expected numbers in every target column "
                                 "(data.label_columns names several)")
