@@ -167,3 +167,131 @@ def test_groups_that_are_fractions(capsys, tmp_path):
     line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
     assert line.startswith("error: groups of dtype float64 with fractions or NaN, ")
     assert f"{path}, expected integer or string group names" in line
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers that never crash: what a file can hold that its reader does not read.
+
+
+def _npz_with_method(path, method: int) -> str:
+    """An npz whose members are compressed with zip `method`; one zipfile cannot write (any
+    number not 0, 8, 12 or 14) is written as deflate, then its method fields are patched."""
+    import io
+    import zipfile
+
+    x, label, _ = blob_images(20, size=8)
+    writable = method if method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                    zipfile.ZIP_LZMA) else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(path, "w", compression=writable) as archive:
+        for key, array in (("x", x), ("y", label)):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            archive.writestr(f"{key}.npy", buf.getvalue())
+    if writable != method:
+        data = bytearray(open(path, "rb").read())
+        for signature, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local, central headers
+            i = data.find(signature)
+            while i >= 0:
+                data[i + at:i + at + 2] = method.to_bytes(2, "little")
+                i = data.find(signature, i + 4)
+        open(path, "wb").write(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("method, name", [(12, "bzip2"), (14, "lzma"), (99, "method 99"),
+                                          (9, "deflate64")])
+def test_npz_members_compressed_with_a_method_numpy_does_not_write(capsys, tmp_path, method, name):
+    path = _npz_with_method(tmp_path / "m.npz", method)
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line == (f"error: npz member 'x.npy' is compressed with {name}, {path}[x], expected "
+                    "stored or deflate members (as np.savez and np.savez_compressed write them)")
+
+
+def test_an_encrypted_npz_member(capsys, tmp_path):
+    path = _npz_with_method(tmp_path / "e.npz", 0)
+    data = bytearray(open(path, "rb").read())
+    for signature, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the flag bits: encrypted
+        i = data.find(signature)
+        while i >= 0:
+            data[i + at] |= 1
+            i = data.find(signature, i + 4)
+    open(path, "wb").write(bytes(data))
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line.startswith(f"error: npz member 'x.npy' is encrypted, {path}[x], expected ")
+
+
+@pytest.mark.parametrize("fmt", ["hdf5-fixed", "hdf5-vlen", "npz"])
+def test_string_labels_that_are_not_utf8(capsys, tmp_path, fmt):
+    x, _, _ = blob_images(20, size=8)
+    labels = [b"cat", b"caf\xe9"] * 10  # Latin-1, not UTF-8
+    if fmt == "npz":
+        path = write_npz(tmp_path / "d", "s.npz", x, np.array(labels))
+        where = path
+    else:
+        path = str(tmp_path / "s.h5")
+        with h5py.File(path, "w") as f:
+            f["x"] = x
+            if fmt == "hdf5-vlen":
+                f.create_dataset("y", data=labels, dtype=h5py.string_dtype("utf-8"))
+            else:
+                f["y"] = np.array(labels)
+        where = f"{path}[y]"
+    line = _run(capsys, tmp_path, f"data.format={fmt.split('-')[0]}", f"data.train={path}")
+    assert line.startswith("error: labels that are not UTF-8 text (b'caf\\xe9'), ")
+    assert where in line and line.endswith("expected text")
+
+
+def test_utf8_labels_that_are_not_ascii_are_read(tmp_path):
+    from trainer.config import DataConfig
+    from trainer.data import images, labels, readers
+
+    x, _, _ = blob_images(4, size=8)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["x"] = x
+        f["y"] = np.array(["café".encode(), b"tea"] * 2)
+    shard, = readers.read_hdf5([str(tmp_path / "s.h5")], DataConfig(format="hdf5"),
+                               images.ImageSpec())
+    assert list(shard.labels) == ["café", "tea"] * 2
+    _, names = labels.encode_classes(np.array(["café".encode(), b"tea"]), "s.npz")
+    assert names == ["café", "tea"]
+
+
+def _csv_images(folder, n=4):
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / f"{i}.png")
+
+
+def test_a_manifest_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    from trainer.config import DataConfig
+    from trainer.data import images, readers
+
+    _csv_images(tmp_path)
+    (tmp_path / "m.csv").write_text("path,label\n0.png,a\n1.png,b\n", encoding="utf-8-sig")
+    shard, = readers.read_csv([str(tmp_path / "m.csv")], DataConfig(format="csv"),
+                              images.ImageSpec())
+    assert list(shard.labels) == ["a", "b"] and shard.count == 2
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("path,label\n0.png,a\n", ["data.label_columns=[]"],
+     "no label columns (data.label_columns is empty), {m}, expected the name of at least one "
+     "column of labels or targets"),
+    ("path,a,b\n0.png,1,2\n1.png,3,oops\n", ["data.label_columns=[a, b]", "task=regression"],
+     "cell 'oops' in column 'b' is not a number, {m} row 2, expected numbers in every target "
+     "column (data.label_columns names several)"),
+    ("path,t\n" + "0.png,1\n1.png,2.5\n" * 6 + "2.png,x\n", ["data.label_columns=[t]",
+                                                          "task=regression"],
+     "regression targets of dtype <U3 (such as 'x'), data.train={m}, expected numbers"),
+    ("path,label\n0.png,a\n1.png,b,extra\n", [],
+     "row has 3 cells, {m} row 2, expected 2 cells like the header"),
+    ("path,label\n0.png,a\n1.png,\n", [],
+     "empty 'label' cell, {m} row 2, expected a label in every row"),
+    ("path,label,label\n0.png,a,b\n", [],
+     "column 'label' appears twice in the header, {m}, expected distinct column names"),
+])
+def test_manifests_that_do_not_match_their_header(capsys, tmp_path, text, overrides, message):
+    _csv_images(tmp_path)
+    (tmp_path / "m.csv").write_text(text)
+    line = _run(capsys, tmp_path, "data.format=csv", f"data.train={tmp_path}/m.csv", *overrides)
+    assert line == "error: " + message.format(m=f"{tmp_path}/m.csv")

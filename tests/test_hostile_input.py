@@ -255,6 +255,49 @@ def test_files_that_are_not_models(tmp_path):
         predict.load(str(tmp_path / "junk.h5"))
 
 
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory):
+    """A model.h5 of this package: (8, 8, 1) images in, two classes out."""
+    from trainer import models
+
+    cfg = config.load(None, ["model.name=tiny_cnn"])
+    model = models.build_model(cfg, (8, 8, 1), 2, mean=np.zeros(1), variance=np.ones(1))
+    return _save(model, tmp_path_factory.mktemp("plain") / "model.h5")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"class_names": ["a", "b", "c"]}, "'class_names' is ['a', 'b', 'c'], {path}, expected a list "
+     "of 2 names, one per output of the model"),
+    ({"class_names": ["a"]}, "'class_names' is ['a'], {path}, expected a list of 2 names, "),
+    ({"class_names": "ab"}, "'class_names' is 'ab', {path}, expected a list of 2 names, "),
+    ({"class_names": ["a", 7]}, "'class_names' is ['a', 7], {path}, expected a list of 2 names, "),
+    ({"class_names": None}, "'class_names' is None, {path}, expected a list of 2 names, "),
+    ({"input_shape": [8, 8]}, "'input_shape' is [8, 8], {path}, expected [8, 8, 1], the "
+     "model's input shape"),
+    ({"input_shape": [8, 8, 3]}, "'input_shape' is [8, 8, 3], {path}, expected [8, 8, 1], "),
+    ({"input_shape": "8x8"}, "'input_shape' is '8x8', {path}, expected [8, 8, 1], "),
+    ({"task": 5}, "'task' is 5, {path}, expected classification or regression"),
+    ({"task": "regression"}, "'class_names' is ['a', 'b'], {path}, expected none for a regression "
+     "model"),
+    ({"num_outputs": 3}, "'num_outputs' is 3, {path}, expected 2, the model's output width"),
+])
+def test_model_metadata_that_does_not_match_the_model(plain_model, tmp_path, edit, message):
+    import json
+    import shutil
+
+    from trainer.outputs import modelfile
+
+    path = str(tmp_path / "model.h5")
+    shutil.copy(plain_model, path)
+    with h5py.File(path, "a") as f:
+        meta = json.loads(f.attrs[modelfile.METADATA_ATTR])
+        f.attrs[modelfile.METADATA_ATTR] = json.dumps({**meta, **edit})
+    with pytest.raises(UserError) as exc:
+        predict.load(path)
+    assert str(exc.value).startswith("model metadata " + message.format(path=path))
+    assert predict.load(plain_model).class_names == ["a", "b"]  # the file as written loads
+
+
 # ----------------------------------------------------------------------------------------------
 # Configs that are valid YAML of the wrong shape
 
@@ -601,6 +644,76 @@ def test_property_manifest_paths_never_leave_the_manifest_folder(manifest, text)
         else:
             root = os.path.dirname(os.path.abspath(manifest)) + "/"
             assert os.path.abspath(f).startswith(root.replace("//", "/")), (manifest, f)
+
+
+CELLS = (st.sampled_from(["0", "1", "7", "-3", "0.5", "1e3", "007", "nan"])
+         | st.sampled_from(["", " ", "cat", "x1", "a,b", '"q"']) | st.text(max_size=3))
+MANIFEST_ROWS = st.lists(st.tuples(st.sampled_from(["0.png", "1.png", "2.png"]),
+                                   st.lists(CELLS, min_size=3, max_size=3),
+                                   st.sampled_from(["as header"] * 4 + ["extra", "short"])),
+                         min_size=1, max_size=4)
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _expected_labels(cells: list[str], several: bool) -> np.ndarray:
+    """What a well-formed manifest's label column reads as: integers, else numbers, else text."""
+    if several:
+        return np.array([float(c) for c in cells])
+    for kind in (int, float):
+        try:
+            return np.array([kind(c) for c in cells])
+        except ValueError:
+            continue
+    return np.array(cells)
+
+
+@settings(max_examples=50, deadline=None, database=None, derandomize=not _LONG,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(rows=MANIFEST_ROWS, bom=st.booleans(), several=st.booleans())
+def test_property_a_manifest_loads_as_written_or_gives_one_line(rows, bom, several):
+    """A BOM, stray or missing cells, empty cells, text among numeric targets: the manifest
+    loads with exactly the labels written, or it is refused in one line; never both, never a
+    crash, and a manifest that is well formed is never refused."""
+    folder = os.path.join(SCRATCH, "manifest")
+    if not os.path.isdir(folder):
+        _pngs(folder, 3)
+    columns = ["a", "b"] if several else ["label"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", *columns])
+    n = len(columns)
+    rows = [(path, cells[:n] + cells[2:] if shape == "extra" else cells[:n - (shape == "short")])
+            for path, cells, shape in rows]
+    writer.writerows([path, *cells] for path, cells in rows)
+    path = os.path.join(folder, "m.csv")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(("\ufeff" if bom else "") + buf.getvalue())
+    well_formed = all(len(cells) == len(columns) and all(c.strip() for c in cells)
+                      for _, cells in rows)
+    if well_formed and several:
+        well_formed = all(_number(c) for _, cells in rows for c in cells)
+    data = DataConfig(format="csv", label_columns=columns)
+    try:
+        shard, = readers.read_csv([path], data, images.ImageSpec())
+    except UserError as exc:
+        _one_line(exc)
+        assert not well_formed, (rows, str(exc))
+        return
+    event("accepted")
+    assert well_formed, rows
+    expected = [_expected_labels([cells[k] for _, cells in rows], several)
+                for k in range(len(columns))]
+    got = shard.labels if several else shard.labels[:, None]
+    assert shard.count == len(rows) and got.shape == (len(rows), len(columns))
+    for k, column in enumerate(expected):
+        np.testing.assert_array_equal(got[:, k], column)
 
 
 def _npy_bytes(shape, descr, fortran, tail) -> bytes:

@@ -14,7 +14,7 @@ from trainer.data import demo
 from trainer.errors import UserError
 from trainer.outputs import modelfile
 
-from conftest import blob_images, run_cli, run_job, write_npz
+from conftest import blob_images, error_line, run_cli, run_job, write_npz
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,47 @@ def test_prediction_loads_the_model_file_without_training_report_or_plots(models
     assert not [m for m in modules.split() if m.startswith(
         ("trainer.training", "trainer.callbacks", "trainer.outputs.artifacts",
          "trainer.outputs.report", "trainer.outputs.plots"))], modules
+
+
+# ----------------------------------------------------------------------------------------------
+# Where the predictions go: refused before the model is loaded or anything is printed.
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "out").mkdir() or d / "out", "is a directory"),
+    (lambda d: f"{d / 'new'}/", "is a directory"),
+    (lambda d: (d / "f.txt").write_text("x") and d / "f.txt" / "p.csv", "is not a directory"),
+    (lambda d: "/proc/p.csv", "cannot write there"),
+    (lambda d: "/proc/self/new/p.csv", "cannot write there"),
+])
+def test_a_csv_output_path_that_cannot_be_written(models, tmp_path, capsys, make, message):
+    x, _ = demo.generate(2, (32, 32), seed=1)
+    np.save(tmp_path / "x.npy", x)
+    out = str(make(tmp_path))
+    code = predict.main(["--model", str(models / "shapes"), str(tmp_path / "x.npy"), "--csv", out])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    line = error_line(captured.err)
+    assert line.startswith("error: ") and message in line and f"--csv={out}," in line
+    assert line.endswith("expected a file name in a folder this process can write to")
+
+
+def test_an_edited_model_file_on_the_command_line(models, tmp_path):
+    import json
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "model.h5"
+    shutil.copy(models / "shapes" / "model.h5", path)
+    with h5py.File(path, "a") as f:
+        meta = json.loads(f.attrs[modelfile.METADATA_ATTR])
+        f.attrs[modelfile.METADATA_ATTR] = json.dumps(dict(meta, class_names=["a", "b"]))
+    x, _ = demo.generate(2, (32, 32), seed=1)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cli("--model", str(path), str(tmp_path / "x.npy"), "--csv", str(tmp_path / "p.csv"),
+                   module="trainer.predict")
+    assert proc.returncode == 2 and proc.stdout == "" and not (tmp_path / "p.csv").exists()
+    assert error_line(proc.stderr) == (
+        f"error: model metadata 'class_names' is ['a', 'b'], {path}, expected a list of 3 names, "
+        "one per output of the model")

@@ -185,6 +185,8 @@ def format_row(row: list, classification: bool) -> str:
 def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
         allow_unsafe: bool = False) -> int:
     """Predict and print; returns the number of inputs."""
+    if csv_path:
+        check_csv_path(csv_path)
     saved = load(model_path, allow_unsafe)
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,8 +199,35 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
                 writer.writerow(row)
                 count += 1
         if csv_path:
-            storage.put_file(local_csv, csv_path)  # written whole, never streamed into the bucket
+            try:
+                storage.put_file(local_csv, csv_path)  # whole, never streamed into the bucket
+            except OSError as exc:  # the folder changed, or the disk filled, while predicting
+                raise UserError(f"cannot write the predictions ({exc.strerror or exc}), "
+                                f"--csv={csv_path}, expected a file name in a folder this process "
+                                "can write to") from None
     return count
+
+
+def check_csv_path(path: str) -> None:
+    """Refuse a `--csv` the predictions could not be written to, before any is made: a folder,
+    a path under a file, or a folder this process cannot write to (probed by writing there).
+    A bucket's permissions show only when the file is uploaded."""
+    expected = f"--csv={path}, expected a file name in a folder this process can write to"
+    if path.endswith(("/", os.sep)) or (storage.is_local(path) and os.path.isdir(path)):
+        raise UserError(f"path is a directory, {expected}")
+    if not storage.is_local(path):
+        return
+    folder = os.path.dirname(os.path.abspath(path.removeprefix("file://")))
+    while not os.path.lexists(folder):  # the folders put_file will create: probe the first one up
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} is not a directory, {expected}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write there ({exc.strerror or exc}), {expected}") from None
 
 
 def predict_from_flags(inputs: list[str]) -> int:

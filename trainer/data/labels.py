@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from trainer.data.source import texts
 from trainer.errors import UserError
 
 
@@ -32,7 +33,7 @@ def encode_classes(y: np.ndarray, where: str,
     if y.dtype.kind not in "iuUSO":
         raise UserError(f"labels of dtype {y.dtype}, {where}, expected integer or string labels")
     if y.dtype.kind == "S":
-        y = y.astype(str)
+        y = texts(y, where, "labels")
     if class_names is None:
         distinct = np.unique(y)
         class_names = [str(v) for v in distinct]
@@ -48,8 +49,19 @@ def encode_classes(y: np.ndarray, where: str,
 def encode_targets(y: np.ndarray, where: str) -> np.ndarray:
     """Regression targets as float32 of shape (N, K)."""
     if y.dtype.kind not in "iuf":
-        raise UserError(f"regression targets of dtype {y.dtype}, {where}, expected numbers")
+        text = next((v for v in texts(y.reshape(-1), where, "targets") if not is_number(v)), None)
+        such = f" (such as {text[:100]!r})" if y.dtype.kind in "USO" and text is not None else ""
+        raise UserError(f"regression targets of dtype {y.dtype}{such}, {where}, expected numbers")
     y = y.astype(np.float32).reshape(len(y), -1)
     if not np.all(np.isfinite(y)):
         raise UserError(f"regression targets contain NaN or infinity, {where}, expected finite numbers")
     return y
+
+
+def is_number(text: str) -> bool:
+    """Whether a label's text reads as a number (as CSV cells and string targets are read)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -25,6 +25,10 @@ from trainer.errors import UserError
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip's local file header, 30 bytes
 _MAX_BYTES = 2**62  # numpy's limit on one array's size is about this (intp)
+# What numpy writes (np.savez, np.savez_compressed); other methods differ by interpreter build
+# (bzip2, lzma) or are not implemented at all, and lzma's dictionary size is the file's to choose.
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_ZIP_METHOD_NAMES = {9: "deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
 
 
 @dataclass
@@ -135,6 +139,18 @@ def open_npy(path: str) -> NpyArray:
     return arr
 
 
+def _check_member(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse a member this reader cannot read, before zipfile tries (it raises a bare
+    NotImplementedError or RuntimeError for these)."""
+    expected = "expected stored or deflate members (as np.savez and np.savez_compressed write them)"
+    if info.flag_bits & 0x1:
+        raise UserError(f"npz member {info.filename[:100]!r} is encrypted, {where}, {expected}")
+    if info.compress_type not in _ZIP_METHODS:
+        method = _ZIP_METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise UserError(f"npz member {info.filename[:100]!r} is compressed with {method}, {where}, "
+                        f"{expected}")
+
+
 def open_npz(path: str, keys: tuple[str, ...],
              optional: tuple[str, ...] = ()) -> dict[str, NpyArray]:
     """The arrays `keys` (and of `optional`, those present) of an `.npz`, located, not read."""
@@ -151,6 +167,7 @@ def open_npz(path: str, keys: tuple[str, ...],
                 for key in keys + tuple(k for k in optional if k in names):
                     info = archive.getinfo(names[key])
                     where = f"{path}[{key}]"
+                    _check_member(info, where)
                     if info.compress_type == zipfile.ZIP_STORED:
                         f.seek(info.header_offset)
                         fields = _ZIP_LOCAL_HEADER.unpack(f.read(_ZIP_LOCAL_HEADER.size))

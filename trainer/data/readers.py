@@ -22,8 +22,9 @@ import numpy as np
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
+from trainer.data.labels import is_number
 from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
-from trainer.data.source import Shard, group_names
+from trainer.data.source import Shard, group_names, texts
 from trainer.errors import UserError
 
 def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None) -> Shard:
@@ -100,8 +101,9 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
         except OSError as exc:
             raise UserError(f"cannot read dataset {data.y_key!r} ({exc}), {path}, expected an intact "
                             "HDF5 file") from None
-        if labels.dtype.kind in "SO":
-            labels = labels.astype(str)
+        if labels.dtype.kind in "SO":  # bytes, as UTF-8: h5py's own conversion is ASCII
+            labels = texts(labels.reshape(-1), f"{path}[{data.y_key}]",
+                           "labels").reshape(labels.shape)
 
         def read(a: int, b: int, x=x, path=path) -> np.ndarray:
             try:
@@ -191,13 +193,24 @@ def _inside(manifest: str, row: int, value: str) -> str:
 
 def manifest_rows(path: str, text: str,
                   data: DataConfig) -> tuple[list[dict], list[str], list[str]]:
-    """A CSV manifest's rows, its columns and the file of each row, confined to its folder."""
-    try:
-        reader = csv.DictReader(io.StringIO(text))
+    """A CSV manifest's rows, its columns and the file of each row, confined to its folder.
+
+    Every row has exactly the header's cells, and every label cell a value: a spreadsheet's
+    stray cell or gap is refused, not read as a shifted or empty label.
+    """
+    if not data.label_columns:
+        raise UserError(f"no label columns (data.label_columns is empty), {path}, expected the "
+                        "name of at least one column of labels or targets")
+    try:  # a spreadsheet's UTF-8 byte order mark is not part of the first column's name
+        reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
         rows, columns = list(reader), reader.fieldnames or []
     except csv.Error as exc:
         raise UserError(f"malformed CSV ({exc}), {path} line {reader.line_num + 1}, expected a "
                         "manifest of paths and labels") from None
+    twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if twice is not None:
+        raise UserError(f"column {twice[:100]!r} appears twice in the header, {path}, expected "
+                        "distinct column names")
     for col in (data.path_column, *data.label_columns):
         if col not in columns:
             key = "data.path_column" if col == data.path_column else "data.label_columns"
@@ -206,10 +219,17 @@ def manifest_rows(path: str, text: str,
     if not rows:
         raise UserError(f"no rows, {path}, expected one row per sample")
     for i, r in enumerate(rows, 1):
-        missing = [c for c in (data.path_column, *data.label_columns) if r.get(c) is None]
+        missing = [c for c in columns if r.get(c) is None]
         if missing:
-            raise UserError(f"row has no {missing[0]!r} cell, {path} row {i}, expected "
+            raise UserError(f"row has no {missing[0][:100]!r} cell, {path} row {i}, expected "
                             f"{len(columns)} cells like the header")
+        if None in r:  # csv.DictReader's key for the cells past the header's
+            raise UserError(f"row has {len(columns) + len(r[None])} cells, {path} row {i}, "
+                            f"expected {len(columns)} cells like the header")
+        empty = next((c for c in data.label_columns if not r[c].strip()), None)
+        if empty is not None:
+            raise UserError(f"empty {empty[:100]!r} cell, {path} row {i}, expected a label in "
+                            "every row")
     files = [_inside(path, i, r[data.path_column]) for i, r in enumerate(rows, 1)]
     return rows, columns, files
 
@@ -220,6 +240,12 @@ def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
     for path in paths:
         rows, columns, files = manifest_rows(path, storage.read_text(path), data)
         cols = [_column_values([r[c] for r in rows]) for c in data.label_columns]
+        for c, values in zip(data.label_columns, cols):
+            if len(cols) > 1 and values.dtype.kind not in "iuf":
+                i, cell = next((i, r[c]) for i, r in enumerate(rows, 1) if not is_number(r[c]))
+                raise UserError(f"cell {cell[:100]!r} in column {c[:100]!r} is not a number, "
+                                f"{path} row {i}, expected numbers in every target column "
+                                "(data.label_columns names several)")
         labels = cols[0] if len(cols) == 1 else np.stack(cols, axis=1).astype(np.float64)
         shards.append(_file_shard(files, labels, spec, path))
         if data.group_key in columns:  # raw cells: group "007" stays "007"

@@ -145,4 +145,45 @@ def _load_local(local: str, allow_unsafe: bool, path: str) -> tuple[keras.Model,
     if not isinstance(metadata, dict):
         raise UserError(f"model metadata is not a mapping, {path}, expected a model.h5 written "
                         "by this package")
+    if metadata:
+        check_metadata(model, metadata, path)
     return model, metadata
+
+
+TASKS = ("classification", "regression")
+
+
+def check_metadata(model: keras.Model, metadata: dict, path: str) -> None:
+    """Refuse metadata that disagrees with the model it describes (an edited or mixed-up file):
+    prediction trusts it for the class of each output and the shape of each input."""
+
+    def refuse(key: str, expected: str) -> UserError:
+        shown = repr(metadata.get(key))
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        return UserError(f"model metadata {key!r} is {shown}, {path}, expected {expected}")
+
+    inputs, outputs = model.input_shape, model.output_shape
+    if not (isinstance(inputs, tuple) and len(inputs) == 4):
+        raise UserError(f"model input of shape {inputs}, {path}, expected one input of images "
+                        "(batch, height, width, channels)")
+    if not (isinstance(outputs, tuple) and len(outputs) == 2 and outputs[1]):
+        raise UserError(f"model output of shape {outputs}, {path}, expected one output of shape "
+                        "(batch, outputs)")
+    width, task, names = int(outputs[1]), metadata.get("task"), metadata.get("class_names")
+    if task not in TASKS:
+        raise refuse("task", " or ".join(TASKS))
+    if task == "classification" and not (
+            isinstance(names, list) and len(names) == width and all(isinstance(n, str) for n in names)):
+        raise refuse("class_names", f"a list of {width} names, one per output of the model")
+    if task == "regression" and names is not None:
+        raise refuse("class_names", "none for a regression model")
+    shape = metadata.get("input_shape")
+    expected = [None if d is None else int(d) for d in inputs[1:]]
+    if "input_shape" in metadata and not (
+            isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            and all(e is None or d == e for d, e in zip(shape, expected))):
+        raise refuse("input_shape", f"{expected}, the model's input shape")
+    count = metadata.get("num_outputs")
+    if "num_outputs" in metadata and (isinstance(count, bool) or count != width):
+        raise refuse("num_outputs", f"{width}, the model's output width")
