@@ -1,6 +1,7 @@
 """NaN and Inf image values: refused with one line (counts, split, first file and row), or
 replaced with 0 under `data.nonfinite: zero`, in training, evaluation and prediction alike."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -78,6 +79,7 @@ def zeroed_model(tmp_path_factory):
     bad["train"].update({row: np.nan for row in range(10, 40, 3)})
     result, _ = run_job(tmp / "out", "name=z", "model.name=tiny_cnn", "train.epochs=2",
                         "data.format=npz", "train.batch_size=16", "data.nonfinite=zero",
+                        "train.histograms=true",
                         *_data(tmp, bad))
     return result, tmp
 
@@ -148,3 +150,36 @@ def test_huge_finite_values_and_integer_images_pass():
     assert nonfinite_rows(np.full((4, 8), 3e38, np.float32)) is None  # the sum overflows
     assert nonfinite_rows(np.full((4, 8), 255, np.uint8)) is None
     assert nonfinite_rows(np.zeros((0, 8), np.float32)) is None
+
+
+@settings(deadline=None, max_examples=15)
+@given(sizes=st.lists(st.integers(1, 20), min_size=1, max_size=3), seed=st.integers(0, 99),
+       keep=st.floats(0.3, 1.0), bad=st.lists(st.integers(0, 10**6), min_size=1, max_size=5))
+def test_the_pipeline_checks_every_window_of_any_split(sizes, seed, keep, bad):
+    """Shards, a carved split, shuffled windows smaller than the split, rows carried from one
+    window to the next: the error names a bad row of the split; `zero` leaves none."""
+    from trainer.data.pipeline import PipelineOptions, windows
+    from trainer.data.source import Source, View, array_shard
+
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(n, 3, 3)).astype(np.float32) for n in sizes]
+    total = sum(sizes)
+    rows = np.sort(rng.choice(total, max(1, int(total * keep)), replace=False))
+    flat_rows = [rows[at % len(rows)] for at in bad]  # the split's rows that get a NaN
+    offsets = np.cumsum([0] + sizes)
+    for r in flat_rows:
+        k = int(np.searchsorted(offsets, r, side="right")) - 1
+        xs[k][r - offsets[k], 0, 1] = np.nan
+    view = View(Source([array_shard(x, np.zeros(len(x)), f"s{k}.npz") for k, x in enumerate(xs)]),
+                rows)
+    named = {f"row {r - offsets[k]} of s{k}.npz" for r in flat_rows
+             for k in [int(np.searchsorted(offsets, r, side="right")) - 1]}
+    opts = PipelineOptions(batch_size=2, shuffle=True, seed=seed, window=4, block=3)
+    with pytest.raises(UserError, match=r"NaN and 0 Inf values in \d+ samples of s0.npz") as err:
+        list(windows(view, view.labels, opts, 0))
+    assert str(err.value).split("first at ")[1].split(",")[0] in named
+    tally = Tally("train", "zero")
+    zero = dataclasses.replace(opts, nonfinite="zero")
+    seen = [x.copy() for x, _ in windows(view, view.labels, zero, 0, tally=tally)]
+    assert sum(map(len, seen)) == len(view) and all(np.isfinite(x).all() for x in seen)
+    assert (tally.nan, tally.samples) == (len(set(flat_rows)), len(set(flat_rows)))

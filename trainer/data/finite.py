@@ -32,6 +32,11 @@ def nonfinite_rows(x: np.ndarray) -> Optional[np.ndarray]:
     return rows if rows.any() else None  # the sum overflowed, the values are finite
 
 
+def zeroed(x: np.ndarray, copy: bool = True) -> np.ndarray:
+    """`x` with NaN and Inf set to 0: what `data.nonfinite: zero` gives the model."""
+    return np.nan_to_num(x, copy=copy, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class Tally:
     """NaN and Inf counts of one split as its blocks are read, and the policy applied to them."""
 
@@ -64,10 +69,7 @@ class Tally:
             self.first = name_row(int(bad[0] if positions is None else positions[bad].min()))
         if self.policy == "error":
             return x
-        if not writable:
-            x = x.copy()
-        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        return x
+        return zeroed(x, copy=not writable)
 
     @property
     def found(self) -> int:
