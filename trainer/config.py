@@ -87,6 +87,14 @@ class DataConfig:
         "needs nothing else.",
         default=True,
     )
+    nonfinite: str = _doc(
+        "What a NaN or Inf image value gets, in every split: `error` "
+        "(stop with one line giving the counts, the split and the first file and row) or "
+        "`zero` (replace it with 0, for data whose masked pixels are NaN, and log how many "
+        "were replaced). The training split is counted whole before training; validation and "
+        "test as they are read. `trainer.predict --nonfinite` does the same per input.",
+        default="error", choices=("error", "zero"),
+    )
     augment: list[str] = _doc(
         "Random transforms of training batches, drawn anew each epoch from `train.seed`: "
         "`rot90` (a multiple of 90 degrees; square images), `flip_left_right`, `flip_up_down`.",

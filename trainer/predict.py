@@ -23,6 +23,7 @@ import numpy as np
 from absl import flags
 
 from trainer import cli, storage
+from trainer.data.finite import Tally
 from trainer.errors import UserError
 
 FLAGS = cli.new_flags()
@@ -32,6 +33,10 @@ flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local 
                     flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1,
                      flag_values=FLAGS)
+flags.DEFINE_enum("nonfinite", "error", ["error", "zero"], "What an input with NaN or Inf "
+                  "values gets: `error` (stop with one line naming the input) or `zero` (replace "
+                  "them with 0, as `data.nonfinite: zero` does in training, and say how many).",
+                  flag_values=FLAGS)
 flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lambda layers (Python "
                   "code stored in the file) or layer classes Keras does not know, importing the "
                   "builder module its metadata names. Only for model files you trust.",
@@ -164,9 +169,15 @@ def _batches(items: Iterable[tuple[str, np.ndarray]], size: int):
         yield names, np.stack(images)
 
 
-def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256) -> Iterator[list]:
-    """One row per input: [name, class, probability, p_class...] or [name, value...]."""
+def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256,
+            tally: Optional[Tally] = None) -> Iterator[list]:
+    """One row per input: [name, class, probability, p_class...] or [name, value...]. An input
+    with NaN or Inf stops prediction, naming it, or is zeroed (`tally`'s policy; default error)
+    before the batch that holds it is predicted."""
+    tally = tally or Tally("the inputs", "error", "--nonfinite")
     for names, x in _batches(read_inputs(inputs, saved.input_shape), batch_size):
+        x = tally.scan(x, names.__getitem__, writable=True)
+        tally.check()
         out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
         for name, row in zip(names, out):
             if saved.class_names:
@@ -183,18 +194,21 @@ def format_row(row: list, classification: bool) -> str:
 
 
 def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
-        allow_unsafe: bool = False) -> int:
-    """Predict and print; returns the number of inputs."""
+        allow_unsafe: bool = False, nonfinite: str = "error") -> int:
+    """Predict and print; returns the number of inputs. Inputs with NaN or Inf stop it under
+    `nonfinite="error"` (before the CSV is written); under `zero` stderr says how many values
+    were replaced."""
     if csv_path:
         check_csv_path(csv_path)
     saved = load(model_path, allow_unsafe)
+    tally = Tally("the inputs", nonfinite, "--nonfinite")
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
         local_csv = os.path.join(tmp, "predictions.csv")
         with open(local_csv, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(saved.columns)
-            for row in predict(saved, inputs, batch_size):
+            for row in predict(saved, inputs, batch_size, tally):
                 print(format_row(row, bool(saved.class_names)), flush=False)
                 writer.writerow(row)
                 count += 1
@@ -205,6 +219,8 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
                 raise UserError(f"cannot write the predictions ({exc.strerror or exc}), "
                                 f"--csv={csv_path}, expected a file name in a folder this process "
                                 "can write to") from None
+    if tally.found:
+        print(tally.summary(), file=sys.stderr)
     return count
 
 
@@ -236,7 +252,8 @@ def predict_from_flags(inputs: list[str]) -> int:
     if not inputs:
         raise UserError("no inputs given, command line, expected image files, folders or "
                         ".npz/.npy shards after the flags")
-    count = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model)
+    count = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model,
+                FLAGS.nonfinite)
     print(f"{count} inputs predicted" + (f", written to {FLAGS.csv}" if FLAGS.csv else ""),
           file=sys.stderr)
     return 0

@@ -31,6 +31,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from trainer.config import Config
+from trainer.data.finite import Tally
 from trainer.data.source import Block, View
 from trainer.errors import StorageUnavailable, UserError
 from trainer.kerasflavor import tf
@@ -48,6 +49,7 @@ class PipelineOptions:
     block: int = 1024
     threads: int = 4
     augment: Sequence[str] = ()
+    nonfinite: str = "error"  # `data.nonfinite`: what a NaN or Inf read from the data gets
 
 
 def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> PipelineOptions:
@@ -55,7 +57,7 @@ def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> Pipeline
     d = config.data
     return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=config.train.seed,
                            window=d.shuffle_window, block=d.shuffle_block, threads=d.read_threads,
-                           augment=tuple(d.augment) if shuffle else ())
+                           augment=tuple(d.augment) if shuffle else (), nonfinite=d.nonfinite)
 
 
 def window_rows(view: View, opts: PipelineOptions) -> int:
@@ -132,10 +134,14 @@ class Buffers:
 
 
 def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
-            buffers: Optional[Buffers] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            buffers: Optional[Buffers] = None, tally: Optional[Tally] = None
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images, labels) per window, rows in the epoch's order; all windows but the last hold
     whole batches. The images are a view of a pooled buffer: do not keep it past the next window
-    unless TensorFlow holds it (which the pool sees)."""
+    unless TensorFlow holds it (which the pool sees). Each window is checked for NaN and Inf as
+    it is read (`tally`, by default one for this pass)."""
+    if tally is None:
+        tally = Tally(view.name, opts.nonfinite)
     blocks, rng = epoch_order(view, opts, epoch)
     rows, batch = window_rows(view, opts), opts.batch_size
     plan = plan_windows(blocks, rows, batch)
@@ -156,7 +162,8 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
             return x, order, reads
 
         pending = start(0) if plan else None
-        carry_x, carry_y = None, y[:0]
+        carry_x, carry_y, carry_pos = None, y[:0], np.zeros(0, np.int64)
+        read = 0
         for w, (group, carry, keep) in enumerate(plan):
             x, order, reads = pending
             for r in reads:
@@ -165,17 +172,25 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
                 x[order[:carry]] = carry_x
             labels = np.empty((len(order), *y.shape[1:]), y.dtype)
             labels[order] = np.concatenate([carry_y, *(y[b.positions] for b in group)])
-            carry_x, carry_y = x[keep:len(order)], labels[keep:]
+            positions = np.empty(len(order), np.int64)  # the view's row in each slot
+            positions[order] = np.concatenate([carry_pos, *(b.positions for b in group)])
+            # Carried rows were checked (and zeroed) in their own window: no double count.
+            tally.scan(x, view.locate, writable=True, positions=positions)
+            read += len(order) - carry
+            tally.check(read if read < len(view) else None)
+            carry_x, carry_y, carry_pos = x[keep:len(order)], labels[keep:], positions[keep:]
             pending = start(w + 1) if w + 1 < len(plan) else None  # read ahead
             yield x[:keep], labels[:keep]
             del x, order, reads
+        tally.report()
 
 
 def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: int = 0,
-                 epochs: int = 1, first_step: int = 0) -> tf.data.Dataset:
+                 epochs: int = 1, first_step: int = 0, split: str = "") -> tf.data.Dataset:
     """Batches of `epochs` epochs back to back (`steps_per_epoch` = `steps(view, opts)`), the
     first one starting at batch `first_step` (a run resumed mid-epoch gets the batches the
-    uninterrupted run would have had: same order, same augmentation)."""
+    uninterrupted run would have had: same order, same augmentation). NaN and Inf are refused
+    or zeroed as read (`opts.nonfinite`); messages call the data the `split` split."""
     if "rot90" in opts.augment and view.sample_shape[0] != view.sample_shape[1]:
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
@@ -183,9 +198,11 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     signature = (tf.TensorSpec((None, *view.sample_shape), tf.float32), label_spec)
     batch = opts.batch_size
     buffers = Buffers(view.sample_shape, window_rows(view, opts) + opts.block + batch)
+    tally = Tally(split or view.name, opts.nonfinite)  # one for all epochs: logged once
 
     def one_epoch(epoch):
-        return tf.data.Dataset.from_generator(lambda e: windows(view, y, opts, int(e), buffers),
+        return tf.data.Dataset.from_generator(lambda e: windows(view, y, opts, int(e), buffers,
+                                                                tally),
                                               args=(epoch,), output_signature=signature)
 
     def cut(x, labels):

@@ -163,6 +163,12 @@ class View:
     def sample_shape(self) -> tuple[int, ...]:
         return self.source.sample_shape
 
+    def locate(self, position: int) -> str:
+        """The file and row of the view's sample at `position`, as messages name a sample."""
+        row = int(self.rows[position])
+        shard = int(np.searchsorted(self.source.offsets, row, side="right")) - 1
+        return f"row {row - int(self.source.offsets[shard])} of {self.source.shards[shard].path}"
+
     def blocks(self, block_rows: int) -> list[Block]:
         """Consecutive runs of at most `block_rows` rows, never across a shard boundary."""
         out = []

@@ -24,6 +24,7 @@ from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
 from trainer.config import Config
 from trainer.data import Splits
+from trainer.data.finite import zeroed
 from trainer.kerasflavor import keras
 from trainer.training.fit import TrainResult
 
@@ -76,8 +77,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def image_png(image: np.ndarray, scale_to: int = 96) -> bytes:
-    """A (H, W, C) image of any range as a viewable PNG (min-max scaled, first 3 channels)."""
-    x = np.asarray(image, dtype=np.float32)
+    """A (H, W, C) image of any range as a viewable PNG (min-max scaled, first 3 channels);
+    NaN and Inf show as 0, the value `data.nonfinite: zero` gave the model."""
+    x = zeroed(np.asarray(image, dtype=np.float32))
     if x.ndim == 3 and x.shape[-1] not in (1, 3):
         x = x[..., :1]
     low, high = float(x.min()), float(x.max())

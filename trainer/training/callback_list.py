@@ -16,6 +16,7 @@ from trainer.callbacks.live_tensorboard import LiveTensorBoard
 from trainer.callbacks.preemption_backup import PreemptionBackup
 from trainer.config import Config, TrainConfig
 from trainer.data import Splits
+from trainer.data.finite import zeroed
 from trainer.kerasflavor import keras
 from trainer.storage.rundir import RunDir
 from trainer.config import monitor_mode
@@ -67,5 +68,7 @@ def histogram_logger(train: TrainConfig, splits: Splits, run: RunDir) -> Histogr
     """Histograms on one fixed training batch (the first rows, read alone), so that epochs
     compare the model and not the data."""
     probe = np.arange(min(train.batch_size, len(splits.train)))
-    return HistogramLogger(run.live_dir("tensorboard/histograms"),
-                           splits.train.view.take(probe).astype(np.float32), splits.train.y[probe])
+    # NaN and Inf as the model sees them: zeroed (data.nonfinite: zero); under `error` training
+    # stops at them before any histogram is written.
+    x = zeroed(splits.train.view.take(probe).astype(np.float32))
+    return HistogramLogger(run.live_dir("tensorboard/histograms"), x, splits.train.y[probe])

@@ -18,6 +18,7 @@ from trainer.config import Config
 from trainer.data import Splits
 from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, pipeline_options,
                                    steps, window_rows)
+from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
@@ -63,12 +64,12 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                                        standardization_stats(config, splits, train_opts))
     steps_per_epoch = steps(splits.train.view, train_opts)
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
-    val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts)
+    val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts, split="val")
     callbacks = fit_callbacks(config, splits, run, store, steps_per_epoch, sigterm,
                               extra_callbacks)
     fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks, sigterm)
     best_epoch = restore_best_epoch(config, store, strategy)
-    test_ds = make_dataset(splits.test.view, splits.test.y, eval_opts)
+    test_ds = make_dataset(splits.test.view, splits.test.y, eval_opts, split="test")
     metrics = evaluate(store.model, {"val": val_ds, "test": test_ds})
     predictions = predict(store.model, test_ds)
     return TrainResult(model=store.model, history=list(store.state["history"]),
@@ -82,11 +83,26 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
 def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
                           ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """Per-channel mean and variance of the training split, in one streaming pass, for the
-    model's standardise layer (which stores them); (None, None) without `data.standardize`."""
+    model's standardise layer (which stores them); (None, None) without `data.standardize`.
+    The pass sees every training value, so it counts NaN and Inf over the whole split and stops
+    before training under `data.nonfinite: error` (or computes the statistics of the zeroed
+    data that training will see)."""
     if not config.data.standardize:
         return None, None
-    chunks = splits.train.view.iter_chunks(window_rows(splits.train.view, opts))
-    return channel_stats(x for x, _ in chunks)
+    view = splits.train.view
+    tally = Tally("train", config.data.nonfinite)
+
+    def checked():
+        at = 0
+        for x, _ in view.iter_chunks(window_rows(view, opts)):
+            x = tally.scan(x, lambda i, start=at: view.locate(start + i))
+            at += len(x)
+            if tally.policy == "zero" or not tally.found:  # counting goes on; statistics stop
+                yield x
+
+    stats = channel_stats(checked())
+    tally.check()
+    return stats
 
 
 def build_and_restore(config: Config, splits: Splits, run: RunDir,
@@ -118,7 +134,7 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
         log.info("already trained %d of %d epochs; evaluating only", start.epoch, t.epochs)
         return
     train_ds = make_dataset(splits.train.view, splits.train.y, train_opts, first_epoch=start.epoch,
-                            epochs=t.epochs - start.epoch, first_step=start.step)
+                            epochs=t.epochs - start.epoch, first_step=start.step, split="train")
     fitting = sigterm.deferred() if sigterm is not None else contextlib.nullcontext()
     with data_errors(), fitting:
         store.model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
