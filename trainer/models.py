@@ -261,10 +261,11 @@ def _check_shapes(body: keras.Model, config: Config, input_shape: tuple, num_out
         raise UserError(f"model {config.model.name!r} takes inputs of shape {got_in}, model.name, "
                         f"expected (None, {', '.join(map(str, input_shape))}) as the data's samples")
     if not isinstance(got_out, tuple) or tuple(got_out) != (None, num_outputs):
-        what = "classes" if config.task == "classification" else "targets"
+        what = "class" if config.task == "classification" else "target"
         raise UserError(f"model {config.model.name!r} outputs shape {got_out}, model.name, "
-                        f"expected (None, {num_outputs}): one value per {what[:-1]} "
-                        f"({num_outputs} {what} for task={config.task})")
+                        f"expected (None, {num_outputs}): one value per {what} "
+                        f"({num_outputs} {what}{'es' if what == 'class' else 's'} for "
+                        f"task={config.task})")
     params = body.count_params()
     memory.check_fits(16 * params, f"model {config.model.name!r} of {params} parameters "
                       "(weights, gradients and Adam's two moments)", "model")
