@@ -167,11 +167,15 @@ class TrainConfig:
     )
     loss: Optional[str] = _doc(
         "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
-        "classification, `rmse` for regression).",
+        "classification, `rmse` for regression). It must fit the task's labels: class indices "
+        "for classification (the sparse cross-entropy), numbers for regression (`mse`, `mae`, "
+        "`huber`, ...).",
         default=None,
     )
     metrics: Optional[list[str]] = _doc(
-        "Metric names; empty means the task's default (`accuracy`, or `mse` and `mae`).",
+        "Metric names; empty means the task's default (`accuracy`, or `mse` and `mae`). Like "
+        "`loss`, each must fit the task's labels (`accuracy`, `sparse_top_k_categorical_accuracy` "
+        "for classification; `mse`, `mae`, `RootMeanSquaredError`, ... for regression).",
         default=None,
     )
     early_stopping_patience: int = _doc(
@@ -242,7 +246,9 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = _doc(
-        "The run's name. Re-running the same name in the same output dir resumes it.",
+        "The run's name and the name of its folder: 1 to 128 letters, digits, `.`, `_` or `-`, "
+        "starting with a letter, digit or `_` (e.g. `run-01`). Re-running the same name in the "
+        "same output dir resumes it.",
         default="demo", pattern=r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", example="run-01",
     )
     task: str = _doc(
