@@ -365,3 +365,20 @@ def test_losses_and_metrics_must_fit_the_task_and_its_labels(task, train, key, n
     labels = "class indices" if task == "classification" else "numbers"
     assert str(exc.value).startswith(f"invalid value '{name}' for '{key}', c.yaml, expected one of ")
     assert str(exc.value).endswith(f" for task={task} (labels are {labels})")
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.lists(st.integers(0, 30), min_size=4, max_size=4), st.booleans())
+def test_rows_load_exactly_when_no_sample_is_in_two_splits(bounds, same_file):
+    val, test = sorted(bounds[:2]), sorted(bounds[2:])
+    if val[0] == val[1] or test[0] == test[1]:
+        return
+    data = {"format": "npz", "train": "t.npz", "val_rows": val, "test_rows": test,
+            **({} if same_file else {"test": "other.npz"})}
+    shared = same_file and set(range(*val)) & set(range(*test))
+    try:
+        config.from_dict({"data": data})
+    except UserError as exc:
+        assert shared and "overlap" in str(exc)
+        return
+    assert not shared
