@@ -1,9 +1,12 @@
 import glob
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainer import config
 from trainer.errors import UserError
@@ -46,6 +49,13 @@ BROKEN_RULES = {
     "row range": (["data.train_rows=[5, 2]"],
                   r"invalid row range \[5, 2\], data.train_rows, .*expected \[start, stop\) "
                   "with 0 <= start < stop"),
+    "overlapping rows": (["data.val=null", "data.test=null", "data.val_rows=[0, 10]",
+                          "data.test_rows=[5, 20]"],
+                         r"data.val_rows \[0, 10\] and data.test_rows \[5, 20\] overlap, .*expected "
+                         "disjoint row ranges"),
+    "a loss of one-hot labels": (["train.loss=categorical_crossentropy"],
+                                 r"invalid value 'categorical_crossentropy' for 'train.loss', .*for "
+                                 r"task=.* \(labels are "),
     "class weights of a regression": (["task=regression", "train.metrics=null",
                                        "train.monitor=val_loss", "train.class_weight=balanced"],
                                       r"'train.class_weight', .*expected none for "
@@ -87,7 +97,8 @@ def test_monitor_typo_ends_the_command_before_any_data_is_read(tmp_path):
     ({"task": "regression"}, "val_mae"),
     ({"task": "regression", "train": {"loss": "mse", "metrics": ["RootMeanSquaredError"]}},
      "val_root_mean_squared_error"),  # as tf-keras names a metric given by its class
-    ({"train": {"metrics": ["accuracy", "AUC"]}}, "val_auc"),
+    ({"train": {"metrics": ["accuracy", "SparseTopKCategoricalAccuracy"]}},
+     "val_sparse_top_k_categorical_accuracy"),
 ])
 def test_monitor_may_name_any_quantity_the_task_logs(raw, monitor):
     raw = {**raw, "train": {**raw.get("train", {}), "monitor": monitor}}
@@ -104,9 +115,11 @@ def test_the_config_fills_in_the_defaults_it_uses(task, loss, metrics):
     assert None not in config.parse_yaml(cfg.to_yaml(), "written")["train"].values()
     assert config.from_dict(config.parse_yaml(cfg.to_yaml(), "again")) == cfg
     # what the user gave stays as given
-    given = config.from_dict({"task": task, "train": {"loss": "mae", "metrics": ["mse"]},
+    loss, metric = config.TASK_LOSSES[task][-1], config.TASK_METRICS[task][-1]
+    given = config.from_dict({"task": task, "train": {"loss": loss, "metrics": [metric],
+                                                      "monitor": "loss"},
                               "data": {"image_size": [8, 12]}})
-    assert (given.train.loss, given.train.metrics, given.data.image_size) == ("mae", ["mse"], [8, 12])
+    assert (given.train.loss, given.train.metrics, given.data.image_size) == (loss, [metric], [8, 12])
 
 
 def test_image_size_decided_by_the_data_is_recorded():
@@ -213,3 +226,159 @@ def test_docs_reference_matches_the_config_classes():
     assert config.reference_markdown() in reference, (
         "docs/reference.md's configuration reference is stale: paste `python -c 'from trainer import "
         "config; print(config.reference_markdown())'` into it")
+
+
+# ----------------------------------------------------------------------------------------------
+# Bounds: a value no machine can hold or no run can finish ends the command when loaded.
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"train": {"batch_size": 2 * 10**8}}, "'train.batch_size', c.yaml, expected <= 65536"),
+    ({"data": {"samples_per_class": 2 * 10**9}}, "'data.samples_per_class', c.yaml, expected <= "),
+    ({"data": {"image_size": [10**5, 10**5]}}, "'data.image_size', c.yaml, expected <= 16384"),
+    ({"data": {"image_size": [8, 10**5]}}, "'data.image_size', c.yaml, expected <= 16384"),
+    ({"model": {"layer_param": 10**8}}, "'model.layer_param', c.yaml, expected <= 512"),
+    ({"train": {"epochs": 10**21}}, "'train.epochs', c.yaml, expected <= "),
+    ({"train": {"seed": 2**32}}, "'train.seed', c.yaml, expected <= 4294967295"),
+    ({"train": {"seed": 2**64}}, "'train.seed', c.yaml, expected <= 4294967295"),
+    ({"data": {"shuffle_window": 10**12}}, "'data.shuffle_window', c.yaml, expected <= "),
+    ({"data": {"read_threads": 10**6}}, "'data.read_threads', c.yaml, expected <= 256"),
+])
+def test_sizes_beyond_any_machine_are_refused_when_loaded(raw, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        config.from_dict(raw, "c.yaml")
+
+
+def test_the_largest_allowed_seed_loads():
+    assert config.from_dict({"train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# `name` is one path component inside the output folder.
+
+NAME_EXPECTED = ("expected 1 to 128 letters, digits, '.', '_' or '-', starting with a letter, "
+                 "digit or '_' (e.g. run-01)")
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "/abs/x", "x" * 300, "a\x00b", "", ".", "..",
+                                  ".hidden", "a\\b", "a b", "-rf", "é", "x" * 129])
+def test_names_that_are_not_one_safe_path_component(name):
+    with pytest.raises(UserError) as exc:
+        config.from_dict({"name": name}, "c.yaml")
+    assert "for 'name', c.yaml, " + NAME_EXPECTED in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.text(max_size=140) | st.from_regex(r"[A-Za-z0-9._/-]{0,8}", fullmatch=True))
+def test_any_accepted_name_stays_inside_the_output_folder(name):
+    try:
+        cfg = config.from_dict({"name": name})
+    except UserError as exc:
+        assert NAME_EXPECTED in str(exc)
+        return
+    root = "/runs"
+    joined = os.path.normpath(os.path.join(root, cfg.name))
+    assert os.path.dirname(joined) == root and os.path.basename(joined) == cfg.name
+    assert 1 <= len(cfg.name) <= 128 and not cfg.name.startswith(".")
+
+
+def test_a_bad_name_on_the_command_line_writes_nothing(tmp_path):
+    out = tmp_path / "out" / "runs"
+    proc = run_cli("--set", "name=../escaped", "--output_dir", str(out))
+    assert proc.returncode == 2
+    line = error_line(proc.stderr)
+    assert line == "error: invalid value '../escaped' for 'name', --set, " + NAME_EXPECTED
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Config that cannot fail late: keys given twice, overlapping rows, losses of the other task.
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: a\nname: b\n", "duplicate key 'name' on lines 1 and 2"),
+    ("train:\n  epochs: 3\n  batch_size: 8\n  epochs: 30\n", "duplicate key 'epochs' on lines 2 and 4"),
+    ("train: {seed: 1}\ndata: {}\ntrain: {seed: 2}\n", "duplicate key 'train' on lines 1 and 3"),
+    ("model:\n  params: {1: a, 1: b}\n", "duplicate key 1 on lines 2 and 2"),
+])
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as exc:
+        config.load(str(path))
+    assert str(exc.value) == f"{expected}, {path}, expected each key once (YAML keeps only the last)"
+
+
+def test_merged_keys_may_still_be_overridden():
+    text = "base: &b {epochs: 3, batch_size: 8}\ntrain:\n  <<: *b\n  epochs: 4\n"
+    assert config.parse_yaml(text, "c.yaml")["train"] == {"epochs": 4, "batch_size": 8}
+
+
+def test_a_key_given_twice_on_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  epochs: 1\n  epochs: 100\n")
+    proc = run_cli("--config", str(path), "--output_dir", str(tmp_path / "out"))
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert error_line(proc.stderr) == (f"error: duplicate key 'epochs' on lines 3 and 4, {path}, "
+                                       "expected each key once (YAML keeps only the last)")
+
+
+@pytest.mark.parametrize("data, overlap", [
+    ({"val_rows": [0, 10], "test_rows": [5, 20]}, "data.val_rows [0, 10] and data.test_rows [5, 20]"),
+    ({"val_rows": [0, 10], "test_rows": [0, 10]}, "data.val_rows [0, 10] and data.test_rows [0, 10]"),
+    ({"train_rows": [0, 100], "test_rows": [99, 120]},
+     "data.train_rows [0, 100] and data.test_rows [99, 120]"),
+    ({"val": "v.npz", "test": "v.npz", "val_rows": [3, 9], "test_rows": [0, 4]},
+     "data.val_rows [3, 9] and data.test_rows [0, 4]"),
+])
+def test_overlapping_row_ranges_of_the_same_files_are_refused(data, overlap):
+    raw = {"data": {"format": "npz", "train": "t.npz", **data}}
+    with pytest.raises(UserError) as exc:
+        config.from_dict(raw, "c.yaml")
+    assert str(exc.value).startswith(f"{overlap} overlap, c.yaml, expected disjoint row ranges")
+
+
+@pytest.mark.parametrize("data", [
+    {"val_rows": [0, 10], "test_rows": [10, 20]},
+    {"val": "v.npz", "val_rows": [0, 10], "test_rows": [5, 20]},  # rows of different files
+    {"train_rows": [0, 100], "val_rows": [100, 120], "test_rows": [120, 130]},
+])
+def test_disjoint_row_ranges_load(data):
+    config.from_dict({"data": {"format": "npz", "train": "t.npz", **data}})
+
+
+@pytest.mark.parametrize("task, train, key, name", [
+    ("classification", {"loss": "categorical_crossentropy"}, "train.loss", "categorical_crossentropy"),
+    ("classification", {"loss": "mse"}, "train.loss", "mse"),
+    ("classification", {"loss": "binary_crossentropy"}, "train.loss", "binary_crossentropy"),
+    ("classification", {"metrics": ["auc"]}, "train.metrics", "auc"),
+    ("classification", {"metrics": ["accuracy", "precision_at_k"]}, "train.metrics", "precision_at_k"),
+    ("classification", {"metrics": ["mae"]}, "train.metrics", "mae"),
+    ("regression", {"loss": "sparse_categorical_crossentropy"}, "train.loss",
+     "sparse_categorical_crossentropy"),
+    ("regression", {"metrics": ["accuracy"]}, "train.metrics", "accuracy"),
+])
+def test_losses_and_metrics_must_fit_the_task_and_its_labels(task, train, key, name):
+    with pytest.raises(UserError) as exc:
+        config.from_dict({"task": task, "train": {**train, "monitor": "loss"}}, "c.yaml")
+    labels = "class indices" if task == "classification" else "numbers"
+    assert str(exc.value).startswith(f"invalid value '{name}' for '{key}', c.yaml, expected one of ")
+    assert str(exc.value).endswith(f" for task={task} (labels are {labels})")
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.lists(st.integers(0, 30), min_size=4, max_size=4), st.booleans())
+def test_rows_load_exactly_when_no_sample_is_in_two_splits(bounds, same_file):
+    val, test = sorted(bounds[:2]), sorted(bounds[2:])
+    if val[0] == val[1] or test[0] == test[1]:
+        return
+    data = {"format": "npz", "train": "t.npz", "val_rows": val, "test_rows": test,
+            **({} if same_file else {"test": "other.npz"})}
+    shared = same_file and set(range(*val)) & set(range(*test))
+    try:
+        config.from_dict({"data": data})
+    except UserError as exc:
+        assert shared and "overlap" in str(exc)
+        return
+    assert not shared

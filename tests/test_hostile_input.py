@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import re
 import struct
 import sys
+import subprocess
 import tempfile
 import textwrap
 import tracemalloc
@@ -30,7 +32,7 @@ from trainer.data import images, npyfile, readers, tfrecords
 from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
 
-from conftest import error_line, run_cli
+from conftest import ROOT, error_line, run_cli
 
 
 def _train_cli(tmp_path, *overrides, config_path=None):
@@ -832,3 +834,200 @@ def test_fuzz_tfrecord_parsing(content, compress):
         return
     event("accepted")
     assert x.shape == (shard.count, *shard.sample_shape) and len(shard.labels) == shard.count
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes checked before memory is spent: each case runs in a fresh interpreter under an address
+# space limit, so a regression fails the test instead of taking the machine.
+
+MEMORY_LIMIT = 6 << 30  # bytes of address space: TensorFlow starts, no bomb fits
+
+
+def _under_memory_limit(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `code` (a script; `args` as sys.argv[1:]) in a fresh interpreter under MEMORY_LIMIT."""
+    prelude = ("import resource, sys\n"
+               f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=ROOT)
+
+
+_CLI = "import runpy\nsys.argv[0] = 'trainer.task'\nrunpy.run_module('trainer.task', run_name='__main__')\n"
+_READ = textwrap.dedent("""
+    from trainer.config import DataConfig
+    from trainer.data import images, readers
+    from trainer.errors import UserError
+    try:
+        getattr(readers, sys.argv[1])([sys.argv[2]], DataConfig(format=sys.argv[3]), images.ImageSpec())
+    except UserError as exc:
+        print(exc)
+    """)
+
+
+def _sparse_npy(path, shape, dtype="<i8") -> None:
+    """An .npy file declaring `shape`, all of it present as a hole (a sparse file)."""
+    header = _npy_header(shape, dtype)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + math.prod(shape) * np.dtype(dtype).itemsize)
+
+
+def test_memory_available_is_the_least_of_machine_cgroup_and_address_space():
+    proc = _under_memory_limit("from trainer.runtime import memory\nprint(memory.available())")
+    assert proc.returncode == 0 and int(proc.stdout) == MEMORY_LIMIT, proc.stderr
+
+
+@pytest.mark.parametrize("shape", [(64, 2**33)])
+def test_a_label_array_declaring_more_than_memory_is_refused_before_reading(tmp_path, shape):
+    _sparse_npy(tmp_path / "x.npy", (shape[0], 1, 1), "|u1")
+    _sparse_npy(tmp_path / "y.npy", shape)
+    proc = _under_memory_limit(_READ, "read_npy", str(tmp_path / "x.npy"), "npy")
+    nbytes = math.prod(shape) * 8
+    assert proc.stdout.strip() == (
+        f"array of shape {shape} and int64 needs {nbytes} bytes ({nbytes / 2**30:.3g} GiB), "
+        f"{tmp_path}/y.npy, expected at most the {MEMORY_LIMIT} bytes (6 GiB) of memory "
+        "available"), proc.stderr[-2000:]
+
+
+def test_an_hdf5_label_dataset_declaring_more_than_memory_is_refused(tmp_path):
+    with h5py.File(tmp_path / "big.h5", "w") as f:
+        f["x"] = np.zeros((64, 2, 2), np.float32)
+        f.create_dataset("y", shape=(64, 10**9), dtype="f8", chunks=(1, 2**16))
+    proc = _under_memory_limit(_READ, "read_hdf5", str(tmp_path / "big.h5"), "hdf5")
+    assert proc.stdout.strip().startswith(
+        "dataset 'y' of shape (64, 1000000000) and float64 needs 512000000000 bytes (477 GiB), "
+        f"{tmp_path}/big.h5, expected at most the {MEMORY_LIMIT} bytes"), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.image_size=[16384, 16384]"],
+     "train.batch_size 32 of samples (16384, 16384, 3) in float32 needs 103079215104 bytes (96 GiB), "
+     "data.image_size, train.batch_size, expected at most"),
+    (["data.samples_per_class=1000000"],
+     "3000000 generated RGB images of size [32, 32] (twice, while stacked) needs 18432000000 bytes "
+     "(17.2 GiB), data.samples_per_class, data.image_size, expected at most"),
+])
+def test_sizes_the_config_implies_are_checked_against_memory_on_the_command_line(
+        tmp_path, overrides, expected):
+    out = tmp_path / "runs"
+    args = ["--set", "name=bad", "--set", "model.name=tiny_cnn", "--set", "train.epochs=1",
+            "--output_dir", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    proc = _under_memory_limit(_CLI, *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_line(proc.stderr).startswith("error: " + expected)
+    assert not out.exists() or not os.listdir(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# User builders (`model.name: module:function`) are checked once, before the first epoch.
+
+USER_NETS = textwrap.dedent("""
+    from trainer.kerasflavor import keras
+
+    def _net(input_shape, head):
+        return keras.Sequential([keras.Input(shape=input_shape), *head])
+
+    def one_output(input_shape, num_outputs):
+        return _net(input_shape, [keras.layers.Flatten(), keras.layers.Dense(1)])
+
+    def spatial(input_shape, num_outputs):
+        return _net(input_shape, [keras.layers.Conv2D(num_outputs, 1)])
+
+    def fixed_input(input_shape, num_outputs):
+        return _net((4, 4, 1), [keras.layers.Flatten(), keras.layers.Dense(num_outputs)])
+
+    def two_heads(input_shape, num_outputs):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Flatten()(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(num_outputs)(x), keras.layers.Dense(1)(x)])
+
+    def no_arguments():
+        return None
+
+    def fails(input_shape, num_outputs):
+        raise RuntimeError("out of ideas")
+
+    def any_size(input_shape, num_outputs):
+        return _net((None, None, input_shape[-1]), [keras.layers.GlobalAveragePooling2D(),
+                                                    keras.layers.Dense(num_outputs)])
+
+    NOT_A_FUNCTION = 5
+
+    class Net:
+        def __init__(self, input_shape, num_outputs):
+            pass
+    """)
+
+
+@pytest.fixture(scope="module")
+def user_nets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_nets")
+    (folder / "user_nets.py").write_text(USER_NETS)
+    (folder / "broken_nets.py").write_text("def build(input_shape, num_outputs)\n    return 1\n")
+    (folder / "raising_nets.py").write_text("raise RuntimeError('no GPU here')\n")
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("user_nets:one_output", "model 'user_nets:one_output' outputs shape (None, 1), model.name, "
+                             "expected (None, 2): one value per class (2 classes for "
+                             "task=classification)"),
+    ("user_nets:spatial", "model 'user_nets:spatial' outputs shape (None, 8, 8, 2), model.name, "
+                          "expected (None, 2)"),
+    ("user_nets:two_heads", "model 'user_nets:two_heads' outputs shape [(None, 2), (None, 1)], "
+                            "model.name, expected (None, 2)"),
+    ("user_nets:fixed_input", "model 'user_nets:fixed_input' takes inputs of shape (None, 4, 4, 1), "
+                              "model.name, expected (None, 8, 8, 1) as the data's samples"),
+    ("user_nets:no_arguments", "model 'user_nets:no_arguments' cannot be built for input shape "
+                               "(8, 8, 1) (no_arguments() takes 0 positional arguments but 2 were "
+                               "given), model.name"),
+    ("user_nets:fails", "model 'user_nets:fails' cannot be built for input shape (8, 8, 1) (out of "
+                        "ideas), model.name"),
+    ("user_nets:NOT_A_FUNCTION", "user_nets has no function 'NOT_A_FUNCTION', "
+                                 "model.name=user_nets:NOT_A_FUNCTION, expected a function"),
+    ("user_nets:Net", "user_nets has no function 'Net', model.name=user_nets:Net, expected a function"),
+    ("os:system", "os has no function 'system', model.name=os:system, expected a function"),
+    ("builtins:print", "builtins has no function 'print', model.name=builtins:print"),
+    (":foo", "model.name ':foo' is not package.module:function, model.name, expected e.g. "
+             "mypackage.nets:build"),
+    (".foo:bar", "model.name '.foo:bar' is not package.module:function"),
+    ("user_nets:", "model.name 'user_nets:' is not package.module:function"),
+    ("a b:c", "model.name 'a b:c' is not package.module:function"),
+    ("user_nets:one_output:x", "model.name 'user_nets:one_output:x' is not package.module:function"),
+    ("broken_nets:build", "cannot import 'broken_nets' (SyntaxError: expected ':' "),
+    ("raising_nets:build", "cannot import 'raising_nets' (RuntimeError: no GPU here), "
+                           "model.name=raising_nets:build, expected a module that imports cleanly"),
+])
+def test_user_builders_that_cannot_serve_are_refused_before_training(user_nets, name, expected):
+    from trainer import models
+
+    cfg = config.from_dict({"model": {"name": name}})
+    with pytest.raises(UserError) as exc:
+        models.build_model(cfg, (8, 8, 1), 2)
+    assert str(exc.value).startswith(expected) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_a_user_builder_of_any_input_size_is_accepted(user_nets):
+    from trainer import models
+
+    model = models.build_model(config.from_dict({"model": {"name": "user_nets:any_size"}}),
+                               (8, 8, 1), 3)
+    assert model.output_shape == (None, 3)
+
+
+def test_a_user_builder_of_the_wrong_width_writes_nothing_on_the_command_line(user_nets, tmp_path):
+    x = np.zeros((40, 8, 8), np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 2)
+    proc = run_cli("--set", "name=bad", "--set", "model.name=user_nets:one_output", "--set",
+                   "train.epochs=1", "--set", "data.format=npz", "--set",
+                   f"data.train={tmp_path}/d.npz", "--output_dir", str(tmp_path / "runs"),
+                   env={"PYTHONPATH": f"{user_nets}:{os.environ.get('PYTHONPATH', '')}"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_line(proc.stderr) == (
+        "error: model 'user_nets:one_output' outputs shape (None, 1), model.name, expected "
+        "(None, 2): one value per class (2 classes for task=classification)")
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -115,6 +115,5 @@ def test_model_name_errors(monkeypatch, tmp_path):
     cfg = config.from_dict({"model": {"name": "hexagonal_cnn"}})
     with pytest.raises(UserError, match=r"cannot be built for input shape \(8, 8, 1\)"):
         models.build_model(cfg, (8, 8, 1), 2)
-    cfg = config.from_dict({"train": {"loss": "mean_squared_eror"}})
-    with pytest.raises(UserError, match="unknown name 'mean_squared_eror', train.loss"):
-        models.compile_model(models.build_model(cfg, (16, 16, 1), 2), cfg)
+    with pytest.raises(UserError, match="invalid value 'mean_squared_eror' for 'train.loss'"):
+        config.from_dict({"task": "regression", "train": {"loss": "mean_squared_eror"}})

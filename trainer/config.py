@@ -103,7 +103,7 @@ class DataConfig:
     image_size: Optional[list[int]] = _doc(
         "`[height, width]` that images from files (`image_folder`, `csv`, PNG TFRecords) are "
         "resized to; empty means the first image's size. Also the size of the generated `shapes` "
-        "(empty: 32x32).", default=None, length=2, min=1
+        "(empty: 32x32).", default=None, length=2, min=1, max=16384
     )
     color: str = _doc(
         "Channels of images from files: `grey` (1), `rgb` (3) or `auto` (as the first image).",
@@ -120,16 +120,16 @@ class DataConfig:
     shuffle_window: int = _doc(
         "Samples shuffled together: the pipeline reads this many samples (as random blocks from "
         "all shards), permutes them, and batches. Bounds the pipeline's memory.",
-        default=16384, min=1,
+        default=16384, min=1, max=10_000_000,
     )
     shuffle_block: int = _doc(
         "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
-        "(remote storage likes large reads).", default=1024, min=1,
+        "(remote storage likes large reads).", default=1024, min=1, max=1_000_000,
     )
     read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
-                             default=4, min=1)
+                             default=4, min=1, max=256)
     samples_per_class: int = _doc(
-        "Number of generated `shapes` images per class.", default=400, min=1
+        "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
 
 
@@ -147,7 +147,7 @@ class ModelConfig:
     )
     layer_param: Optional[int] = _doc(
         "Width multiplier of `raccoon` and `penguin` (feature maps of the first layer).",
-        default=None, min=1,
+        default=None, min=1, max=512,
     )
     params: dict = _doc(
         "Extra keyword arguments passed to the builder (for your own `module:function`).",
@@ -159,14 +159,15 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _doc(
         "Total epochs. A re-run of the same `name` continues from its last checkpoint up to this.",
-        default=10, min=1,
+        default=10, min=1, max=100_000,
     )
     batch_size: int = _doc(
         "Samples per batch on each replica; the global batch is this times the replicas in sync.",
-        default=32, min=1)
+        default=32, min=1, max=65_536)
     learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True)
     seed: int = _doc(
-        "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0
+        "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0,
+        max=2**32 - 1,
     )
     deterministic: bool = _doc(
         "Use deterministic TensorFlow ops, so a CPU run with the same seed repeats exactly.",
@@ -174,16 +175,20 @@ class TrainConfig:
     )
     loss: Optional[str] = _doc(
         "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
-        "classification, `rmse` for regression).",
+        "classification, `rmse` for regression). It must fit the task's labels: class indices "
+        "for classification (the sparse cross-entropy), numbers for regression (`mse`, `mae`, "
+        "`huber`, ...).",
         default=None,
     )
     metrics: Optional[list[str]] = _doc(
-        "Metric names; empty means the task's default (`accuracy`, or `mse` and `mae`).",
+        "Metric names; empty means the task's default (`accuracy`, or `mse` and `mae`). Like "
+        "`loss`, each must fit the task's labels (`accuracy`, `sparse_top_k_categorical_accuracy` "
+        "for classification; `mse`, `mae`, `RootMeanSquaredError`, ... for regression).",
         default=None,
     )
     early_stopping_patience: int = _doc(
         "Stop after this many epochs without improvement of `monitor`; 0 turns it off.",
-        default=5, min=0,
+        default=5, min=0, max=100_000,
     )
     monitor: str = _doc(
         "The quantity for early stopping and best-model selection.", default="val_loss"
@@ -222,7 +227,7 @@ class TrainConfig:
         "Besides the backup saved when the job is preempted (SIGTERM), also back up the "
         "training state every so many steps, for machines that may die without warning; 0: "
         "only on preemption (a killed run then resumes from its last epoch).",
-        default=0, min=0,
+        default=0, min=0, max=10**12,
     )
     histograms: bool = _doc(
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
@@ -249,8 +254,10 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = _doc(
-        "The run's name. Re-running the same name in the same output dir resumes it.",
-        default="demo",
+        "The run's name and the name of its folder: 1 to 128 letters, digits, `.`, `_` or `-`, "
+        "starting with a letter, digit or `_` (e.g. `run-01`). Re-running the same name in the "
+        "same output dir resumes it.",
+        default="demo", pattern=r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", example="run-01",
     )
     task: str = _doc(
         "`classification` or `regression`; picks the head, loss and metrics.",
@@ -318,10 +325,37 @@ _YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionE
 MAX_VALUES = 10_000
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(f"duplicate key {_shown(key)} on lines {first} and {second}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:  # the mapping's own keys, before merges (`<<`) join them
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class says so
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def _safe_load(text: str, source: str, what: str) -> Any:
-    """`yaml.safe_load`, with every way it fails, and alias bombs, as UserError."""
+    """`yaml.safe_load`, with every way it fails, duplicate keys and alias bombs, as UserError."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise UserError(f"{exc}, {source}, expected each key once (YAML keeps only the last)"
+                        ) from None
     except _YAML_ERRORS as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -434,6 +468,10 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
         raise _invalid(value, key, source, f"{length} values")
     for item in value if isinstance(value, list) else [value]:
         _check_range(item, meta, key, source)
+    pattern = meta.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise _invalid(value, key, source, f"1 to 128 letters, digits, '.', '_' or '-', starting "
+                       f"with a letter, digit or '_' (e.g. {meta['example']})")
     return value
 
 
@@ -597,6 +635,21 @@ def _row_ranges_are_ranges(cfg: Config, source: str) -> None:
 
 
 @_rule
+def _row_ranges_do_not_overlap(cfg: Config, source: str) -> None:
+    d = cfg.data
+    # Rows of the same files: `val_rows`/`test_rows` without their own path are rows of `train`.
+    ranges = [(k, getattr(d, k) if k == "train" else (getattr(d, k) or d.train),
+               getattr(d, f"{k}_rows")) for k in ("train", "val", "test")]
+    for i, (a, files_a, rows_a) in enumerate(ranges):
+        for b, files_b, rows_b in ranges[i + 1:]:
+            if (rows_a is not None and rows_b is not None and files_a == files_b
+                    and rows_a[0] < rows_b[1] and rows_b[0] < rows_a[1]):
+                raise UserError(f"data.{a}_rows {rows_a} and data.{b}_rows {rows_b} overlap, "
+                                f"{source}, expected disjoint row ranges (no sample in both "
+                                f"{a} and {b})")
+
+
+@_rule
 def _carved_splits_leave_rows(cfg: Config, source: str) -> None:
     d = cfg.data
     carved = carved_splits(d)
@@ -625,6 +678,42 @@ def _class_weight_needs_classes(cfg: Config, source: str) -> None:
     if cfg.train.class_weight != "none" and cfg.task != "classification":
         raise _invalid(cfg.train.class_weight, "train.class_weight", source,
                        f"none for task={cfg.task} (only classes are weighed)")
+
+
+# Losses and metrics that fit each task's labels and outputs: classification trains on class
+# indices (integers) against softmax probabilities, regression on numbers against numbers.
+# Anything else fails inside `fit` (`categorical_crossentropy` wants one-hot labels, `auc` and
+# `precision_at_k` want binary or ranked labels) or trains the wrong thing silently (`mse` on
+# class indices).
+TASK_LOSSES = {
+    "classification": ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"),
+    "regression": ("rmse", "mse", "mae", "mape", "msle", "huber", "log_cosh", "logcosh",
+                   "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+                   "mean_squared_logarithmic_error", "MeanSquaredError", "MeanAbsoluteError",
+                   "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError", "Huber", "LogCosh"),
+}
+TASK_METRICS = {
+    "classification": ("accuracy", "acc", "sparse_categorical_accuracy",
+                       "sparse_top_k_categorical_accuracy", "sparse_categorical_crossentropy",
+                       "SparseCategoricalAccuracy", "SparseTopKCategoricalAccuracy",
+                       "SparseCategoricalCrossentropy"),
+    "regression": ("mse", "mae", "mape", "msle", "mean_squared_error", "mean_absolute_error",
+                   "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
+                   "log_cosh", "logcosh", "MeanSquaredError", "MeanAbsoluteError",
+                   "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
+                   "RootMeanSquaredError", "LogCoshError"),
+}
+
+
+@_rule
+def _loss_and_metrics_fit_the_task(cfg: Config, source: str) -> None:
+    for key, value, allowed in (("train.loss", [cfg.train.loss], TASK_LOSSES[cfg.task]),
+                                ("train.metrics", cfg.train.metrics, TASK_METRICS[cfg.task])):
+        for name in value or ():
+            if name not in allowed:
+                raise _invalid(name, key, source, f"one of {', '.join(allowed)} for "
+                               f"task={cfg.task} (labels are "
+                               f"{'class indices' if cfg.task == 'classification' else 'numbers'})")
 
 
 @_rule

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
 from trainer import storage
 from trainer.outputs import artifacts
-from trainer.runtime import devices
+from trainer.runtime import devices, memory
 from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.data import groups, load_splits
@@ -49,7 +50,11 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     strategy = devices.choose_strategy(config.train.strategy, platform)
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     devices.seed_everything(config.train.seed, config.train.deterministic)
+    if config.data.image_size is not None:  # before any image is decoded to that size
+        channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
+        _check_batch(config, (*config.data.image_size, channels), "data.image_size")
     splits = load_splits(config)
+    _check_batch(config, tuple(splits.input_shape), "the data")
     summary = splits.summary()
     log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
              len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
@@ -84,6 +89,14 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     # A non-chief's own files are gone with its staging folder; the run is the chief's.
     return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
                      metrics=result.metrics)
+
+
+def _check_batch(config: Config, sample_shape: tuple, where: str) -> None:
+    """One batch of float32 samples must fit in memory (the pipeline holds a few)."""
+    size = config.train.batch_size
+    memory.check_fits(size * math.prod(sample_shape) * 4,
+                      f"train.batch_size {size} of samples {sample_shape} in float32",
+                      f"{where}, train.batch_size")
 
 
 def _platform_callbacks(config: Config, platform: Platform) -> list:

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainer.config import DEFAULT_LOSS, Config
 from trainer.errors import UserError
+from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
 
 layers = keras.layers
@@ -154,13 +155,20 @@ def resolve_builder(name: str) -> Builder:
     """A registered name, or `package.module:function` imported from the user's code."""
     if ":" in name:
         module_name, _, attr = name.partition(":")
+        if not (attr.isidentifier() and all(p.isidentifier() for p in module_name.split("."))):
+            raise UserError(f"model.name {name!r} is not package.module:function, model.name, "
+                            "expected e.g. mypackage.nets:build")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UserError(f"cannot import {module_name!r} ({exc}), model.name={name}, expected "
                             "an importable package.module:function (is it on PYTHONPATH?)") from None
+        except Exception as exc:  # the user's module fails as it runs: a syntax error, a raise
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"cannot import {module_name!r} ({type(exc).__name__}: {first}), "
+                            f"model.name={name}, expected a module that imports cleanly") from None
         builder = getattr(module, attr, None)
-        if not callable(builder):
+        if not inspect.isfunction(builder):  # not a class, a builtin (os:system) or a value
             raise UserError(f"{module_name} has no function {attr!r}, model.name={name}, expected "
                             "a function(input_shape, num_outputs, **params) returning a Keras model")
         return builder
@@ -218,14 +226,17 @@ def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed:
     kwargs = _builder_kwargs(builder, config)
     try:
         body = builder(tuple(input_shape), num_outputs, **kwargs)
-    except (ValueError, tf.errors.InvalidArgumentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except UserError:
+        raise
+    except Exception as exc:  # the builder is the user's code: any failure is theirs to fix
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model {config.model.name!r} cannot be built for input shape "
                         f"{tuple(input_shape)} ({first}), model.name, expected an input size the "
                         "architecture can take") from None
     if not isinstance(body, keras.Model):
         raise UserError(f"builder returned {type(body).__name__}, model.name={config.model.name}, "
                         "expected a tf-keras Model")
+    _check_shapes(body, config, tuple(input_shape), num_outputs)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if mean is not None:
@@ -238,6 +249,26 @@ def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed:
     elif mixed:
         x = layers.Activation("linear", dtype="float32", name="outputs")(x)
     return keras.Model(inputs, x, name=body.name)
+
+
+def _check_shapes(body: keras.Model, config: Config, input_shape: tuple, num_outputs: int) -> None:
+    """The architecture takes one batch of the data's samples and gives one row of
+    `num_outputs` per sample (a class's probability, a target), checked before any epoch: a
+    wrong width would train and then fail when the run is evaluated."""
+    got_in, got_out = body.input_shape, body.output_shape
+    if not (isinstance(got_in, tuple) and len(got_in) == len(input_shape) + 1
+            and all(g is None or g == w for g, w in zip(got_in[1:], input_shape))):
+        raise UserError(f"model {config.model.name!r} takes inputs of shape {got_in}, model.name, "
+                        f"expected (None, {', '.join(map(str, input_shape))}) as the data's samples")
+    if not isinstance(got_out, tuple) or tuple(got_out) != (None, num_outputs):
+        what = "class" if config.task == "classification" else "target"
+        raise UserError(f"model {config.model.name!r} outputs shape {got_out}, model.name, "
+                        f"expected (None, {num_outputs}): one value per {what} "
+                        f"({num_outputs} {what}{'es' if what == 'class' else 's'} for "
+                        f"task={config.task})")
+    params = body.count_params()
+    memory.check_fits(16 * params, f"model {config.model.name!r} of {params} parameters "
+                      "(weights, gradients and Adam's two moments)", "model")
 
 
 def _float32_config(node):

@@ -16,6 +16,7 @@ from trainer.config import DataConfig
 from trainer.data import formats
 from trainer.data.images import ImageSpec
 from trainer.data.source import Shard, array_shard
+from trainer.runtime import memory
 
 CLASSES = ("circle", "square", "triangle")
 SEED = 0  # of the data set the `shapes` format draws
@@ -51,5 +52,8 @@ def generate(samples_per_class: int, size: tuple[int, int], seed: int) -> tuple[
 def read_shapes(paths: list[str], data: DataConfig, spec: ImageSpec) -> list[Shard]:
     """The `shapes` format's reader: the generated set, as one in-memory shard (no files)."""
     size = tuple(data.image_size or formats.FORMATS["shapes"].image_size)
+    count = data.samples_per_class * len(CLASSES)
+    memory.check_fits(2 * count * size[0] * size[1] * 3, f"{count} generated RGB images of size "
+                      f"{list(size)} (twice, while stacked)", "data.samples_per_class, data.image_size")
     x, y = generate(data.samples_per_class, size, SEED)
     return [array_shard(x, y, "generated shapes")]

@@ -22,6 +22,7 @@ import numpy as np
 from trainer import storage
 from trainer.data.source import ByteRows
 from trainer.errors import UserError
+from trainer.runtime import memory
 
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip's local file header, 30 bytes
 _MAX_BYTES = 2**62  # numpy's limit on one array's size is about this (intp)
@@ -59,6 +60,8 @@ class NpyArray:
         return _RowReader(self)
 
     def load(self) -> np.ndarray:
+        memory.check_fits(math.prod(self.shape) * self.dtype.itemsize,
+                          f"array of shape {self.shape} and {self.dtype}", self.path)
         if not self.shape:  # a 0-d array: one value
             return self.reader()(0, 1).reshape(())
         return self.reader()(0, self.shape[0])

@@ -26,6 +26,7 @@ from trainer.data.labels import is_number
 from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
 from trainer.data.source import Shard, group_names, texts
 from trainer.errors import UserError
+from trainer.runtime import memory
 
 def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None) -> Shard:
     if not x.shape:
@@ -96,6 +97,8 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
         if x.shape[0] != (y.shape[0] if y.shape else 1):  # before y is read: sizes are declared
             raise UserError(f"x has {x.shape[0]} samples but y has {y.shape[0] if y.shape else 1}, "
                             f"{path}, expected the same number")
+        memory.check_fits(y.size * y.dtype.itemsize,
+                          f"dataset {data.y_key!r} of shape {y.shape} and {y.dtype}", path)
         try:
             labels = y[()]
         except OSError as exc:
