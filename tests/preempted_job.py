@@ -14,7 +14,7 @@ import time
 
 from trainer import config, job
 from trainer.runtime import logs
-from trainer.runtime.platform import Platform
+from trainer.runtime.platform import detect
 from trainer.kerasflavor import keras
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     callbacks = []
     if sys.argv[1] != "NONE":
         callbacks.append(SignalAfter(int(when), sig))
-    job.run(config.load(None, overrides, output_dir=output_dir), Platform(), callbacks=callbacks)
+    job.run(config.load(None, overrides, output_dir=output_dir), detect(), callbacks=callbacks)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ class UploadHold:
         try:
             while chunk := src.recv(65536):
                 if watch and not self.held.is_set():
+                    seen = seen[-4096:] + chunk  # a request line may span two reads
                     if self.pattern.search(seen):
                         dst.sendall(chunk[:len(chunk) // 2])  # the request is under way
                         os.kill(self.pid, signal.SIGTERM)
