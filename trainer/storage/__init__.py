@@ -135,7 +135,7 @@ def _local(path: str) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"),
+    for test, name in ((stat.S_ISFIFO, "a named pipe"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
@@ -144,6 +144,8 @@ def _kind(mode: int) -> str:
 
 
 def _refuse_special(mode: int, path: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise UserError(f"path is a directory, {path}, expected a file")
     if not stat.S_ISREG(mode):
         raise UserError(f"path is {_kind(mode)}, {path}, expected a regular file (links to "
                         "devices, pipes and sockets are never read)")
@@ -160,6 +162,8 @@ def _open_regular(path: str) -> int:
         fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"file not found, {path}, expected an existing file") from None
+    except PermissionError:
+        raise UserError(f"permission denied, {path}, expected a file this user may read") from None
     try:
         _refuse_special(os.fstat(fd).st_mode, path)
         os.set_blocking(fd, True)
