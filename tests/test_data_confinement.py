@@ -167,6 +167,24 @@ def test_links_in_a_data_folder(tmp_path, link, target, inside, pattern):
             assert "*" in pattern and all(storage.within(f, data) for f in files), files
 
 
+@pytest.mark.parametrize("sibling", ["y0.npy", "g0.npy"])
+def test_npy_labels_found_beside_x_stay_in_its_folder(tmp_path, sibling):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    os.makedirs(data)
+    os.makedirs(outside)
+    np.save(data / "x0.npy", np.zeros((4, 8, 8), np.float32))
+    np.save(data / "y0.npy", np.arange(4))
+    np.save(outside / sibling, np.arange(4))
+    if (data / sibling).exists():
+        os.remove(data / sibling)
+    os.symlink(outside / sibling, data / sibling)
+    with pytest.raises(UserError) as exc:
+        readers.read_npy([str(data / "x0.npy")], DataConfig(), images.ImageSpec((8, 8), 1))
+    assert str(exc.value) == (f"link leads out of the data folder, {data}/{sibling} -> "
+                              f"{outside}/{sibling}, expected files and links inside {data} "
+                              f"(beside {data}/x0.npy)")
+
+
 def test_a_linked_data_folder_is_read_through_its_link(tmp_path):
     _png(tmp_path / "real" / "a" / "0.png")
     os.symlink(tmp_path / "real", tmp_path / "data")

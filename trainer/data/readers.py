@@ -67,6 +67,9 @@ def read_npy(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
             raise UserError(f"no labels for {x_path}, {y_path} is missing, expected a y*.npy "
                             "file beside each x*.npy file")
         g_path = _sibling(x_path, "g" + posixpath.basename(x_path)[1:])
+        for sibling in (y_path, g_path):  # found beside x, not listed: confined to x's folder
+            if storage.exists(sibling):
+                storage.confine(sibling, _sibling(x_path, ""), f" (beside {x_path})")
         group = open_npy(g_path) if storage.exists(g_path) else None
         shards.append(_pair(open_npy(x_path), open_npy(y_path), x_path, group))
     return shards

@@ -188,6 +188,14 @@ def within(path: str, root: str) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
+def confine(path: str, root: str, context: str = "") -> None:
+    """Refuse a local `path` that a link leads out of the data folder `root`."""
+    if not within(path, root):
+        raise UserError(f"link leads out of the data folder, {path} -> "
+                        f"{os.path.realpath(_local(path))}, expected files and links inside "
+                        f"{os.path.realpath(_local(root))}{context}")
+
+
 def read_bytes(path: str) -> bytes:
     if is_local(path):
         with os.fdopen(_open_regular(path), "rb") as f:
@@ -396,11 +404,8 @@ def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:
                 root, matches = None, []
         if not matches:
             raise UserError(f"no files found, {what}={pattern}, expected an existing path or glob")
-        for m in matches:
-            if root is not None and is_local(pattern) and not within(m, root):
-                raise UserError(f"link leads out of the data folder, {m} -> "
-                                f"{os.path.realpath(m)}, expected files and links inside "
-                                f"{os.path.realpath(root)} ({what}={pattern})")
+        for m in matches if root is not None else ():
+            confine(m, root, f" ({what}={pattern})")
         found.extend(_unstrip(pattern, m) for m in matches)
     return found
 
