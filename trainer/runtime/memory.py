@@ -50,4 +50,4 @@ def check_fits(nbytes: int, what: str, where: str) -> None:
     have = available()
     if nbytes > have:
         raise UserError(f"{what} needs {nbytes} bytes ({_gib(nbytes)}), {where}, expected at most "
-                        f"the {have} bytes ({_gib(have)}) of memory this machine has")
+                        f"the {have} bytes ({_gib(have)}) of memory available")
