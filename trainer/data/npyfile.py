@@ -154,6 +154,33 @@ def _check_member(info: zipfile.ZipInfo, where: str) -> None:
                         f"{expected}")
 
 
+def _decompress(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str,
+                where: str) -> NpyArray:
+    """A compressed member read whole, but never more than its header declares: the declared
+    size is checked against the memory there is before anything is decompressed, and a member
+    that holds more than it declares (a small array over gigabytes of zeros) is refused after
+    reading the declared bytes only."""
+    with archive.open(info) as member:
+        shape, dtype, _ = _header(member, where)
+        need = math.prod(shape) * dtype.itemsize
+        memory.check_fits(need, f"array of shape {shape} and {dtype}", where)
+        data = bytearray(need)
+        got = member.readinto(data) if need else 0
+        while 0 < got < need:
+            more = member.readinto(memoryview(data)[got:])
+            if not more:
+                break
+            got += more
+        if got < need:
+            raise UserError(f"array is truncated ({got} of {need} bytes), {where}, expected a "
+                            "complete array")
+        if member.read(1):
+            raise UserError(f"member holds more than its declared shape {shape} of {dtype}, "
+                            f"{where}, expected a .npy array of exactly that size")
+    whole = np.frombuffer(data, dtype).reshape(shape)
+    return NpyArray(path, 0, shape, dtype, whole=whole)
+
+
 def open_npz(path: str, keys: tuple[str, ...],
              optional: tuple[str, ...] = ()) -> dict[str, NpyArray]:
     """The arrays `keys` (and of `optional`, those present) of an `.npz`, located, not read."""
@@ -180,11 +207,7 @@ def open_npz(path: str, keys: tuple[str, ...],
                         out[key] = NpyArray(path, start + length, shape, dtype)
                         _check_size(out[key], start + info.compress_size, where)
                     else:
-                        with archive.open(info) as member:
-                            shape, dtype, _ = _header(member, where)
-                            data = member.read()
-                        whole = np.frombuffer(data, dtype).reshape(shape)
-                        out[key] = NpyArray(path, 0, shape, dtype, whole=whole)
+                        out[key] = _decompress(archive, info, path, where)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise UserError(f"cannot read npz ({exc}), {path}, expected a .npz archive of arrays "
                         f"{' and '.join(repr(k) for k in keys)}") from None

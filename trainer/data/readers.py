@@ -69,20 +69,54 @@ def read_npy(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
             raise UserError(f"no labels for {x_path}, {y_path} is missing, expected a y*.npy "
                             "file beside each x*.npy file")
         g_path = _sibling(x_path, "g" + posixpath.basename(x_path)[1:])
+        for sibling in (y_path, g_path):  # found beside x, not listed: confined to x's folder
+            if storage.exists(sibling):
+                storage.confine(sibling, _sibling(x_path, ""), f" (beside {x_path})")
         group = open_npy(g_path) if storage.exists(g_path) else None
         shards.append(_pair(open_npy(x_path), open_npy(y_path), x_path, group))
     return shards
+
+
+def _stored_inside(handle: h5py.File, key: str, path: str) -> None:
+    """Refuse a dataset whose bytes live outside the file: reached through an external link,
+    virtual (mapped from other files), or with external raw storage (`external=[...]`, any
+    host file). Each would let a data file make the job read, train on and show in its report
+    whatever file it names."""
+    parts = [p for p in key.split("/") if p]
+    for i in range(len(parts)):  # a link anywhere along the path, before h5py follows it
+        name = "/".join(parts[:i + 1])
+        if isinstance(handle.get(name, getlink=True), h5py.ExternalLink):
+            raise UserError(f"dataset {key!r} is an external link ({name!r} points into another "
+                            f"file), {path}, expected datasets stored inside the file")
+        if handle.get(name, getlink=True) is None:
+            return
+    item = handle.get(key)
+    if not isinstance(item, h5py.Dataset):
+        return
+    if item.file.id.fileno != handle.id.fileno:  # a soft link into an external link's file
+        raise UserError(f"dataset {key!r} lies in another file, {path}, expected datasets stored "
+                        "inside the file")
+    if item.is_virtual:
+        raise UserError(f"dataset {key!r} is virtual (mapped from other files), {path}, expected "
+                        "datasets stored inside the file")
+    if item.id.get_create_plist().get_external_count():
+        raise UserError(f"dataset {key!r} has external storage (its bytes are in "
+                        f"{item.id.get_create_plist().get_external(0)[0].decode(errors='replace')!r}"
+                        f"), {path}, expected datasets stored inside the file")
 
 
 def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
     """Named datasets `data.x_key` / `data.y_key`; images are sliced lazily from the file."""
     shards = []
     for path in paths:
+        storage.check_regular(path)
         try:
             handle = h5py.File(path if storage.is_local(path) else storage.open_read(path), "r")
         except OSError as exc:
             raise UserError(f"cannot open HDF5 file ({str(exc).splitlines()[0]}), {path}, expected "
                             "an HDF5 file") from None
+        for key in (data.x_key, data.y_key, data.group_key):
+            _stored_inside(handle, key, path)
         for key in (data.x_key, data.y_key):
             if not isinstance(handle.get(key), h5py.Dataset):
                 raise UserError(f"dataset {key!r} missing, {path}, expected datasets "
@@ -191,6 +225,10 @@ def _inside(manifest: str, row: int, value: str) -> str:
         raise UserError(f"path {value[:200]!r} leaves the manifest's folder, {where}, expected a "
                         f"file inside {os.path.dirname(manifest) or '.'} (paths are relative to "
                         "the manifest)")
+    if not storage.within(file, folder):  # through a link: the text alone is no confinement
+        raise UserError(f"path {value[:200]!r} leads out of the manifest's folder through a link "
+                        f"(to {os.path.realpath(file)}), {where}, expected a file inside "
+                        f"{os.path.realpath(folder)} (links are followed only within it)")
     return file
 
 

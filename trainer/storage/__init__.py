@@ -18,6 +18,7 @@ import ctypes
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from typing import Iterable, Union
@@ -129,7 +130,76 @@ def exists(path: str) -> bool:
         return fs.exists(p, **_limit(fs))
 
 
+def _local(path: str) -> str:
+    return normalize(path).removeprefix("file://")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _refuse_special(mode: int, path: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise UserError(f"path is a directory, {path}, expected a file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"path is {_kind(mode)}, {path}, expected a regular file (links to "
+                        "devices, pipes and sockets are never read)")
+
+
+def _open_regular(path: str) -> int:
+    """A descriptor of the local regular file `path` (links followed). Anything else (`/dev/zero`
+    behind a link, a named pipe called `x.png`) is refused before a byte is read: checked by
+    name first, so a device is never opened, then again on the descriptor, opened non-blocking
+    so that a pipe swapped in meanwhile cannot stall the open."""
+    local = _local(path)
+    try:
+        _refuse_special(os.stat(local).st_mode, path)
+        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"file not found, {path}, expected an existing file") from None
+    except PermissionError:
+        raise UserError(f"permission denied, {path}, expected a file this user may read") from None
+    try:
+        _refuse_special(os.fstat(fd).st_mode, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_regular(path: str) -> None:
+    """Refuse a local path that is not a regular file (for readers that open files by name)."""
+    if is_local(path):
+        os.close(_open_regular(path))
+
+
+def within(path: str, root: str) -> bool:
+    """Whether the local `path`, its links followed, lies inside the folder `root` (its links
+    followed too). Bucket paths have no links and always do."""
+    if not is_local(path):
+        return True
+    real, top = os.path.realpath(_local(path)), os.path.realpath(_local(root))
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def confine(path: str, root: str, context: str = "") -> None:
+    """Refuse a local `path` that a link leads out of the data folder `root`."""
+    if not within(path, root):
+        raise UserError(f"link leads out of the data folder, {path} -> "
+                        f"{os.path.realpath(_local(path))}, expected files and links inside "
+                        f"{os.path.realpath(_local(root))}{context}")
+
+
 def read_bytes(path: str) -> bytes:
+    if is_local(path):
+        with os.fdopen(_open_regular(path), "rb") as f:
+            return f.read()
     fs, p = _fs(path)
     try:
         with _fetching("reading", path):
@@ -146,7 +216,10 @@ def read_text(path: str) -> str:
 
 
 def open_read(path: str):
-    """A readable binary file object; local files are opened directly (no copy)."""
+    """A readable binary file object; local files are opened directly (no copy), and only
+    when they are regular files."""
+    if is_local(path):
+        return os.fdopen(_open_regular(path), "rb")
     fs, p = _fs(path)
     with _fetching("opening", path):
         f = fs.open(p, "rb")
@@ -232,7 +305,7 @@ def read_rows_into(path: str, offsets: np.ndarray, size: int, dest: np.ndarray,
     if not is_local(path):
         return _copy_rows(path, starts, offsets.tolist(), size, memoryview(dest).cast("B"),
                           dest_offsets.tolist())
-    fd = os.open(normalize(path).removeprefix("file://"), os.O_RDONLY)
+    fd = _open_regular(path)
     try:
         if _PREADV is None:
             return _preadv_rows(fd, starts, offsets, gaps, size, dest, dest_offsets)
@@ -320,17 +393,49 @@ def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:
         limit = _limit(fs)
         with _unavailable("listing", pattern):
             if any(ch in p for ch in "*?["):
+                root = _glob_root(p)
                 matches = sorted(m for m in fs.glob(p, **limit) if fs.isfile(m, **limit))
             elif fs.isdir(p, **limit):
-                matches = sorted(m for m in fs.find(p, **limit))
+                root = p
+                matches = _walk(p) if is_local(pattern) else sorted(fs.find(p, **limit))
             elif fs.exists(p, **limit):
-                matches = [p]
+                root, matches = None, [p]  # named by the user: whatever it links to
             else:
-                matches = []
+                root, matches = None, []
         if not matches:
             raise UserError(f"no files found, {what}={pattern}, expected an existing path or glob")
+        for m in matches if root is not None else ():
+            confine(m, root, f" ({what}={pattern})")
         found.extend(_unstrip(pattern, m) for m in matches)
     return found
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder a glob searches: its path up to the first part with a wildcard."""
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    return "/".join(parts[:fixed]) or "/"
+
+
+def _walk(top: str) -> list[str]:
+    """Every file under the local folder `top`, sorted. Links to folders are followed (each
+    real folder once, so a link to an ancestor cannot loop); `expand` then refuses any entry
+    whose real path leaves `top`."""
+    files: list[str] = []
+    seen: set[str] = set()
+    pending = [os.path.abspath(top)]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if not within(folder, top):
+            files.append(folder)  # a link out of `top`: refused by the caller, by name
+            continue
+        if real in seen:
+            continue
+        seen.add(real)
+        for entry in os.scandir(folder):
+            (pending if entry.is_dir() else files).append(entry.path)
+    return sorted(files)
 
 
 def _unstrip(pattern: str, match: str) -> str:
