@@ -49,6 +49,7 @@ def is_local(path: str) -> bool:
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     path = normalize(path)
+    secrets.remember_url(path)  # a library may quote a piece of its password without the URL
     protocol = path.split("://", 1)[0] if "://" in path else "file"
     try:
         return fsspec.core.url_to_fs(path, **options.storage_options(protocol))
@@ -86,12 +87,32 @@ def _transient(exc: BaseException) -> bool:
     return is_retriable(exc)
 
 
+# What the callers handle themselves: a missing file, a folder where a file was expected.
+_ANSWERS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _refused(exc: BaseException, path: str) -> bool:
+    """A remote store's lasting refusal (no such host, a URL it cannot parse, access denied):
+    bad input, not a bug, and not worth retrying."""
+    if is_local(path) or isinstance(exc, _ANSWERS) or _transient(exc):
+        return False
+    if isinstance(exc, (OSError, ValueError)):
+        return True
+    client_error = getattr(sys.modules.get("aiohttp"), "ClientError", ())
+    http_error = getattr(sys.modules.get("gcsfs.retry"), "HttpError", ())
+    return isinstance(exc, (client_error, http_error))
+
+
 @contextlib.contextmanager
 def _unavailable(operation: str, path: str):
     """Turn the library's final exception, once its retries are spent, into one clear error."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - only transient faults are translated, others re-raised
+    except Exception as exc:  # noqa: BLE001 - only storage faults are translated, others re-raised
+        if _refused(exc, path):
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            raise UserError(f"storage refused it, {operation} {path} failed ({why}), expected a "
+                            "reachable location, a valid URL and credentials it accepts") from None
         if not _transient(exc):
             raise
         if str(exc):
