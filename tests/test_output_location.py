@@ -81,6 +81,25 @@ def test_a_disk_full_from_the_start(capsys, tmp_path):
         assert sorted(os.listdir(full)) == before  # neither the probe nor its folders remain
 
 
+NO_DATA_FLAGS = ["--set", "data.format=npz", "--set", "data.train=/nonexistent/never-read/*.npz"]
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("trainer.tune", ["--space", "{space}", "--output_dir", "{out}", *NO_DATA_FLAGS]),
+    ("trainer.datacheck", ["--out", "{out}", *NO_DATA_FLAGS]),
+    ("trainer.compare", ["{run}", "--out", "{out}"]),
+])
+def test_every_tool_refuses_an_output_folder_that_is_a_file(tmp_path, tool, args):
+    (tmp_path / "out").write_text("")
+    (tmp_path / "space.yaml").write_text("metric: val_accuracy\nparams:\n"
+                                         "  train.learning_rate: [0.001, 0.01]\n")
+    names = {"space": tmp_path / "space.yaml", "out": tmp_path / "out", "run": tmp_path}
+    proc = run_cli(*[a.format(**names) for a in args], module=tool)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = error_line(proc.stderr)
+    assert "output folder not writable (Not a directory" in line and str(tmp_path / "out") in line
+
+
 def test_the_probe_leaves_nothing_behind_and_keeps_what_was_there(tmp_path):
     storage.check_writable(str(tmp_path / "a" / "b" / "c"))
     assert os.listdir(tmp_path) == []

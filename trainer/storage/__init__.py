@@ -403,6 +403,8 @@ def _check_local_folder(path: str) -> None:
         for folder in reversed(missing):
             os.mkdir(folder)
             made.append(folder)
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
         try:
             os.write(fd, b"\0" * _PROBE_BYTES)
