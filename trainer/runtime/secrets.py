@@ -156,14 +156,17 @@ def redact_text(text: str) -> str:
     return _PAIR.sub(_pair, text)
 
 
+def print_exception(kind, exc, tb) -> None:
+    """A traceback on stderr, in full but with credentials redacted."""
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
+    sys.stderr.flush()
+
+
 def install_excepthook() -> None:
     """A traceback (a bug, not bad input) still prints in full, but with credentials redacted:
     a library's exception may quote the token it failed to use. That holds for the main thread,
     for any other thread, and for the "Exception ignored in" notes of finalizers."""
-
-    def hook(kind, exc, tb) -> None:
-        sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
-        sys.stderr.flush()
+    hook = print_exception
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:

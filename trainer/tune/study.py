@@ -228,6 +228,9 @@ def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker
     except UserError as exc:
         cli.print_error(exc)
         sys.exit(exc.exit_code)
+    except Exception:  # noqa: BLE001 - a bug: multiprocessing would print it unredacted
+        secrets.print_exception(*sys.exc_info())
+        sys.exit(1)
 
 
 def quiet_runs(verbose: bool) -> None:
