@@ -213,6 +213,8 @@ def test_a_traceback_is_printed_with_its_credentials_redacted(tmp_path):
     ("run: /x/run-password=Hunter", "run: /x/run-password=[redacted]"),
     ("name=run-password=HunterHunter22", "name=run-password=[redacted]"),
     ("a: b: c: api_token=t0k", "a: b: c: api_token=[redacted]"),
+    ("data.train=https://token:pw@h/x", "data.train=https://token:[redacted]@h/x"),
+    ("password=ab[cd ok", "password=[redacted] ok"),
     # left alone: config keys and paths that only look like names of secrets
     ("data.x_key=x, data.group_key: video, gs://b/runs/demo",
      "data.x_key=x, data.group_key: video, gs://b/runs/demo"),
@@ -225,8 +227,8 @@ _PASSWORD_CHARS = st.characters(min_codepoint=33, max_codepoint=126, exclude_cha
 
 
 @settings(deadline=None, max_examples=60)
-@given(password=st.text(_PASSWORD_CHARS, min_size=1, max_size=24), user=st.from_regex(
-    r"[a-z][a-z0-9_.-]{0,8}", fullmatch=True), where=st.sampled_from(
+@given(password=st.text(_PASSWORD_CHARS, min_size=1, max_size=24), user=st.sampled_from(
+    ["token", "auth", "key"]) | st.from_regex(r"[a-z][a-z0-9_.-]{0,8}", fullmatch=True), where=st.sampled_from(
     ["{}", "reading {} failed", "'{}'", "data.train={}", "run: {}/out"]))
 def test_a_url_password_never_survives_redaction(password, user, where):
     text = where.format(f"https://{user}:{password}@host.example/d/x.npz")

@@ -41,9 +41,10 @@ _GOOGLE_TOKENS = re.compile(r"\bya29\.[A-Za-z0-9_.-]+"  # OAuth access tokens
                             r"|\bAIza[A-Za-z0-9_-]{35}"  # API keys
                             r"|\b1//0[A-Za-z0-9_-]{20,}")  # refresh tokens
 # name=value, name: value, "name": "value", 'name': 'value' (the name is checked by `secret_name`)
-# (a `scheme://` is not a pair; a value ends where a URL's next query parameter starts)
+# (a `scheme://` is not a pair; a value ends where a URL's next query parameter starts, and
+# before a `[redacted]` that an earlier step left)
 _PAIR = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>['\"]?\s*(?:=|:(?!//))\s*['\"]?)"
-                   r"(?P<value>\[redacted\]|[^\s'\"&?#,;)}\]]+)")
+                   r"(?P<value>\[redacted\]|(?:[^\s'\"&?#,;)}\]\[]|\[(?!redacted\]))+)")
 
 
 def secret_name(name: object) -> bool:
