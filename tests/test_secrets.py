@@ -251,17 +251,22 @@ def test_a_secret_pair_nested_in_other_pairs_is_redacted(outer, seps, value):
 def test_a_piece_of_a_used_url_password_is_redacted_from_a_traceback():
     """A library that cannot parse the URL quotes a piece of its password alone (the "port"
     `Sup3r`); the storage layer notes the URL's password before handing it over. Tracebacks of
-    the main thread, of other threads and of finalizers are redacted alike."""
+    the main thread, of other threads and of finalizers are redacted alike, and so are warnings
+    and the records of a library's logger that has no handler."""
     code = ("import threading\nfrom trainer import storage\nfrom trainer.runtime import secrets\n"
             "secrets.install_excepthook()\n"
             "storage._fs('https://alice:Sup3r/S3cretPw@host/x.npz')\n"
             "t = threading.Thread(target=lambda: int('Sup3r'))\nt.start()\nt.join()\n"
+            "import logging, warnings\nwarnings.warn('port Sup3r of host S3cretPw')\n"
+            "logging.getLogger('a.library').error('no port Sup3r')\n"
             "class F:\n def __del__(self): raise ValueError('port S3cretPw')\n"
             "F()\nraise ValueError(\"invalid literal for int() with base 10: 'Sup3r'\")")
     proc = python(code, {})
     assert proc.returncode == 1
     assert proc.stderr.count("Traceback") == 3, proc.stderr
     assert "with base 10: '[redacted]'" in proc.stderr
+    assert "UserWarning: port [redacted] of host [redacted]" in proc.stderr
+    assert "no port [redacted]" in proc.stderr
     assert "Sup3r" not in proc.stderr and "S3cretPw" not in proc.stderr, proc.stderr
 
 

@@ -13,11 +13,13 @@ password, ...), by form (URL passwords, bearer headers, private keys, Google tok
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
 import threading
 import traceback
+import warnings
 from typing import Any, Iterator, Mapping, Optional
 from urllib.parse import unquote
 
@@ -157,6 +159,27 @@ def redact_text(text: str) -> str:
     return _PAIR.sub(_pair, text)
 
 
+class Redacting(logging.Filter):
+    """Credentials out of every log record: its message, its traceback, its structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if isinstance(getattr(record, "json_fields", None), Mapping):
+            record.json_fields = redact(record.json_fields)
+        return True
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    stream = file if file is not None else sys.stderr
+    if stream is not None:
+        stream.write(redact_text(warnings.formatwarning(message, category, filename, lineno,
+                                                        line)))
+
+
 def print_exception(kind, exc, tb) -> None:
     """A traceback on stderr, in full but with credentials redacted."""
     sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
@@ -166,8 +189,14 @@ def print_exception(kind, exc, tb) -> None:
 def install_excepthook() -> None:
     """A traceback (a bug, not bad input) still prints in full, but with credentials redacted:
     a library's exception may quote the token it failed to use. That holds for the main thread,
-    for any other thread, and for the "Exception ignored in" notes of finalizers."""
+    for any other thread, for the "Exception ignored in" notes of finalizers, and for what
+    reaches stderr without a handler of the tool's own: warnings, and the records of a library's
+    logger that has none (logging's last resort)."""
     hook = print_exception
+    warnings.showwarning = _show_warning
+    if logging.lastResort is not None and not any(
+            isinstance(f, Redacting) for f in logging.lastResort.filters):
+        logging.lastResort.addFilter(Redacting())
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
