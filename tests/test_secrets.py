@@ -17,6 +17,8 @@ import sys
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT, blob_images, error_line, run_cli, write_npz
 from trainer import config
@@ -106,7 +108,9 @@ def test_training_runs_and_writes_no_credential(gcs, bucket_data, key_file, tmp_
     records = [json.loads(line) for line in json_run.stdout.splitlines() if line.strip()]
     assert any(r.get("message", "").startswith("run: gs://") for r in records)
     # text logs, the run written locally
-    text_run = run_cli(*common, "--set", "name=text", "--output_dir", str(tmp_path / "runs"),
+    # (its folder's name holds a secret pair: redacted in everything printed and written)
+    runs = tmp_path / f"run-password={CORE}x"
+    text_run = run_cli(*common, "--set", "name=text", "--output_dir", str(runs),
                        "--log_format=text", env=env)
     assert text_run.returncode == 0, text_run.stderr
     assert "test:" in text_run.stdout
@@ -114,10 +118,11 @@ def test_training_runs_and_writes_no_credential(gcs, bucket_data, key_file, tmp_
         assert_no_secret("stdout", proc.stdout)
         assert_no_secret("stderr", proc.stderr)
 
-    local = tmp_path / "runs" / "text"
+    assert "run-password=[redacted]" in text_run.stdout
+    local = runs / "text"
     assert (local / "model.h5").is_file() and (local / "report.html").is_file()
     assert any("tfevents" in n for _d, _s, files in os.walk(local) for n in files)
-    assert assert_no_secret_in_tree(str(tmp_path / "runs")) >= 8
+    assert assert_no_secret_in_tree(str(runs)) >= 8
     blobs = list(gcs.client().list_blobs(gcs.bucket, prefix="secrets/runs/json/"))
     names = {b.name.split("secrets/runs/json/", 1)[1] for b in blobs}
     assert {"model.h5", "config.yaml", "metrics.json", "report.html"} <= names
@@ -201,12 +206,81 @@ def test_a_traceback_is_printed_with_its_credentials_redacted(tmp_path):
     ("Authorization: Bearer abc.def", "Authorization: [redacted] [redacted]"),
     ("key ya29.A0ARrdaM-xyz_1 expired", "key [redacted] expired"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIabc\n-----END RSA PRIVATE KEY-----", "[redacted]"),
+    # a password that holds `/` or `:` (a URL parser takes it for the host's end or a port)
+    ("https://alice:Sup3r/S3cretPw@host/x.npz", "https://alice:[redacted]@host/x.npz"),
+    ("s3://k:a:b/c@h/o", "s3://k:[redacted]@h/o"),
+    # one pair inside the value of another
+    ("run: /x/run-password=Hunter", "run: /x/run-password=[redacted]"),
+    ("name=run-password=HunterHunter22", "name=run-password=[redacted]"),
+    ("a: b: c: api_token=t0k", "a: b: c: api_token=[redacted]"),
+    ("data.train=https://token:pw@h/x", "data.train=https://token:[redacted]@h/x"),
+    ("password=ab[cd ok", "password=[redacted] ok"),
     # left alone: config keys and paths that only look like names of secrets
     ("data.x_key=x, data.group_key: video, gs://b/runs/demo",
      "data.x_key=x, data.group_key: video, gs://b/runs/demo"),
 ])
 def test_redact_text_forms(text, shown):
     assert secrets.redact_text(text) == shown
+
+
+_PASSWORD_CHARS = st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="@'\"")
+
+
+@settings(deadline=None, max_examples=60)
+@given(password=st.text(_PASSWORD_CHARS, min_size=1, max_size=24), user=st.sampled_from(
+    ["token", "auth", "key"]) | st.from_regex(r"[a-z][a-z0-9_.-]{0,8}", fullmatch=True), where=st.sampled_from(
+    ["{}", "reading {} failed", "'{}'", "data.train={}", "run: {}/out"]))
+def test_a_url_password_never_survives_redaction(password, user, where):
+    text = where.format(f"https://{user}:{password}@host.example/d/x.npz")
+    assert secrets.redact_text(text) == where.format(
+        f"https://{user}:[redacted]@host.example/d/x.npz")
+
+
+@settings(deadline=None, max_examples=60)
+@given(outer=st.lists(st.from_regex(r"[a-z][a-z0-9_-]{0,6}", fullmatch=True), min_size=1,
+                      max_size=4),
+       seps=st.lists(st.sampled_from(["=", ": ", ":", "=/x/", ": /a/b/"]), min_size=4,
+                     max_size=4),
+       value=st.from_regex(r"[A-Za-z0-9]{8,16}", fullmatch=True))
+def test_a_secret_pair_nested_in_other_pairs_is_redacted(outer, seps, value):
+    outer = [name for name in outer if not secrets.secret_name(name)] or ["run"]
+    text = "".join(f"{name}{sep}" for name, sep in zip(outer, seps)) + f"run-password={value}"
+    assert secrets.redact_text(text).endswith("run-password=[redacted]"), text
+
+
+def test_a_piece_of_a_used_url_password_is_redacted_from_a_traceback():
+    """A library that cannot parse the URL quotes a piece of its password alone (the "port"
+    `Sup3r`); the storage layer notes the URL's password before handing it over. Tracebacks of
+    the main thread, of other threads and of finalizers are redacted alike, and so are warnings
+    and the records of a library's logger that has no handler."""
+    code = ("import threading\nfrom trainer import storage\nfrom trainer.runtime import secrets\n"
+            "secrets.install_excepthook()\n"
+            "storage._fs('https://alice:Sup3r/S3cretPw@host/x.npz')\n"
+            "t = threading.Thread(target=lambda: int('Sup3r'))\nt.start()\nt.join()\n"
+            "import logging, warnings\nwarnings.warn('port Sup3r of host S3cretPw')\n"
+            "logging.getLogger('a.library').error('no port Sup3r')\n"
+            "class F:\n def __del__(self): raise ValueError('port S3cretPw')\n"
+            "F()\nraise ValueError(\"invalid literal for int() with base 10: 'Sup3r'\")")
+    proc = python(code, {})
+    assert proc.returncode == 1
+    assert proc.stderr.count("Traceback") == 3, proc.stderr
+    assert "with base 10: '[redacted]'" in proc.stderr
+    assert "UserWarning: port [redacted] of host [redacted]" in proc.stderr
+    assert "no port [redacted]" in proc.stderr
+    assert "Sup3r" not in proc.stderr and "S3cretPw" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("module", ["trainer.task", "trainer.datacheck"])
+@pytest.mark.parametrize("host", ["127.0.0.1:9", "no-such-host.invalid"])
+def test_unreachable_https_data_is_one_line_without_its_password(tmp_path, module, host):
+    url = f"https://alice:Sup3r/S3cretPw@{host}/x.npz"
+    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={url}",
+                   *(["--output_dir", str(tmp_path)] if module == "trainer.task" else []),
+                   module=module)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = error_line(proc.stderr)
+    assert f"https://alice:[redacted]@{host}/x.npz failed" in line
+    assert "Sup3r" not in proc.stdout + proc.stderr and "S3cretPw" not in proc.stdout + line
 
 
 def test_the_written_config_and_metrics_are_redacted_but_numbers_stay():
@@ -253,3 +327,20 @@ def test_log_records_are_redacted_message_traceback_and_fields(capsys, monkeypat
         records = [json.loads(line) for line in out.splitlines()]
         (reading,) = [r for r in records if r["message"].startswith("reading")]
         assert reading["token"] == "[redacted]" and reading["n"] == 3
+
+
+def test_a_secret_pair_in_a_name_is_redacted_in_the_model_file_and_the_report(tmp_path):
+    """A name or folder such as `run-password=...` reaches model.h5's metadata and every text of
+    report.html only through the redaction."""
+    import h5py
+
+    from trainer.kerasflavor import keras
+    from trainer.outputs import modelfile, report
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    modelfile.save(model, str(tmp_path / "model.h5"),
+                   {"name": f"run-password={CORE}", "class_names": [f"c: token={CORE}"]})
+    with h5py.File(tmp_path / "model.h5") as f:
+        metadata = json.loads(f.attrs[modelfile.METADATA_ATTR])
+    assert metadata == {"name": "run-password=[redacted]", "class_names": ["c: token=[redacted]"]}
+    assert report._esc(f"/x/run-password={CORE} <b>") == "/x/run-password=[redacted] &lt;b&gt;"

@@ -137,6 +137,7 @@ def compare(urls: Sequence[str], out: str) -> tuple[list[dict], dict[str, str]]:
 def compare_from_flags(urls: list[str]) -> int:
     if not urls:
         raise UserError("no runs given, command line, expected one or more run directories")
+    storage.check_writable(FLAGS.out)
     table_rows, written = compare(urls, FLAGS.out)
     print(text_table(table_rows))
     print(f"\ntable: {written['table']}\nplot:  {written['plot']}")

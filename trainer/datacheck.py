@@ -197,6 +197,8 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
 def _check_from_flags(args: list[str]) -> int:
     from trainer import config as config_mod
 
+    if FLAGS.out:
+        storage.check_writable(FLAGS.out)  # before the data is read
     for line in check(config_mod.load(FLAGS.config, FLAGS.set), FLAGS.out, FLAGS.near):
         print(line, flush=True)
     return 0

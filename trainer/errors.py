@@ -25,3 +25,9 @@ class TrainingDiverged(UserError):
 class StorageUnavailable(UserError):
     """A bucket stopped answering and the storage library's retries ran out. What was already
     written stays as it was, so the run resumes when re-run once storage answers again."""
+
+
+class OutOfSpace(UserError):
+    """A disk filled up (or a quota or file-size limit was reached) while the run wrote its
+    files. Every file is published whole, so what was written before stays intact: the last
+    checkpoint resumes the run once there is room."""

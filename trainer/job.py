@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -14,7 +15,7 @@ from trainer.runtime import devices, memory
 from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.data import groups, load_splits
-from trainer.errors import StorageUnavailable, TrainingDiverged, UserError
+from trainer.errors import OutOfSpace, StorageUnavailable, TrainingDiverged, UserError
 from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
 from trainer.training.fit import train_and_evaluate
@@ -50,11 +51,18 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     strategy = devices.choose_strategy(config.train.strategy, platform)
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     devices.seed_everything(config.train.seed, config.train.deterministic)
-    if config.data.image_size is not None:  # before any image is decoded to that size
-        channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
-        _check_batch(config, (*config.data.image_size, channels), "data.image_size")
-    splits = load_splits(config)
-    _check_batch(config, tuple(splits.input_shape), "the data")
+    run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
+                     chief=platform.is_chief)
+    try:
+        run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
+        if config.data.image_size is not None:  # before any image is decoded to that size
+            channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
+            _check_batch(config, (*config.data.image_size, channels), "data.image_size")
+        splits = load_splits(config)
+        _check_batch(config, tuple(splits.input_shape), "the data")
+    except BaseException:
+        run_dir.cleanup()
+        raise
     summary = splits.summary()
     log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
              len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
@@ -63,8 +71,6 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
-    run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
-                     chief=platform.is_chief)
     fresh = platform.is_chief and not storage.exists(run_dir.url)
     try:
         log.info("run %s: model %s, task %s, %d epochs%s", run_dir.url, config.model.name,
@@ -84,6 +90,15 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         if fresh and not isinstance(exc, (TrainingDiverged, StorageUnavailable)):
             storage.remove_tree(run_dir.url)
         raise
+    except Exception as exc:  # noqa: BLE001 - only a full disk is translated, others re-raised
+        full = storage.out_of_space(exc)
+        if full is None:
+            raise
+        raise OutOfSpace(
+            f"out of disk space while writing the run ({full}), {run_dir.url} (staged under "
+            f"{os.path.dirname(run_dir.staging)}), expected room for the run's files (what was written is "
+            "intact: free some space and re-run the same name to resume from the last "
+            "checkpoint)") from None
     finally:
         run_dir.cleanup()
     # A non-chief's own files are gone with its staging folder; the run is the chief's.

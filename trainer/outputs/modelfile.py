@@ -27,6 +27,7 @@ from trainer import storage
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
 from trainer.models import CUSTOM_OBJECTS, resolve_builder
+from trainer.runtime import secrets
 
 METADATA_ATTR = "trainer_metadata"
 
@@ -110,7 +111,7 @@ def save(model: keras.Model, path: str, metadata: dict) -> None:
         warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
         model.save(path, save_format="h5", include_optimizer=False)
     with h5py.File(path, "a") as f:
-        f.attrs[METADATA_ATTR] = json.dumps(metadata)
+        f.attrs[METADATA_ATTR] = json.dumps(secrets.redact(metadata))  # the file is shared
 
 
 def load(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from trainer.runtime.platform import Platform
+from trainer.runtime import secrets
 from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
 from trainer.config import Config
@@ -46,7 +47,9 @@ nav a { margin-right: 1em; }
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value))
+    """Every text the page shows passes here: escaped, with credentials redacted (a run's name
+    or folder, a data URL, a class name may carry one)."""
+    return html.escape(secrets.redact_text(str(value)))
 
 
 def _img(png: bytes, alt: str, **attrs: str) -> str:

@@ -28,20 +28,6 @@ class _StdoutHandler(_CurrentStdout, logging.StreamHandler):
     pass
 
 
-class _Redacting(logging.Filter):
-    """Credentials out of every record: its message, its traceback, its structured fields."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = secrets.redact_text(record.getMessage()), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = secrets.redact_text(record.exc_text)
-        if isinstance(getattr(record, "json_fields", None), Mapping):
-            record.json_fields = secrets.redact(record.json_fields)
-        return True
-
-
 _structured = False
 
 
@@ -68,7 +54,7 @@ def setup_logging(level: int = logging.INFO, structured: bool = False,
     else:
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(_Redacting())
+    handler.addFilter(secrets.Redacting())
     _structured = structured
     log.addHandler(handler)
     log.setLevel(level)

@@ -13,11 +13,15 @@ password, ...), by form (URL passwords, bearer headers, private keys, Google tok
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
+import threading
 import traceback
+import warnings
 from typing import Any, Iterator, Mapping, Optional
+from urllib.parse import unquote
 
 REDACTED = "[redacted]"
 
@@ -31,16 +35,18 @@ _MIN_VALUE = 8  # shorter environment values ("1", "true") are not searched for 
 
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
                           re.DOTALL)
+# (a password may hold `/` and `:`, which a URL parser then takes for the end of the host or a port)
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:@'\"]+)"
-                           r"(?::(?P<password>[^/\s@'\"]*))?@")
+                           r"(?::(?P<password>[^\s@'\"]*))?@")
 _BEARER = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _GOOGLE_TOKENS = re.compile(r"\bya29\.[A-Za-z0-9_.-]+"  # OAuth access tokens
                             r"|\bAIza[A-Za-z0-9_-]{35}"  # API keys
                             r"|\b1//0[A-Za-z0-9_-]{20,}")  # refresh tokens
 # name=value, name: value, "name": "value", 'name': 'value' (the name is checked by `secret_name`)
-# (a `scheme://` is not a pair; a value ends where a URL's next query parameter starts)
+# (a `scheme://` is not a pair; a value ends where a URL's next query parameter starts, and
+# before a `[redacted]` that an earlier step left)
 _PAIR = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>['\"]?\s*(?:=|:(?!//))\s*['\"]?)"
-                   r"(?P<value>\[redacted\]|[^\s'\"&?#,;)}\]]+)")
+                   r"(?P<value>\[redacted\]|(?:[^\s'\"&?#,;)}\]\[]|\[(?!redacted\]))+)")
 
 
 def secret_name(name: object) -> bool:
@@ -113,8 +119,10 @@ def environment_secrets(env: Optional[Mapping[str, str]] = None) -> list[str]:
 
 
 def _pair(match: re.Match) -> str:
-    if not secret_name(match["name"]) or match["value"] == REDACTED:
+    if match["value"] == REDACTED:
         return match[0]
+    if not secret_name(match["name"]):  # `run: /x/run-password=v`: a pair may hold another one
+        return f"{match['name']}{match['sep']}{_PAIR.sub(_pair, match['value'])}"
     return f"{match['name']}{match['sep']}{REDACTED}"
 
 
@@ -124,22 +132,84 @@ def _userinfo(match: re.Match) -> str:
     return f"{match['scheme']}{match['user']}:{REDACTED}@"
 
 
+# URL passwords this process has handed to a storage library, and their pieces: a library that
+# cannot parse such a URL quotes a piece alone (`https://u:ab/cd@h` has the "port" `ab`).
+_seen_passwords: set[str] = set()
+_MIN_PIECE = 4  # shorter pieces of a password are not searched for in text
+
+
+def remember_url(url: str) -> None:
+    """Note the password of a URL about to be used, so that `redact_text` also removes it, and
+    its pieces, from what a library later says about it without the URL around it."""
+    for match in _URL_USERINFO.finditer(url):
+        password = match["password"] if match["password"] is not None else match["user"]
+        for form in {password, unquote(password)}:
+            _seen_passwords.update(p for p in [form, *re.split(r"[/:?#@%]", form)]
+                                   if len(p) >= _MIN_PIECE)
+
+
 def redact_text(text: str) -> str:
     """`text` with every credential it shows replaced by `[redacted]`."""
-    for value in environment_secrets():
+    text = _URL_USERINFO.sub(_userinfo, text)
+    for value in [*environment_secrets(), *sorted(_seen_passwords, key=len, reverse=True)]:
         text = text.replace(value, REDACTED)
     text = _PRIVATE_KEY.sub(REDACTED, text)
-    text = _URL_USERINFO.sub(_userinfo, text)
     text = _BEARER.sub(lambda m: f"{m['kind']} {REDACTED}", text)
     text = _GOOGLE_TOKENS.sub(REDACTED, text)
     return _PAIR.sub(_pair, text)
 
 
+class Redacting(logging.Filter):
+    """Credentials out of every log record: its message, its traceback, its structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if isinstance(getattr(record, "json_fields", None), Mapping):
+            record.json_fields = redact(record.json_fields)
+        return True
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    stream = file if file is not None else sys.stderr
+    if stream is not None:
+        stream.write(redact_text(warnings.formatwarning(message, category, filename, lineno,
+                                                        line)))
+
+
+def print_exception(kind, exc, tb) -> None:
+    """A traceback on stderr, in full but with credentials redacted."""
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
+    sys.stderr.flush()
+
+
 def install_excepthook() -> None:
     """A traceback (a bug, not bad input) still prints in full, but with credentials redacted:
-    a library's exception may quote the token it failed to use."""
+    a library's exception may quote the token it failed to use. That holds for the main thread,
+    for any other thread, for the "Exception ignored in" notes of finalizers, and for what
+    reaches stderr without a handler of the tool's own: warnings, and the records of a library's
+    logger that has none (logging's last resort)."""
+    hook = print_exception
+    warnings.showwarning = _show_warning
+    if logging.lastResort is not None and not any(
+            isinstance(f, Redacting) for f in logging.lastResort.filters):
+        logging.lastResort.addFilter(Redacting())
 
-    def hook(kind, exc, tb) -> None:
-        sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        sys.stderr.write(redact_text(f"Exception in thread {name}:\n"))
+        hook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    def unraisable_hook(args) -> None:
+        where = f"{args.err_msg or 'Exception ignored in'}: {args.object!r}\n"
+        sys.stderr.write(redact_text(where))
+        hook(args.exc_type, args.exc_value, args.exc_traceback)
 
     sys.excepthook = hook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook

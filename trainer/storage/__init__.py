@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import shutil
 import stat
 import sys
 import tempfile
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import fsspec
 import numpy as np
@@ -50,6 +51,7 @@ def is_local(path: str) -> bool:
 
 def _fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     path = normalize(path)
+    secrets.remember_url(path)  # a library may quote a piece of its password without the URL
     protocol = path.split("://", 1)[0] if "://" in path else "file"
     try:
         return fsspec.core.url_to_fs(path, **options.storage_options(protocol))
@@ -87,12 +89,32 @@ def _transient(exc: BaseException) -> bool:
     return is_retriable(exc)
 
 
+# What the callers handle themselves: a missing file, a folder where a file was expected.
+_ANSWERS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _refused(exc: BaseException, path: str) -> bool:
+    """A remote store's lasting refusal (no such host, a URL it cannot parse, access denied):
+    bad input, not a bug, and not worth retrying."""
+    if is_local(path) or isinstance(exc, _ANSWERS) or _transient(exc):
+        return False
+    if isinstance(exc, (OSError, ValueError)):
+        return True
+    client_error = getattr(sys.modules.get("aiohttp"), "ClientError", ())
+    http_error = getattr(sys.modules.get("gcsfs.retry"), "HttpError", ())
+    return isinstance(exc, (client_error, http_error))
+
+
 @contextlib.contextmanager
 def _unavailable(operation: str, path: str):
     """Turn the library's final exception, once its retries are spent, into one clear error."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - only transient faults are translated, others re-raised
+    except Exception as exc:  # noqa: BLE001 - only storage faults are translated, others re-raised
+        if _refused(exc, path):
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            raise UserError(f"storage refused it, {operation} {path} failed ({why}), expected a "
+                            "reachable location, a valid URL and credentials it accepts") from None
         if not _transient(exc):
             raise
         if str(exc):
@@ -452,6 +474,95 @@ def makedirs(path: str) -> None:
         fs.makedirs(p, exist_ok=True, **_limit(fs))
 
 
+def check_writable(folder: str) -> None:
+    """Refuse, as one error, an output folder that cannot be written: a file, a place where no
+    folder can be made, a read-only or full disk, a folder owned by another uid (a mounted host
+    folder in a container), a bucket that refuses this account. Probes by writing a small file
+    (an object on a bucket) and deleting it; leaves nothing behind, not even the folders made
+    for the probe."""
+    folder = normalize(folder)
+    if is_local(folder):
+        _check_local_folder(os.path.abspath(folder.removeprefix("file://")))
+        return
+    probe = join(folder, f".write-probe-{os.getpid()}-{os.urandom(4).hex()}")
+    fs, p = _fs(probe)
+    try:
+        with _unavailable("writing a probe object to", folder):
+            fs.pipe_file(p, b"probe", **_limit(fs))
+            fs.rm_file(p, **_limit(fs))
+    except (FileNotFoundError, PermissionError) as exc:
+        raise UserError(f"output location not writable ({type(exc).__name__}: {exc}), {folder}, "
+                        "expected a bucket that exists and that this account may write") from None
+
+
+_PROBE_BYTES = 4096  # a disk too full for one block refuses it
+
+
+def _check_local_folder(path: str) -> None:
+    made: list[str] = []
+    try:
+        missing, parent = [], path
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            made.append(folder)
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        try:
+            os.write(fd, b"\0" * _PROBE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else exc
+        raise UserError(
+            f"output folder not writable ({reason}), {path}, expected a folder that uid "
+            f"{os.geteuid()} can create and write (for a host folder mounted into the container, "
+            "run it with --user $(id -u) or chown the folder to that uid)") from None
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_FULL_TEXTS = tuple(os.strerror(e) for e in _FULL_ERRNOS)
+
+
+def out_of_space(exc: BaseException) -> Optional[str]:
+    """Why `exc` (or an exception it came from) is a full disk, quota or file-size limit; None
+    when it is not. TensorFlow's own writers (TensorBoard, checkpoints) say so only in their
+    message."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return f"{exc.strerror}: {exc.filename}" if exc.filename else os.strerror(exc.errno)
+        found = [text for text in _FULL_TEXTS if text in str(exc)]
+        if found:
+            return found[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def put_file(local_path: str, dest: str) -> None:
     """Copy a finished local file to `dest` whole; readers never see a partial file."""
     dest = normalize(dest)
@@ -463,6 +574,8 @@ def put_file(local_path: str, dest: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(os.path.abspath(dest)))
         os.close(fd)
         try:
+            # mkstemp makes it private (0600); a run folder may be shared, as the umask says
+            os.chmod(tmp, 0o666 & ~_umask())
             shutil.copyfile(local_path, tmp)
             os.replace(tmp, dest)
         except BaseException:

@@ -19,6 +19,7 @@ import tempfile
 from typing import Mapping, Optional
 
 from trainer import storage
+from trainer.errors import UserError
 
 
 def _clean(url: str) -> str:
@@ -33,10 +34,22 @@ class RunDir:
         self.url = homes.pop("", None) or storage.join(storage.normalize(output_dir), name)
         self.homes = homes
         self.chief = chief
-        self.staging = tempfile.mkdtemp(prefix=f"trainer-{name}-")
+        try:
+            self.staging = tempfile.mkdtemp(prefix=f"trainer-{name}-")
+        except OSError as exc:
+            raise UserError(f"cannot make a staging folder ({exc.strerror}), "
+                            f"{tempfile.gettempdir()}, expected a temporary folder (TMPDIR) that "
+                            f"uid {os.geteuid()} can write") from None
         # A worker's private stand-in for the run; inside staging, so cleanup removes it.
         self._private = None if chief else os.path.join(self.staging, ".worker-run")
         self._published: dict[str, tuple[int, int]] = {}
+
+    def check_writable(self) -> None:
+        """Refuse, before any data is read, a run folder (or platform folder) the chief cannot
+        write; the other workers write only to their private folder."""
+        if self.chief:
+            for url in [self.url, *self.homes.values()]:
+                storage.check_writable(url)
 
     def local(self, *rel: str) -> str:
         """A path in the staging folder, with its parent created."""

@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from trainer import cli
+from trainer import cli, storage
 from trainer.runtime import secrets
 from trainer.runtime.platform import Platform
 from trainer.config import Config
@@ -228,6 +228,9 @@ def _worker_main(study_dir: str, base: Config, space: Space, target: int, worker
     except UserError as exc:
         cli.print_error(exc)
         sys.exit(exc.exit_code)
+    except Exception:  # noqa: BLE001 - a bug: multiprocessing would print it unredacted
+        secrets.print_exception(*sys.exc_info())
+        sys.exit(1)
 
 
 def quiet_runs(verbose: bool) -> None:
@@ -241,6 +244,7 @@ def quiet_runs(verbose: bool) -> None:
 def search(study_dir: str, base: Config, space: Space, target: int, parallel: int,
            verbose: bool = False) -> optuna.Study:
     """Recover, then work the study with `parallel` processes; returns the study when done."""
+    storage.check_writable(study_dir)  # before a trial starts
     os.makedirs(study_dir, exist_ok=True)
     quiet_runs(verbose)
     with hold_study(study_dir, exclusive=True):

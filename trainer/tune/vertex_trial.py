@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from trainer import cli, task
 from trainer.errors import UserError
+from trainer.runtime import secrets
 from trainer.runtime.platform import detect
 
 
@@ -29,6 +30,7 @@ def hyperparameter_args(argv: Sequence[str], trial_id: Optional[str]) -> list[st
 
 def main() -> None:
     """Read the platform once (the trial's id names the run), then run the task on it."""
+    secrets.install_excepthook()  # before anything can fail: the platform is read first
     try:
         platform = detect()
     except UserError as exc:
