@@ -202,6 +202,7 @@ def test_a_local_copy_cut_off_midway_leaves_the_old_file(tmp_path):
 
 
 def test_a_bad_retry_budget_is_one_clear_error(tmp_path):
+    (tmp_path / "job.yaml").write_text("name: budget\n")  # the budget is the only thing wrong
     proc = run_cli("--config", str(tmp_path / "job.yaml"),
                    env={"TRAINER_STORAGE_RETRY_S": "soon"})
     assert proc.returncode == 2

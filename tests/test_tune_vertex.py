@@ -75,8 +75,9 @@ def test_an_unknown_accelerator_is_a_user_error():
 
 
 def test_a_range_the_api_cannot_hold_is_a_user_error():
-    space = _space({"model.layer_param": {"uniform": [4, 10**20]}})  # beyond the API's int64
-    with pytest.raises(UserError, match=r"cannot express 'model.layer_param' for Vertex AI "
+    # a builder's own parameter has no bound in the config, only the API's int64
+    space = _space({"model.params.width": {"uniform": [4, 10**20]}})
+    with pytest.raises(UserError, match=r"cannot express 'model.params.width' for Vertex AI "
                                         r"\(Value out of range: 10+\), s.yaml params"):
         tv.tuning_job("g", space, 1, 1, "gs://b/c", [], "gs://b/g", MACHINES)
 
