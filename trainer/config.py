@@ -60,11 +60,13 @@ class DataConfig:
         "002's `[train_seeds, train_seeds + test_seeds)`.", default=None
     )
     validation_split: float = _doc(
-        "Fraction of `train` held out for validation when `val` is not given.",
+        "Fraction of `train` held out for validation when `val` is not given; 0: no validation "
+        "split (early stopping and the best epoch then follow the training loss).",
         default=0.2, min=0.0, max=0.9,
     )
     test_split: float = _doc(
-        "Fraction of `train` held out for testing when `test` is not given.",
+        "Fraction of `train` held out for testing when `test` is not given; 0: no test split "
+        "(the final figures are then the validation split's, and say so).",
         default=0.1, min=0.0, max=0.9,
     )
     split_by: str = _doc(
@@ -114,6 +116,23 @@ class DataConfig:
     label_columns: list[str] = _doc(
         "`csv`: the label column, or several regression targets.",
         default_factory=lambda: ["label"],
+    )
+    channels: str = _doc(
+        "Where the channel axis of array data (`npz`, `npy`, `hdf5`, raw TFRecords, `.npy` files "
+        "of a `csv`) lies: `last` (N, H, W, C), as Keras and NumPy images; `first` (N, C, H, W), "
+        "as PyTorch; `auto` takes an axis of size 1, 3 or 4 beside two larger ones as the "
+        "channel axis and asks for this key where that is ambiguous. Image files are always "
+        "channel-last.", default="auto", choices=("auto", "last", "first"),
+    )
+    target_names: Optional[list[str]] = _doc(
+        "Regression: a name per target, in the order of the label columns (the report, "
+        "`metrics.json` and `trainer.predict`'s CSV use them); empty means `label_columns` for "
+        "a `csv` with several, else `target_0`, `target_1`, ...", default=None,
+    )
+    class_names: Optional[list[str]] = _doc(
+        "Classification: a name per class, in the order of the sorted labels (e.g. "
+        "`[no_touch, touch]` for labels 0 and 1); empty means the labels themselves.",
+        default=None,
     )
     x_key: str = _doc("`hdf5`: the dataset of images.", default="x")
     y_key: str = _doc("`hdf5`: the dataset of labels or targets.", default="y")
@@ -191,7 +210,9 @@ class TrainConfig:
         default=5, min=0, max=100_000,
     )
     monitor: str = _doc(
-        "The quantity for early stopping and best-model selection.", default="val_loss"
+        "The quantity for early stopping and best-model selection. Without a validation split "
+        "(`validation_split: 0`) a `val_` quantity is replaced by its training twin (`val_loss` "
+        "-> `loss`).", default="val_loss"
     )
     restore_best: bool = _doc(
         "Save the weights of the best epoch (by `monitor`) as `model.h5`, not the last epoch's.",
@@ -586,6 +607,9 @@ def _with_defaults(cfg: Config) -> Config:
     train = dataclasses.replace(
         cfg.train, loss=cfg.train.loss or DEFAULT_LOSS[cfg.task],
         metrics=cfg.train.metrics or list(DEFAULT_METRICS[cfg.task]))
+    if "val" in absent_splits(cfg.data) and train.monitor.startswith("val_"):
+        # No validation split: early stopping and the best epoch follow the training quantity.
+        train = dataclasses.replace(train, monitor=train.monitor[len("val_"):])
     made = formats.FORMATS[cfg.data.format].image_size
     data = (cfg.data if cfg.data.image_size is not None or made is None
             else dataclasses.replace(cfg.data, image_size=list(made)))
@@ -605,10 +629,21 @@ def _rule(check: Rule) -> Rule:
     return check
 
 
+SPLIT_FRACTIONS = {"val": "validation_split", "test": "test_split"}
+
+
 def carved_splits(data: DataConfig) -> list[str]:
-    """The evaluation splits carved out of `data.train`: those given neither a path nor rows."""
-    return [k for k in ("val", "test")
-            if getattr(data, k) is None and getattr(data, f"{k}_rows") is None]
+    """The evaluation splits carved out of `data.train`: those given neither a path nor rows,
+    with a fraction above 0."""
+    return [k for k in ("val", "test") if getattr(data, k) is None
+            and getattr(data, f"{k}_rows") is None and getattr(data, SPLIT_FRACTIONS[k]) > 0]
+
+
+def absent_splits(data: DataConfig) -> list[str]:
+    """The evaluation splits the config leaves out: no path, no rows and a fraction of 0 (seed
+    004's 70/30 train/test split has no validation split)."""
+    return [k for k in ("val", "test") if getattr(data, k) is None
+            and getattr(data, f"{k}_rows") is None and getattr(data, SPLIT_FRACTIONS[k]) == 0]
 
 
 @_rule
@@ -652,17 +687,25 @@ def _row_ranges_do_not_overlap(cfg: Config, source: str) -> None:
 @_rule
 def _carved_splits_leave_rows(cfg: Config, source: str) -> None:
     d = cfg.data
-    carved = carved_splits(d)
-    for key in carved:
-        name = "validation_split" if key == "val" else "test_split"
-        if getattr(d, name) == 0:
-            raise UserError(f"data.{name} is 0 and data.{key} is not set, {source}, expected a "
-                            f"fraction > 0 or a path for data.{key}")
     total = d.validation_split + d.test_split
-    if len(carved) == 2 and total >= 1:
+    if len(carved_splits(d)) == 2 and total >= 1:
         raise UserError(f"data.validation_split + data.test_split is {round(total, 6)}, {source}, "
                         "expected less than 1 (both are carved out of data.train, which must keep "
                         "rows to train on)")
+
+
+@_rule
+def _names_fit_the_task(cfg: Config, source: str) -> None:
+    for key, task in (("target_names", "regression"), ("class_names", "classification")):
+        names = getattr(cfg.data, key)
+        if names is None:
+            continue
+        if cfg.task != task:
+            raise _invalid(names, f"data.{key}", source, f"nothing for task={cfg.task} (it "
+                           f"names the outputs of task={task})")
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if not names or twice is not None or any(not n.strip() for n in names):
+            raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
 
 
 @_rule
@@ -729,7 +772,7 @@ def logged_quantities(cfg: Config) -> list[str]:
     for metric in cfg.train.metrics or ():
         # A name tf-keras resolves to a function (`MSE`) is logged as given: allow both forms.
         names += [n for n in dict.fromkeys((metric, _keras_metric_name(metric))) if n not in names]
-    return names + [f"val_{n}" for n in names]
+    return names + ([] if "val" in absent_splits(cfg.data) else [f"val_{n}" for n in names])
 
 
 def _keras_metric_name(name: str) -> str:

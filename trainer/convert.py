@@ -174,7 +174,8 @@ def config_splits(config: Config) -> tuple[dict[str, Iterator], str]:
     from trainer.data.dataset import split_views
 
     views, _, _ = split_views(config)
-    return {k: views[k].iter_grouped(CHUNK) for k in ("train", "val", "test")}, views["train"].name
+    return ({k: views[k].iter_grouped(CHUNK) for k in ("train", "val", "test") if k in views},
+            views["train"].name)  # a split the config leaves out (a fraction of 0) is not written
 
 
 def video_splits(videos: Sequence[str], labels_path: str, key: Optional[str], config: Config

@@ -77,8 +77,7 @@ def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
 
 def _group_lines(splits) -> list[str]:
     """Groups per split and groups found in two splits (nothing when a split has no groups)."""
-    per_split, in_two = groups.counts({k: getattr(splits, k).view.groups
-                                       for k in ("train", "val", "test")})
+    per_split, in_two = groups.counts({k: p.view.groups for k, p in splits.present.items()})
     if not in_two:
         return []
     lines = ["groups: " + ", ".join(f"{k} {n}" for k, n in per_split.items())]
@@ -93,7 +92,7 @@ def _group_lines(splits) -> list[str]:
 def _leak_lines(scans: dict, threshold: float, seed: int) -> list[str]:
     """For val and test: the fraction of samples whose nearest training sample is a near-copy."""
     lines = []
-    for key in ("val", "test"):
+    for key in (k for k in ("val", "test") if k in scans):
         queries = scans[key]["prints"]
         if len(queries) > LEAK_QUERIES:
             queries = queries[np.random.default_rng(seed).choice(len(queries), LEAK_QUERIES,
@@ -150,8 +149,11 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     scans = {}
     opts = pipeline_options(config, config.train.batch_size, shuffle=True)
     block = window_rows(splits.train.view, opts)
-    for key in ("train", "val", "test"):
-        part = getattr(splits, key)
+    from trainer.data.dataset import resize_lines
+
+    lines.append(f"layout: {splits.layout}")
+    lines += splits.absent_lines()
+    for key, part in splits.present.items():
         s = scans[key] = _scan(part, names, block)
         lines.append(f"{key}: {len(part)} samples, shape {splits.input_shape}, dtype "
                      f"{part.view.source.dtype}, values {s['low']:.4g}..{s['high']:.4g} "
@@ -165,13 +167,15 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
                 lines.append(f"  warning: heavy class imbalance in {key} (largest {counts.max()}, "
                              f"smallest {counts.min()}); consider train.class_weight: balanced")
         else:
-            lines.append("  targets: min " + ", ".join(f"{v:.4g}" for v in part.y.min(axis=0)) +
-                         "; max " + ", ".join(f"{v:.4g}" for v in part.y.max(axis=0)))
+            lines.append("  targets: " + ", ".join(
+                f"{n} {lo:.4g}..{hi:.4g}" for n, lo, hi in
+                zip(splits.target_names, part.y.min(axis=0), part.y.max(axis=0))))
         lines.append(f"  NaN: {s['nan']}, Inf: {s['inf']}")
         if s["nan"] or s["inf"]:
             lines.append(f"  warning: {key} has non-finite values; training stops unless "
                          "data.nonfinite: zero")
-    for a, b in itertools.combinations(("train", "val", "test"), 2):
+    lines += resize_lines(splits)
+    for a, b in itertools.combinations(scans, 2):
         shared = len(scans[a]["hashes"] & scans[b]["hashes"])
         lines.append(f"samples in both {a} and {b}: {shared}" +
                      ("  warning: evaluation overstates accuracy" if shared else ""))

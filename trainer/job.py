@@ -15,6 +15,7 @@ from trainer.runtime import devices, memory
 from trainer.runtime.platform import Platform
 from trainer.config import Config
 from trainer.data import groups, load_splits
+from trainer.data.dataset import resize_lines
 from trainer.errors import OutOfSpace, StorageUnavailable, TrainingDiverged, UserError
 from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
@@ -64,10 +65,13 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         run_dir.cleanup()
         raise
     summary = splits.summary()
-    log.info("data: train %d, val %d, test %d samples of shape %s (%s split)%s",
-             len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
-             splits.split_method,
-             f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
+    log.info("data: %s samples of shape %s (%s split; %s)%s",
+             ", ".join(f"{k} {len(p)}" for k, p in splits.present.items()), splits.input_shape,
+             splits.split_method, splits.layout,
+             f", classes: {', '.join(splits.class_names)}" if splits.class_names else
+             f", targets: {', '.join(splits.target_names or [])}")
+    for line in splits.absent_lines():
+        log.info("%s", line)
     for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
@@ -81,6 +85,8 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
                                     extra_callbacks=[*_platform_callbacks(config, platform),
                                                      *callbacks],
                                     sigterm=sigterm)
+        for line in resize_lines(splits):
+            log.warning("%s", line)
         outputs = artifacts.write_all(config, splits, result, run_dir, platform,
                                       wall_time_s=time.perf_counter() - started)
     except UserError as exc:

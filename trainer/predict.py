@@ -53,13 +53,14 @@ class SavedModel:
     task: str
     class_names: Optional[list[str]]
     input_shape: tuple[int, ...]  # (H, W, C)
+    target_names: Optional[list[str]] = None  # regression: the targets' names, as trained
 
     @property
     def columns(self) -> list[str]:
         if self.class_names:
             return ["input", "predicted", "probability", *[f"p_{c}" for c in self.class_names]]
         outputs = int(self.model.output_shape[-1])
-        return ["input", *[f"output_{k}" for k in range(outputs)]]
+        return ["input", *(self.target_names or [f"output_{k}" for k in range(outputs)])]
 
 
 def load(path: str, allow_unsafe: bool = False) -> SavedModel:
@@ -79,7 +80,8 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
         raise UserError(f"model has no trainer_metadata, --model={path}, expected a model.h5 "
                         "written by trainer.task (it carries the task and class names)")
     shape = tuple(meta.get("input_shape") or model.input_shape[1:])
-    return SavedModel(model, meta["task"], meta.get("class_names"), shape)
+    return SavedModel(model, meta["task"], meta.get("class_names"), shape,
+                      meta.get("target_names"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,15 +134,19 @@ def read_shard(path: str, shape: tuple[int, ...], block: int = 256
         raise UserError(f"array of dtype {arr.dtype}, {path}, expected a numeric .npz/.npy array "
                         "of images")
     image_shapes = {tuple(shape), tuple(shape[:2])} if shape[2] == 1 else {tuple(shape)}
+    first = (shape[2], *shape[:2])  # channel-first (C, H, W), as PyTorch keeps images
     if tuple(arr.shape) in image_shapes:
         yield f"{path}[0]", np.asarray(arr.load(), dtype=np.float32).reshape(shape)
         return
-    if tuple(arr.shape[1:]) not in image_shapes:
+    channel_first = tuple(arr.shape[1:]) == first and first != tuple(shape)
+    if not channel_first and tuple(arr.shape[1:]) not in image_shapes:
         raise UserError(f"images of shape {tuple(arr.shape[1:])}, {path}, expected {tuple(shape)} "
                         "as the model was trained on")
     read = arr.reader()
     for start in range(0, arr.shape[0], block):
         rows = read(start, min(arr.shape[0], start + block))
+        if channel_first:
+            rows = np.moveaxis(rows, 1, -1)
         for i, image in enumerate(rows):
             yield f"{path}[{start + i}]", np.asarray(image, dtype=np.float32).reshape(shape)
 

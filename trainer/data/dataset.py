@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from trainer import storage
-from trainer.config import Config, carved_splits
+from trainer.config import Config, absent_splits, carved_splits
 from trainer.data import formats, groups, images, labels
 from trainer.data.source import Source, View
 from trainer.errors import UserError
@@ -35,15 +35,45 @@ class SplitData:
         return self.view.array().astype(np.float32, copy=False)
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass
 class Splits:
     train: SplitData
-    val: SplitData
-    test: SplitData
+    val: Optional[SplitData]  # None: the config leaves it out (validation_split: 0)
+    test: Optional[SplitData]  # None: test_split: 0
     task: str
     class_names: Optional[list[str]]
     split_method: str  # given, random (rows) or group (whole groups)
     asked: dict[str, float] = field(default_factory=dict)  # fractions of the carved splits
+    target_names: Optional[list[str]] = None  # regression: one name per target
+    layout: str = "channels last"  # how the arrays were read, for the log and datacheck
+
+    @property
+    def present(self) -> dict[str, SplitData]:
+        """The splits there are, by name, in order (train always)."""
+        return {k: getattr(self, k) for k in SPLITS if getattr(self, k) is not None}
+
+    @property
+    def held_out(self) -> Optional[str]:
+        """The split the final figures (confusion matrix, errors, per-target scores) come from:
+        test, or validation when there is no test split, or None when neither exists."""
+        return "test" if self.test is not None else "val" if self.val is not None else None
+
+    def absent_lines(self) -> list[str]:
+        """What a left-out split changes, for the log and the report."""
+        lines = []
+        if self.val is None:
+            lines.append("no validation split (data.validation_split: 0): early stopping and the "
+                         "best epoch follow the training quantity (train.monitor)")
+        if self.test is None:
+            lines.append("no test split (data.test_split: 0): the final figures are the "
+                         "validation split's, which also chose the best epoch, so they flatter "
+                         "the model" if self.val is not None else
+                         "no test split (data.test_split: 0) and no validation split: there are "
+                         "no held-out figures, only the training history")
+        return lines
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -56,10 +86,18 @@ class Splits:
     def summary(self) -> dict:
         """Counts per split (samples, groups, per class), for the log and metrics.json."""
         out: dict = {"input_shape": list(self.input_shape), "split_method": self.split_method}
-        names = ("train", "val", "test")
-        per_split, in_two = groups.counts({k: getattr(self, k).view.groups for k in names})
-        for name in names:
-            part = getattr(self, name)
+        parts = self.present
+        per_split, in_two = groups.counts({k: p.view.groups for k, p in parts.items()})
+        out["layout"] = self.layout
+        if self.target_names:
+            out["target_names"] = list(self.target_names)
+        sizes = resized(self)
+        if sizes:
+            out["resized"] = sizes
+        absent = [k for k in SPLITS if k not in parts]
+        if absent:
+            out["absent_splits"] = absent
+        for name, part in parts.items():
             entry: dict = {"samples": len(part), "source": part.source}
             if name in self.asked:
                 entry["fraction_asked"] = self.asked[name]
@@ -80,7 +118,7 @@ def open_source(config: Config, paths, key: str, spec: images.ImageSpec) -> Sour
     data = config.data
     reads_files = formats.FORMATS[data.format].reads_files
     files = storage.expand(paths, f"data.{key}") if reads_files else []
-    return Source(formats.reader(data.format)(files, data, spec))
+    return Source(formats.reader(data.format)(files, data, spec), data.channels)
 
 
 def _row_range(rows: Optional[list[int]], n: int, key: str, source: str) -> Optional[np.ndarray]:
@@ -140,7 +178,7 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
     carve = carved_splits(d)  # the config made sure that each keeps rows
     for key in ("val", "test"):
         given_rows = getattr(d, f"{key}_rows")
-        if key in carve:
+        if key in carve or key in absent_splits(d):
             continue
         if getattr(d, key) is not None:
             src = open_source(config, getattr(d, key), key, later_spec)
@@ -171,8 +209,8 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
 def load_splits(config: Config) -> Splits:
     views, method, asked = split_views(config)
     class_names = None
-    built = {}
-    for key in ("train", "val", "test"):
+    built: dict[str, Optional[SplitData]] = {"val": None, "test": None}
+    for key in (k for k in SPLITS if k in views):
         view = views[key]
         where = f"data.{key}={view.name}"
         if len(view) == 0:
@@ -188,5 +226,62 @@ def load_splits(config: Config) -> Splits:
     if class_names is not None and len(class_names) < 2:
         raise UserError(f"only one class ({class_names[0]}), data.train={views['train'].name}, "
                         "expected at least two classes for classification")
-    return Splits(**built, task=config.task, class_names=class_names, split_method=method,
-                  asked=asked)
+    train = views["train"].source
+    return Splits(**built, task=config.task,
+                  class_names=_named(class_names, config.data.class_names, "class_names",
+                                     f"data.train={views['train'].name}"),
+                  split_method=method, asked=asked,
+                  target_names=None if class_names else target_names(config, built["train"].y),
+                  layout=LAYOUTS[train.layout].format(shape=train.stored_shape))
+
+
+def resized(splits: Splits) -> Optional[dict]:
+    """Image files read so far at another size than the model's and resized to it: how many,
+    of how many, and from which sizes; None when no split reads image files."""
+    sources = {id(p.view.source): p.view.source for p in splits.present.values()}
+    files = [s for s in sources.values() if any(sh.resized is not None for sh in s.shards)]
+    if not files:
+        return None
+    sizes: dict[str, int] = {}
+    for source in files:
+        for (h, w), n in sorted(source.resized().items()):
+            sizes[f"{h}x{w}"] = sizes.get(f"{h}x{w}", 0) + n
+    h, w = splits.input_shape[:2]
+    return {"to": f"{h}x{w}", "count": sum(sizes.values()),
+            "of": sum(len(s) for s in files), "from": sizes}
+
+
+def resize_lines(splits: Splits) -> list[str]:
+    """The resize count as the log and datacheck say it (nothing when no image was resized)."""
+    r = resized(splits)
+    if not r or not r["count"]:
+        return []
+    return [f"{r['count']} of {r['of']} image files were resized to {r['to']} (data.image_size, "
+            "or the first image's size), from " +
+            ", ".join(f"{size} ({n})" for size, n in r["from"].items())]
+
+
+LAYOUTS = {"last": "channels last, samples {shape}", "first": "channels first, samples {shape} "
+           "read as (H, W, C)"}
+
+
+def _named(found: Optional[list[str]], given: Optional[list[str]], key: str,
+           where: str) -> Optional[list[str]]:
+    """The names the config gives (`data.class_names`, `data.target_names`) in place of those
+    found, one per output."""
+    if found is None or given is None:
+        return found
+    if len(given) != len(found):
+        raise UserError(f"{len(given)} names in data.{key} ({', '.join(given)}), {where}, "
+                        f"expected {len(found)}, one per {'class' if key == 'class_names' else 'target'} "
+                        f"({', '.join(found)})")
+    return list(given)
+
+
+def target_names(config: Config, y: np.ndarray) -> list[str]:
+    """Regression: one name per target column, from `data.target_names`, a `csv`'s
+    `label_columns`, or `target_<k>`."""
+    d = config.data
+    found = (list(d.label_columns) if d.format == "csv" and len(d.label_columns) == y.shape[1]
+             else [f"target_{k}" for k in range(y.shape[1])])
+    return _named(found, d.target_names, "target_names", f"data.train={d.train}")

@@ -72,14 +72,14 @@ def counts(by_split: dict[str, Optional[np.ndarray]]) -> tuple[dict[str, int], d
 def report_lines(summary: dict) -> list[str]:
     """The split report for the log (from `Splits.summary()`): groups and samples per split;
     then warnings, for groups in two splits and carved splits far from their asked fraction."""
-    keys = ("train", "val", "test")
+    keys = [k for k in ("train", "val", "test") if k in summary]  # a left-out split is absent
     if any("groups" not in summary[k] for k in keys):
         return []
     total = sum(summary[k]["samples"] for k in keys)
     parts = [f"{k} {summary[k]['groups']} groups ({summary[k]['samples']} samples, "
              f"{summary[k]['samples'] / total:.0%})" for k in keys]
     lines = [f"split ({summary['split_method']}): " + ", ".join(parts)]
-    leaks = {pair: n for pair, n in summary["groups_in_two_splits"].items() if n}
+    leaks = {pair: n for pair, n in summary.get("groups_in_two_splits", {}).items() if n}
     if leaks:
         lines.append("groups in two splits: " + ", ".join(f"{p} {n}" for p, n in leaks.items()) +
                      "; evaluation overstates accuracy on new groups (see data.split_by)")

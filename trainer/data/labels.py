@@ -19,8 +19,11 @@ def encode_classes(y: np.ndarray, where: str,
     """
     if y.ndim == 2 and y.shape[1] > 1:
         if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
-            raise UserError(f"labels are 2-D but not one-hot, {where}, expected y of shape (N,) "
-                            "or one-hot (N, K) for classification")
+            numbers = y.dtype.kind in "iuf"
+            raise UserError(f"labels of shape {y.shape} are 2-D but not one-hot, {where}, expected "
+                            "y of shape (N,) or one-hot (N, K) for classification" +
+                            (f" (or task: regression, for {y.shape[1]} targets per sample)"
+                             if numbers else ""))
         indices = y.argmax(axis=1)
         names = class_names or [str(i) for i in range(y.shape[1])]
         return indices.astype(np.int32), names

@@ -146,7 +146,7 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
     rows, batch = window_rows(view, opts), opts.batch_size
     plan = plan_windows(blocks, rows, batch)
     if buffers is None:
-        buffers = Buffers(view.sample_shape, rows + opts.block + batch)
+        buffers = Buffers(view.stored_shape, rows + opts.block + batch)
     with ThreadPoolExecutor(max(1, opts.threads)) as pool:
 
         def start(w: int):
@@ -195,9 +195,11 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
     label_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
-    signature = (tf.TensorSpec((None, *view.sample_shape), tf.float32), label_spec)
+    # Windows hold rows as the files store them; channel-first rows are turned per batch below.
+    signature = (tf.TensorSpec((None, *view.stored_shape), tf.float32), label_spec)
     batch = opts.batch_size
-    buffers = Buffers(view.sample_shape, window_rows(view, opts) + opts.block + batch)
+    buffers = Buffers(view.stored_shape, window_rows(view, opts) + opts.block + batch)
+    channels_first = view.source.channels_first
     tally = Tally(split or view.name, opts.nonfinite)  # one for all epochs: logged once
 
     def one_epoch(epoch):
@@ -208,6 +210,9 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     def cut(x, labels):
         # Slices along the first axis of an aligned buffer: views, not copies.
         n = tf.shape(labels, out_type=tf.int64)[0]
+        if channels_first:  # (N, C, H, W) -> (N, H, W, C): one copy per batch, in TensorFlow
+            return tf.data.Dataset.range(0, n, batch).map(
+                lambda i: (tf.transpose(x[i:i + batch], [0, 2, 3, 1]), labels[i:i + batch]))
         return tf.data.Dataset.range(0, n, batch).map(lambda i: (x[i:i + batch], labels[i:i + batch]))
 
     ds = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch).flat_map(cut)

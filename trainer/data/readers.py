@@ -156,29 +156,42 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
 
 
 def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, where: str) -> Shard:
-    """Samples stored one per file (images, or single `.npy` arrays as in seed 000)."""
+    """Samples stored one per file (images, or single `.npy` arrays as in seed 000).
 
-    def load(path: str, spec: images.ImageSpec) -> np.ndarray:
+    Images of another size than the first (or than `data.image_size`) are resized; each such
+    file is noted in the shard's `resized` as it is read, so the log and datacheck can say how
+    many were resized and from what sizes.
+    """
+    resized: dict[int, tuple[int, int]] = {}
+
+    def load(i: int, spec: images.ImageSpec) -> np.ndarray:
+        path = files[i]
         if path.lower().endswith(".npy"):
             a = array_from_bytes(storage.read_bytes(path), path)
             if a.dtype.kind not in "biuf":
                 raise UserError(f"array of dtype {a.dtype}, {path}, expected a numeric .npy array")
             return (a[..., np.newaxis] if a.ndim == 2 else a).astype(np.float32)
-        return images.decode(storage.read_bytes(path), spec, path)
+        img = images.open_image(storage.read_bytes(path), path)
+        size = (img.height, img.width)
+        if spec.size is not None and size != tuple(spec.size):
+            resized[i] = size  # one entry per file: re-reads in later epochs do not add
+        return images.to_array(img, spec, path)
 
-    first = load(files[0], spec)
+    first = load(0, spec)
     spec = spec.settle(first)
 
     def read(a: int, b: int) -> np.ndarray:
         out = np.empty((b - a, *first.shape), np.float32)
-        for i, path in enumerate(files[a:b]):
-            img = load(path, spec)
+        for i in range(a, b):
+            img = load(i, spec)
             if img.shape != first.shape:
-                raise UserError(f"array of shape {img.shape}, {path}, expected {first.shape} like "
-                                f"{files[0]}")
-            out[i] = img
+                raise UserError(f"array of shape {img.shape}, {files[i]}, expected {first.shape} "
+                                f"like {files[0]}")
+            out[i - a] = img
         return out
-    return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read)
+    images_only = not any(p.lower().endswith(".npy") for p in files)
+    return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read,
+                 channels="last" if images_only else None, resized=resized if images_only else None)
 
 
 def read_image_folder(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:

@@ -56,6 +56,12 @@ class Shard:
     # Where the images lie as raw bytes of `dtype`, if they do: read without `read`'s copy. A
     # reader may also say so through its `read` (an object with a `raw` attribute).
     raw: Optional[ByteRows] = None
+    # "last" where the reader knows the layout (decoded image files are (H, W, C)); None: the
+    # arrays' layout is decided by `data.channels` (`channel_axis`).
+    channels: Optional[str] = None
+    # Image files decoded at another size than the shard's and resized: file index -> (h, w)
+    # as stored. Filled as the files are read (no extra read), so it grows with each pass.
+    resized: Optional[dict] = None
 
     def __post_init__(self) -> None:
         if self.raw is None:
@@ -99,10 +105,36 @@ def array_shard(x: np.ndarray, y: np.ndarray, path: str) -> Shard:
     return Shard(path, len(x), tuple(x.shape[1:]), x.dtype, y, lambda a, b: x[a:b])
 
 
-class Source:
-    """Shards in order, checked against the first, addressed by one global row number."""
+CHANNEL_SIZES = (1, 3, 4)  # grey, RGB, RGBA (or a few stacked bands)
 
-    def __init__(self, shards: list[Shard]):
+
+def channel_axis(shape: tuple[int, ...], channels: str, where: str) -> str:
+    """Where the channel axis of samples of `shape` lies: "last" (H, W, C) or "first" (C, H, W).
+
+    `channels` is `data.channels`; `auto` takes an axis of size 1, 3 or 4 beside two larger
+    ones, so PyTorch's (C, H, W) never trains as C-high images of H "channels", and asks for the
+    key where neither or both ends could be the channel axis (a 64x64x64 cube, 32x32x2 masks).
+    """
+    if len(shape) == 2 or channels != "auto":
+        return "last" if len(shape) == 2 else channels
+    first = shape[0] in CHANNEL_SIZES and shape[0] < min(shape[1:])
+    last = shape[2] in CHANNEL_SIZES and shape[2] < min(shape[:2])
+    if first != last:
+        return "first" if first else "last"
+    raise UserError(f"cannot tell the channel axis of samples of shape {tuple(shape)}, {where}, "
+                    "expected data.channels: last (N, H, W, C) or data.channels: first "
+                    "(N, C, H, W) in the config")
+
+
+class Source:
+    """Shards in order, checked against the first, addressed by one global row number.
+
+    Samples are stored as `stored_shape` ((H, W, 1) for 2-D images, (C, H, W) channel-first)
+    and seen by the model as `sample_shape` (H, W, C): `View.read` moves the channel axis
+    (a view, no copy), and the pipeline moves it per batch in TensorFlow.
+    """
+
+    def __init__(self, shards: list[Shard], channels: str = "last"):
         first = shards[0]
         for s in shards:
             if len(s.sample_shape) not in (2, 3):
@@ -125,8 +157,20 @@ class Source:
                        else np.concatenate([s.groups for s in shards]))
         # 2-D images get a channel axis; reads are reshaped to it (a view, no copy).
         shape = first.sample_shape
-        self.sample_shape = shape if len(shape) == 3 else (*shape, 1)
+        self.layout = first.channels or channel_axis(shape, channels, first.path)
+        self.stored_shape = shape if len(shape) == 3 else (*shape, 1)
+        self.channels_first = self.layout == "first"
+        self.sample_shape = ((*self.stored_shape[1:], self.stored_shape[0]) if self.channels_first
+                             else self.stored_shape)
         self.dtype = first.dtype
+
+    def resized(self) -> dict[tuple[int, int], int]:
+        """Image files read so far whose size differed from the shard's: {(h, w) stored: count}."""
+        sizes: dict[tuple[int, int], int] = {}
+        for shard in self.shards:
+            for size in (shard.resized or {}).values():
+                sizes[size] = sizes.get(size, 0) + 1
+        return sizes
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -161,7 +205,13 @@ class View:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """(H, W, C), as the model takes it."""
         return self.source.sample_shape
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """As the files hold a sample: (H, W, C), or (C, H, W) channel-first (see `Source`)."""
+        return self.source.stored_shape
 
     def locate(self, position: int) -> str:
         """The file and row of the view's sample at `position`, as messages name a sample."""
@@ -182,7 +232,12 @@ class View:
         return out
 
     def read(self, block: Block) -> np.ndarray:
-        """The block's images: contiguous reads of the shard covering them.
+        """The block's images, (n, H, W, C) (for channel-first files a view of `read_stored`)."""
+        x = self.read_stored(block)
+        return np.moveaxis(x, 1, -1) if self.source.channels_first else x
+
+    def read_stored(self, block: Block) -> np.ndarray:
+        """The block's images as stored: contiguous reads of the shard covering them.
 
         Rows of a carved split are scattered; each read covers at most 4x the rows it keeps, so
         memory stays a multiple of the block size however sparse the split is.
@@ -200,10 +255,10 @@ class View:
                 _short_read(shard, len(x), last - first, first, last)
             pieces.append(x if last - first == b - a else x[rows[a:b] - first])
         x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        return x.reshape(len(rows), *self.sample_shape)
+        return x.reshape(len(rows), *self.stored_shape)
 
     def read_into(self, block: Block, out: np.ndarray, slots: np.ndarray) -> None:
-        """The block's images into `out[slots]` (`out` C-contiguous, (N, *sample_shape)).
+        """The block's images into `out[slots]` (`out` C-contiguous, (N, *stored_shape)).
 
         Raw rows of `out`'s dtype are copied from the file straight into their slots, one copy
         (gaps of a carved split are skipped or read through, never kept); other shards are read
@@ -214,7 +269,7 @@ class View:
             raise IndexError(f"{len(block.rows)} rows, {len(slots)} slots in a buffer of {len(out)}")
         raw, row_bytes = shard.raw, out[:1].nbytes
         if raw is None or shard.dtype != out.dtype or raw.size != row_bytes or not out.flags.c_contiguous:
-            out[slots] = self.read(block)
+            out[slots] = self.read_stored(block)
             return
         got = storage.read_rows_into(raw.path, raw.at(block.rows), row_bytes, out, slots * row_bytes)
         if got < len(block.rows):

@@ -32,6 +32,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     """Write and publish every artefact; returns what went where."""
     out: dict[str, str] = {}
     metadata = {"task": config.task, "class_names": splits.class_names,
+                "target_names": splits.target_names,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
                 "model": config.model.name, "name": config.name}
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
@@ -54,10 +55,15 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                            "replicas": result.replicas, "global_batch": result.global_batch,
                            **result.runtime}
     matrix: Optional[np.ndarray] = None
-    if splits.class_names and result.test_predictions is not None:
+    held = getattr(splits, splits.held_out) if splits.held_out else None
+    if splits.class_names and result.test_predictions is not None and held is not None:
         predicted = result.test_predictions.argmax(axis=1)
-        matrix = plots.confusion_matrix(splits.test.y, predicted, splits.num_outputs)
-        metrics["confusion_matrix"] = {"labels": splits.class_names, "matrix": matrix.tolist()}
+        matrix = plots.confusion_matrix(held.y, predicted, splits.num_outputs)
+        metrics["confusion_matrix"] = {"labels": splits.class_names, "matrix": matrix.tolist(),
+                                       "split": splits.held_out}
+    elif splits.target_names and result.test_predictions is not None and held is not None:
+        metrics["per_target"] = {"split": splits.held_out, **report.per_target_scores(
+            held.y, result.test_predictions, splits.target_names)}
     metrics = secrets.redact(metrics)  # data sources are URLs, which may carry a password
     with open(run.local("metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -69,7 +75,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
             run.publish("plots", "history.png")
         if matrix is not None:
             plots.confusion_plot(matrix, splits.class_names, run.local("plots", "confusion_matrix.png"),
-                                 f"{config.name}: test set")
+                                 f"{config.name}: {report.SPLIT_TITLES[splits.held_out]} set")
             run.publish("plots", "confusion_matrix.png")
         out["plots"] = run.remote("plots")
     if config.output.report:

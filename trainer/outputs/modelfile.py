@@ -178,6 +178,12 @@ def check_metadata(model: keras.Model, metadata: dict, path: str) -> None:
         raise refuse("class_names", f"a list of {width} names, one per output of the model")
     if task == "regression" and names is not None:
         raise refuse("class_names", "none for a regression model")
+    targets = metadata.get("target_names")
+    if targets is not None and not (
+            task == "regression" and isinstance(targets, list) and len(targets) == width
+            and all(isinstance(n, str) for n in targets)):
+        raise refuse("target_names", f"a list of {width} names, one per output of a regression "
+                     "model")
     shape = metadata.get("input_shape")
     expected = [None if d is None else int(d) for d in inputs[1:]]
     if "input_shape" in metadata and not (

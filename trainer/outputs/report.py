@@ -131,28 +131,49 @@ def per_class_scores(matrix: np.ndarray) -> list[tuple[float, float, float, int]
     return out
 
 
+def per_target_scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """{target: {rmse, mae, r2}} and the same over all targets ("overall"), for metrics.json and
+    the report; R² is NaN for a target that does not vary."""
+    pred = pred.reshape(y.shape)
+    err = pred - y
+
+    def scores(e: np.ndarray, t: np.ndarray) -> dict:
+        spread = float(((t - t.mean(axis=0)) ** 2).sum())
+        r2 = 1.0 - float((e ** 2).sum()) / spread if spread > 0 else float("nan")
+        return {"rmse": float(np.sqrt((e ** 2).mean())), "mae": float(np.abs(e).mean()), "r2": r2}
+
+    out = {n: scores(err[:, k], y[:, k]) for k, n in enumerate(names)}
+    out["overall"] = scores(err, y)
+    return out
+
+
+SPLIT_TITLES = {"val": "validation", "test": "test"}
+
+
 def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarray,
                             name: str) -> str:
     """The confusion matrix is the one `metrics.json` holds, so the page and the file agree."""
     names = splits.class_names
-    y = splits.test.y
+    held = getattr(splits, splits.held_out)
+    split = SPLIT_TITLES[splits.held_out]
+    y = held.y
     predicted = probs.argmax(axis=1)
-    confusion = _png(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: test set"))
+    confusion = _png(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: {split} set"))
     scores = per_class_scores(matrix)
     rows = [[c, p, r, f, n] for c, (p, r, f, n) in zip(names, scores)]
     macro = [float(np.mean([s[i] for s in scores])) for i in range(3)]
     rows.append(["macro average", *macro, int(matrix.sum())])
-    parts = ["<h3>Confusion matrix (test set)</h3>", _img(confusion, "confusion matrix"),
-             "<h3>Per-class precision, recall and F1 (test set)</h3>",
+    parts = [f"<h3>Confusion matrix ({split} set)</h3>", _img(confusion, "confusion matrix"),
+             f"<h3>Per-class precision, recall and F1 ({split} set)</h3>",
              _table(["class", "precision", "recall", "F1", "support"], rows)]
     wrong = np.flatnonzero(predicted != y)
-    parts.append(f"<h3>Most confident mistakes ({len(wrong)} of {len(y)} test images wrong)</h3>")
+    parts.append(f"<h3>Most confident mistakes ({len(wrong)} of {len(y)} {split} images wrong)</h3>")
     if len(wrong) == 0:
-        parts.append("<p>No test image is misclassified.</p>")
+        parts.append(f"<p>No {split} image is misclassified.</p>")
         return "".join(parts)
     # Worst first: the probability the model gave to its wrong answer.
     order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:GALLERY_SIZE]
-    images = dict(zip(order, splits.test.view.take(order)))  # only the gallery's rows are read
+    images = dict(zip(order, held.view.take(order)))  # only the gallery's rows are read
     cells = []
     for i in order:
         caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
@@ -164,31 +185,42 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
 
 
 def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
-    y = splits.test.y
+    split = SPLIT_TITLES[splits.held_out]
+    y = getattr(splits, splits.held_out).y
     pred = pred.reshape(y.shape)
-    figure = _png(lambda f: plots.regression_plots(y, pred, f, f"{name}: test set"))
+    figure = _png(lambda f: plots.regression_plots(y, pred, f, f"{name}: {split} set"))
     err = pred - y
-    rows = [[f"output {k}", float(np.sqrt((err[:, k] ** 2).mean())), float(np.abs(err[:, k]).mean()),
-             float(err[:, k].mean()), float(np.corrcoef(y[:, k], pred[:, k])[0, 1])
+    names = splits.target_names or [f"target_{k}" for k in range(y.shape[1])]
+    scores = per_target_scores(y, pred, names)
+    rows = [[n, scores[n]["rmse"], scores[n]["mae"], scores[n]["r2"], float(err[:, k].mean()),
+             float(np.corrcoef(y[:, k], pred[:, k])[0, 1])
              if y[:, k].std() > 0 and pred[:, k].std() > 0 else float("nan")]
-            for k in range(y.shape[1])]
-    return ("<h3>Predicted against true, and residuals (test set)</h3>"
+            for k, n in enumerate(names)]
+    rows.append(["overall", *[scores["overall"][k] for k in ("rmse", "mae", "r2")],
+                 float(err.mean()), float("nan")])
+    return (f"<h3>Predicted against true, and residuals ({split} set)</h3>"
             + _img(figure, "predicted vs true and residuals")
-            + _table(["output", "RMSE", "MAE", "mean residual", "correlation"], rows))
+            + _table(["target", "RMSE", "MAE", "R²", "mean residual", "correlation"], rows))
 
 
 def _data_section(splits: Splits) -> str:
     summary = splits.summary()
-    rows = [[k, summary[k]["samples"], summary[k]["source"]] for k in ("train", "val", "test")]
-    parts = [f"<p>Input shape {_esc(tuple(summary['input_shape']))}; "
-             f"split: {_esc(summary['split_method'])}.</p>",
+    keys = list(splits.present)
+    rows = [[k, summary[k]["samples"], summary[k]["source"]] for k in keys]
+    parts = [f"<p>Input shape {_esc(tuple(summary['input_shape']))} "
+             f"({_esc(summary['layout'])}); split: {_esc(summary['split_method'])}.</p>",
              _table(["split", "samples", "source"], rows)]
+    parts += [f"<p>{_esc(line)}</p>" for line in splits.absent_lines()]
+    if summary.get("resized", {}).get("count"):
+        r = summary["resized"]
+        parts.append(f"<p>{r['count']} of {r['of']} image files were resized to {_esc(r['to'])}, "
+                     f"from: {_esc(', '.join(f'{k} ({n})' for k, n in r['from'].items()))}.</p>")
     if splits.class_names:
-        header = ["class", *[f"{k} samples" for k in ("train", "val", "test")], "train share"]
+        header = ["class", *[f"{k} samples" for k in keys], "train share"]
         total = max(1, summary["train"]["samples"])
         rows = []
         for c in splits.class_names:
-            counts = [summary[k]["per_class"][c] for k in ("train", "val", "test")]
+            counts = [summary[k]["per_class"][c] for k in keys]
             share = counts[0] / total
             rows.append(f"<tr><td>{_esc(c)}</td>" + "".join(_cell(n) for n in counts)
                         + f'<td><span class="bar" style="width:{share * 200:.0f}px"></span> '
@@ -198,8 +230,9 @@ def _data_section(splits: Splits) -> str:
                      + "</table>")
     else:
         y = splits.train.y
-        rows = [[f"output {k}", float(y[:, k].mean()), float(y[:, k].std()), float(y[:, k].min()),
-                 float(y[:, k].max())] for k in range(y.shape[1])]
+        names = splits.target_names or [f"target_{k}" for k in range(y.shape[1])]
+        rows = [[n, float(y[:, k].mean()), float(y[:, k].std()), float(y[:, k].min()),
+                 float(y[:, k].max())] for k, n in enumerate(names)]
         parts.append("<h3>Targets (training split)</h3>"
                      + _table(["target", "mean", "std", "min", "max"], rows))
     return "".join(parts)
@@ -281,10 +314,11 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
            platform: Platform) -> str:
     """The whole page as a string."""
     sections: list[tuple[str, str, str]] = [
-        ("metrics", "Final metrics", _metrics_section(metrics)),
+        ("metrics", "Final metrics", _metrics_section(metrics)
+         + "".join(f'<p class="sub">{_esc(line)}</p>' for line in splits.absent_lines())),
         ("curves", "Training curves", _curves_section(result.history, config.name)),
     ]
-    if result.test_predictions is not None and len(splits.test):
+    if result.test_predictions is not None and splits.held_out:
         if splits.class_names:
             sections.append(("errors", "Classification: where it goes wrong",
                              _classification_section(
@@ -300,15 +334,15 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
         ("config", "Config", f"<pre>{_esc(config.to_yaml())}</pre>"),
     ]
-    test = metrics.get("test", {})
-    headline = ", ".join(f"{k} {v:.4g}" for k, v in test.items())
+    held = splits.held_out or "test"
+    headline = ", ".join(f"{k} {v:.4g}" for k, v in metrics.get(held, {}).items()) or "none"
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{_esc(t)}</h2>{h}</section>' for a, t, h in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{_esc(config.name)}: run report</title><style>{_CSS}</style></head><body>"
             f"<h1>{_esc(config.name)}</h1>"
-            f'<p class="sub">{_esc(config.task)} with {_esc(config.model.name)}; test: '
+            f'<p class="sub">{_esc(config.task)} with {_esc(config.model.name)}; {SPLIT_TITLES[held]}: '
             f"{_esc(headline)}; written {when}</p><nav>{nav}</nav>{body}</body></html>")
 
 

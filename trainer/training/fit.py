@@ -64,14 +64,16 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                                        standardization_stats(config, splits, train_opts))
     steps_per_epoch = steps(splits.train.view, train_opts)
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
-    val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts, split="val")
+    held = {k: make_dataset(p.view, p.y, eval_opts, split=k)
+            for k, p in splits.present.items() if k != "train"}
+    val_ds = held.get("val")
     callbacks = fit_callbacks(config, splits, run, store, steps_per_epoch, sigterm,
                               extra_callbacks)
     fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks, sigterm)
     best_epoch = restore_best_epoch(config, store, strategy)
-    test_ds = make_dataset(splits.test.view, splits.test.y, eval_opts, split="test")
-    metrics = evaluate(store.model, {"val": val_ds, "test": test_ds})
-    predictions = predict(store.model, test_ds)
+    metrics = evaluate(store.model, held)
+    # The final figures' split: test, or validation where there is no test split.
+    predictions = predict(store.model, held[splits.held_out]) if splits.held_out else None
     return TrainResult(model=store.model, history=list(store.state["history"]),
                        resumed_from_epoch=start.epoch if start.resumed else 0,
                        best_epoch=best_epoch,
@@ -122,7 +124,7 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
 
 
 def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: PipelineOptions,
-        val_ds: tf.data.Dataset, start: Start, steps_per_epoch: int,
+        val_ds: Optional[tf.data.Dataset], start: Start, steps_per_epoch: int,
         callbacks: Sequence[keras.callbacks.Callback], sigterm: Optional[SigtermWatch]) -> None:
     """Train from `start` to `train.epochs`, unless the run is complete or stopped early; an
     early stop is recorded in the checkpoint state, so a re-run trains no further."""
