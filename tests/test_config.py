@@ -25,16 +25,10 @@ CARVED = ["data.val=null", "data.test=null", "data.val_rows=null", "data.test_ro
 # One broken rule each: the overrides that break it, and the one error it must give.
 BROKEN_RULES = {
     "monitor": (["train.monitor=val_acuracy"],
-                r"invalid value 'val_acuracy' for 'train.monitor', .*expected one of .*val_loss"),
+                r"invalid value 'val_acuracy' for 'train.monitor', .*expected one of loss"),
     "monitor of the other task": (["task=regression", "train.metrics=null", "train.class_weight=none",
                                    "train.monitor=val_accuracy"],
-                                  r"'train.monitor', .*expected one of loss, mse, mae, val_loss, "
-                                  "val_mse, val_mae"),
-    "zero validation split": ([*CARVED, "data.validation_split=0"],
-                              r"data.validation_split is 0 and data.val is not set, .*expected a "
-                              "fraction > 0 or a path for data.val"),
-    "zero test split": ([*CARVED, "data.test_split=0"],
-                        r"data.test_split is 0 and data.test is not set"),
+                                  r"'train.monitor', .*expected one of loss, mse, mae"),
     "splits leave no training data": ([*CARVED, "data.validation_split=0.6", "data.test_split=0.4"],
                                       r"data.validation_split \+ data.test_split is 1.0, .*expected "
                                       "less than 1"),
@@ -49,13 +43,18 @@ BROKEN_RULES = {
     "row range": (["data.train_rows=[5, 2]"],
                   r"invalid row range \[5, 2\], data.train_rows, .*expected \[start, stop\) "
                   "with 0 <= start < stop"),
-    "overlapping rows": (["data.val=null", "data.test=null", "data.val_rows=[0, 10]",
+    "overlapping rows": (["data.train_rows=null", "data.val=null", "data.test=null", "data.val_rows=[0, 10]",
                           "data.test_rows=[5, 20]"],
                          r"data.val_rows \[0, 10\] and data.test_rows \[5, 20\] overlap, .*expected "
                          "disjoint row ranges"),
     "a loss of one-hot labels": (["train.loss=categorical_crossentropy"],
                                  r"invalid value 'categorical_crossentropy' for 'train.loss', .*for "
                                  r"task=.* \(labels are "),
+    "names of the other task's outputs": (["task=classification", "train.loss=null",
+                                           "train.metrics=null", "train.monitor=val_loss",
+                                           "data.class_names=null", "data.target_names=[a, b]"],
+                                          r"invalid value \['a', 'b'\] for 'data.target_names', "
+                                          r".*expected nothing for task=classification"),
     "class weights of a regression": (["task=regression", "train.metrics=null",
                                        "train.monitor=val_loss", "train.class_weight=balanced"],
                                       r"'train.class_weight', .*expected none for "
@@ -382,3 +381,22 @@ def test_rows_load_exactly_when_no_sample_is_in_two_splits(bounds, same_file):
         assert shared and "overlap" in str(exc)
         return
     assert not shared
+
+
+@pytest.mark.parametrize("data, absent, monitor", [
+    ({"validation_split": 0, "test_split": 0.3}, ["val"], "loss"),  # seed 004's 70/30
+    ({"validation_split": 0.2, "test_split": 0}, ["test"], "val_loss"),
+    ({"validation_split": 0, "test_split": 0}, ["val", "test"], "loss"),
+    ({"validation_split": 0, "val": "v/*.npz", "test_split": 0}, ["test"], "val_loss"),
+])
+def test_a_split_of_zero_is_absent_and_the_monitor_follows(data, absent, monitor):
+    cfg = config.from_dict({"data": {"format": "npz", "train": "t/*.npz", **data}})
+    assert config.absent_splits(cfg.data) == absent
+    assert cfg.train.monitor == monitor
+    assert "val" not in config.carved_splits(cfg.data) or "val" not in absent
+
+
+def test_a_left_out_validation_split_has_no_val_quantities_to_monitor():
+    with pytest.raises(UserError, match=r"'train.monitor', .*expected one of loss, accuracy$"):
+        config.from_dict({"data": {"format": "npz", "train": "t/*.npz", "validation_split": 0},
+                          "train": {"monitor": "val_acc"}})

@@ -80,7 +80,7 @@ def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
     x, _, target = blob_images(20, seed=9)
     path = write_npz(tmp_path, "x.npz", x, target)
     rows = list(predict.predict(saved, [path], batch_size=7))
-    assert saved.columns == ["input", "output_0", "output_1"]
+    assert saved.columns == ["input", "target_0", "target_1"]  # the names it was trained with
     assert [r[0] for r in rows] == [f"{path}[{i}]" for i in range(20)]
     # the values are the model's own output on the same images (standardisation included)
     model, meta = modelfile.load(str(models / "reg" / "model.h5"))

@@ -57,7 +57,7 @@ def test_regression_report_has_scatter_and_residuals(runs):
     html = _html(runs, "reg")
     assert "Regression: predictions against truth" in html
     assert 'alt="predicted vs true and residuals"' in html
-    assert "<th>RMSE</th>" in html and "<td>output 1</td>" in html
+    assert "<th>RMSE</th>" in html and "<td>target_1</td>" in html and "<th>R²</th>" in html
     assert "Most confident mistakes" not in html and "Confusion matrix" not in html
 
 

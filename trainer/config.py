@@ -607,9 +607,12 @@ def _with_defaults(cfg: Config) -> Config:
     train = dataclasses.replace(
         cfg.train, loss=cfg.train.loss or DEFAULT_LOSS[cfg.task],
         metrics=cfg.train.metrics or list(DEFAULT_METRICS[cfg.task]))
-    if "val" in absent_splits(cfg.data) and train.monitor.startswith("val_"):
-        # No validation split: early stopping and the best epoch follow the training quantity.
-        train = dataclasses.replace(train, monitor=train.monitor[len("val_"):])
+    twin = train.monitor[len("val_"):]
+    if ("val" in absent_splits(cfg.data) and train.monitor.startswith("val_")
+            and twin in logged_quantities(dataclasses.replace(cfg, train=train))):
+        # No validation split: early stopping and the best epoch follow the training quantity
+        # (a name that is no quantity at all is left for the monitor rule to name).
+        train = dataclasses.replace(train, monitor=twin)
     made = formats.FORMATS[cfg.data.format].image_size
     data = (cfg.data if cfg.data.image_size is not None or made is None
             else dataclasses.replace(cfg.data, image_size=list(made)))
@@ -695,20 +698,6 @@ def _carved_splits_leave_rows(cfg: Config, source: str) -> None:
 
 
 @_rule
-def _names_fit_the_task(cfg: Config, source: str) -> None:
-    for key, task in (("target_names", "regression"), ("class_names", "classification")):
-        names = getattr(cfg.data, key)
-        if names is None:
-            continue
-        if cfg.task != task:
-            raise _invalid(names, f"data.{key}", source, f"nothing for task={cfg.task} (it "
-                           f"names the outputs of task={task})")
-        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-        if not names or twice is not None or any(not n.strip() for n in names):
-            raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
-
-
-@_rule
 def _groups_exist_for_split_by_group(cfg: Config, source: str) -> None:
     d = cfg.data
     if d.split_by == "group" and carved_splits(d) and formats.FORMATS[d.format].groups is None:
@@ -762,6 +751,20 @@ def _loss_and_metrics_fit_the_task(cfg: Config, source: str) -> None:
 @_rule
 def _monitor_is_logged(cfg: Config, source: str) -> None:
     _check_choice(cfg.train.monitor, tuple(logged_quantities(cfg)), "train.monitor", source)
+
+
+@_rule
+def _names_fit_the_task(cfg: Config, source: str) -> None:
+    for key, task in (("target_names", "regression"), ("class_names", "classification")):
+        names = getattr(cfg.data, key)
+        if names is None:
+            continue
+        if cfg.task != task:
+            raise _invalid(names, f"data.{key}", source, f"nothing for task={cfg.task} (it "
+                           f"names the outputs of task={task})")
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if not names or twice is not None or any(not n.strip() for n in names):
+            raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
 
 
 def logged_quantities(cfg: Config) -> list[str]:

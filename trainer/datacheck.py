@@ -152,7 +152,7 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     from trainer.data.dataset import resize_lines
 
     lines.append(f"layout: {splits.layout}")
-    lines += splits.absent_lines()
+    lines += splits.absent_lines(config.train.monitor)
     for key, part in splits.present.items():
         s = scans[key] = _scan(part, names, block)
         lines.append(f"{key}: {len(part)} samples, shape {splits.input_shape}, dtype "

@@ -70,7 +70,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
              splits.split_method, splits.layout,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else
              f", targets: {', '.join(splits.target_names or [])}")
-    for line in splits.absent_lines():
+    for line in splits.absent_lines(config.train.monitor):
         log.info("%s", line)
     for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)

@@ -61,12 +61,13 @@ class Splits:
         test, or validation when there is no test split, or None when neither exists."""
         return "test" if self.test is not None else "val" if self.val is not None else None
 
-    def absent_lines(self) -> list[str]:
-        """What a left-out split changes, for the log and the report."""
+    def absent_lines(self, monitor: str) -> list[str]:
+        """What a left-out split changes, for the log, datacheck and the report; `monitor` is
+        `train.monitor` as the config settled it."""
         lines = []
         if self.val is None:
             lines.append("no validation split (data.validation_split: 0): early stopping and the "
-                         "best epoch follow the training quantity (train.monitor)")
+                         f"best epoch follow the training data's {monitor} (train.monitor)")
         if self.test is None:
             lines.append("no test split (data.test_split: 0): the final figures are the "
                          "validation split's, which also chose the best epoch, so they flatter "

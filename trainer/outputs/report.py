@@ -210,7 +210,6 @@ def _data_section(splits: Splits) -> str:
     parts = [f"<p>Input shape {_esc(tuple(summary['input_shape']))} "
              f"({_esc(summary['layout'])}); split: {_esc(summary['split_method'])}.</p>",
              _table(["split", "samples", "source"], rows)]
-    parts += [f"<p>{_esc(line)}</p>" for line in splits.absent_lines()]
     if summary.get("resized", {}).get("count"):
         r = summary["resized"]
         parts.append(f"<p>{r['count']} of {r['of']} image files were resized to {_esc(r['to'])}, "
@@ -315,7 +314,8 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     """The whole page as a string."""
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)
-         + "".join(f'<p class="sub">{_esc(line)}</p>' for line in splits.absent_lines())),
+         + "".join(f'<p class="sub">{_esc(line)}</p>'
+                   for line in splits.absent_lines(config.train.monitor))),
         ("curves", "Training curves", _curves_section(result.history, config.name)),
     ]
     if result.test_predictions is not None and splits.held_out:
