@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -123,3 +122,122 @@ def _shapes_folder(samples, cfg, result, metrics):
 CHECKS = {"hexagonal_csv": _hexagonal_csv, "raccoon_hdf5": _raccoon_hdf5,
           "contact_video": _contact_video, "contact_folders": _contact_folders,
           "shapes_folder": _shapes_folder}
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel-first arrays: read as (H, W, C) whichever way the rows are read.
+
+
+def _channel_first(tmp_path, fmt: str, channels: int = 3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, channels, 8, 12)).astype(np.float32)  # (N, C, H, W), as PyTorch
+    y = np.arange(24) % 2
+    if fmt == "npz":
+        write_npz(tmp_path / "d", "a.npz", x, y)
+        train = str(tmp_path / "d" / "a.npz")
+    else:  # npy: raw rows copied straight into the pipeline's buffer
+        os.makedirs(tmp_path / "d")
+        np.save(tmp_path / "d" / "x0.npy", x)
+        np.save(tmp_path / "d" / "y0.npy", y)
+        train = str(tmp_path / "d" / "x0.npy")
+    return x, y, train
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+@pytest.mark.parametrize("channels", ["auto", "first"])
+def test_channel_first_arrays_reach_the_model_channel_last(tmp_path, fmt, channels):
+    x, y, train = _channel_first(tmp_path, fmt)
+    cfg = config.load(None, [f"data.format={fmt}", f"data.train={train}", f"data.channels={channels}",
+                             "data.validation_split=0", "data.test_split=0.25"])
+    splits = load_splits(cfg)
+    assert splits.input_shape == (8, 12, 3)  # not 3 rows of 8 "channels"
+    assert splits.layout == "channels first, samples (3, 8, 12) read as (H, W, C)"
+    view = splits.train.view
+    expected = np.moveaxis(x[view.rows], 1, -1)
+    np.testing.assert_array_equal(view.array(), expected)  # View.read
+    opts = pipeline_options(cfg, 5, shuffle=False)
+    batches = np.concatenate([b[0].numpy() for b in make_dataset(view, splits.train.y, opts)])
+    np.testing.assert_array_equal(batches, expected)  # the pipeline, per batch in TensorFlow
+
+
+def test_channels_last_is_taken_as_given(tmp_path):
+    x, y, train = _channel_first(tmp_path, "npz", channels=1)
+    cfg = config.load(None, ["data.format=npz", f"data.train={train}", "data.channels=last"])
+    assert load_splits(cfg).input_shape == (1, 8, 12)
+
+
+def test_an_ambiguous_layout_asks_for_the_key_and_writes_nothing(tmp_path):
+    write_npz(tmp_path / "d", "a.npz", np.zeros((20, 8, 8, 8), np.float32), np.arange(20) % 2)
+    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={tmp_path}/d/a.npz",
+                   "--set", "name=cube", "--output_dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == (
+        f"error: cannot tell the channel axis of samples of shape (8, 8, 8), {tmp_path}/d/a.npz, "
+        "expected data.channels: last (N, H, W, C) or data.channels: first (N, C, H, W) in the "
+        "config")
+    assert not (tmp_path / "runs" / "cube").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels and names.
+
+
+def test_two_d_float_labels_suggest_regression(tmp_path):
+    x, _, target = blob_images(20, seed=1)
+    write_npz(tmp_path / "d", "a.npz", x, target)  # (N, 2) floats, task left at classification
+    cfg = config.load(None, ["data.format=npz", f"data.train={tmp_path}/d/a.npz"])
+    with pytest.raises(UserError, match=r"labels of shape \(\d+, 2\) are 2-D but not one-hot, .* "
+                       r"\(or task: regression, for 2 targets per sample\)$"):
+        load_splits(cfg)
+
+
+@pytest.mark.parametrize("key, names, task, message", [
+    ("class_names", "[no_touch, touch, maybe]", "classification",
+     r"3 names in data.class_names \(no_touch, touch, maybe\), .*expected 2, one per class \(0, 1\)"),
+    ("target_names", "[spacing]", "regression",
+     r"1 names in data.target_names \(spacing\), .*expected 2, one per target \(target_0, target_1\)"),
+])
+def test_names_must_match_the_outputs(tmp_path, key, names, task, message):
+    x, label, target = blob_images(20, seed=1)
+    write_npz(tmp_path / "d", "a.npz", x, label if task == "classification" else target)
+    cfg = config.load(None, ["data.format=npz", f"data.train={tmp_path}/d/a.npz", f"task={task}",
+                             f"data.{key}={names}", "train.metrics=null"])
+    with pytest.raises(UserError, match=message):
+        load_splits(cfg)
+
+
+def test_without_a_test_split_the_figures_are_the_validation_splits(tmp_path, blob_npz):
+    result, cfg = run_job(tmp_path / "runs", "data.format=npz", f"data.train={blob_npz}",
+                          "data.test_split=0", "model.name=tiny_cnn", "train.epochs=1",
+                          "data.class_names=[left, right]", "output.plots=false")
+    metrics = json.loads(open(os.path.join(result.run_dir, "metrics.json")).read())
+    assert "test" not in metrics and metrics["data"]["absent_splits"] == ["test"]
+    assert metrics["confusion_matrix"]["split"] == "val"
+    assert metrics["confusion_matrix"]["labels"] == ["left", "right"]
+    html = open(os.path.join(result.run_dir, "report.html")).read()
+    assert "no test split (data.test_split: 0)" in html and "Confusion matrix (validation set)" in html
+
+
+# ----------------------------------------------------------------------------------------------
+# datacheck says what it chose.
+
+
+def test_datacheck_prints_the_layout_the_resizes_and_the_left_out_split(samples):
+    cwd = os.getcwd()
+    os.chdir(samples)
+    try:
+        hdf5 = datacheck.check(config.load(os.path.join(ROOT, "local/configs/raccoon_hdf5.yaml")),
+                               str(samples / "check"))
+        folder = datacheck.check(config.load(os.path.join(ROOT, "local/configs/shapes_folder.yaml")),
+                                 str(samples / "check"))
+        named = datacheck.check(config.load(os.path.join(ROOT, "local/configs/hexagonal_csv.yaml")),
+                                str(samples / "check"))
+    finally:
+        os.chdir(cwd)
+    assert "layout: channels first, samples (1, 32, 32) read as (H, W, C)" in hdf5
+    assert "layout: channels last, samples (32, 32, 3)" in folder
+    assert any(line.startswith("no validation split (data.validation_split: 0)") for line in folder)
+    resized = [line for line in folder if "image files were resized to 32x32" in line]
+    assert len(resized) == 1 and resized[0].endswith("from 40x40 (7)")
+    assert not any(line.startswith("val:") for line in folder)
+    assert any(line.startswith("  targets: spacing ") and ", angle " in line for line in named)
