@@ -86,6 +86,16 @@ def _raccoon_hdf5(samples, cfg, result, metrics):
     assert data["test"]["samples"] == 24  # rows [40, 64)
     assert data["train"]["samples"] + data["val"]["samples"] == 40
     assert data["target_names"] == ["amplitude"] and "amplitude" in metrics["per_target"]
+    import h5py  # new cubes to predict, as PyTorch holds them: (N, 1, H, W)
+
+    with h5py.File(samples / "local" / "data" / "cubes_hdf5" / "cubes.h5") as f:
+        cubes = f["x"][:3]
+    np.save(samples / "new_cubes.npy", cubes)
+    saved = predict.load(result.run_dir)
+    rows = list(predict.predict(saved, [str(samples / "new_cubes.npy")]))
+    expected = saved.model.predict(np.moveaxis(cubes, 1, -1), verbose=0)[:, 0]
+    assert saved.columns == ["input", "amplitude"]
+    np.testing.assert_allclose([r[1] for r in rows], expected, rtol=1e-5, atol=1e-6)
 
 
 def _contact_video(samples, cfg, result, metrics):
@@ -168,14 +178,18 @@ def test_channels_last_is_taken_as_given(tmp_path):
 
 def test_an_ambiguous_layout_asks_for_the_key_and_writes_nothing(tmp_path):
     write_npz(tmp_path / "d", "a.npz", np.zeros((20, 8, 8, 8), np.float32), np.arange(20) % 2)
-    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={tmp_path}/d/a.npz",
-                   "--set", "name=cube", "--output_dir", str(tmp_path / "runs"))
-    assert proc.returncode == 2
-    assert error_line(proc.stderr) == (
-        f"error: cannot tell the channel axis of samples of shape (8, 8, 8), {tmp_path}/d/a.npz, "
-        "expected data.channels: last (N, H, W, C) or data.channels: first (N, C, H, W) in the "
-        "config")
+    expected = (f"cannot tell the channel axis of samples of shape (8, 8, 8), {tmp_path}/d/a.npz, "
+                "expected data.channels: last (N, H, W, C) or data.channels: first (N, C, H, W) "
+                "in the config")
+    with pytest.raises(UserError) as caught:  # in-process: the CLI makes any UserError its line
+        run_job(tmp_path / "runs", "data.format=npz", f"data.train={tmp_path}/d/a.npz", "name=cube")
+    assert str(caught.value) == expected
     assert not (tmp_path / "runs" / "cube").exists()
+    # and the data check, which a user runs first, stops the same way, as one line and exit 2
+    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={tmp_path}/d/a.npz",
+                   "--out", str(tmp_path / "check"), module="trainer.datacheck")
+    assert proc.returncode == 2 and error_line(proc.stderr) == f"error: {expected}"
+    assert not (tmp_path / "check").exists()
 
 
 # ----------------------------------------------------------------------------------------------

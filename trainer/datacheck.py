@@ -140,10 +140,11 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     `near` is the fingerprint distance under which a sample counts as a near-copy.
     """
     from trainer.data import load_splits
+
+    splits = load_splits(config)  # before TensorFlow is imported: a data error ends at once
     from trainer.data.pipeline import (count_samples, data_errors, make_dataset, pipeline_options,
                                        window_rows)
 
-    splits = load_splits(config)
     names = splits.class_names
     lines: list[str] = []
     scans = {}
