@@ -212,7 +212,8 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         n = tf.shape(labels, out_type=tf.int64)[0]
         if channels_first:  # (N, C, H, W) -> (N, H, W, C): one copy per batch, in TensorFlow
             return tf.data.Dataset.range(0, n, batch).map(
-                lambda i: (tf.transpose(x[i:i + batch], [0, 2, 3, 1]), labels[i:i + batch]))
+                lambda i: (tf.transpose(x[i:i + batch], [0, 2, 3, 1]), labels[i:i + batch]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return tf.data.Dataset.range(0, n, batch).map(lambda i: (x[i:i + batch], labels[i:i + batch]))
 
     ds = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch).flat_map(cut)
