@@ -93,13 +93,19 @@ class Command:
                             f"{expected}") from None
         except flags.Error as exc:
             raise UserError(f"{exc}, command line, {expected}") from None
-        missing = [f"--{name}" for name in self.required if self.flags[name].value is None]
-        if missing:
-            raise UserError(f"missing {', '.join(missing)}, command line, {expected}")
+        self.require(self.required)
         if args and not self.takes_args:
             raise UserError(f"unexpected argument {args[0]!r}, command line, expected only flags "
                             f"(see `{self.program} --help`)")
         return args
+
+    def require(self, names: Sequence[str]) -> None:
+        """Refuse a command line without the flags `names` (those a tool, or one of its modes,
+        cannot do without), naming every one that is missing."""
+        missing = [f"--{name}" for name in names if self.flags[name].value is None]
+        if missing:
+            raise UserError(f"missing {', '.join(missing)}, command line, expected the flags "
+                            f"that `{self.program} --help` lists")
 
     def run(self, argv: Optional[Sequence[str]] = None) -> NoReturn:
         """The program: `--help`, the flags, the body, its exit status."""
