@@ -152,14 +152,15 @@ def register(args: flags.FlagValues) -> int:
 
 
 def _submit_from_flags(args: list[str]) -> int:
-    if FLAGS.upload_model:
-        main.require(("project",))
-        return register(FLAGS)
-    main.require(("config", "project", "staging_bucket"))
-    return submit(FLAGS)
+    return register(FLAGS) if FLAGS.upload_model else submit(FLAGS)
 
 
-main = cli.Command(_submit_from_flags, FLAGS)
+def _required(values: flags.FlagValues) -> tuple[str, ...]:
+    """A model to register needs a project; a job also needs its config and a staging bucket."""
+    return ("project",) if values.upload_model else ("config", "project", "staging_bucket")
+
+
+main = cli.Command(_submit_from_flags, FLAGS, required=_required)
 
 if __name__ == "__main__":
     main.run()

@@ -29,6 +29,8 @@ import re
 import shutil
 from typing import Optional, Sequence
 
+from trainer import storage
+
 log = logging.getLogger("trainer")
 
 FOLDER = "saved_model"
@@ -66,6 +68,8 @@ def export(model, metadata: dict, path: str, target_names: Optional[Sequence[str
         _write(model, metadata, shape, path, target_names)
     except Exception as exc:  # noqa: BLE001 - whatever a user's layer raises while traced
         shutil.rmtree(path, ignore_errors=True)
+        if storage.out_of_space(exc) is not None:
+            raise  # a full disk ends the run as it does for any file (job.py)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         return f"{type(exc).__name__}: {reason}"
     return None
