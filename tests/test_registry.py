@@ -7,7 +7,7 @@ import os
 import pytest
 from google.cloud import aiplatform_v1 as v1
 
-from conftest import error_line, run_cli, run_job
+from conftest import error_line, run_job
 from trainer import storage, submit
 from trainer.cloud import registry
 from vertex_recorder import MODEL_NAME, OPERATION_NAME, Recorder
@@ -135,14 +135,12 @@ def test_the_prebuilt_image_of_the_models_tensorflow(local_run, tmp_path, gcs, c
     assert not list(gcs.client().list_blobs(gcs.bucket, prefix="registry/dry"))  # nothing sent
 
 
-def test_a_tensorflow_version_without_a_prebuilt_image_is_one_error_line(local_run):
+def test_a_tensorflow_version_without_a_prebuilt_image_is_one_error_line(local_run, capsys):
     import tensorflow as tf
 
-    proc = run_cli(*_args(local_run, "--staging_bucket", "gs://b", "--dry_run"),
-                   module="trainer.submit")
-    assert proc.returncode == 2
+    assert submit.main(_args(local_run, "--staging_bucket", "gs://b", "--dry_run")) == 2
     version = ".".join(tf.__version__.split(".")[:2])
-    assert error_line(proc.stderr) == (
+    assert error_line(capsys.readouterr().err) == (
         f"error: no pre-built Vertex AI prediction image for TensorFlow {version} (cpu; the newest "
         f"is 2.15), --upload_model={local_run}, expected a model trained with TensorFlow 2.15 or "
         "older, or --serving_image URI: a TensorFlow Serving image of the model's version pushed "

@@ -95,35 +95,20 @@ import base64, json, sys
 import numpy as np
 import tensorflow as tf
 
-folder, request_path, arrays_path = sys.argv[1:4]
-served = tf.saved_model.load(folder)
-# A Vertex AI request as the prediction container gets it; TF Serving decodes each {"b64": ...}.
-instances = json.load(open(request_path))["instances"]
-image_bytes = tf.constant([base64.b64decode(i["image_bytes"]["b64"]) for i in instances])
-outputs = served.signatures["serving_default"](image_bytes=image_bytes)
-arrays = served.signatures["predict_arrays"](images=tf.constant(np.load(arrays_path)))
-print(json.dumps({"bytes": {k: v.numpy().tolist() for k, v in outputs.items()},
-                  "arrays": {k: v.numpy().tolist() for k, v in arrays.items()},
+answers = []
+for folder, request_path, arrays_path in json.loads(sys.argv[1]):
+    served = tf.saved_model.load(folder)
+    # A Vertex AI request as the prediction container gets it; TF Serving decodes {"b64": ...}.
+    instances = json.load(open(request_path))["instances"]
+    image_bytes = tf.constant([base64.b64decode(i["image_bytes"]["b64"]) for i in instances])
+    outputs = served.signatures["serving_default"](image_bytes=image_bytes)
+    arrays = served.signatures["predict_arrays"](images=tf.constant(np.load(arrays_path)))
+    answers.append({"bytes": {k: v.numpy().tolist() for k, v in outputs.items()},
+                    "arrays": {k: v.numpy().tolist() for k, v in arrays.items()}})
+print(json.dumps({"answers": answers,
                   "imported_trainer": any(m.split(".")[0] == "trainer" for m in sys.modules)},
                  default=bytes.decode))  # class names are strings: bytes in TensorFlow
 """
-
-
-def _serve(model_dir, files, shape, tmp_path):
-    """Outputs of the export in a new interpreter without this package on its path."""
-    request = {"instances": [{"image_bytes": {"b64": base64.b64encode(open(f, "rb").read()).decode()}}
-                             for f in files]}
-    (tmp_path / "request.json").write_text(json.dumps(request))
-    np.save(tmp_path / "arrays.npy", np.stack([predict.read_image(f, shape) for f in files]))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(model_dir),
-                           str(tmp_path / "request.json"), str(tmp_path / "arrays.npy")],
-                          cwd=tmp_path, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert served["imported_trainer"] is False
-    return served
 
 
 def _inputs(folder, height, width):
@@ -140,60 +125,90 @@ def _inputs(folder, height, width):
     return [str(folder / name) for name in sorted(made)]
 
 
-def _sixteen_bit_classes(root):
+def _grey_classifier(root):
+    """Classes 'dim' and 'bright' as 16-bit greyscale PNG, trained at 8x8."""
     rng = np.random.default_rng(16)
     for cls, level in (("dim", 1000), ("bright", 3000)):
-        (root / cls).mkdir(parents=True)
+        (root / "data" / cls).mkdir(parents=True)
         for i in range(16):
             pixels = (level + rng.integers(-300, 300, (10, 12))).astype(np.uint16)
-            Image.fromarray(pixels).save(root / cls / f"{i:02d}.png")
-
-
-def test_a_grey_classifier_served_from_image_bytes_matches_trainer_predict(tmp_path):
-    _sixteen_bit_classes(tmp_path / "data")
-    result, _ = run_job(tmp_path / "runs", "name=grey", "data.format=image_folder",
-                        f"data.train={tmp_path / 'data'}", "data.image_size=[8, 8]",
+            Image.fromarray(pixels).save(root / "data" / cls / f"{i:02d}.png")
+    result, _ = run_job(root / "runs", "name=grey", "data.format=image_folder",
+                        f"data.train={root / 'data'}", "data.image_size=[8, 8]",
                         "data.color=grey", "model.name=tiny_cnn", "train.epochs=2",
                         "output.report=false", "output.plots=false", "output.saved_model=true")
-    exported = tmp_path / "runs" / "grey" / "saved_model"
-    assert result.outputs["saved_model"] == str(exported)
-    info = json.loads((exported / "assets.extra" / "trainer.json").read_text())
-    assert info["tensorflow"] and info["class_names"] == ["bright", "dim"]
-    files = _inputs(tmp_path / "new", 8, 8)
-    saved = predict.load(result.outputs["model"])
-    rows = list(predict.predict(saved, files))
-    served = _serve(exported, files, saved.input_shape, tmp_path)
-    expected = np.array([row[3:] for row in rows])
-    for way in ("bytes", "arrays"):
-        out = served[way]
-        np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6, err_msg=way)
-        assert out["predicted"] == [row[1] for row in rows], way
-        np.testing.assert_allclose(out["probability"], [row[2] for row in rows], atol=1e-6)
-        assert out["classes"] == [["bright", "dim"]] * len(files)
+    return result
 
 
-def test_an_rgb_regression_served_with_its_named_targets(tmp_path):
+def _rgb_regression(root):
+    """Two targets named in a CSV manifest ('x centre' and 'y') of 8-bit RGB PNG files."""
     x, _, target = blob_images(60, size=10, seed=4)
-    (tmp_path / "imgs").mkdir()
-    with open(tmp_path / "labels.csv", "w", newline="") as f:
+    (root / "imgs").mkdir(parents=True)
+    with open(root / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "x centre", "y"])
         for i in range(60):
             pixels = np.clip(np.repeat(x[i][..., None], 3, -1) * 120 + 60, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "imgs" / f"{i}.png")
+            Image.fromarray(pixels).save(root / "imgs" / f"{i}.png")
             writer.writerow([f"imgs/{i}.png", target[i, 0], target[i, 1]])
-    result, _ = run_job(tmp_path / "runs", "name=reg", "task=regression", "data.format=csv",
-                        f"data.train={tmp_path / 'labels.csv'}", "data.path_column=file",
+    result, _ = run_job(root / "runs", "name=reg", "task=regression", "data.format=csv",
+                        f"data.train={root / 'labels.csv'}", "data.path_column=file",
                         "data.label_columns=['x centre', 'y']", "data.color=rgb",
                         "model.name=tiny_cnn", "train.epochs=2", "output.report=false",
                         "output.plots=false", "output.saved_model=true")
-    files = _inputs(tmp_path / "new", 10, 10)
-    saved = predict.load(result.outputs["model"])
-    expected = np.array([row[1:] for row in predict.predict(saved, files)])
-    served = _serve(result.outputs["saved_model"], files, saved.input_shape, tmp_path)
+    return result
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Both models, predicted by `trainer.predict` here and served from image bytes (and arrays)
+    by their exports in one new interpreter without this package on its path."""
+    root = tmp_path_factory.mktemp("serving")
+    cases, jobs = {}, []
+    for name, train, size in (("grey", _grey_classifier, (8, 8)),
+                              ("reg", _rgb_regression, (10, 10))):
+        result = train(root / name)
+        files = _inputs(root / name / "new", *size)
+        saved = predict.load(result.outputs["model"])
+        request = {"instances": [{"image_bytes": {"b64": base64.b64encode(open(f, "rb").read())
+                                                  .decode()}} for f in files]}
+        (root / name / "request.json").write_text(json.dumps(request))
+        np.save(root / name / "arrays.npy",
+                np.stack([predict.read_image(f, saved.input_shape) for f in files]))
+        jobs.append([result.outputs["saved_model"], str(root / name / "request.json"),
+                     str(root / name / "arrays.npy")])
+        cases[name] = (result, list(predict.predict(saved, files)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(jobs)], cwd=root,
+                          env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["imported_trainer"] is False
+    return {name: (*cases[name], answer) for name, answer in zip(cases, out["answers"])}
+
+
+def test_a_grey_classifier_served_from_image_bytes_matches_trainer_predict(served):
+    result, rows, answer = served["grey"]
+    exported = os.path.join(result.run_dir, "saved_model")
+    assert result.outputs["saved_model"] == exported
+    info = json.load(open(os.path.join(exported, "assets.extra", "trainer.json")))
+    assert info["tensorflow"] and info["class_names"] == ["bright", "dim"]
+    expected = np.array([row[3:] for row in rows])
     for way in ("bytes", "arrays"):
-        assert sorted(served[way]) == ["x_centre", "y"]
-        got = np.stack([served[way]["x_centre"], served[way]["y"]], axis=1)
+        out = answer[way]
+        np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6, err_msg=way)
+        assert out["predicted"] == [row[1] for row in rows], way
+        np.testing.assert_allclose(out["probability"], [row[2] for row in rows], atol=1e-6)
+        assert out["classes"] == [["bright", "dim"]] * len(rows)
+
+
+def test_an_rgb_regression_served_with_its_named_targets(served):
+    _, rows, answer = served["reg"]
+    expected = np.array([row[1:] for row in rows])
+    for way in ("bytes", "arrays"):
+        assert sorted(answer[way]) == ["x_centre", "y"]
+        got = np.stack([answer[way]["x_centre"], answer[way]["y"]], axis=1)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=way)
 
 
