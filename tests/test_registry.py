@@ -183,3 +183,10 @@ def test_a_folder_without_a_saved_model(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: no saved_model/saved_model.pb in the run, --upload_model={tmp_path}, expected a "
         "run folder written with output.saved_model: true (the default)\n")
+
+
+def test_registering_needs_a_project_but_no_config_or_staging_bucket(tmp_path, capsys):
+    assert submit.main(["--upload_model", str(tmp_path), "--dry_run"]) == 2
+    assert capsys.readouterr().err == (
+        "error: missing --project, command line, expected the flags that `python -m "
+        "trainer.submit --help` lists\n")
