@@ -97,11 +97,14 @@ def blob_npz(tmp_path):
 
 
 def run_job(output_dir, *overrides: str):
-    """Run the real job in-process from `--set`-style overrides; returns (RunResult, Config)."""
+    """Run the real job in-process from `--set`-style overrides; returns (RunResult, Config).
+
+    Without `saved_model/` unless the overrides ask for it (`output.saved_model=true`): the
+    export adds about a second to every run, and only the serving tests read it."""
     from trainer import config, job
     from trainer.runtime.platform import Platform
 
-    cfg = config.load(None, list(overrides), output_dir=str(output_dir))
+    cfg = config.load(None, ["output.saved_model=false", *overrides], output_dir=str(output_dir))
     return job.run(cfg, Platform()), cfg
 
 

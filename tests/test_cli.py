@@ -18,7 +18,7 @@ COMMANDS = {
     "trainer.predict": ["model", "csv", "batch_size", "allow_unsafe_model"],
     "trainer.compare": ["out"],
     "trainer.submit": ["config", "project", "staging_bucket", "machine_type", "dry_run",
-                       "gcloud_yaml"],
+                       "gcloud_yaml", "upload_model", "serving_gpu", "serving_image"],
     "trainer.tune": ["config", "space", "trials", "parallel", "vertex"],
 }
 

@@ -89,8 +89,9 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
 
     # Only the chief's run exists; the other worker's files lived in its temp dir and are gone.
     assert sorted(os.listdir(out)) == ["mw"]
-    assert {"model.h5", "metrics.json", "history.csv", "config.yaml", "checkpoints",
+    assert {"model.h5", "saved_model", "metrics.json", "history.csv", "config.yaml", "checkpoints",
             "tensorboard", "plots", "report.html"} == set(os.listdir(out / "mw"))
+    assert (out / "mw" / "saved_model" / "saved_model.pb").is_file()  # exported under the strategy
     leftovers = [os.path.join(d, f) for i in range(2) for d, _, fs in os.walk(tmp_path / f"tmp{i}")
                  for f in fs]
     assert leftovers == []

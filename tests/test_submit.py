@@ -2,9 +2,6 @@
 submission through the aiplatform client library to a local HTTP server that records it."""
 
 import json
-import threading
-from typing import Optional
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -12,47 +9,9 @@ from google.cloud import aiplatform_v1 as v1
 from google.protobuf.json_format import ParseError
 
 from conftest import error_line, run_cli
+from vertex_recorder import Recorder
 from trainer import submit
 from trainer.cloud import vertex_job
-
-
-class Recorder:
-    """A stand-in for the Vertex AI REST endpoint: records each request, answers as the API does
-    (the job it was sent, with a name and a state), or, given `refusal` = (HTTP status, the
-    API's error object), refuses it as the API does."""
-
-    def __init__(self, refusal: Optional[tuple[int, dict]] = None):
-        self.requests: list[dict] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                recorder.requests.append({"path": self.path, "headers": dict(self.headers),
-                                          "body": body.decode()})
-                job = json.loads(body)
-                job.update(name="projects/my-project/locations/europe-west4/customJobs/123",
-                           state="JOB_STATE_QUEUED")
-                status = 200
-                if refusal is not None:
-                    status, job = refusal[0], {"error": refusal[1]}
-                reply = json.dumps(job).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

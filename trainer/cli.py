@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence, Union
 
 import absl.logging
 from absl import flags
@@ -56,15 +56,17 @@ class Command:
 
     `body` receives the positional arguments (only when `takes_args`; otherwise any is refused)
     and reads its flags from `flag_values`; it returns the exit status. `required` names flags
-    that must be given.
+    that must be given, or is a function of the parsed flags that names them (a tool whose
+    modes need different flags).
     """
 
     def __init__(self, body: Callable[[list[str]], int], flag_values: flags.FlagValues,
-                 takes_args: bool = False, required: Sequence[str] = ()):
+                 takes_args: bool = False,
+                 required: Union[Sequence[str], Callable[[flags.FlagValues], Sequence[str]]] = ()):
         self.body = body
         self.flags = flag_values
         self.takes_args = takes_args
-        self.required = tuple(required)
+        self.required = required if callable(required) else tuple(required)
         self.program = f"python -m {body.__module__}"  # how the tool is started; see `run`
 
     def __call__(self, argv: Sequence[str]) -> int:
@@ -93,7 +95,8 @@ class Command:
                             f"{expected}") from None
         except flags.Error as exc:
             raise UserError(f"{exc}, command line, {expected}") from None
-        missing = [f"--{name}" for name in self.required if self.flags[name].value is None]
+        required = self.required(self.flags) if callable(self.required) else self.required
+        missing = [f"--{name}" for name in required if self.flags[name].value is None]
         if missing:
             raise UserError(f"missing {', '.join(missing)}, command line, {expected}")
         if args and not self.takes_args:

@@ -270,6 +270,12 @@ class OutputConfig:
         "config, data, curves, metrics, errors, architecture, throughput and environment.",
         default=True,
     )
+    saved_model: bool = _doc(
+        "Also write `saved_model/`: the model as a TensorFlow SavedModel that takes encoded "
+        "PNG or JPEG bytes and decodes them as training did, for Vertex AI online prediction "
+        "and the Model Registry (`trainer.submit --upload_model`).",
+        default=True,
+    )
 
 
 @dataclass(frozen=True)

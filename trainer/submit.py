@@ -1,4 +1,5 @@
 """`python -m trainer.submit --config FILE ...`: run the training job as a Vertex AI CustomJob.
+`python -m trainer.submit --upload_model RUN ...`: register a run's SavedModel in the Model Registry.
 
 The job is built as the API's own message types (`google.cloud.aiplatform_v1`), so a wrong
 machine or accelerator fails here, before anything is uploaded or sent. Then one of:
@@ -10,6 +11,12 @@ machine or accelerator fails here, before anything is uploaded or sent. Then one
 A local config is uploaded to `<staging_bucket>/configs/` (named by its content, so re-submitting
 it reuses the object); the container reads it from there. Outputs go to `--base_output_dir`,
 which Vertex AI hands to the job as AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR.
+
+`--upload_model` takes a run folder (local or gs://) with its `saved_model/` and registers it,
+served by Vertex AI's pre-built TensorFlow prediction image of the version that trained it
+(`--serving_gpu` for the GPU one, `--serving_image` for another); labels carry the run's name
+and test metrics. A local run's SavedModel is copied to `--staging_bucket` first. `--dry_run`
+prints the Model as JSON.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import yaml
 from absl import flags
 
 from trainer import cli, storage
-from trainer.cloud import machine_flags, preflight, vertex_job
-from trainer.cloud.client import send
+from trainer.cloud import machine_flags, preflight, registry, vertex_job
+from trainer.cloud.client import send, upload_model
 from trainer import config as config_mod
 from trainer.errors import UserError
 
@@ -37,20 +44,34 @@ flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE passed on to the
 machine_flags.define(FLAGS)
 flags.DEFINE_string("staging_bucket", None, "gs://BUCKET[/PREFIX] for the uploaded config and, by "
                     "default, the outputs.", flag_values=FLAGS)
-flags.DEFINE_string("display_name", None, "Job name (default: NAME-TIMESTAMP).", flag_values=FLAGS)
+flags.DEFINE_string("display_name", None, "Job name (default: NAME-TIMESTAMP); with "
+                    "--upload_model, the model's (default: the run's name).", flag_values=FLAGS)
 flags.DEFINE_string("base_output_dir", None, "gs:// folder for the outputs (default: "
                     "STAGING_BUCKET/jobs/DISPLAY_NAME).", flag_values=FLAGS)
 flags.DEFINE_string("api_endpoint", None, "Vertex AI endpoint (default: REGION-aiplatform."
                     "googleapis.com); an http:// endpoint, such as a local test server, is sent no "
                     "credentials.", flag_values=FLAGS)
-flags.DEFINE_bool("dry_run", False, "Print the CustomJob as JSON instead of sending it.",
-                  flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the CustomJob (or the Model) as JSON instead of "
+                  "sending it.", flag_values=FLAGS)
 flags.DEFINE_string("gcloud_yaml", None, "Write the job spec for `gcloud ai custom-jobs create "
                     "--config` to this file instead of sending it, and print that command.",
                     flag_values=FLAGS)
 flags.register_multi_flags_validator(
     ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
     "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
+flags.DEFINE_string("upload_model", None, "Register this run's saved_model/ in the Vertex AI "
+                    "Model Registry instead of training: a run folder, local or gs://.",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("serving_gpu", False, "With --upload_model: serve with the GPU build of the "
+                  "pre-built TensorFlow prediction image (default: the CPU one).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("serving_image", None, "With --upload_model: the serving image to use "
+                    "instead of the pre-built one (e.g. for a TensorFlow version that has none).",
+                    flag_values=FLAGS)
+flags.register_multi_flags_validator(
+    ["upload_model", "config", "gcloud_yaml"],
+    lambda given: not (given["upload_model"] and (given["config"] or given["gcloud_yaml"])),
+    "--upload_model takes no --config or --gcloud_yaml", flag_values=FLAGS)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -110,11 +131,36 @@ def submit(args: flags.FlagValues) -> int:
     return 0
 
 
+def register(args: flags.FlagValues) -> int:
+    """Register a run's SavedModel (or, with --dry_run, print the Model that would be sent)."""
+    flag = f"--upload_model={args.upload_model}"
+    run = registry.read_run(args.upload_model)
+    artifacts = registry.staged_model_url(run, args.staging_bucket, flag)
+    image = args.serving_image or registry.serving_image(run.tensorflow, args.region,
+                                                         args.serving_gpu, flag)
+    model = registry.build_model(run, artifacts, image, args.display_name)
+    if args.dry_run:
+        print(vertex_job.to_json(model))
+        return 0
+    if artifacts != run.saved_model:
+        registry.copy_saved_model(run, artifacts)
+        print(f"saved_model: {artifacts}")
+    name = upload_model(model, args.project, args.region, args.api_endpoint)
+    print(f"model: {name}")
+    print(f"serving image: {image}")
+    return 0
+
+
 def _submit_from_flags(args: list[str]) -> int:
-    return submit(FLAGS)
+    return register(FLAGS) if FLAGS.upload_model else submit(FLAGS)
 
 
-main = cli.Command(_submit_from_flags, FLAGS, required=("config", "project", "staging_bucket"))
+def _required(values: flags.FlagValues) -> tuple[str, ...]:
+    """A model to register needs a project; a job also needs its config and a staging bucket."""
+    return ("project",) if values.upload_model else ("config", "project", "staging_bucket")
+
+
+main = cli.Command(_submit_from_flags, FLAGS, required=_required)
 
 if __name__ == "__main__":
     main.run()

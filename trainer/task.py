@@ -72,9 +72,11 @@ def _report(result: "RunResult", structured: bool) -> None:
             "run_dir": result.run_dir, "outputs": result.outputs, "test": test}})
         return
     print(secrets.redact_text(f"run: {result.run_dir}"))
-    for key in ("model", "report", "metrics", "history", "plots", "config"):
+    for key, label in (("model", "model"), ("saved_model", "serving"), ("report", "report"),
+                       ("metrics", "metrics"), ("history", "history"), ("plots", "plots"),
+                       ("config", "config")):
         if key in result.outputs:
-            print(secrets.redact_text(f"  {key + ':':9}{result.outputs[key]}"))
+            print(secrets.redact_text(f"  {label + ':':9}{result.outputs[key]}"))
     print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
 
 

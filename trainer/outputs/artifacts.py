@@ -1,13 +1,15 @@
 """The files a run leaves in `<output.dir>/<name>/`, each made locally and then published whole.
 
 `model.h5` is written by `modelfile`, with what prediction needs besides the weights: the task,
-the class names in output order and the input shape.
+the class names in output order and the input shape. `saved_model/` (`servable`) is the same
+model with its image decoding, for serving; a model that cannot be exported is logged, not fatal.
 """
 
 from __future__ import annotations
 
 import logging
 import json
+import os
 from typing import Optional
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from trainer.outputs import modelfile
 from trainer.outputs import plots
 from trainer.outputs import report
+from trainer.outputs import servable
 from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
 from trainer.runtime.platform import Platform
@@ -36,8 +39,13 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
                 "model": config.model.name, "name": config.name}
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
-    modelfile.save(as_float32(result.model), run.local("model.h5"), metadata)
+    model = as_float32(result.model)
+    modelfile.save(model, run.local("model.h5"), metadata)
     out["model"] = run.publish("model.h5")
+    if config.output.saved_model:
+        exported = write_saved_model(model, metadata, run, config)
+        if exported:
+            out["saved_model"] = exported
 
     with open(run.local("config.yaml"), "w") as f:
         f.write(config.with_data_shape(splits.input_shape).to_yaml())  # the size it used
@@ -86,3 +94,18 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
         except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
             log.exception("report.html could not be written")
     return out
+
+
+def write_saved_model(model, metadata: dict, run: RunDir, config: Config) -> Optional[str]:
+    """Export and publish `saved_model/`, file by file with `saved_model.pb` last (a reader
+    never finds a SavedModel missing its variables); None, and one log line, when the model
+    cannot be exported."""
+    local = run.local(servable.FOLDER, "")
+    targets = config.data.label_columns if config.task == "regression" else None
+    reason = servable.export(model, metadata, local, targets)
+    if reason:
+        log.warning("saved_model/ not written (model.h5 is): %s", reason)
+        return None
+    for rel in servable.files(local):
+        run.publish(servable.FOLDER, *rel.split(os.sep))
+    return run.remote(servable.FOLDER)
