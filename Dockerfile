@@ -37,9 +37,9 @@ ARG TRAINER_UID=1000
 # The dependencies first, in a layer of their own that a change to the code alone reuses:
 # setup.py with no package beside it installs its install_requires only (no test extra), every
 # one at the version in constraints.txt; the empty `trainer` it leaves is then removed.
-# Never used at run time, and saved where this layer installed them (a base with TensorFlow
-# keeps its own): TensorFlow's C++ headers (430 MB, for compiling custom ops) and libclang (60 MB,
-# a TensorFlow requirement no module of TensorFlow or Keras imports).
+# Left out, never used at run time: TensorFlow's C++ headers (430 MB, for compiling custom ops)
+# and libclang (60 MB, a TensorFlow requirement that no module of TensorFlow or Keras imports);
+# this saves space where this layer installed TensorFlow (a TensorFlow base keeps its copy).
 COPY constraints.txt setup.py /tmp/deps/
 RUN python -m pip install --no-cache-dir --constraint /tmp/deps/constraints.txt /tmp/deps \
     && python -m pip uninstall --yes trainer libclang \

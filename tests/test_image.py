@@ -2,8 +2,8 @@
 as Cloud Build's demo step and Vertex AI run it.
 
 Needs a builder (a Docker daemon that answers, or buildah with podman) and the base image
-TRAINER_TEST_BASE_IMAGE (default: tensorflow/tensorflow:2.21.0, the CPU image of the pinned
-TensorFlow; a machine without Docker Hub can make a Debian one, docs/container.md). Skipped, with
+TRAINER_TEST_BASE_IMAGE (default: docker.io/tensorflow/tensorflow:2.21.0, the CPU image of the
+pinned TensorFlow; a machine without Docker Hub can make a Debian one, docs/container.md). Skipped, with
 the reason, where either is missing. One build (its layers cached between sessions), then a few
 short runs."""
 
@@ -20,7 +20,7 @@ import yaml
 
 from conftest import ROOT, error_line
 
-BASE = os.environ.get("TRAINER_TEST_BASE_IMAGE", "tensorflow/tensorflow:2.21.0")
+BASE = os.environ.get("TRAINER_TEST_BASE_IMAGE", "docker.io/tensorflow/tensorflow:2.21.0")
 IMAGE = "localhost/trainer:test"
 IMAGE_UID = 1000  # the Dockerfile's TRAINER_UID
 
@@ -179,6 +179,7 @@ def test_the_user_step_reuses_a_uid_the_base_already_has(engine):
         assert made.returncode == 0, made.stderr[-3000:]
     proc = _build(builder, "localhost/trainer-test-user:uid1000", base, "--target", "user")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    owner = subprocess.run([runner, "run", "--rm", "localhost/trainer-test-user:uid1000", "stat",
-                            "-c", "%u %U", "/app/runs"], capture_output=True, text=True, timeout=120)
+    owner = subprocess.run([runner, "run", "--rm", "localhost/trainer-test-user:uid1000",
+                            "stat", "-c", "%u %U", "/app/runs"],
+                           capture_output=True, text=True, timeout=120)
     assert owner.stdout.split() == [str(IMAGE_UID), "ubuntu"], owner.stderr
