@@ -43,7 +43,7 @@ BUILD_FLAGS ?=
 CA_BUNDLE   := /etc/ssl/certs/ca-certificates.crt
 
 image:
-	@if timeout 10 docker info >/dev/null 2>&1; then \
+	@if $$(command -v timeout >/dev/null && echo timeout 10) docker info >/dev/null 2>&1; then \
 		set -x; docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(BUILD_FLAGS) --tag $(IMAGE) .; \
 	elif command -v buildah >/dev/null 2>&1; then \
 		set -x; buildah bud --layers --isolation chroot \

@@ -170,7 +170,8 @@ def test_the_user_step_reuses_a_uid_the_base_already_has(engine):
     builder, runner = engine
     with tempfile.TemporaryDirectory() as context:
         with open(os.path.join(context, "Dockerfile"), "w") as f:
-            f.write(f"FROM {BASE}\nRUN useradd --create-home --uid {IMAGE_UID} ubuntu\n")
+            f.write(f"FROM {BASE}\nRUN getent passwd {IMAGE_UID} "
+                    f"|| useradd --create-home --uid {IMAGE_UID} ubuntu\n")
         base = "localhost/trainer-test-base:uid1000"
         command = ([builder, "build"] if builder == "docker" else
                    ["buildah", "bud", "--layers", "--isolation", "chroot", "--pull=never"])
@@ -179,7 +180,9 @@ def test_the_user_step_reuses_a_uid_the_base_already_has(engine):
         assert made.returncode == 0, made.stderr[-3000:]
     proc = _build(builder, "localhost/trainer-test-user:uid1000", base, "--target", "user")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    owner = subprocess.run([runner, "run", "--rm", "localhost/trainer-test-user:uid1000",
-                            "stat", "-c", "%u %U", "/app/runs"],
-                           capture_output=True, text=True, timeout=120)
-    assert owner.stdout.split() == [str(IMAGE_UID), "ubuntu"], owner.stderr
+    seen = subprocess.run([runner, "run", "--rm", "localhost/trainer-test-user:uid1000", "sh",
+                           "-c", "stat -c '%u %U' /app/runs; id -u trainer || echo no trainer"],
+                          capture_output=True, text=True, timeout=120)
+    owner, trainer = seen.stdout.splitlines()
+    assert owner.split()[0] == str(IMAGE_UID) and owner.split()[1] != "trainer", seen.stderr
+    assert trainer == "no trainer"  # the base's user is kept, none added
