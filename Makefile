@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test clean
+.PHONY: demo test image clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,24 @@ test: $(VENV)/.installed-test
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
 		|| echo "make: could not install$$missing; the tests that need them will be skipped" >&2; fi
 	$(PY) -m pytest tests
+
+# The training image, with the build args of cloudbuild.yaml's build step; BASE_IMAGE may name any
+# Debian or Ubuntu image with Python 3.10+ and pip (docs/container.md). The builder is Docker when
+# its daemon answers, else buildah (layers cached like Docker's; the host's CA bundle mounted, so
+# that pip trusts what the host trusts, e.g. a TLS-inspecting proxy).
+BASE_IMAGE  ?= tensorflow/tensorflow:2.21.0-gpu
+IMAGE       ?= trainer
+BUILD_FLAGS ?=
+CA_BUNDLE   := /etc/ssl/certs/ca-certificates.crt
+
+image:
+	@if $$(command -v timeout >/dev/null && echo timeout 10) docker info >/dev/null 2>&1; then \
+		set -x; docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(BUILD_FLAGS) --tag $(IMAGE) .; \
+	elif command -v buildah >/dev/null 2>&1; then \
+		set -x; buildah bud --layers --isolation chroot \
+			$(if $(wildcard $(CA_BUNDLE)),--volume $(CA_BUNDLE):$(CA_BUNDLE):ro) \
+			--build-arg BASE_IMAGE=$(BASE_IMAGE) $(BUILD_FLAGS) --tag $(IMAGE) .; \
+	else echo "make: no image builder: install Docker (its daemon running) or buildah" >&2; exit 1; fi
 
 clean:
 	rm -rf runs .pytest_cache

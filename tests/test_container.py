@@ -27,14 +27,21 @@ def _read(name: str) -> str:
 
 
 def _instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped,
+    build args other than BASE_IMAGE replaced by their defaults."""
     text = re.sub(r"\\\n", " ", _read("Dockerfile"))
     out = []
+    args: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             word, _, rest = line.partition(" ")
+            for name, value in args.items():
+                rest = rest.replace(f'"${{{name}}}"', value).replace(f"${{{name}}}", value)
             out.append((word.upper(), rest.strip()))
+            if word.upper() == "ARG" and "=" in rest and not rest.startswith("BASE_IMAGE"):
+                name, _, value = rest.partition("=")
+                args[name.strip()] = value.strip()
     return out
 
 
@@ -76,7 +83,7 @@ def test_hadolint_finds_nothing_and_would_find_something(tmp_path):
 def test_image_base_entrypoint_user_and_install():
     steps = _instructions()
     assert steps[0] == ("ARG", "BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu")
-    assert steps[1] == ("FROM", "${BASE_IMAGE}")
+    assert {args.split()[0] for word, args in steps if word == "FROM"} <= {"${BASE_IMAGE}", "user"}
     tf_pin = _pins()["tensorflow"]
     assert steps[0][1].endswith(f":{tf_pin}-gpu")  # the base's TensorFlow is the pinned one
     entry = [json.loads(args) for word, args in steps if word == "ENTRYPOINT"]
@@ -84,16 +91,29 @@ def test_image_base_entrypoint_user_and_install():
     assert os.path.isfile(os.path.join(ROOT, "trainer", "task.py"))
     users = [args for word, args in steps if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    (install,) = [args for word, args in steps if word == "RUN" and "pip install" in args]
-    command = shlex.split(install.split("&&")[0])
-    assert command == ["python", "-m", "pip", "install", "--no-cache-dir", "--constraint",
-                       "constraints.txt", "."]  # no [test] extra, pinned, no cache left
+    deps, package = [shlex.split(args.split("&&")[0]) for word, args in steps
+                     if word == "RUN" and "pip install" in args]
+    # setup.py alone: its install_requires, no [test] extra, pinned, no cache left
+    assert deps == ["python", "-m", "pip", "install", "--no-cache-dir", "--constraint",
+                    "/tmp/deps/constraints.txt", "/tmp/deps"]
+    assert ("COPY", "constraints.txt setup.py /tmp/deps/") in steps
+    # then the package alone, from the wheel the build stage made: no source copy, no build/
+    assert package == ["python", "-m", "pip", "install", "--no-cache-dir", "--no-deps",
+                       "/tmp/wheels/trainer-*.whl"]
+    assert ("COPY", "--from=wheel /wheels /tmp/wheels") in steps
+    stage, copied = "", {}
+    for word, args in steps:
+        if word == "FROM":
+            stage = args.split()[-1] if " AS " in args.upper() else "final"
+        if word == "COPY":
+            copied.setdefault(stage, []).extend(args.split()[:-1])
+    assert [s for s, sources in copied.items() if "trainer" in sources] == ["wheel"]
 
 
 def test_image_copies_only_what_exists_and_the_context_holds_only_that():
     sources = []
     for word, args in _instructions():
-        if word == "COPY":
+        if word == "COPY" and not args.startswith("--from="):  # a stage's files are no source
             sources += args.split()[:-1]
     assert sources and all(os.path.exists(os.path.join(ROOT, s)) for s in sources), sources
     rules = [r for r in _read(".dockerignore").splitlines() if r and not r.startswith("#")]
@@ -158,6 +178,8 @@ def _image_user() -> tuple[str, str]:
     runs = " ".join(args for word, args in steps[:last] if word == "RUN")
     created = re.search(r"useradd (?P<opts>(?:--?[a-z-]+(?: \d+)? )*)(?P<name>[a-z_][a-z0-9_-]*)",
                         runs)
+    # a base that has the uid already (Ubuntu's `ubuntu`) keeps its user
+    assert re.search(r"if ! getent passwd (\d+) > /dev/null; then\s+useradd", runs)
     assert created, "the image creates the user it runs as"
     uid = re.search(r"--uid (\d+)", created["opts"])
     assert uid and user in (uid[1], created["name"]), (user, created[0])
@@ -213,3 +235,23 @@ def test_the_entrypoint_trains_as_the_image_user_without_root(tmp_path):
         assert os.path.isfile(model) and os.stat(model).st_uid == int(uid)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_make_image_builds_with_the_build_args_of_cloudbuild(build):
+    """`make image` (the local build, and tests/test_image.py's) passes the same build args as
+    Cloud Build's build step, with the same defaults; BASE_IMAGE may be overridden."""
+    args = next(s["args"] for s in build["steps"] if s["id"] == "build")
+    cloud = [args[i + 1] for i, a in enumerate(args) if a == "--build-arg"]
+    defaults = {f"${{{k}}}": v for k, v in build["substitutions"].items()}
+    expected = [re.sub(r"\$\{_\w+\}", lambda m: defaults[m[0]], a) for a in cloud]
+    env = {k: v for k, v in os.environ.items() if k not in ("BASE_IMAGE", "IMAGE")}
+    for overrides, want in (([], expected), (["BASE_IMAGE=localhost/base:1"],
+                                             ["BASE_IMAGE=localhost/base:1"])):
+        dry = subprocess.run(["make", "-n", "-C", ROOT, "image", *overrides], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        for builder in ("docker build", "buildah bud"):
+            line = next(ln for ln in dry.stdout.replace("\\\n", " ").splitlines() if builder in ln)
+            words = shlex.split(line[line.index(builder):].split(";")[0])
+            assert [words[i + 1] for i, w in enumerate(words) if w == "--build-arg"] == want
+            assert words[-1] == "."

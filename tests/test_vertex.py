@@ -154,6 +154,21 @@ def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
     assert not os.path.exists(worker.staging)
 
 
+def test_cloud_logging_writes_only_the_jobs_records(capsys, monkeypatch):
+    """google-cloud-logging announces its own name and version before the first record; stdout
+    carries the job's records only."""
+    import google.cloud.logging_v2
+
+    monkeypatch.setattr(google.cloud.logging_v2, "_instrumentation_emitted", False)
+    try:
+        logs.setup_logging(structured=True)
+        logging.getLogger("trainer").info("the first record")
+        records = _json_lines(capsys.readouterr().out)
+        assert [r["message"] for r in records] == ["the first record"], records
+    finally:
+        logs.setup_logging()
+
+
 def test_local_logging_is_readable_and_cloud_logging_is_json(capsys):
     log = logging.getLogger("trainer")
     try:

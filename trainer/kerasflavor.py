@@ -5,7 +5,8 @@ MultiWorkerMirroredStrategy (keras-team/keras#20585). Every other module takes `
 so switching flavour later is a one-file change.
 
 TensorFlow's start-up notices (oneDNN, `cudart_stub`, `cuInit ... (303)` without a GPU) come from
-its C++ logging before that logging is set up, so TF_CPP_MIN_LOG_LEVEL does not stop them: they
+its C++ logging: the first two before that logging is set up, so TF_CPP_MIN_LOG_LEVEL does not
+stop them, and the third is an error only level 3 (which hides real errors too) would stop. They
 are written straight to file descriptor 2. Unless the level asks for INFO (0), the import and the
 first look at the devices run with descriptor 2 caught, and every caught line that is not one of
 those notices is written back. TensorFlow's and Keras's Python warnings (the "tensorflow" logger,

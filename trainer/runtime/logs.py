@@ -45,12 +45,11 @@ def setup_logging(level: int = logging.INFO, structured: bool = False,
         from google.cloud.logging.handlers import StructuredLogHandler
 
         class _StructuredStdout(_CurrentStdout, StructuredLogHandler):
-            pass
+            def emit_instrumentation_info(self):
+                """The library's own record of its name and version, which it writes before the
+                first record: not one of the job's, so stdout does not carry it."""
 
         handler: logging.Handler = _StructuredStdout(labels=dict(labels or {}))
-        # The handler announces itself once through this logger; keep that off stderr, which
-        # Vertex AI would log at ERROR severity.
-        logging.getLogger(StructuredLogHandler.__module__).propagate = False
     else:
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
