@@ -18,6 +18,7 @@ from trainer.data import groups, load_splits
 from trainer.errors import OutOfSpace, StorageUnavailable, TrainingDiverged, UserError
 from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
+from trainer.training import resume
 from trainer.training.fit import train_and_evaluate
 
 log = logging.getLogger("trainer")
@@ -55,6 +56,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
                      chief=platform.is_chief)
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
+        resume.check_config_early(run_dir, config)  # a re-run that would train another model
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")

@@ -107,8 +107,11 @@ def _metrics_section(metrics: dict) -> str:
             for split in ("val", "test") if split in metrics]
     t = metrics.get("training", {})
     facts = [["epochs trained", t.get("epochs_trained")], ["best epoch", t.get("best_epoch")],
-             ["stopped early", t.get("stopped_early")], ["resumed from epoch", t.get("resumed_from_epoch")],
-             ["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)]]
+             ["stopped early", t.get("stopped_early")]]
+    if t.get("resumed_from_epoch") is not None:  # a fresh run did not resume
+        facts.append(["resumed from epoch", t["resumed_from_epoch"]])
+    facts += [["changed on resuming", line] for line in t.get("config_changes") or ()]
+    facts.append(["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)])
     return _table(["split", *names], rows) + _table(["training", ""], facts)
 
 
@@ -280,6 +283,8 @@ def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str
 def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str,
            platform: Platform) -> str:
     """The whole page as a string."""
+    from trainer.outputs.artifacts import config_yaml  # the same text as config.yaml (a cycle)
+
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)),
         ("curves", "Training curves", _curves_section(result.history, config.name)),
@@ -298,7 +303,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         ("architecture", "Architecture", _architecture_section(result.model)),
         ("throughput", "Throughput", _throughput_section(result.history)),
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
-        ("config", "Config", f"<pre>{_esc(config.to_yaml())}</pre>"),
+        ("config", "Config", f"<pre>{_esc(config_yaml(config, splits, result))}</pre>"),
     ]
     test = metrics.get("test", {})
     headline = ", ".join(f"{k} {v:.4g}" for k, v in test.items())
