@@ -70,7 +70,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
              len(splits.train), len(splits.val), len(splits.test), splits.input_shape,
              splits.split_method,
              f", classes: {', '.join(splits.class_names)}" if splits.class_names else "")
-    for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
+    for i, line in enumerate(groups.report_lines(summary, config.task)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
     fresh = platform.is_chief and not storage.exists(run_dir.url)
