@@ -117,6 +117,7 @@ def main() -> None:
     print(f"{'data':24s} {'case':20s} {'near-copies':>11s} {'by chance':>9s} {'neighbours':>10s} "
           f"{'warned':>6s}")
     clean, planted = [], []
+    per_set: dict = {}
     for repeat in range(args.repeats):
         rng = np.random.default_rng([args.seed, repeat])
         for name, (x, groups) in leak_free_sets(args.samples, rng).items():
@@ -132,9 +133,14 @@ def main() -> None:
                 leak = check(x, train_rows, val_rows, copies)
                 if case != "planted, shift":  # reported, not counted: see the README
                     (planted if leaked else clean).append(leak.leaks)
+                    per_set.setdefault((name, leaked), []).append(leak.leaks)
                 if repeat == 0:
                     print(f"{name:24s} {case:20s} {leak.observed:11.3f} {leak.expected:9.3f} "
                           f"{leak.neighbours:10.3f} {'yes' if leak.leaks else 'no':>6s}")
+    print(f"\n{'data':24s} {'false positives':>15s} {'true positives':>15s}")
+    for name in dict.fromkeys(n for n, _ in per_set):
+        no, yes = per_set.get((name, False), []), per_set.get((name, True), [])
+        print(f"{name:24s} {f'{sum(no)}/{len(no)}':>15s} {f'{sum(yes)}/{len(yes)}':>15s}")
     print(f"\nfalse-positive rate: {np.mean(clean):.3f} ({sum(clean)} warnings in {len(clean)} "
           "leak-free splits)")
     print(f"true-positive rate:  {np.mean(planted):.3f} ({sum(planted)} warnings in "

@@ -142,3 +142,24 @@ def test_a_small_metric_keeps_its_digits_where_it_is_printed(capsys):
     out = capsys.readouterr().out
     assert "loss=3.2e-05, mae=0.00123" in out, out
     assert "3.2e-05" in text_table([{"val_loss": 3.2e-05}])  # compare and the search's table
+
+
+def test_an_image_from_a_file_is_named_by_its_file(tmp_path):
+    """The gallery's source line for an image folder: the PNG itself, not a row of the folder."""
+    from PIL import Image
+
+    from trainer import config
+    from trainer.data import load_splits
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        os.makedirs(tmp_path / "data" / label)
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
+                tmp_path / "data" / label / f"{label}{k}.png")
+    cfg = config.load(None, ["data.format=image_folder", f"data.train={tmp_path}/data",
+                             "data.validation_split=0.25", "data.test_split=0.25"])
+    test = load_splits(cfg).test.view
+    named = [test.origin(i) for i in range(len(test))]
+    assert named and all(os.path.isfile(p) and p.endswith(".png") for p in named), named
+    assert test.locate(0).startswith("row ")  # messages keep the shard and row

@@ -85,7 +85,7 @@ def _group_lines(splits, task: str) -> list[str]:
     for pair, n in in_two.items():
         a, b = pair.split("/")
         lines.append(f"groups in both {a} and {b}: {n}" +
-                     (f"  warning: evaluation {overstated(task)} on new groups (data.split_by: "
+                     (f"  warning: {overstated(task)} on new groups (data.split_by: "
                       "group)" if n else ""))
     return lines
 
@@ -116,7 +116,7 @@ def _leak_lines(splits, scans: dict, threshold: float, seed: int, task: str) -> 
                    if leak.neighbours > neardup.LEAK_EXCESS else
                    f"{leak.observed:.0%} of {key} has a near-copy in train, "
                    f"{leak.expected:.0%} by chance")
-            lines.append(f"  warning: {why}; {key} {overstated(task)} on new data (split "
+            lines.append(f"  warning: {why}; {overstated(task, key)} on new data (split "
                          "whole videos or sessions: data.split_by: group)")
     return lines
 
@@ -185,7 +185,7 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     for a, b in itertools.combinations(("train", "val", "test"), 2):
         shared = len(scans[a]["hashes"] & scans[b]["hashes"])
         lines.append(f"samples in both {a} and {b}: {shared}" +
-                     (f"  warning: evaluation {overstated(config.task)}" if shared else ""))
+                     (f"  warning: {overstated(config.task)}" if shared else ""))
     lines += _group_lines(splits, config.task)
     lines += _leak_lines(splits, scans, near, config.train.seed, config.task)
 

@@ -178,7 +178,8 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
                                 f"{files[0]}")
             out[i] = img
         return out
-    return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read)
+    return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read,
+                 files=list(files))
 
 
 def read_image_folder(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:

@@ -56,6 +56,8 @@ class Shard:
     # Where the images lie as raw bytes of `dtype`, if they do: read without `read`'s copy. A
     # reader may also say so through its `read` (an object with a `raw` attribute).
     raw: Optional[ByteRows] = None
+    # The file of each row, for a shard of one image per file (a class folder, a CSV manifest).
+    files: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         if self.raw is None:
@@ -168,6 +170,16 @@ class View:
         row = int(self.rows[position])
         shard = int(np.searchsorted(self.source.offsets, row, side="right")) - 1
         return f"row {row - int(self.source.offsets[shard])} of {self.source.shards[shard].path}"
+
+    def origin(self, position: int) -> str:
+        """Where the view's sample at `position` came from, as people look it up: its own file
+        when it has one (an image folder, a CSV manifest), else its shard and row."""
+        row = int(self.rows[position])
+        shard = int(np.searchsorted(self.source.offsets, row, side="right")) - 1
+        files = self.source.shards[shard].files
+        if files is not None:
+            return files[row - int(self.source.offsets[shard])]
+        return self.locate(position)
 
     def blocks(self, block_rows: int) -> list[Block]:
         """Consecutive runs of at most `block_rows` rows, never across a shard boundary."""

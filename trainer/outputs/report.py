@@ -158,23 +158,13 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
     images = dict(zip(order, splits.test.view.take(order)))  # only the gallery's rows are read
     cells = []
     for i in order:
+        source = splits.test.view.origin(int(i))  # its file, or its shard and row
         caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
-                   f"({probs[i, predicted[i]]:.2f})<br><small>{_esc(source_of(splits.test.view, i))}"
-                   "</small>")
+                   f"({probs[i, predicted[i]]:.2f})<br><small>{_esc(source)}</small>")
         cells.append(f"<figure>{_img(image_png(images[i]), f'test image {i}')}"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     return "".join(parts)
-
-
-def source_of(view, position: int) -> str:
-    """Where a test image came from, as the gallery names it: its file (an image folder, a CSV
-    manifest), or the row of its shard."""
-    where = view.locate(int(position))
-    shard = int(np.searchsorted(view.source.offsets, view.rows[int(position)], side="right")) - 1
-    if view.source.shards[shard].count == 1:
-        return view.source.shards[shard].path  # one image per file: the file says it all
-    return where
 
 
 def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
