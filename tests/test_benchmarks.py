@@ -48,7 +48,7 @@ def test_preemption_overhead_prints_both_timings():
 
 
 def test_neardup_rates_prints_both_rates():
-    proc = _run("--samples", "300", "--repeats", "1", script="benchmarks/neardup_rates.py")
+    proc = _run("--samples", "200", "--repeats", "1", script="benchmarks/neardup_rates.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rates = {line.split(":")[0]: float(line.split(":")[1].split()[0])
              for line in proc.stdout.splitlines() if line.endswith(")") and "rate:" in line}

@@ -163,7 +163,7 @@ def test_data_of_another_shape_under_the_same_path_is_refused_before_any_weight(
     assert _files(tmp_path / "s") == before
 
 
-def test_safe_changes_are_recorded_from_the_epoch_they_take_effect(tmp_path, blobs):
+def test_safe_changes_are_recorded_and_a_finished_rerun_keeps_its_figures(tmp_path, blobs):
     from trainer import config as config_module
     from trainer.data import load_splits
     from trainer.kerasflavor import tf
@@ -182,13 +182,20 @@ def test_safe_changes_are_recorded_from_the_epoch_they_take_effect(tmp_path, blo
     text = (tmp_path / "c" / "config.yaml").read_text()
     assert f"# {line}" in text and "learning_rate: 0.01" in text
     assert "from epoch 3: train.epochs 2 -> 3" in text
-    training = json.loads((tmp_path / "c" / "metrics.json").read_text())["training"]
-    assert line in training["config_changes"] and training["resumed_from_epoch"] == 2
+    first = json.loads((tmp_path / "c" / "metrics.json").read_text())["training"]
+    assert line in first["config_changes"] and first["resumed_from_epoch"] == 2
     assert line in html.unescape((tmp_path / "c" / "report.html").read_text())
     # the saved config still loads as a config
-    cfg = config_module.load(str(tmp_path / "c" / "config.yaml"))
-    assert cfg.train.learning_rate == 0.01
-    # and the restored optimizer trains at the new rate, not the checkpoint's
+    assert config_module.load(str(tmp_path / "c" / "config.yaml")).train.learning_rate == 0.01
+
+    # re-run when finished, with a rate no epoch will train at: the run's record stands
+    _train(tmp_path, *common, "train.epochs=3", "train.learning_rate=0.5")
+    again = json.loads((tmp_path / "c" / "metrics.json").read_text())["training"]
+    assert again["wall_time_s"] == first["wall_time_s"]
+    assert again["resumed_from_epoch"] == first["resumed_from_epoch"] == 2
+    assert (tmp_path / "c" / "config.yaml").read_text() == text
+
+    # and a restored optimizer trains at the re-run's rate, not the checkpoint's
     cfg = config_module.load(None, [*common, "train.epochs=4", "train.learning_rate=0.05"],
                              output_dir=str(tmp_path))
     splits = load_splits(cfg)
@@ -199,21 +206,6 @@ def test_safe_changes_are_recorded_from_the_epoch_they_take_effect(tmp_path, blo
     run.cleanup()
     assert resumed and float(store.model.optimizer.learning_rate.numpy()) == pytest.approx(0.05)
     assert store.pending_changes[-1] == {"key": "train.learning_rate", "from": 0.01, "to": 0.05}
-
-
-def test_rerunning_a_finished_run_keeps_its_figures_and_its_config(tmp_path, blobs):
-    common = ["name=f", f"data.train={blobs}", *SMALL, "output.report=false",
-              "train.epochs=2"]
-    _train(tmp_path, *common)
-    _train(tmp_path, *common[:-1], "train.epochs=3")
-    first = json.loads((tmp_path / "f" / "metrics.json").read_text())["training"]
-    config_before = (tmp_path / "f" / "config.yaml").read_text()
-    _train(tmp_path, *common[:-1], "train.epochs=3", "train.learning_rate=0.5")  # nothing left
-    again = json.loads((tmp_path / "f" / "metrics.json").read_text())["training"]
-    assert again["wall_time_s"] == first["wall_time_s"]
-    assert again["resumed_from_epoch"] == first["resumed_from_epoch"] == 2
-    # no epoch was trained at 0.5: the config keeps the rate the epochs had
-    assert (tmp_path / "f" / "config.yaml").read_text() == config_before
 
 
 def test_a_checkpoint_without_its_config_that_does_not_fit_is_an_error(tmp_path, blobs):

@@ -183,7 +183,7 @@ def test_in_a_terminal_no_log_line_is_written_into_the_progress_bar(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer.task", "--output_dir", str(tmp_path), "--set",
-         "train.epochs=2", "--set", "data.samples_per_class=40", "--set", "model.name=tiny_cnn",
+         "train.epochs=2", "--set", "data.samples_per_class=20", "--set", "model.name=tiny_cnn",
          "--set", "output.report=false", "--set", "output.plots=false"],
         cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)

@@ -6,8 +6,8 @@ such a sample says little about new data. Each image is reduced to a fingerprint
 thumbnail of block means, centred and scaled to unit length, so that brightness and contrast do
 not count. Two fingerprints are `sqrt(2 - 2r)` apart, where r is the correlation of the
 thumbnails: 0 for the same picture, about 1.4 for unrelated ones. Nearest neighbours are found
-by matrix products over chunks, so memory is the fingerprints (FINGERPRINT_BYTES per sample)
-plus one chunk-by-chunk product, whatever the data set's size.
+by matrix products over chunks, so memory is the fingerprints (at most 512 bytes per sample, in
+float16) plus one chunk-by-chunk product, whatever the data set's size.
 
 Similar is not leaked. Rendered shapes, lattices at nearby spacings, frames of one static scene:
 distinct draws of low-variety data are often this near to each other, and a new draw would be as
@@ -33,7 +33,6 @@ import numpy as np
 THUMB = 16  # thumbnail side (at most): coarse enough to ignore noise, fine enough to tell apart
 # scenes, lattices and shapes that differ in a few pixels
 THRESHOLD = 0.2  # nearer than this (r above 0.98) counts as a near-copy
-FINGERPRINT_BYTES = THUMB * THUMB * 2  # stored as float16
 CHUNK = 2048  # rows per side of one product block: 16 MB of float32
 
 

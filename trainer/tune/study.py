@@ -247,7 +247,9 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     from trainer.callbacks.pruning import MetricMissing, PruneOnEpoch
 
     grid = trial.user_attrs.get("grid") or {}
-    params = {p.key: grid[p.key] if p.kind == "grid" else p.suggest(trial) for p in space.params}
+    # (a grid point enqueued by an older version is a fixed Optuna parameter: suggest returns it)
+    params = {p.key: grid[p.key] if p.kind == "grid" and p.key in grid else p.suggest(trial)
+              for p in space.params}
     number = trial.user_attrs.get("trial", trial.number)  # a re-run keeps its trial's number
     name = trial.user_attrs.get("run_name") or run_name(number)
     trial.set_user_attr("run_name", name)
