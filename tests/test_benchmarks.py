@@ -45,3 +45,12 @@ def test_preemption_overhead_prints_both_timings():
     assert figures["without the preemption backup"] > 0 and figures["with it"] > 0
     assert abs(figures["with it"] - figures["without the preemption backup"]
                - figures["cost per step"]) < 0.002
+
+
+def test_neardup_rates_prints_both_rates():
+    proc = _run("--samples", "200", "--repeats", "1", script="benchmarks/neardup_rates.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rates = {line.split(":")[0]: float(line.split(":")[1].split()[0])
+             for line in proc.stdout.splitlines() if line.endswith(")") and "rate:" in line}
+    assert set(rates) == {"false-positive rate", "true-positive rate"}, proc.stdout
+    assert rates["false-positive rate"] == 0.0 and rates["true-positive rate"] > 0.5

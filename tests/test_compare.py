@@ -30,6 +30,10 @@ def test_compare_on_the_command_line(two_runs, tmp_path):
     assert header.split()[:5] == ["run", "model", "task", "epochs", "best_epoch"]
     assert fast.split()[:4] == ["fast", "tiny_cnn", "classification", "2"]
     assert slow.split()[:4] == ["slow", "tiny_cnn", "classification", "3"]
+    # the config keys that differ between the runs, and only those (not name or output.dir)
+    assert header.split()[5:7] == ["train.epochs", "train.learning_rate"], header
+    assert fast.split()[5:7] == ["2", "0.01"] and slow.split()[5:7] == ["3", "0.0001"]
+    assert "model.name" not in header and "name" not in header.split()
     rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
     assert [r["run"] for r in rows] == ["fast", "slow"]
     assert {"val_accuracy", "test_accuracy", "val_loss", "test_loss", "samples_per_s"} <= set(rows[0])

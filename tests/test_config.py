@@ -225,6 +225,9 @@ def test_docs_reference_matches_the_config_classes():
     assert config.reference_markdown() in reference, (
         "docs/reference.md's configuration reference is stale: paste `python -c 'from trainer import "
         "config; print(config.reference_markdown())'` into it")
+    assert config.resume_markdown() in reference, (
+        "docs/reference.md's resume rules are stale: paste `python -c 'from trainer import "
+        "config; print(config.resume_markdown())'` into it")
 
 
 # ----------------------------------------------------------------------------------------------

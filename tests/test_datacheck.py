@@ -42,3 +42,23 @@ def test_datacheck_reports_what_a_user_must_know(tmp_path):
     img = Image.open(tmp_path / "check" / "samples.png")
     assert img.size[0] > 100 and img.size[1] > 100
     assert re.fullmatch(r"input pipeline: \d+ samples/s", out[-1])
+
+
+def test_a_regression_leak_is_worded_as_error_not_accuracy(tmp_path):
+    from trainer import config, datacheck
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 16, 16, 1)).astype(np.float32)  # distinct draws: no leak by chance
+    target = rng.normal(size=(300, 2)).astype(np.float32)
+    write_npz(tmp_path / "tr", "a.npz", x, target)
+    copies = x[:40] + rng.normal(0, 0.05, x[:40].shape).astype(np.float32)  # near-copies
+    fresh = rng.normal(size=(10, 16, 16, 1)).astype(np.float32)
+    write_npz(tmp_path / "te", "b.npz", np.concatenate([copies, fresh]), np.zeros((50, 2), np.float32))
+    cfg = config.load(None, ["task=regression", "data.format=npz", f"data.train={tmp_path}/tr/a.npz",
+                             f"data.test={tmp_path}/te/b.npz"], output_dir=str(tmp_path / "runs"))
+    lines = datacheck.check(cfg, str(tmp_path / "check"))
+    warnings = [line for line in lines if "warning:" in line]
+    assert any("of test has a near-copy in train" in line
+               and "test error understates error on new data" in line for line in warnings), lines
+    assert not any("accuracy" in line for line in warnings), warnings
+    assert not any("val has a near-copy" in line for line in lines)  # val is carved at random

@@ -31,7 +31,7 @@ def test_group_split_estimates_accuracy_on_unseen_videos(tmp_path, seed):
               "model.name=contact_cnn", "train.epochs=12", f"train.seed={seed}",
               # fixed epochs, no choice of the best: validation estimates the model we keep
               "train.early_stopping_patience=0", "train.restore_best=false", "output.plots=false"]
-    figures, leaks = {}, {}
+    figures, leaks, warned = {}, {}, {}
     for split_by in ("sample", "group"):
         result, cfg = run_job(tmp_path / "runs", f"name={split_by}", f"data.split_by={split_by}",
                               *common)
@@ -44,6 +44,8 @@ def test_group_split_estimates_accuracy_on_unseen_videos(tmp_path, seed):
         found = [re.fullmatch(r"near-duplicate leakage, val: ([\d.]+) of \d+ samples.*", line)
                  for line in lines]
         leaks[split_by] = float(next(m for m in found if m).group(1))
+        warned[split_by] = any(line.startswith("  warning: ") and "of val has a near-copy" in line
+                               for line in lines)
         shared = next(line for line in lines if line.startswith("groups in both train and val"))
         if split_by == "group":
             assert data["groups_in_two_splits"]["train/val"] == 0 and shared.endswith(": 0")
@@ -61,4 +63,5 @@ def test_group_split_estimates_accuracy_on_unseen_videos(tmp_path, seed):
     # and the group split missed by 0.07 at most: as close as 160 validation videos allow.
     assert random_val - random_unseen > 0.15
     assert abs(group_val - group_unseen) < 0.1
-    assert leaks["sample"] > 0.4 and leaks["group"] < 0.05
+    assert leaks["sample"] > 0.3 and leaks["group"] < 0.05
+    assert warned == {"sample": True, "group": False}, warned

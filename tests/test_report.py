@@ -44,6 +44,8 @@ def test_classification_report_holds_every_section(runs):
     assert f"Most confident mistakes ({wrong} of {int(matrix.sum())} test images wrong)" in html
     assert html.count("<figcaption>") == min(wrong, 16)
     assert len(re.findall(r"true: (circle|square|triangle)<br>predicted: ", html)) == min(wrong, 16)
+    # each mistake names its source: the shard and the row in it
+    assert len(re.findall(r"<small>row \d+ of [^<]+</small></figcaption>", html)) == min(wrong, 16)
     for name in ("circle", "square", "triangle", "macro average"):
         assert f"<td>{name}</td>" in html
     assert "Per-class precision, recall and F1" in html and "Confusion matrix" in html
@@ -118,3 +120,46 @@ def test_architecture_diagram_where_plot_model_can_draw(runs):
         assert "No diagram: install pydot and Graphviz" in html
         pytest.skip("pydot or Graphviz's dot is missing (pip install pydot; apt-get install graphviz)")
     assert re.search(r'<h3>Diagram</h3><img alt="architecture diagram" src="data:image/png;base64,', html)
+
+
+def test_history_plot_has_whole_epochs_on_its_axis():
+    from trainer.outputs import plots
+
+    history = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0}, {"epoch": 2, "loss": 0.5,
+                                                            "val_loss": 0.7}]
+    fig = plots.history_figure(history, "t")
+    ticks = [t for ax in fig.axes for t in ax.get_xticks()
+             if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_a_small_metric_keeps_its_digits_where_it_is_printed(capsys):
+    from trainer import task
+    from trainer.job import RunResult
+    from trainer.outputs.table import text_table
+
+    task._report(RunResult("runs/x", {}, {"test": {"loss": 3.2e-05, "mae": 0.00123}}), False)
+    out = capsys.readouterr().out
+    assert "loss=3.2e-05, mae=0.00123" in out, out
+    assert "3.2e-05" in text_table([{"val_loss": 3.2e-05}])  # compare and the search's table
+
+
+def test_an_image_from_a_file_is_named_by_its_file(tmp_path):
+    """The gallery's source line for an image folder: the PNG itself, not a row of the folder."""
+    from PIL import Image
+
+    from trainer import config
+    from trainer.data import load_splits
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        os.makedirs(tmp_path / "data" / label)
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
+                tmp_path / "data" / label / f"{label}{k}.png")
+    cfg = config.load(None, ["data.format=image_folder", f"data.train={tmp_path}/data",
+                             "data.validation_split=0.25", "data.test_split=0.25"])
+    test = load_splits(cfg).test.view
+    named = [test.origin(i) for i in range(len(test))]
+    assert named and all(os.path.isfile(p) and p.endswith(".png") for p in named), named
+    assert test.locate(0).startswith("row ")  # messages keep the shard and row

@@ -6,6 +6,7 @@ The setting makes early stopping fire early: `tiny_cnn` at a high learning rate 
 blobs reaches its best `val_loss` in epoch 4, and patience 2 stops it after epoch 6.
 """
 
+import html
 import json
 
 import numpy as np
@@ -118,3 +119,106 @@ def test_a_resumed_trial_reports_the_epochs_its_run_trained_before():
     prune.resume_from([{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.3}])
     prune.on_train_begin()
     assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.3}
+
+
+# -- A re-run of the same name continues only the training it started ------------------------
+
+SMALL = ["model.name=tiny_cnn", "train.early_stopping_patience=0", "data.format=npz",
+         "output.plots=false"]
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_that_changes_what_was_trained_is_one_error_line(tmp_path, blobs):
+    from conftest import error_line
+
+    common = ["name=m", f"data.train={blobs}", *SMALL, "output.report=false"]
+    _train(tmp_path, *common, "train.epochs=1")
+    before = _files(tmp_path / "m")
+    args = ["--output_dir", str(tmp_path)]
+    for item in [*common, "train.epochs=2", "model.name=shapes_cnn", "model.dropout=0.3"]:
+        args += ["--set", item]
+    done = run_cli(*args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = error_line(done.stderr)
+    assert "model.name tiny_cnn -> shapes_cnn" in line and "model.dropout" in line, line
+    assert "--set name=" in line and "--output_dir" in line, line
+    assert _files(tmp_path / "m") == before  # nothing touched
+
+
+def test_data_of_another_shape_under_the_same_path_is_refused_before_any_weight(tmp_path):
+    from trainer.errors import UserError
+
+    x, label, _ = blob_images(120, seed=3)
+    path = write_npz(tmp_path / "d", "a.npz", x, label)
+    common = ["name=s", f"data.train={path}", *SMALL, "output.report=false"]
+    _train(tmp_path, *common, "train.epochs=1")
+    before = _files(tmp_path / "s")
+    x, label, _ = blob_images(120, size=20, seed=3)
+    write_npz(tmp_path / "d", "a.npz", x, label)
+    with pytest.raises(UserError, match=r"input_shape \[16, 16, 1\] -> \[20, 20, 1\]"):
+        _train(tmp_path, *common, "train.epochs=2")
+    assert _files(tmp_path / "s") == before
+
+
+def test_safe_changes_are_recorded_and_a_finished_rerun_keeps_its_figures(tmp_path, blobs):
+    from trainer import config as config_module
+    from trainer.data import load_splits
+    from trainer.kerasflavor import tf
+    from trainer.storage.rundir import RunDir
+    from trainer.training.fit import build_and_restore
+    from trainer.training.scaling import plan_scaling
+
+    common = ["name=c", f"data.train={blobs}", *SMALL]
+    _train(tmp_path, *common, "train.epochs=2", "train.learning_rate=0.001")
+    report = (tmp_path / "c" / "report.html").read_text()
+    assert "resumed from epoch" not in report  # a fresh run did not resume
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text()
+                      )["training"]["resumed_from_epoch"] is None
+    _train(tmp_path, *common, "train.epochs=3", "train.learning_rate=0.01")
+    line = "from epoch 3: train.learning_rate 0.001 -> 0.01"
+    text = (tmp_path / "c" / "config.yaml").read_text()
+    assert f"# {line}" in text and "learning_rate: 0.01" in text
+    assert "from epoch 3: train.epochs 2 -> 3" in text
+    first = json.loads((tmp_path / "c" / "metrics.json").read_text())["training"]
+    assert line in first["config_changes"] and first["resumed_from_epoch"] == 2
+    assert line in html.unescape((tmp_path / "c" / "report.html").read_text())
+    # the saved config still loads as a config
+    assert config_module.load(str(tmp_path / "c" / "config.yaml")).train.learning_rate == 0.01
+
+    # re-run when finished, with a rate no epoch will train at: the run's record stands
+    _train(tmp_path, *common, "train.epochs=3", "train.learning_rate=0.5")
+    again = json.loads((tmp_path / "c" / "metrics.json").read_text())["training"]
+    assert again["wall_time_s"] == first["wall_time_s"]
+    assert again["resumed_from_epoch"] == first["resumed_from_epoch"] == 2
+    assert (tmp_path / "c" / "config.yaml").read_text() == text
+
+    # and a restored optimizer trains at the re-run's rate, not the checkpoint's
+    cfg = config_module.load(None, [*common, "train.epochs=4", "train.learning_rate=0.05"],
+                             output_dir=str(tmp_path))
+    splits = load_splits(cfg)
+    strategy = tf.distribute.get_strategy()
+    run = RunDir(cfg.output.dir, cfg.name)
+    store, resumed = build_and_restore(cfg, splits, run, strategy,
+                                       plan_scaling(cfg.train, strategy), (None, None))
+    run.cleanup()
+    assert resumed and float(store.model.optimizer.learning_rate.numpy()) == pytest.approx(0.05)
+    assert store.pending_changes[-1] == {"key": "train.learning_rate", "from": 0.01, "to": 0.05}
+
+
+def test_a_checkpoint_without_its_config_that_does_not_fit_is_an_error(tmp_path, blobs):
+    """A run recorded before the state held its config: the weights that do not fit are
+    refused, not loaded into another shape."""
+    from trainer.errors import UserError
+
+    common = ["name=o", f"data.train={blobs}", *SMALL, "output.report=false"]
+    _train(tmp_path, *common, "train.epochs=1")
+    path = tmp_path / "o" / "checkpoints" / "state.json"
+    state = json.loads(path.read_text())
+    for key in ("config", "input_shape", "class_names"):
+        del state[key]
+    path.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="its checkpoint does not fit this model"):
+        _train(tmp_path, *common, "train.epochs=2", "model.name=shapes_cnn")

@@ -160,6 +160,7 @@ def test_search_resumes_after_a_real_kill(tmp_path):
     assert sorted(r["run"] for r in rows) == ["trial-0000", "trial-0001", "trial-0002"]
     assert {float(r["train.learning_rate"]) for r in rows} == {0.01, 0.003, 0.001}
     assert all(r["state"] == "complete" for r in rows)
+    assert all(r["run"] == f"trial-{int(r['trial']):04d}" for r in rows), rows  # numbers agree
     assert (study_dir / "objective.png").stat().st_size > 5000
     study = optuna.load_study(study_name=study_mod.STUDY_NAME,
                               storage=study_mod.storage_url(str(study_dir)))
@@ -177,3 +178,77 @@ def test_bad_space_on_the_command_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: uniform of 'train.learning_rate' is [0.1], {space} params, expected [low, high] "
         "numbers")
+
+
+# -- Iterating on a search: a grown grid or choice continues the study -------------------------
+
+def _grid_search(tmp_path, base, params, target, **top):
+    space = space_mod.parse({"pruning": False, "params": params, **top}, base, "space")
+    study = study_mod.search(str(tmp_path / "study"), base, space, target=target, parallel=1)
+    return results.ranked(study, space)
+
+
+def test_a_grown_grid_runs_only_its_new_combinations(tmp_path, blob_npz, capsys):
+    base = config.load(None, ["data.format=npz", f"data.train={blob_npz}", "train.epochs=1",
+                              "train.batch_size=32", *FAST], str(tmp_path))
+    _grid_search(tmp_path, base, {"train.learning_rate": [0.01],
+                                  "model.dropout": {"choice": [0.0]}}, 1)
+    capsys.readouterr()
+    # a value more in the grid, and in the choice (Optuna keeps a parameter's choices fixed)
+    rows = _grid_search(tmp_path, base, {"train.learning_rate": [0.01, 0.003],
+                                         "model.dropout": {"choice": [0.0, 0.1]}}, 2)
+    out = capsys.readouterr().out
+    assert re.findall(r"^trial \d+: train", out, re.M) == ["trial 1: train"], out
+    assert sorted(r["train.learning_rate"] for r in rows) == [0.003, 0.01]
+    assert all(r["model.dropout"] in (0.0, 0.1) for r in rows), rows
+    # a trial killed mid-run (left running in the study) is re-run under its own number
+    study = optuna.load_study(study_name=study_mod.STUDY_NAME,
+                              storage=study_mod.storage_url(str(tmp_path / "study")))
+    stuck = study.ask()
+    for key, value in {"run_name": "trial-0002", "trial": 2,
+                       "grid": {"train.learning_rate": 0.01, "train.batch_size": 16}}.items():
+        stuck.set_user_attr(key, value)
+    # a new grid key: earlier trials took the config's batch size (32); 16 is new
+    rows = _grid_search(tmp_path, base, {"train.learning_rate": [0.01, 0.003],
+                                         "model.dropout": {"choice": [0.0, 0.1]},
+                                         "train.batch_size": [32, 16]}, 4)
+    out = capsys.readouterr().out
+    assert "trial 2 was interrupted" in out and "2 of 4 trials already taken" in out, out
+    assert "trial 2 (re-run after an interruption): train.learning_rate=0.01, " in out
+    assert len(re.findall(r"^trial \d+: val_loss", out, re.M)) == 2, out  # only the new two
+    assert sorted((r["train.learning_rate"], r["train.batch_size"]) for r in rows) == [
+        (0.003, 16), (0.003, 32), (0.01, 16), (0.01, 32)]
+    assert all(r["run"] == f"trial-{r['trial']:04d}" for r in rows), rows
+    assert all(r["state"] == "complete" for r in rows) and len(rows) == 4
+
+
+def test_another_metric_is_refused_with_the_study_name_way_out(tmp_path):
+    from conftest import error_line
+
+    base = config.load(None, [], str(tmp_path / "out"))
+    space = _space({"train.learning_rate": [0.01, 0.001]})
+    study_dir = str(tmp_path / "out" / "demo-tune")
+    os.makedirs(study_dir)
+    study_mod.prepare(study_mod.open_study(study_dir, space), space, 2, base, study_dir)
+    other = tmp_path / "space.yaml"
+    other.write_text("metric: val_accuracy\nparams:\n  train.learning_rate: [0.01, 0.001]\n")
+    proc = run_cli("--space", str(other), "--output_dir", str(tmp_path / "out"),
+                   module="trainer.tune")
+    assert proc.returncode == 2
+    line = error_line(proc.stderr)
+    assert "val_loss (minimize)" in line and "val_accuracy (maximize)" in line, line
+    assert "--study_name" in line and str(other) in line, line
+
+
+def test_a_trial_that_trained_all_its_epochs_is_never_pruned():
+    from trainer.callbacks.pruning import PruneOnEpoch
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=-1.0))
+    early, last = (PruneOnEpoch(study.ask(), "val_loss") for _ in range(2))
+    for callback in (early, last):
+        callback.set_params({"epochs": 3})
+        callback.model = type("M", (), {"stop_training": False})()
+    early.on_epoch_end(0, {"val_loss": 1.0})
+    last.on_epoch_end(2, {"val_loss": 1.0})
+    assert early.pruned_at == 1 and early.model.stop_training
+    assert last.pruned_at is None and not last.model.stop_training

@@ -183,3 +183,40 @@ def test_local_logging_is_readable_and_cloud_logging_is_json(capsys):
         assert not logs.interactive()  # no progress bars under JSON logging
     finally:
         logs.setup_logging()
+
+
+def test_in_a_terminal_no_log_line_is_written_into_the_progress_bar(tmp_path):
+    """The real command under a pseudo-terminal, as a person watches it: Keras redraws its bar
+    in place (no newline until the epoch ends); every log line must start a line of its own."""
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.task", "--output_dir", str(tmp_path), "--set",
+         "train.epochs=2", "--set", "data.samples_per_class=20", "--set", "model.name=tiny_cnn",
+         "--set", "output.report=false", "--set", "output.plots=false"],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"\] - ETA: ", text), text[-2000:]  # the bar was drawn, in place
+    for line in text.split("\n"):
+        stamp = re.search(r"\d\d:\d\d:\d\d (INFO|WARNING) ", line)
+        if stamp:  # a log line starts its terminal line (after any carriage return)
+            assert line[:stamp.start()].strip("\r\x08 ") == "", repr(line[:300])
+    assert len(re.findall(r"INFO epoch \d/2 ", text)) == 2

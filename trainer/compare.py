@@ -1,7 +1,8 @@
 """`python -m trainer.compare RUN_DIR ... [--out DIR]`: several runs side by side.
 
 Reads each run's `metrics.json`, `config.yaml` and `history.csv` (local or `gs://`, through the
-storage layer) and writes one table (printed and `compare.csv`) and one plot with every run's
+storage layer) and writes one table (printed and `compare.csv`; the config keys that differ
+between the runs are columns of it) and one plot with every run's
 curves overlaid (`compare.png`), so "which of these is better, and since when?" takes one look.
 """
 
@@ -24,7 +25,7 @@ import matplotlib.ticker  # noqa: E402
 import yaml  # noqa: E402
 from absl import flags  # noqa: E402
 
-from trainer import cli, storage  # noqa: E402
+from trainer import cli, config as config_mod, storage  # noqa: E402
 from trainer.outputs.plots import curve_names  # noqa: E402
 from trainer.outputs.table import text_table, write_csv  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
@@ -74,7 +75,20 @@ def _unique_labels(runs: list[Run]) -> None:
             r.label = "/".join(r.url.rsplit("/", 2)[-2:])
 
 
+SAME_BY_DESIGN = ("name", "output.dir")  # differ between any two runs; say nothing
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """The config keys (dotted) whose values are not the same in every run, in config order."""
+    flats = [config_mod.flat(r.config) for r in runs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if k not in SAME_BY_DESIGN
+            and any(f.get(k) != flats[0].get(k) for f in flats[1:])]
+
+
 def rows(runs: list[Run]) -> list[dict]:
+    """One row per run: what it is, the config keys that differ between the runs, its scores."""
+    differing = differing_keys(runs)
     metric_names = sorted({k for r in runs for split in ("val", "test")
                            for k in r.metrics.get(split, {})})
     out = []
@@ -84,6 +98,8 @@ def rows(runs: list[Run]) -> list[dict]:
         row = {"run": r.label, "model": r.config.get("model", {}).get("name", ""),
                "task": r.config.get("task", ""), "epochs": training.get("epochs_trained"),
                "best_epoch": training.get("best_epoch")}
+        values = config_mod.flat(r.config)
+        row.update({k: _shown(values.get(k)) for k in differing})
         for split in ("val", "test"):
             for name in metric_names:
                 row[f"{split}_{name}"] = r.metrics.get(split, {}).get(name)
@@ -91,6 +107,13 @@ def rows(runs: list[Run]) -> list[dict]:
         row["samples_per_s"] = sum(speeds) / len(speeds) if speeds else None
         out.append(row)
     return out
+
+
+def _shown(value):
+    """A config value as one table cell (lists and mappings as YAML's flow style)."""
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return value
 
 
 def curves_plot(runs: list[Run], path: str) -> None:

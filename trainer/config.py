@@ -101,7 +101,7 @@ class DataConfig:
         "Random transforms of training batches, drawn anew each epoch from `train.seed`: "
         "`rot90` (a multiple of 90 degrees; square images), `flip_left_right`, `flip_up_down`.",
         default_factory=list, choices=("rot90", "flip_left_right", "flip_up_down"),
-    )
+        resume="recorded")
     image_size: Optional[list[int]] = _doc(
         "`[height, width]` that images from files (`image_folder`, `csv`, PNG TFRecords) are "
         "resized to; empty means the first image's size. Also the size of the generated `shapes` "
@@ -139,14 +139,13 @@ class DataConfig:
     shuffle_window: int = _doc(
         "Samples shuffled together: the pipeline reads this many samples (as random blocks from "
         "all shards), permutes them, and batches. Bounds the pipeline's memory.",
-        default=16384, min=1, max=10_000_000,
-    )
+        default=16384, min=1, max=10_000_000, resume="recorded")
     shuffle_block: int = _doc(
         "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
         "(remote storage likes large reads).", default=1024, min=1, max=1_000_000,
-    )
+        resume="recorded")
     read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
-                             default=4, min=1, max=256)
+                             default=4, min=1, max=256, resume="free")
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
@@ -178,20 +177,19 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _doc(
         "Total epochs. A re-run of the same `name` continues from its last checkpoint up to this.",
-        default=10, min=1, max=100_000,
-    )
+        default=10, min=1, max=100_000, resume="recorded")
     batch_size: int = _doc(
         "Samples per batch on each replica; the global batch is this times the replicas in sync.",
-        default=32, min=1, max=65_536)
-    learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True)
+        default=32, min=1, max=65_536, resume="recorded")
+    learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True,
+                                resume="recorded")
     seed: int = _doc(
         "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0,
         max=2**32 - 1,
     )
     deterministic: bool = _doc(
         "Use deterministic TensorFlow ops, so a CPU run with the same seed repeats exactly.",
-        default=True,
-    )
+        default=True, resume="recorded")
     loss: Optional[str] = _doc(
         "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
         "classification, `rmse` for regression). It must fit the task's labels: class indices "
@@ -207,8 +205,7 @@ class TrainConfig:
     )
     early_stopping_patience: int = _doc(
         "Stop after this many epochs without improvement of `monitor`; 0 turns it off.",
-        default=5, min=0, max=100_000,
-    )
+        default=5, min=0, max=100_000, resume="recorded")
     monitor: str = _doc(
         "The quantity for early stopping and best-model selection. Without a validation split "
         "(`validation_split: 0`) a `val_` quantity is replaced by its training twin (`val_loss` "
@@ -216,18 +213,15 @@ class TrainConfig:
     )
     restore_best: bool = _doc(
         "Save the weights of the best epoch (by `monitor`) as `model.h5`, not the last epoch's.",
-        default=True,
-    )
+        default=True, resume="free")
     class_weight: str = _doc(
         "`balanced` weighs each class by the inverse of its frequency in the training split "
         "(for imbalanced classes); `none` weighs all alike.",
-        default="none", choices=("none", "balanced"),
-    )
+        default="none", choices=("none", "balanced"), resume="recorded")
     strategy: str = _doc(
         "tf.distribute strategy: `auto` (MirroredStrategy when several GPUs are present), "
         "`mirrored` or `default` (one device).",
-        default="auto", choices=("auto", "mirrored", "default"),
-    )
+        default="auto", choices=("auto", "mirrored", "default"), resume="free")
     mixed_precision: str = _doc(
         "`auto` (float16 compute on a GPU that supports it, off on the CPU), `float16`, "
         "`bfloat16` or `off`. Outputs and loss stay float32; float16 uses loss scaling; the saved "
@@ -237,45 +231,38 @@ class TrainConfig:
     jit_compile: Union[str, bool] = _doc(
         "XLA compilation: `auto` (on with a GPU, off on the CPU, where it is slower for these "
         "models), `true` or `false`.",
-        default="auto", choices=("auto", True, False),
-    )
+        default="auto", choices=("auto", True, False), resume="free")
     scale_lr_with_replicas: bool = _doc(
         "Multiply `learning_rate` by the replicas in sync (the linear scaling rule), since the "
         "global batch is `batch_size` times the replicas.",
-        default=False,
-    )
+        default=False, resume="recorded")
     backup_every_steps: int = _doc(
         "Besides the backup saved when the job is preempted (SIGTERM), also back up the "
         "training state every so many steps, for machines that may die without warning; 0: "
         "only on preemption (a killed run then resumes from its last epoch).",
-        default=0, min=0, max=10**12,
-    )
+        default=0, min=0, max=10**12, resume="free")
     histograms: bool = _doc(
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
         "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",
-        default=False,
-    )
+        default=False, resume="free")
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = _doc(
         "Where runs go; each run writes to `<dir>/<name>/`. Local path, `gs://` or `/gcs/`.",
-        default="runs",
-    )
+        default="runs", resume="free")
     plots: bool = _doc("Write `plots/history.png` and, for classification, the confusion matrix.",
-                       default=True)
+                       default=True, resume="free")
     report: bool = _doc(
         "Write `report.html` beside `model.h5`: one self-contained page (images embedded) with the "
         "config, data, curves, metrics, errors, architecture, throughput and environment.",
-        default=True,
-    )
+        default=True, resume="free")
     saved_model: bool = _doc(
         "Also write `saved_model/`: the model as a TensorFlow SavedModel that takes encoded "
         "PNG or JPEG bytes and decodes them as training did, for Vertex AI online prediction "
         "and the Model Registry (`trainer.submit --upload_model`).",
-        default=True,
-    )
+        default=True, resume="free")
 
 
 @dataclass(frozen=True)
@@ -285,7 +272,7 @@ class Config:
         "starting with a letter, digit or `_` (e.g. `run-01`). Re-running the same name in the "
         "same output dir resumes it.",
         default="demo", pattern=r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", example="run-01",
-    )
+        resume="free")
     task: str = _doc(
         "`classification` or `regression`; picks the head, loss and metrics.",
         default="classification", choices=("classification", "regression"),
@@ -319,6 +306,66 @@ def monitor_mode(monitor: str) -> str:
     """'max' for accuracy-like quantities, 'min' for losses and errors (Keras's `auto` rule):
     which way `train.monitor`, or a search's metric, gets better."""
     return "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming: which keys a re-run of the same name may change. Each field declares it once, in its
+# metadata: `resume="recorded"` (how training goes on: allowed, and recorded from the epoch it
+# takes effect), `resume="free"` (where files go, what is written, speed: allowed as is); any
+# other key says what was trained (the model, its input, the task, the classes, the data) and
+# must stay the same, or the checkpoint's weights would be another model's.
+
+
+def flat(values: typing.Mapping, prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted keys (`train.learning_rate`)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and f"{prefix}{key}" != "model.params":
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_kinds() -> dict[str, str]:
+    """Every dotted key and how a resume treats a change of it: same, recorded or free."""
+    kinds: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                kinds[f"{prefix}{f.name}"] = f.metadata.get("resume", "same")
+
+    walk(Config, "")
+    return kinds
+
+
+def resume_markdown() -> str:
+    """What a re-run of the same name may change, generated from the fields' declarations."""
+    kinds = resume_kinds()
+
+    def keys(kind: str) -> str:
+        return ", ".join(f"`{k}`" for k, v in kinds.items() if v == kind)
+
+    return ("- **may change, recorded** in `config.yaml`, `metrics.json` and the report as "
+            "`from epoch N: key old -> new`: " + keys("recorded") + ".\n"
+            "- **may change freely** (where files go, what is written, speed): " + keys("free")
+            + ".\n- **must stay the same** (the model, its input, the task, the classes, the "
+            "data; a change ends the re-run with one `error:` line naming the keys): "
+            + keys("same") + ". The input shape and the classes the data gives must match too.")
+
+
+def with_values(cfg: Config, values: typing.Mapping[str, Any]) -> Config:
+    """`cfg` with some dotted keys set to other (already valid) values."""
+    raw = cfg.to_dict()
+    for key, value in values.items():
+        set_key(raw, key, value, "with_values")
+    return dataclasses.replace(
+        cfg, **{k: type(getattr(cfg, k))(**v) if isinstance(v, dict) else v
+                for k, v in raw.items()})
 
 
 # ----------------------------------------------------------------------------------------------

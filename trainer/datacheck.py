@@ -7,7 +7,7 @@ for validation and test it gives the fraction of samples with a near-copy in the
 (`data.neardup` fingerprints), the leak a random split of video frames makes. It writes a PNG
 grid of a few samples per class and times one pass of the training pipeline; the last line is
 `input pipeline: <N> samples/s`. One streaming pass per split, so it works on data sets larger
-than memory (fingerprints take 256 bytes per sample).
+than memory (fingerprints take 512 bytes per sample).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from absl import flags
 from trainer import cli, storage
 from trainer.config import Config
 from trainer.data import groups, neardup
+from trainer.data.groups import overstated
 
 FLAGS = cli.new_flags()
 flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).",
@@ -42,7 +43,6 @@ flags.DEFINE_float("near", neardup.THRESHOLD, "Fingerprint distance under which 
 IMBALANCE = 5.0  # largest class this many times the smallest: warn
 PER_CLASS = 4
 LEAK_QUERIES = 2000  # evaluation samples searched for near-copies (a seeded subset beyond this)
-LEAK_WARN = 0.1  # this fraction of an evaluation split with near-copies in train: warn
 
 
 def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
@@ -75,7 +75,7 @@ def _scan(split, class_names: Optional[list[str]], block: int) -> dict:
             "prints": np.concatenate(prints), "examples": examples}
 
 
-def _group_lines(splits) -> list[str]:
+def _group_lines(splits, task: str) -> list[str]:
     """Groups per split and groups found in two splits (nothing when a split has no groups)."""
     per_split, in_two = groups.counts({k: p.view.groups for k, p in splits.present.items()})
     if not in_two:
@@ -84,28 +84,39 @@ def _group_lines(splits) -> list[str]:
     for pair, n in in_two.items():
         a, b = pair.split("/")
         lines.append(f"groups in both {a} and {b}: {n}" +
-                     ("  warning: evaluation overstates accuracy on new groups (data.split_by: "
+                     (f"  warning: {overstated(task)} on new groups (data.split_by: "
                       "group)" if n else ""))
     return lines
 
 
-def _leak_lines(scans: dict, threshold: float, seed: int) -> list[str]:
-    """For val and test: the fraction of samples whose nearest training sample is a near-copy."""
+def _leak_lines(splits, scans: dict, threshold: float, seed: int, task: str) -> list[str]:
+    """For val and test: the fraction of samples with a near-copy in the training split, what
+    chance gives, and a warning when it is more than chance (`neardup.leak_estimate`)."""
     lines = []
+    train_view = splits.train.view
     for key in (k for k in ("val", "test") if k in scans):
+        view = splits.present[key].view
+        # rows of another file are no neighbours of training rows
+        rows = view.rows + (0 if view.source is train_view.source else 1 << 40)
         queries = scans[key]["prints"]
         if len(queries) > LEAK_QUERIES:
-            queries = queries[np.random.default_rng(seed).choice(len(queries), LEAK_QUERIES,
-                                                                 replace=False)]
-        dist = neardup.nearest(queries, scans["train"]["prints"])
-        frac = float((dist < threshold).mean())
-        lines.append(f"near-duplicate leakage, {key}: {frac:.3f} of {len(queries)} samples have a "
-                     f"training sample nearer than {threshold:g} (median distance "
-                     f"{float(np.median(dist)):.3f})")
-        if frac > LEAK_WARN:
-            lines.append(f"  warning: {frac:.0%} of {key} has a near-copy in train; {key} accuracy "
-                         "overstates accuracy on new data (split whole videos or sessions: "
-                         "data.split_by: group)")
+            pick = np.sort(np.random.default_rng(seed).choice(len(queries), LEAK_QUERIES,
+                                                              replace=False))
+            queries, rows = queries[pick], rows[pick]
+        leak = neardup.leak_estimate(queries, rows, scans["train"]["prints"], train_view.rows,
+                                     threshold)
+        lines.append(f"near-duplicate leakage, {key}: {leak.observed:.3f} of {len(queries)} "
+                     f"samples have a training sample nearer than {threshold:g}, "
+                     f"{leak.expected:.3f} expected by chance (median distance "
+                     f"{float(np.median(leak.distances)) if len(queries) else float('nan'):.3f})")
+        if leak.leaks:
+            why = (f"{leak.neighbours:.0%} of {key} has a near-copy among its neighbours in the "
+                   f"training data (frames or records of one sequence on both sides)"
+                   if leak.neighbours > neardup.LEAK_EXCESS else
+                   f"{leak.observed:.0%} of {key} has a near-copy in train, "
+                   f"{leak.expected:.0%} by chance")
+            lines.append(f"  warning: {why}; {overstated(task, key)} on new data (split "
+                         "whole videos or sessions: data.split_by: group)")
     return lines
 
 
@@ -179,9 +190,9 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     for a, b in itertools.combinations(scans, 2):
         shared = len(scans[a]["hashes"] & scans[b]["hashes"])
         lines.append(f"samples in both {a} and {b}: {shared}" +
-                     ("  warning: evaluation overstates accuracy" if shared else ""))
-    lines += _group_lines(splits)
-    lines += _leak_lines(scans, near, config.train.seed)
+                     (f"  warning: {overstated(config.task)}" if shared else ""))
+    lines += _group_lines(splits, config.task)
+    lines += _leak_lines(splits, scans, near, config.train.seed, config.task)
 
     dest = out or storage.join(config.output.dir, f"{config.name}-datacheck")
     with tempfile.TemporaryDirectory() as tmp:

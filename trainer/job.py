@@ -19,6 +19,7 @@ from trainer.data.dataset import resize_lines
 from trainer.errors import OutOfSpace, StorageUnavailable, TrainingDiverged, UserError
 from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
+from trainer.training import resume
 from trainer.training.fit import train_and_evaluate
 
 log = logging.getLogger("trainer")
@@ -56,6 +57,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
                      chief=platform.is_chief)
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
+        resume.check_config_early(run_dir, config)  # a re-run that would train another model
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")
@@ -72,7 +74,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
              f", targets: {', '.join(splits.target_names or [])}")
     for line in splits.absent_lines(config.train.monitor):
         log.info("%s", line)
-    for i, line in enumerate(groups.report_lines(summary)):  # the report, then its warnings
+    for i, line in enumerate(groups.report_lines(summary, config.task)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
     fresh = platform.is_chief and not storage.exists(run_dir.url)

@@ -15,6 +15,7 @@ from absl import flags
 
 from trainer import cli
 from trainer.errors import UserError
+from trainer.outputs.table import number
 from trainer.runtime import logs, secrets
 from trainer.runtime.platform import Platform, detect
 
@@ -77,7 +78,7 @@ def _report(result: "RunResult", structured: bool) -> None:
                        ("config", "config")):
         if key in result.outputs:
             print(secrets.redact_text(f"  {label + ':':9}{result.outputs[key]}"))
-    print("  test:    " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    print("  test:    " + ", ".join(f"{k}={number(v)}" for k, v in test.items()))
 
 
 def _train_from_flags(args: list[str], platform: Optional[Platform] = None) -> int:

@@ -46,6 +46,7 @@ class PruneOnEpoch(keras.callbacks.Callback):
                             f"expected one of {', '.join(sorted(logs))}")
         step = self.last_epoch = epoch + 1  # steps are 1-based epochs, as in history.csv
         self.trial.report(float(logs[self.metric]), step)
-        if self.trial.should_prune():
+        # The last epoch is never pruned: a trial that trained all its epochs is complete.
+        if step < self.params.get("epochs", step + 1) and self.trial.should_prune():
             self.pruned_at = step
             self.model.stop_training = True

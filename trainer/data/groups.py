@@ -69,7 +69,15 @@ def counts(by_split: dict[str, Optional[np.ndarray]]) -> tuple[dict[str, int], d
     return per_split, in_two
 
 
-def report_lines(summary: dict) -> list[str]:
+def overstated(task: str, split: str = "") -> str:
+    """What an evaluation that has seen its samples in training gets wrong, in the task's words:
+    a classifier's accuracy is too high, a regressor's error too low."""
+    if task == "classification":
+        return f"{split + ' accuracy' if split else 'evaluation'} overstates accuracy"
+    return f"{split + ' error' if split else 'evaluation'} understates error"
+
+
+def report_lines(summary: dict, task: str = "classification") -> list[str]:
     """The split report for the log (from `Splits.summary()`): groups and samples per split;
     then warnings, for groups in two splits and carved splits far from their asked fraction."""
     keys = [k for k in ("train", "val", "test") if k in summary]  # a left-out split is absent
@@ -82,7 +90,7 @@ def report_lines(summary: dict) -> list[str]:
     leaks = {pair: n for pair, n in summary.get("groups_in_two_splits", {}).items() if n}
     if leaks:
         lines.append("groups in two splits: " + ", ".join(f"{p} {n}" for p, n in leaks.items()) +
-                     "; evaluation overstates accuracy on new groups (see data.split_by)")
+                     f"; {overstated(task)} on new groups (see data.split_by)")
     asked_of = {k: summary[k]["fraction_asked"] for k in keys if "fraction_asked" in summary[k]}
     pool = summary["train"]["samples"] + sum(summary[k]["samples"] for k in asked_of)
     for key, asked in asked_of.items():

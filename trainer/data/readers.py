@@ -191,7 +191,8 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
         return out
     images_only = not any(p.lower().endswith(".npy") for p in files)
     return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read,
-                 channels="last" if images_only else None, resized=resized if images_only else None)
+                 channels="last" if images_only else None, resized=resized if images_only else None,
+                 files=list(files))
 
 
 def read_image_folder(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:

@@ -62,6 +62,8 @@ class Shard:
     # Image files decoded at another size than the shard's and resized: file index -> (h, w)
     # as stored. Filled as the files are read (no extra read), so it grows with each pass.
     resized: Optional[dict] = None
+    # The file of each row, for a shard of one image per file (a class folder, a CSV manifest).
+    files: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         if self.raw is None:
@@ -218,6 +220,16 @@ class View:
         row = int(self.rows[position])
         shard = int(np.searchsorted(self.source.offsets, row, side="right")) - 1
         return f"row {row - int(self.source.offsets[shard])} of {self.source.shards[shard].path}"
+
+    def origin(self, position: int) -> str:
+        """Where the view's sample at `position` came from, as people look it up: its own file
+        when it has one (an image folder, a CSV manifest), else its shard and row."""
+        row = int(self.rows[position])
+        shard = int(np.searchsorted(self.source.offsets, row, side="right")) - 1
+        files = self.source.shards[shard].files
+        if files is not None:
+            return files[row - int(self.source.offsets[shard])]
+        return self.locate(position)
 
     def blocks(self, block_rows: int) -> list[Block]:
         """Consecutive runs of at most `block_rows` rows, never across a shard boundary."""

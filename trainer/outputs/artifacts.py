@@ -21,6 +21,7 @@ from trainer.outputs import servable
 from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
 from trainer.runtime.platform import Platform
+from trainer import config as config_module
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.models import as_float32
@@ -48,7 +49,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
             out["saved_model"] = exported
 
     with open(run.local("config.yaml"), "w") as f:
-        f.write(config.with_data_shape(splits.input_shape).to_yaml())  # the size it used
+        f.write(config_yaml(config, splits, result))
     out["config"] = run.publish("config.yaml")
 
     if result.history:
@@ -61,7 +62,9 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                            "resumed_from_epoch": result.resumed_from_epoch,
                            "stopped_early": result.stopped_early, "wall_time_s": wall_time_s,
                            "replicas": result.replicas, "global_batch": result.global_batch,
-                           **result.runtime}
+                           "config_changes": result.changes, **result.runtime}
+    if not result.trained:  # a finished run re-run: the figures of the session that trained
+        metrics["training"].update(_trained_figures(run))
     matrix: Optional[np.ndarray] = None
     held = getattr(splits, splits.held_out) if splits.held_out else None
     if splits.class_names and result.test_predictions is not None and held is not None:
@@ -109,3 +112,28 @@ def write_saved_model(model, metadata: dict, run: RunDir, config: Config) -> Opt
     for rel in servable.files(local):
         run.publish(servable.FOLDER, *rel.split(os.sep))
     return run.remote(servable.FOLDER)
+
+
+def config_yaml(config: Config, splits: Splits, result: TrainResult) -> str:
+    """The config the run used (`data.image_size` as the data decided; keys changed in a re-run
+    with nothing left to train keep the values the epochs had), headed by the changes it
+    resumed with, as comments: the file stays a config `--config` loads."""
+    used = config_module.with_values(config, result.kept) if result.kept else config
+    header = "".join(f"# {line}\n" for line in result.changes)
+    if header:
+        header = "# resumed with changes, each in effect from the epoch named:\n" + header
+    return header + used.with_data_shape(splits.input_shape).to_yaml()
+
+
+def _trained_figures(run: RunDir) -> dict:
+    """Wall time and resume point from the run's metrics.json, which a re-run that trains
+    nothing keeps (its own seconds of evaluation are not the run's training time)."""
+    path = run.fetch("metrics.json")
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            training = json.load(f).get("training", {})
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return {}
+    return {k: training[k] for k in ("wall_time_s", "resumed_from_epoch") if k in training}

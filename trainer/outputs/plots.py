@@ -24,8 +24,15 @@ def curve_names(history: list[dict]) -> list[str]:
     return names
 
 
-def history_plot(history: list[dict], path: str, title: str) -> None:
-    """One panel per quantity (loss and each metric), training against validation."""
+def history_plot(history: list[dict], path, title: str) -> None:
+    """One panel per quantity (loss and each metric), training against validation, saved."""
+    fig = history_figure(history, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def history_figure(history: list[dict], title: str):
+    """The figure of `history_plot`; epochs are whole numbers on its axis."""
     keys = curve_names(history)
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
@@ -35,13 +42,13 @@ def history_plot(history: list[dict], path: str, title: str) -> None:
             ax.plot(epochs, [row.get(f"val_{key}", np.nan) for row in history], marker="o",
                     label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

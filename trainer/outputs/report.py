@@ -107,8 +107,11 @@ def _metrics_section(metrics: dict) -> str:
             for split in ("val", "test") if split in metrics]
     t = metrics.get("training", {})
     facts = [["epochs trained", t.get("epochs_trained")], ["best epoch", t.get("best_epoch")],
-             ["stopped early", t.get("stopped_early")], ["resumed from epoch", t.get("resumed_from_epoch")],
-             ["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)]]
+             ["stopped early", t.get("stopped_early")]]
+    if t.get("resumed_from_epoch") is not None:  # a fresh run did not resume
+        facts.append(["resumed from epoch", t["resumed_from_epoch"]])
+    facts += [["changed on resuming", line] for line in t.get("config_changes") or ()]
+    facts.append(["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)])
     return _table(["split", *names], rows) + _table(["training", ""], facts)
 
 
@@ -176,8 +179,9 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
     images = dict(zip(order, held.view.take(order)))  # only the gallery's rows are read
     cells = []
     for i in order:
+        source = splits.test.view.origin(int(i))  # its file, or its shard and row
         caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
-                   f"({probs[i, predicted[i]]:.2f})")
+                   f"({probs[i, predicted[i]]:.2f})<br><small>{_esc(source)}</small>")
         cells.append(f"<figure>{_img(image_png(images[i]), f'test image {i}')}"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
@@ -312,6 +316,8 @@ def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str
 def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str,
            platform: Platform) -> str:
     """The whole page as a string."""
+    from trainer.outputs.artifacts import config_yaml  # the same text as config.yaml (a cycle)
+
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)
          + "".join(f'<p class="sub">{_esc(line)}</p>'
@@ -332,7 +338,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         ("architecture", "Architecture", _architecture_section(result.model)),
         ("throughput", "Throughput", _throughput_section(result.history)),
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
-        ("config", "Config", f"<pre>{_esc(config.to_yaml())}</pre>"),
+        ("config", "Config", f"<pre>{_esc(config_yaml(config, splits, result))}</pre>"),
     ]
     held = splits.held_out or "test"
     headline = ", ".join(f"{k} {v:.4g}" for k, v in metrics.get(held, {}).items()) or "none"

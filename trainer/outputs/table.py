@@ -11,11 +11,17 @@ import math
 from typing import Collection
 
 
+def number(value: float) -> str:
+    """A metric as every command prints it: four significant digits, so a small loss keeps
+    its digits (`3.2e-05`, not `0.0000`)."""
+    return f"{value:.4g}"
+
+
 def cell(value: object) -> str:
     """Blank for a missing value (None or NaN), four significant digits for a float."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return number(value) if isinstance(value, float) else str(value)
 
 
 def columns(rows: list[dict]) -> list[str]:

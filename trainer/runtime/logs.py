@@ -25,10 +25,28 @@ class _CurrentStdout:
 
 
 class _StdoutHandler(_CurrentStdout, logging.StreamHandler):
-    pass
+    """Readable lines; when Keras's progress bar holds the current line of the terminal, the bar's
+    line is ended first, so the record is never written into the middle of it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        global _bar_open
+        if _bar_open:
+            _bar_open = False
+            try:
+                self.stream.write("\n")
+            except (OSError, ValueError):  # a closed stream: emit reports it as usual
+                pass
+        super().emit(record)
 
 
 _structured = False
+_bar_open = False  # Keras's progress bar is drawn on the current, unfinished line of stdout
+
+
+def progress_bar_open(is_open: bool) -> None:
+    """Said by `trainer.callbacks.progress_line` as Keras draws and ends its bar's line."""
+    global _bar_open
+    _bar_open = is_open and interactive()
 
 
 def setup_logging(level: int = logging.INFO, structured: bool = False,

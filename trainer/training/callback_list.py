@@ -14,6 +14,7 @@ from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import HistogramLogger
 from trainer.callbacks.live_tensorboard import LiveTensorBoard
 from trainer.callbacks.preemption_backup import PreemptionBackup
+from trainer.callbacks.progress_line import ProgressLine
 from trainer.config import Config, TrainConfig
 from trainer.data import Splits
 from trainer.data.finite import zeroed
@@ -46,7 +47,7 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
         callbacks.append(early)
     if t.histograms:
         callbacks.append(histogram_logger(t, splits, run))
-    callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra]
+    callbacks += [LiveTensorBoard(run), ProgressLine(), EpochLog(t.epochs), *extra]
     if sigterm is not None:
         callbacks.append(PreemptionBackup(run, sigterm, steps_per_epoch, t.backup_every_steps))
     for callback in callbacks:

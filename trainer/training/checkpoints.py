@@ -3,7 +3,8 @@
 Layout under `<run>/checkpoints/`:
   epoch-NNNN.*   model + optimizer after epoch NNNN (tf.train.Checkpoint files)
   best-NNNN.*    model weights of the best epoch so far, by `train.monitor`
-  state.json     written last; names the files above and holds the history so far
+  state.json     written last; names the files above and holds the history so far, what the
+                 run trains (config, input shape, classes) and the changes it resumed with
 
 `state.json` is the commit point: checkpoint files are uploaded before it, and older files are
 deleted only after it, so a job killed at any moment leaves a state that points at complete files.
@@ -18,10 +19,11 @@ import json
 import logging
 import math
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from trainer import storage
 from trainer.config import monitor_mode
+from trainer.errors import UserError
 from trainer.kerasflavor import dropout_generators, keras, tf
 from trainer.storage.rundir import RunDir
 
@@ -45,20 +47,24 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
 
 
 class CheckpointStore:
-    def __init__(self, run: RunDir, model: keras.Model, monitor: str):
+    def __init__(self, run: RunDir, model: keras.Model, monitor: str,
+                 identity: Optional[dict] = None):
         self.run = run
         self.model = model
         self.monitor = monitor
         self.mode = monitor_mode(monitor)
+        self.identity = identity or {}  # what the run trains, recorded with every epoch
         self.state: dict = {"epoch": 0, "last": None, "best": None, "history": [],
-                            "stopped_early": False}
+                            "stopped_early": False, "changes": []}
+        self.pending_changes: list[dict] = []  # allowed changes found by `load`, not yet trained
 
     # -- reading -------------------------------------------------------------------------------
 
-    def load(self) -> bool:
+    def load(self, check: Optional[Callable[[dict], list[dict]]] = None) -> bool:
         """Restore model, optimizer and dropout generators from the run's last checkpoint;
         False when there is none, or when it is damaged (then, with a warning, the run starts
-        over rather than load garbage)."""
+        over rather than load garbage). `check(state)`, before any weight is read, refuses a
+        state another config trained and returns the allowed changes (`pending_changes`)."""
         path = self.run.fetch(*STATE)
         if path is None:
             return False
@@ -77,11 +83,24 @@ class CheckpointStore:
             log.warning("checkpoint %s is damaged (%s); starting the run over from epoch 0",
                         self.run.remote("checkpoints"), problem)
             return False
+        if check is not None:
+            self.pending_changes = check(state)
         self.state = state
+        self.state.setdefault("changes", [])
         if state.get("last"):
             ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
                                        random=dropout_generators(self.model))
-            ckpt.read(self.run.local("checkpoints", state["last"])).assert_existing_objects_matched()
+            try:
+                ckpt.read(self.run.local("checkpoints", state["last"])
+                          ).assert_existing_objects_matched()
+            except (ValueError, AssertionError, tf.errors.OpError) as exc:
+                # A run recorded before its config was: its weights do not fit this model.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise UserError(
+                    f"cannot resume {self.run.url}: its checkpoint does not fit this model "
+                    f"({first}), {self.run.remote('checkpoints', state['last'])}, expected the "
+                    "model the run was trained with; to train this config start a new run "
+                    "(another name, --set name=NEW, or another --output_dir)") from None
         return True
 
     def _fetch_prefix(self, name: str) -> str:
@@ -145,7 +164,7 @@ class CheckpointStore:
             self.state["best"] = {"name": name, "epoch": epoch, "value": value}
         last = f"epoch-{epoch:04d}"
         self._write(last, with_optimizer=True)
-        self.state.update(epoch=epoch, last=last, monitor=self.monitor)
+        self.state.update(epoch=epoch, last=last, monitor=self.monitor, **self.identity)
         self.write_state()
         if old_last != last:
             self._drop(old_last)

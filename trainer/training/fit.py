@@ -29,7 +29,7 @@ from trainer.training.checkpoints import CheckpointStore
 from trainer.training.class_weights import training_class_weights
 from trainer.training.evaluation import evaluate, predict
 from trainer.training.preemption import SigtermWatch
-from trainer.training.resume import Start, resume_point
+from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
 from trainer.training.scaling import Scaling, plan_scaling
 
 log = logging.getLogger("trainer")
@@ -39,7 +39,7 @@ log = logging.getLogger("trainer")
 class TrainResult:
     model: keras.Model
     history: list[dict]
-    resumed_from_epoch: int
+    resumed_from_epoch: Optional[int]  # None: a fresh run
     best_epoch: Optional[int]
     stopped_early: bool
     replicas: int = 1
@@ -47,6 +47,9 @@ class TrainResult:
     runtime: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     test_predictions: Optional[np.ndarray] = None
+    trained: bool = True  # whether this session trained any epoch (a finished run's re-run does not)
+    changes: list[str] = field(default_factory=list)  # "from epoch N: key old -> new"
+    kept: dict = field(default_factory=dict)  # keys changed too late to take effect: their values
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
@@ -69,17 +72,20 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     val_ds = held.get("val")
     callbacks = fit_callbacks(config, splits, run, store, steps_per_epoch, sigterm,
                               extra_callbacks)
-    fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks, sigterm)
+    trained = fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks,
+                  sigterm)
     best_epoch = restore_best_epoch(config, store, strategy)
     metrics = evaluate(store.model, held)
     # The final figures' split: test, or validation where there is no test split.
     predictions = predict(store.model, held[splits.held_out]) if splits.held_out else None
     return TrainResult(model=store.model, history=list(store.state["history"]),
-                       resumed_from_epoch=start.epoch if start.resumed else 0,
+                       resumed_from_epoch=start.epoch if start.resumed else None,
                        best_epoch=best_epoch,
                        stopped_early=bool(store.state.get("stopped_early")),
                        replicas=scaling.replicas, global_batch=scaling.global_batch,
-                       runtime=scaling.runtime(), metrics=metrics, test_predictions=predictions)
+                       runtime=scaling.runtime(), metrics=metrics, test_predictions=predictions,
+                       trained=trained, changes=change_lines(store.state.get("changes", [])),
+                       kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes})
 
 
 def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
@@ -118,23 +124,34 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
         model = build_model(config, splits.input_shape, splits.num_outputs, mean, var,
                             policy=scaling.precision_policy)
         compile_model(model, config, learning_rate=scaling.learning_rate, jit_compile=scaling.xla)
-        store = CheckpointStore(run, model, config.train.monitor)
-        resumed = store.load()
+        now = identity(config, splits.input_shape, splits.class_names)
+        store = CheckpointStore(run, model, config.train.monitor, now)
+        resumed = store.load(check=lambda state: check_continuity(run, state, now))
+        if resumed:  # the optimizer's checkpoint holds the old rate; a re-run may set another
+            model.optimizer.learning_rate.assign(scaling.learning_rate)
     return store, resumed
 
 
 def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: PipelineOptions,
         val_ds: Optional[tf.data.Dataset], start: Start, steps_per_epoch: int,
-        callbacks: Sequence[keras.callbacks.Callback], sigterm: Optional[SigtermWatch]) -> None:
+        callbacks: Sequence[keras.callbacks.Callback], sigterm: Optional[SigtermWatch]) -> bool:
     """Train from `start` to `train.epochs`, unless the run is complete or stopped early; an
-    early stop is recorded in the checkpoint state, so a re-run trains no further."""
+    early stop is recorded in the checkpoint state, so a re-run trains no further. Returns
+    whether any epoch was trained; the changes the re-run brings are recorded from its first."""
     t = config.train
+    late = "; the changed " + ", ".join(c["key"] for c in store.pending_changes) + \
+        " take no effect" if store.pending_changes else ""
     if start.stopped_early:
-        log.info("run stopped early at epoch %d before; not training further", start.epoch)
-        return
+        log.info("run stopped early at epoch %d before; not training further%s", start.epoch, late)
+        return False
     if start.epoch >= t.epochs:
-        log.info("already trained %d of %d epochs; evaluating only", start.epoch, t.epochs)
-        return
+        log.info("already trained %d of %d epochs; evaluating only%s", start.epoch, t.epochs, late)
+        return False
+    for change in store.pending_changes:
+        store.state["changes"].append({"epoch": start.epoch + 1, **change})
+    for line in change_lines(store.state["changes"][len(store.state["changes"])
+                                                    - len(store.pending_changes):]):
+        log.info("resumed with a change: %s", line)
     train_ds = make_dataset(splits.train.view, splits.train.y, train_opts, first_epoch=start.epoch,
                             epochs=t.epochs - start.epoch, first_step=start.step, split="train")
     fitting = sigterm.deferred() if sigterm is not None else contextlib.nullcontext()
@@ -150,6 +167,7 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
         store.write_state()
         log.info("early stopping after epoch %d: %s did not improve for %d epochs",
                  stopped[0] + 1, t.monitor, t.early_stopping_patience)
+    return True
 
 
 def restore_best_epoch(config: Config, store: CheckpointStore,

@@ -17,7 +17,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from trainer.outputs.table import text_table  # noqa: E402
 from trainer.tune.space import Space  # noqa: E402
-from trainer.tune.study import retried  # noqa: E402
+from trainer.tune.study import retried, shown_params  # noqa: E402
 
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
           TrialState.RUNNING: "running"}
@@ -36,10 +36,11 @@ def ranked(study: optuna.Study, space: Space) -> list[dict]:
         value = t.user_attrs.get("objective")
         value = float(value) if value is not None else math.nan
         group = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(t.state, 2)
-        key = (group, sign * value if math.isfinite(value) else math.inf, t.number)
-        row = {"trial": t.number, "run": t.user_attrs.get("run_name", ""), "state": _STATE[t.state],
+        number = t.user_attrs.get("trial", t.number)  # a re-run keeps its trial's number and run
+        key = (group, sign * value if math.isfinite(value) else math.inf, number)
+        row = {"trial": number, "run": t.user_attrs.get("run_name", ""), "state": _STATE[t.state],
                space.metric: value}
-        row.update({p.key: t.params.get(p.key) for p in space.params})
+        row.update(shown_params(t, space))
         row.update({"epochs": t.user_attrs.get("epochs"), "wall_s": t.user_attrs.get("wall_s"),
                     "error": t.user_attrs.get("error", "")})
         rows.append((key, row))

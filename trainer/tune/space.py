@@ -42,6 +42,7 @@ class Param:
     values: tuple = ()  # grid and choice
     low: Optional[float] = None  # uniform and log_uniform
     high: Optional[float] = None
+    name: str = ""  # the Optuna parameter's name: the key, or `key#N` (see trainer.tune.study)
 
     @property
     def integer(self) -> bool:
@@ -51,13 +52,25 @@ class Param:
     def log(self) -> bool:
         return self.kind == "log_uniform"
 
+    def distribution(self):
+        """The Optuna distribution `suggest` draws from."""
+        import optuna
+
+        if self.kind in ("grid", "choice"):
+            return optuna.distributions.CategoricalDistribution(list(self.values))
+        if self.integer:
+            return optuna.distributions.IntDistribution(self.low, self.high, log=self.log)
+        return optuna.distributions.FloatDistribution(float(self.low), float(self.high),
+                                                      log=self.log)
+
     def suggest(self, trial) -> Any:
         """The trial's value, drawn by the Optuna sampler (or fixed when the trial was enqueued)."""
+        name = self.name or self.key
         if self.kind in ("grid", "choice"):
-            return trial.suggest_categorical(self.key, list(self.values))
+            return trial.suggest_categorical(name, list(self.values))
         if self.integer:
-            return trial.suggest_int(self.key, self.low, self.high, log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
+            return trial.suggest_int(name, self.low, self.high, log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
     def examples(self) -> list:
         """Values that together exercise the config's validation for this key."""

@@ -7,8 +7,13 @@ Resumption rests on three rules:
   study lock below guarantees no live process works on it). It is marked failed and enqueued
   again with the same parameters and the same run name, so the re-run continues from the run's
   last epoch checkpoint rather than from scratch.
-- Grid points are enqueued once, when the study is created (or grows), so a resumed search
-  carries on with the points not yet taken.
+- Grid points are enqueued when the study is created or grows: those no trial has taken yet
+  (a grid extended by a value, or by a key, runs only its new combinations). A grid point is
+  the trial's own record (`user_attrs["grid"]`), not an Optuna parameter, since Optuna fixes a
+  parameter's choices for the life of a study.
+- A sampled parameter whose distribution changed in a way Optuna cannot take (a choice with
+  other values, a range turned log) is a new Optuna parameter, `key#N`; trials show it as `key`.
+- Only another metric or direction is refused: earlier trials would not be comparable.
 
 Locks: every process of a search holds `study.lock` shared; recovery needs it exclusively, so a
 second search on the same directory is refused while any process of the first is alive.
@@ -17,8 +22,11 @@ second search on the same directory is refused while any process of the first is
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import math
@@ -26,14 +34,13 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import asdict
 from typing import Iterator, Optional
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from trainer import cli, storage
+from trainer import cli, config as config_mod, storage
 from trainer.runtime import secrets
 from trainer.runtime.platform import Platform
 from trainer.config import Config
@@ -80,9 +87,98 @@ def hold_study(study_dir: str, exclusive: bool) -> contextlib.AbstractContextMan
     return exclusive_lock()
 
 
-def _fingerprint(space: Space) -> str:
-    return json.dumps([asdict(p) for p in space.params] + [space.metric, space.direction],
-                      sort_keys=True, default=str)
+def _objective(space: Space) -> list[str]:
+    return [space.metric, space.direction]
+
+
+def _recorded_objective(study: optuna.Study) -> Optional[list[str]]:
+    """The metric and direction the study ranks by (from a study before `objective` was kept:
+    the last two entries of its `space` fingerprint)."""
+    if "objective" in study.user_attrs:
+        return list(study.user_attrs["objective"])
+    if "space" in study.user_attrs:
+        return list(json.loads(study.user_attrs["space"])[-2:])
+    return None
+
+
+def _check_objective(study: optuna.Study, space: Space, study_dir: str) -> None:
+    known = _recorded_objective(study)
+    if known is None:
+        study.set_user_attr("objective", _objective(space))
+    elif known != _objective(space):
+        raise UserError(
+            f"the study ranks its trials by {known[0]} ({known[1]}) and this space asks for "
+            f"{space.metric} ({space.direction}), {space.source}, expected the study's metric and "
+            f"direction to continue it (earlier trials are not comparable under another): keep "
+            f"them, or start a new study beside it with --study_name NEW (now "
+            f"{os.path.basename(study_dir)})")
+
+
+def _optuna_names(study: optuna.Study, space: Space) -> Space:
+    """The space with each sampled parameter's Optuna name: its key, unless the study recorded
+    the key with a distribution Optuna would refuse for this one (then `key#N`, one per
+    distribution). Recorded in the study so every worker and every restart agrees."""
+    recorded = dict(study.user_attrs.get("distributions", {}))
+    names = {}
+    for p in space.params:
+        if p.kind == "grid":
+            continue
+        dist = p.distribution()
+        for n in itertools.count(1):
+            name = p.key if n == 1 else f"{p.key}#{n}"
+            if name not in recorded:
+                recorded[name] = optuna.distributions.distribution_to_json(dist)
+                break
+            try:
+                optuna.distributions.check_distribution_compatibility(
+                    optuna.distributions.json_to_distribution(recorded[name]), dist)
+            except ValueError:
+                continue
+            recorded[name] = optuna.distributions.distribution_to_json(dist)  # a range may move
+            break
+        names[p.key] = name
+    study.set_user_attr("distributions", recorded)
+    return dataclasses.replace(space, params=tuple(
+        dataclasses.replace(p, name=names.get(p.key, p.key)) for p in space.params))
+
+
+def shown_params(trial: optuna.trial.FrozenTrial, space: Space) -> dict:
+    """The trial's value of each parameter of `space`, by key: its grid point, its sampled
+    values (under their Optuna names), or, for a key added to the space later, its config's."""
+    grid = trial.user_attrs.get("grid") or trial.system_attrs.get("fixed_params") or {}
+    used = trial.user_attrs.get("config") or {}
+    out = {}
+    for p in space.params:
+        sampled = [v for k, v in trial.params.items() if k == p.key or k.startswith(p.key + "#")]
+        out[p.key] = sampled[0] if sampled else grid.get(p.key, used.get(p.key))
+    return out
+
+
+def _grid_points_to_run(study: optuna.Study, space: Space, base: Config, target: int) -> list[dict]:
+    """The grid points the next trials get, until `target` trials: the least-taken first, in the
+    grid's order, so a new value or key runs only its new combinations. A trial from before a
+    key joined the grid took the base config's value for it."""
+    keys = [p.key for p in space.grid]
+    points = space.grid_points()
+    defaults = config_mod.flat(base.to_dict())
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    taken = collections.Counter()
+    pending = 0
+    for t in trials:
+        if t.number in again:
+            continue
+        pending += t.state == TrialState.WAITING
+        grid = {**defaults, **t.user_attrs.get("config", {}),
+                **(t.user_attrs.get("grid") or {**t.system_attrs.get("fixed_params", {}),
+                                                 **t.params})}
+        taken[json.dumps([grid.get(k) for k in keys], default=str)] += 1
+    wanted = []
+    for _ in range(max(0, target - counted(study) - pending)):
+        point = min(points, key=lambda q: taken[json.dumps([q[k] for k in keys], default=str)])
+        taken[json.dumps([point[k] for k in keys], default=str)] += 1
+        wanted.append(point)
+    return wanted
 
 
 def open_study(study_dir: str, space: Space, seed: int = 0) -> optuna.Study:
@@ -111,33 +207,27 @@ def counted(study: optuna.Study) -> int:
     return sum(1 for t in trials if t.state != TrialState.WAITING and t.number not in again)
 
 
-def prepare(study: optuna.Study, space: Space, target: int, source: str) -> list[int]:
-    """Check the space is the study's, re-enqueue interrupted trials, enqueue grid points.
+def prepare(study: optuna.Study, space: Space, target: int, base: Config,
+            study_dir: str) -> tuple[list[int], Space]:
+    """Check the space ranks like the study, re-enqueue interrupted trials, enqueue grid points.
 
-    Call with the study lock held exclusively. Returns the numbers of the interrupted trials.
+    Call with the study lock held exclusively. Returns the labels of the interrupted trials and
+    the space with its Optuna parameter names.
     """
-    fingerprint = _fingerprint(space)
-    known = study.user_attrs.get("space")
-    if known is None:
-        study.set_user_attr("space", fingerprint)
-    elif known != fingerprint:
-        raise UserError(f"the space differs from the one this study was started with, {source}, "
-                        "expected the same params, metric and direction to resume (or a new "
-                        "--study_name)")
+    _check_objective(study, space, study_dir)
+    space = _optuna_names(study, space)
     interrupted = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         params = {**t.system_attrs.get("fixed_params", {}), **t.params}
         study.tell(t.number, state=TrialState.FAIL)
+        label = t.user_attrs.get("trial", t.number)
         study.enqueue_trial(params, user_attrs={
-            "run_name": t.user_attrs.get("run_name", run_name(t.number)), "retry_of": t.number})
-        interrupted.append(t.number)
-    points = space.grid_points()
-    if space.grid:
-        done = int(study.user_attrs.get("grid_slots", 0))
-        for slot in range(done, target):
-            study.enqueue_trial(points[slot % len(points)])
-        study.set_user_attr("grid_slots", max(done, target))
-    return interrupted
+            "run_name": t.user_attrs.get("run_name", run_name(label)), "retry_of": t.number,
+            "trial": label, "grid": t.user_attrs.get("grid") or {}})
+        interrupted.append(label)
+    for point in _grid_points_to_run(study, space, base, target) if space.grid else ():
+        study.enqueue_trial({}, user_attrs={"grid": point})
+    return interrupted, space
 
 
 def run_name(number: int) -> str:
@@ -156,16 +246,22 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     from trainer.kerasflavor import keras
     from trainer.callbacks.pruning import MetricMissing, PruneOnEpoch
 
-    params = {p.key: p.suggest(trial) for p in space.params}
-    name = trial.user_attrs.get("run_name") or run_name(trial.number)
+    grid = trial.user_attrs.get("grid") or {}
+    # (a grid point enqueued by an older version is a fixed Optuna parameter: suggest returns it)
+    params = {p.key: grid[p.key] if p.kind == "grid" and p.key in grid else p.suggest(trial)
+              for p in space.params}
+    number = trial.user_attrs.get("trial", trial.number)  # a re-run keeps its trial's number
+    name = trial.user_attrs.get("run_name") or run_name(number)
     trial.set_user_attr("run_name", name)
-    again = f" (re-run of interrupted trial {trial.user_attrs['retry_of']})" \
-        if "retry_of" in trial.user_attrs else ""
-    say(f"trial {trial.number}{again}: {_params_text(params)}")
+    trial.set_user_attr("trial", number)
+    again = " (re-run after an interruption)" if "retry_of" in trial.user_attrs else ""
+    say(f"trial {number}{again}: {_params_text(params)}")
     started = time.perf_counter()
     callback = PruneOnEpoch(trial, space.metric)
     try:
-        cfg = trial_config(base, params, name, study_dir, f"trial {trial.number}")
+        cfg = trial_config(base, params, name, study_dir, f"trial {number}")
+        # every key's value, so a key the space gains later shows what this trial had
+        trial.set_user_attr("config", secrets.redact(config_mod.flat(cfg.to_dict())))
         result = job.run(cfg, Platform(), callbacks=[callback])
     except UserError as exc:
         trial.set_user_attr("error", secrets.redact_text(str(exc)))  # kept in study.db
@@ -173,7 +269,7 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
         study.tell(trial, state=TrialState.FAIL)
         if isinstance(exc, MetricMissing):
             raise
-        say(f"trial {trial.number} failed: {exc}")
+        say(f"trial {number} failed: {exc}")
         return TrialState.FAIL
     finally:
         keras.backend.clear_session()  # trials in one process must not pile up graphs
@@ -184,16 +280,16 @@ def evaluate(study: optuna.Study, trial: optuna.Trial, base: Config, space: Spac
     trial.set_user_attr("epochs", callback.last_epoch)
     if callback.pruned_at is not None:
         study.tell(trial, state=TrialState.PRUNED)
-        say(f"trial {trial.number} pruned after epoch {callback.pruned_at}: "
+        say(f"trial {number} pruned after epoch {callback.pruned_at}: "
             f"{space.metric}={value:.4g} ({wall:.1f} s)")
         return TrialState.PRUNED
     if not math.isfinite(value):
         trial.set_user_attr("error", f"{space.metric} is {value}")
         study.tell(trial, state=TrialState.FAIL)
-        say(f"trial {trial.number} failed: {space.metric} is {value}")
+        say(f"trial {number} failed: {space.metric} is {value}")
         return TrialState.FAIL
     study.tell(trial, value)
-    say(f"trial {trial.number}: {space.metric}={value:.4g} ({wall:.1f} s)")
+    say(f"trial {number}: {space.metric}={value:.4g} ({wall:.1f} s)")
     return TrialState.COMPLETE
 
 
@@ -249,7 +345,7 @@ def search(study_dir: str, base: Config, space: Space, target: int, parallel: in
     quiet_runs(verbose)
     with hold_study(study_dir, exclusive=True):
         study = open_study(study_dir, space)
-        interrupted = prepare(study, space, target, space.source)
+        interrupted, space = prepare(study, space, target, base, study_dir)
     for number in interrupted:
         say(f"trial {number} was interrupted; it will run again")
     done = counted(study)
