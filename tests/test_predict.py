@@ -4,17 +4,19 @@ import csv
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.io
 from PIL import Image
 
-from trainer import predict
+from trainer import convert, predict
 from trainer.data import demo
 from trainer.errors import UserError
 from trainer.outputs import modelfile
 
-from conftest import blob_images, error_line, run_cli, run_job, write_npz
+from conftest import blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +65,12 @@ def test_shards_are_streamed_in_batches(models, tmp_path):
     np.save(tmp_path / "one.npy", x[0])  # a single image in a file
     saved = predict.load(str(models / "shapes"))  # a run directory names its model
     rows = list(predict.predict(saved, [str(tmp_path)], batch_size=7))
-    names = [r[0] for r in rows]
+    names = [r.name for r in rows]
     assert len(rows) == 75 + 10 + 1
     assert names[0] == f"{tmp_path / 'one.npy'}[0]" and f"{tmp_path / 's.npz'}[74]" in names
     assert not any("y0.npy" in n for n in names)
-    shard = [r for r in rows if "s.npz" in r[0]]
-    accuracy = np.mean([r[1] == label for r, label in zip(shard, y)])
+    shard = [r for r in rows if "s.npz" in r.name]
+    accuracy = np.mean([r.values[0] == label for r, label in zip(shard, y)])
     assert accuracy >= 0.9
 
 
@@ -81,12 +83,12 @@ def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
     path = write_npz(tmp_path, "x.npz", x, target)
     rows = list(predict.predict(saved, [path], batch_size=7))
     assert saved.columns == ["input", "output_0", "output_1"]
-    assert [r[0] for r in rows] == [f"{path}[{i}]" for i in range(20)]
+    assert [r.name for r in rows] == [f"{path}[{i}]" for i in range(20)]
     # the values are the model's own output on the same images (standardisation included)
     model, meta = modelfile.load(str(models / "reg" / "model.h5"))
     assert meta["task"] == "regression"
     expected = model.predict(x[..., np.newaxis], verbose=0)
-    got = np.array([r[1:] for r in rows], dtype=np.float64)
+    got = np.array([r.values for r in rows], dtype=np.float64)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert predict.format_row(rows[0], False) == f"{path}[0]  {expected[0][0]:.6g}  {expected[0][1]:.6g}"
 
@@ -94,7 +96,7 @@ def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20, 3))), "images of shape (20, 20, 3)"),
     (lambda d: (d / "x.png").write_bytes(b"not a png"), "cannot decode image (not a"),
-    (lambda d: (d / "x.csv").write_text("a,b"), "no images or shards, input="),
+    (lambda d: (d / "x.csv").write_text("a,b"), "no images, videos or shards, input="),
 ])
 def test_bad_inputs_name_the_file(models, tmp_path, make, message):
     make(tmp_path)
@@ -116,7 +118,7 @@ def test_image_files_for_a_model_of_channels_no_image_decodes_to(tmp_path):
     with pytest.raises(UserError) as exc:
         predict.read_image(str(tmp_path / "rgba.png"), (8, 8, 4))
     assert str(exc.value) == (f"model takes 4-channel images, {tmp_path / 'rgba.png'}, expected a "
-                              "model of 1 or 3 channels for image files (use .npy/.npz shards)")
+                              "model of 1 or 3 channels for image files and videos (use .npy/.npz shards)")
 
 
 def test_missing_model_on_the_command_line(tmp_path):
@@ -202,7 +204,7 @@ def test_prediction_loads_the_model_file_without_training_report_or_plots(models
     script = ("import sys\nfrom trainer import predict\n"
               f"rows = list(predict.predict(predict.load({str(models / 'shapes')!r}), "
               f"[{str(tmp_path / 's.png')!r}]))\n"
-              "print(rows[0][1])\n"
+              "print(rows[0].values[0])\n"
               "print(' '.join(sorted(m for m in sys.modules if m.startswith('trainer.'))))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -257,3 +259,116 @@ def test_an_edited_model_file_on_the_command_line(models, tmp_path):
     assert error_line(proc.stderr) == (
         f"error: model metadata 'class_names' is ['a', 'b'], {path}, expected a list of 3 names, "
         "one per output of the model")
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed 001's curation: new videos, frame by frame, to CSV and to the .mat that convert reads.
+
+
+@pytest.fixture(scope="module")
+def contact_run(tmp_path_factory):
+    """Videos (MP4 and AVI) with .mat labels -> convert -> a trained model of their frames."""
+    root = tmp_path_factory.mktemp("contact")
+    argv = ["--out", str(root / "shards"), "--to", "npz", "--set", "data.color=grey"]
+    videos = []
+    for k, name in enumerate(("day1.mp4", "day2.avi", "day3.mp4")):
+        frames, touch = contact_frames(60, seed=10 + k)
+        videos.append(write_video(root / name, frames))
+        scipy.io.savemat(root / f"day{k + 1}.mat", {"contacts": touch[:, None].astype(float)})
+        argv += ["--video", videos[-1], "--labels", str(root / f"day{k + 1}.mat")]
+    assert convert.main(argv) == 0
+    result, _ = run_job(root / "runs", "name=contact", "data.format=npz",
+                        f"data.train={root / 'shards'}/train-*.npz", "model.name=tiny_cnn",
+                        "train.epochs=8", "train.learning_rate=0.003", "output.report=false",
+                        "output.plots=false")
+    return root, videos, result
+
+
+def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp_path):
+    """convert -> train -> predict new videos -> the .mat loads back and converts again."""
+    _, _, result = contact_run
+    new, truth = [], []
+    for name, n, seed in (("session 1.mp4", 40, 50), ("session-2.avi", 30, 51)):
+        frames, touch = contact_frames(n, seed=seed)
+        new.append(write_video(tmp_path / name, frames))
+        truth.extend(touch)
+    out_csv, out_mat = tmp_path / "curated" / "frames.csv", tmp_path / "curated" / "labels.mat"
+    proc = run_cli("--model", result.run_dir, *new, "--csv", str(out_csv), "--mat", str(out_mat),
+                   "--progress_every", "16", "--batch_size", "8", module="trainer.predict")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(out_csv)))
+    assert list(rows[0]) == ["input", "frame", "predicted", "probability", "p_0", "p_1"]
+    assert [(r["input"], int(r["frame"])) for r in rows] == (
+        [(new[0], i) for i in range(40)] + [(new[1], i) for i in range(30)])
+    predicted = [int(r["predicted"]) for r in rows]
+    assert np.mean(np.array(predicted) == truth) >= 0.9
+    assert len(proc.stdout.strip().splitlines()) == 70
+    assert proc.stderr.splitlines() == [
+        f"progress: {new[0]} frame 16 of 40 (" + proc.stderr.split(" of 40 (")[1].split("\n")[0],
+        f"progress: {new[0]} frame 32 of 40 (" + proc.stderr.split(" of 40 (")[2].split("\n")[0],
+        f"progress: {new[1]} frame 16 of 30 (" + proc.stderr.split(" of 30 (")[1].split("\n")[0],
+        f"70 frames of 2 videos predicted, written to {out_csv} and {out_mat}"]
+
+    mat = scipy.io.loadmat(out_mat)  # what MATLAB's load(...) gives: one double vector per video
+    assert sorted(k for k in mat if not k.startswith("__")) == ["session_1", "session_2"]
+    assert mat["session_1"].shape == (40, 1) and mat["session_1"].dtype == np.float64
+    assert list(mat["session_1"][:, 0]) + list(mat["session_2"][:, 0]) == predicted
+
+    # Corrected or not, the curated labels go straight back into training data.
+    assert convert.main(["--video", new[0], "--video", new[1], "--labels", str(out_mat),
+                         "--out", str(tmp_path / "shards"), "--to", "npz"]) == 0
+    with np.load(tmp_path / "shards" / "train-00000.npz") as shard:
+        assert list(shard["y"]) == predicted and list(shard["group"]) == [new[0]] * 40 + [new[1]] * 30
+
+
+def test_prediction_decodes_frames_as_convert_did_for_training(contact_run):
+    root, videos, result = contact_run
+    with np.load(root / "shards" / "train-00000.npz") as shard:
+        trained = shard["x"][shard["group"] == videos[1]]
+    frames = np.stack(list(predict.read_video(videos[1], predict.load(result.run_dir).input_shape)))
+    assert frames.shape == trained.shape == (60, 32, 32, 1)
+    np.testing.assert_array_equal(frames, trained)
+
+
+def test_a_long_video_costs_one_batch_of_frames(contact_run, tmp_path):
+    """10x the frames (160 -> 1,600, 6.5 MB as float32) must not raise the peak by more than a
+    batch or two (TensorFlow's own caches grow a little with the calls)."""
+    _, _, result = contact_run
+    saved = predict.load(result.run_dir)
+    frames, _ = contact_frames(32, seed=3)
+    paths = {n: write_video(tmp_path / f"long{n}.mp4", np.tile(frames, (n // 32, 1, 1, 1)))
+             for n in (160, 1600)}  # whole batches: a last, smaller one would be traced anew
+    list(predict.predict(saved, [paths[160]], batch_size=16))  # the model's first call traced
+    peaks = {}
+    for n, path in paths.items():
+        tracemalloc.start()
+        assert sum(1 for _ in predict.predict(saved, [path], batch_size=16)) == n
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    print(f"predict peak traced memory: {peaks}")
+    video_bytes = 1600 * 32 * 32 * 4
+    assert peaks[1600] - peaks[160] < video_bytes / 20 and peaks[1600] < video_bytes / 10, peaks
+
+
+def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, capsys):
+    _, videos, result = contact_run
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "frame.png")
+    (tmp_path / "old.mat").write_bytes(b"the labels of an earlier run")
+    out = ["--csv", str(tmp_path / "p.csv"), "--mat", str(tmp_path / "old.mat")]
+    cases = [
+        ([str(tmp_path / "gone.mp4"), *out],
+         f"error: no files found, input={tmp_path / 'gone.mp4'}, expected an existing path or glob"),
+        ([videos[0], str(tmp_path / "broken.mp4"), *out], "error: cannot decode video ("),
+        ([str(tmp_path / "frame.png"), *out],
+         f"error: no videos among the inputs, --mat={tmp_path / 'old.mat'}, expected video files "
+         "(.mp4, .avi, .mov, .mkv, .m4v, .mpg, .mpeg, .wmv) to write per-frame labels for"),
+        ([videos[0], "--mat", str(tmp_path)], f"error: path is a directory, --mat={tmp_path}, "
+         "expected a file name in a folder this process can write to"),
+    ]
+    for args, expected in cases:
+        assert predict.main(["--model", result.run_dir, *args]) == 2
+        assert error_line(capsys.readouterr().err).startswith(expected)
+    assert (tmp_path / "old.mat").read_bytes() == b"the labels of an earlier run"
+    assert not (tmp_path / "p.csv").exists()
+    assert sorted(os.listdir(tmp_path)) == ["broken.mp4", "frame.png", "old.mat"]
