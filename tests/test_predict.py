@@ -1,9 +1,12 @@
 """Predictions from a saved model alone: seed 004's round trip, shards, batching, remote models."""
 
 import csv
+import io
+import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -16,7 +19,7 @@ from trainer.data import demo
 from trainer.errors import UserError
 from trainer.outputs import modelfile
 
-from conftest import blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
+from conftest import ROOT, blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
 
 @pytest.fixture(scope="module")
@@ -372,3 +375,73 @@ def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, 
     assert (tmp_path / "old.mat").read_bytes() == b"the labels of an earlier run"
     assert not (tmp_path / "p.csv").exists()
     assert sorted(os.listdir(tmp_path)) == ["broken.mp4", "frame.png", "old.mat"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch curation (`--out`): replicas share the inputs, a restarted one skips what is done.
+
+
+def _start_replica(index: int, model: str, inputs: str, out: str) -> subprocess.Popen:
+    """One replica of a two-replica Vertex AI job, as CLUSTER_SPEC tells it which it is."""
+    pool = ("workerpool0", "workerpool1")[index]
+    spec = {"cluster": {"workerpool0": ["w0:2222"], "workerpool1": ["w1:2222"]},
+            "environment": "cloud", "task": {"type": pool, "index": 0}}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CLUSTER_SPEC=json.dumps(spec))
+    return subprocess.Popen([sys.executable, "-m", "trainer.predict", "--model", model, "--out",
+                             out, "--batch_size", "16", "--poll_seconds", "0.2", inputs],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_run, gcs, tmp_path):
+    _, _, result = contact_run
+    bucket = gcs.client().bucket(gcs.bucket)
+    bucket.blob("curate/model.h5").upload_from_filename(os.path.join(result.run_dir, "model.h5"))
+    # Sorted, replica 0 takes c0, c2 and img/p0; replica 1 takes c1, c3_long and img/p1.
+    frames, _ = contact_frames(24, seed=60)
+    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 960)):
+        write_video(tmp_path / name, np.tile(frames, (n // 24, 1, 1, 1)))
+        bucket.blob(f"curate/in/{name}").upload_from_filename(str(tmp_path / name))
+    for k in range(2):
+        Image.fromarray(frames[k, :, :, 0]).save(tmp_path / f"p{k}.png")
+        bucket.blob(f"curate/in/img/p{k}.png").upload_from_filename(str(tmp_path / f"p{k}.png"))
+    model, inputs = gcs.url("curate/model.h5"), gcs.url("curate/in")
+
+    assert predict.main(["--model", model, "--out", gcs.url("curate/one"), inputs]) == 0
+
+    def results(prefix):
+        return sorted(b.name.removeprefix(prefix) for b in bucket.list_blobs(prefix=prefix))
+
+    out = gcs.url("curate/two")
+    chief, worker = (_start_replica(i, model, inputs, out) for i in (0, 1))
+    deadline = time.monotonic() + 240
+    while "c1.avi.csv" not in results("curate/two/"):  # replica 1's first input is done
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.05)
+    worker.kill()  # midway: the long video is being predicted
+    worker.wait()
+    assert "c3_long.mp4.csv" not in results("curate/two/")
+    assert chief.poll() is None  # replica 0 waits for every result: it ends the job
+    worker = _start_replica(1, model, inputs, out)
+    (w_out, w_err), (c_out, c_err) = worker.communicate(timeout=240), chief.communicate(timeout=240)
+    assert worker.returncode == 0 and chief.returncode == 0, (w_err[-2000:], c_err[-2000:])
+    assert f"{inputs}/c1.avi: results exist, skipped" in w_out
+    assert f"{inputs}/c3_long.mp4: 960 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
+    assert "waiting for the other replicas" in c_out
+    assert "replica 1 of 2: 2 inputs predicted (960 video frames), 1 skipped" in w_err
+
+    # Exactly one complete result per input, equal to the single-machine run's.
+    names = results("curate/two/")
+    assert names == results("curate/one/") == sorted(
+        [f"{n}.csv" for n in ("c0.mp4", "c1.avi", "c2.mp4", "c3_long.mp4", "img/p0.png", "img/p1.png")]
+        + [f"{n}.mat" for n in ("c0.mp4", "c1.avi", "c2.mp4", "c3_long.mp4")])
+    for name in names:
+        one, two = (bucket.blob(f"curate/{run}/{name}").download_as_bytes() for run in ("one", "two"))
+        if name.endswith(".csv"):
+            assert one == two, name
+        else:  # a .mat's header has the time it was written
+            a, b = (scipy.io.loadmat(io.BytesIO(data)) for data in (one, two))
+            (key,) = [k for k in a if not k.startswith("__")]
+            assert key == name.split(".")[0] and np.array_equal(a[key], b[key]), name
+    rows = list(csv.reader(io.StringIO(bucket.blob("curate/two/c3_long.mp4.csv").download_as_text())))
+    assert rows[0][:2] == ["input", "frame"] and len(rows) == 961

@@ -39,6 +39,13 @@ flags.DEFINE_string("csv", None, "Also write the predictions as CSV here (local 
 flags.DEFINE_string("mat", None, "Also write each video's per-frame labels to this MATLAB file, "
                     "one vector per video named after its file, as `trainer.convert --labels` "
                     "reads them (local or gs://).", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Batch curation: write each input's results to this folder "
+                    "(local or gs://), `<name>.csv` and, for a video, `<name>.mat`, each whole; "
+                    "inputs whose results exist are skipped, and the replicas of a job "
+                    "(CLUSTER_SPEC or TF_CONFIG) share the inputs out.", flag_values=FLAGS)
+flags.DEFINE_float("poll_seconds", 30.0, "With --out on several replicas: how often replica 0, "
+                   "which ends the job, checks whether the others' results are all there.",
+                   lower_bound=0.0, flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 256, "Images (or video frames) per prediction batch.",
                      lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("progress_every", 1000, "A progress line on stderr every this many frames "
@@ -333,7 +340,8 @@ class Results:
         self._file.close()
         if mat_dest:
             video.write_mat(self.mat_path, {k: np.asarray(v) for k, v in self.labels.items()})
-        for local, dest, flag in ((self.csv_path, csv_dest, "csv"), (self.mat_path, mat_dest, "mat")):
+        # The CSV last: in a folder of results per input, an input whose CSV exists is done.
+        for local, dest, flag in ((self.mat_path, mat_dest, "mat"), (self.csv_path, csv_dest, "csv")):
             if not dest:
                 continue
             try:
@@ -402,12 +410,32 @@ def predict_from_flags(inputs: list[str]) -> int:
     if not inputs:
         raise UserError("no inputs given, command line, expected image files, videos, folders or "
                         ".npz/.npy shards after the flags")
+    if FLAGS.out:
+        print(curate_from_flags(inputs), file=sys.stderr)
+        return 0
     results = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model,
-                FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every)
+                  FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every)
     written = [p for p in (FLAGS.csv, FLAGS.mat) if p]
     print(results.summary() + (f", written to {' and '.join(written)}" if written else ""),
           file=sys.stderr)
     return 0
+
+
+def curate_from_flags(inputs: list[str]) -> str:
+    """`--out`: this replica's share of the inputs, each input's results published whole."""
+    from trainer import curation
+    from trainer.runtime.platform import detect
+
+    curation.check_out(FLAGS.out, FLAGS.csv, FLAGS.mat)
+    model_path = model_file(FLAGS.model)
+    files = input_files(inputs)
+    platform = detect()
+    saved = load(model_path, FLAGS.allow_unsafe_model)
+    tally = Tally("the inputs", FLAGS.nonfinite, "--nonfinite")
+    summary = curation.curate(saved, files, FLAGS.out, platform.replica_index,
+                              platform.replica_count, FLAGS.batch_size, tally,
+                              Progress(FLAGS.progress_every), FLAGS.poll_seconds)
+    return summary + (f"; {tally.summary()}" if tally.found else "")
 
 
 main = cli.Command(predict_from_flags, FLAGS, takes_args=True)
