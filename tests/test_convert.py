@@ -214,3 +214,30 @@ def test_labels_given_neither_once_nor_once_per_video_is_refused(tmp_path, capsy
     given_videos, given_mats, expected = cases[0]  # and on the real command line
     _refused_leaving_nothing(tmp_path, [*[a for v in given_videos for a in ("--video", v)],
                                         *[a for m in given_mats for a in ("--labels", m)]], expected)
+
+
+def _save_mat_v73(path, **variables):
+    """A MATLAB v7.3 MAT-file as MATLAB writes it (`save -v7.3`): an HDF5 file behind a 512-byte
+    header, each variable a dataset stored transposed (MATLAB is column-major) with its class."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in variables.items():
+            f.create_dataset(name, data=np.asarray(value).T)
+            f[name].attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Wed Dec  2 08:00:00 2026 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+
+
+def test_labels_saved_by_matlab_as_v7_3_hdf5(tmp_path):
+    videos, _, labels = _videos_with_labels(tmp_path)
+    _save_mat_v73(tmp_path / "a73.mat", contacts=labels[0].astype(float)[:, None])
+    _save_mat_v73(tmp_path / "b73.mat", contacts=labels[1].astype(float)[:, None],
+                  notes=np.zeros((1, 1)))
+    argv = ["--video", videos[0], "--labels", str(tmp_path / "a73.mat"), "--video", videos[1],
+            "--labels", str(tmp_path / "b73.mat"), "--labels_key", "contacts",
+            "--out", str(tmp_path / "out"), "--to", "npz"]
+    assert convert.main(argv) == 0
+    with np.load(tmp_path / "out" / "train-00000.npz") as shard:
+        assert list(shard["y"]) == [*labels[0], *labels[1]]

@@ -3,7 +3,8 @@
 Frames are decoded with PyAV (FFmpeg bindings whose wheels ship their own decoder), then sized
 and coloured as image files are (`trainer.data.images`); `decode_frames` is the one way a frame
 becomes an array, for `trainer.convert --video` (training data) and `trainer.predict` (new
-videos) alike. Labels are read with `scipy.io.loadmat` and written back with `scipy.io.savemat`
+videos) alike. Labels are read with `scipy.io.loadmat` (v7.3 files, which are HDF5, with h5py)
+and written back with `scipy.io.savemat`
 in the same layout, so predicted labels can be corrected in MATLAB and converted again. Both
 stream through `storage`, so `gs://` works. Frames whose label is NaN are left out (seed 001's
 "uncuratable" frames). Each frame's group is its video (the path as given), so a split by group
@@ -91,13 +92,37 @@ def variable_names(videos: Sequence[str]) -> list[str]:
 
 
 def _load_mat(path: str) -> dict[str, np.ndarray]:
+    """The variables of a .mat file: v4 to v7.2 through scipy, v7.3 (HDF5) through h5py."""
+    data = storage.read_bytes(path)
     try:
-        contents = scipy.io.loadmat(io.BytesIO(storage.read_bytes(path)))
-    except (ValueError, TypeError, NotImplementedError, OSError) as exc:
+        contents = scipy.io.loadmat(io.BytesIO(data))
+    except NotImplementedError:  # scipy's answer to a v7.3 file
+        return _load_mat_hdf5(data, path)
+    except (ValueError, TypeError, OSError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot read MATLAB file ({reason}), {path}, expected a .mat file "
-                        "(v4 to v7.2) with a label vector") from None
+                        "(v4 to v7.3) with a label vector") from None
     return {k: v for k, v in contents.items() if not k.startswith("__")}
+
+
+def _load_mat_hdf5(data: bytes, path: str) -> dict[str, np.ndarray]:
+    """A v7.3 MAT-file's top-level numeric variables. MATLAB stores arrays column-major, so
+    h5py sees each one transposed; bytes outside the file (links, external storage) are
+    refused as for HDF5 data (`trainer.data.readers`)."""
+    import h5py
+
+    from trainer.data.readers import _stored_inside
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            for key in f:
+                _stored_inside(f, key, path)
+            return {key: np.asarray(item[()]).T for key, item in f.items()
+                    if isinstance(item, h5py.Dataset) and not key.startswith("#")}
+    except OSError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read MATLAB v7.3 file ({reason}), {path}, expected a .mat file "
+                        "(v4 to v7.3) with a label vector") from None
 
 
 def _vector(contents: Mapping[str, np.ndarray], key: str, path: str) -> np.ndarray:
