@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -287,7 +288,7 @@ def contact_run(tmp_path_factory):
     return root, videos, result
 
 
-def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp_path):
+def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp_path, capsys):
     """convert -> train -> predict new videos -> the .mat loads back and converts again."""
     _, _, result = contact_run
     new, truth = [], []
@@ -296,21 +297,21 @@ def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp
         new.append(write_video(tmp_path / name, frames))
         truth.extend(touch)
     out_csv, out_mat = tmp_path / "curated" / "frames.csv", tmp_path / "curated" / "labels.mat"
-    proc = run_cli("--model", result.run_dir, *new, "--csv", str(out_csv), "--mat", str(out_mat),
-                   "--progress_every", "16", "--batch_size", "8", module="trainer.predict")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert predict.main(["--model", result.run_dir, *new, "--csv", str(out_csv), "--mat",
+                         str(out_mat), "--progress_every", "16", "--batch_size", "8"]) == 0
+    stdout, stderr = capsys.readouterr()
     rows = list(csv.DictReader(open(out_csv)))
     assert list(rows[0]) == ["input", "frame", "predicted", "probability", "p_0", "p_1"]
     assert [(r["input"], int(r["frame"])) for r in rows] == (
         [(new[0], i) for i in range(40)] + [(new[1], i) for i in range(30)])
     predicted = [int(r["predicted"]) for r in rows]
     assert np.mean(np.array(predicted) == truth) >= 0.9
-    assert len(proc.stdout.strip().splitlines()) == 70
-    assert proc.stderr.splitlines() == [
-        f"progress: {new[0]} frame 16 of 40 (" + proc.stderr.split(" of 40 (")[1].split("\n")[0],
-        f"progress: {new[0]} frame 32 of 40 (" + proc.stderr.split(" of 40 (")[2].split("\n")[0],
-        f"progress: {new[1]} frame 16 of 30 (" + proc.stderr.split(" of 30 (")[1].split("\n")[0],
-        f"70 frames of 2 videos predicted, written to {out_csv} and {out_mat}"]
+    assert stdout.splitlines()[17] == f"{new[0]}[17]  {rows[17]['predicted']}  {float(rows[17]['probability']):.4f}"
+    assert len(stdout.splitlines()) == 70
+    *progress, summary = stderr.splitlines()
+    assert [re.fullmatch(r"progress: (.+) frame (\d+) of (\d+) \(\d+ frames/s\)", line).groups()
+            for line in progress] == [(new[0], "16", "40"), (new[0], "32", "40"), (new[1], "16", "30")]
+    assert summary == f"70 frames of 2 videos predicted, written to {out_csv} and {out_mat}"
 
     mat = scipy.io.loadmat(out_mat)  # what MATLAB's load(...) gives: one double vector per video
     assert sorted(k for k in mat if not k.startswith("__")) == ["session_1", "session_2"]
@@ -368,6 +369,9 @@ def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, 
          "(.mp4, .avi, .mov, .mkv, .m4v, .mpg, .mpeg, .wmv) to write per-frame labels for"),
         ([videos[0], "--mat", str(tmp_path)], f"error: path is a directory, --mat={tmp_path}, "
          "expected a file name in a folder this process can write to"),
+        ([videos[0], "--out", str(tmp_path / "curated"), *out],
+         f"error: --csv and --mat with --out={tmp_path / 'curated'}, command line, expected either "
+         "--out FOLDER (results per input) or --csv/--mat (one file for all)"),
     ]
     for args, expected in cases:
         assert predict.main(["--model", result.run_dir, *args]) == 2
@@ -381,25 +385,32 @@ def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, 
 # Batch curation (`--out`): replicas share the inputs, a restarted one skips what is done.
 
 
+def _cluster_spec(index: int) -> str:
+    """What Vertex AI tells replica `index` of a two-replica job (pool 0, then pool 1)."""
+    return json.dumps({"cluster": {"workerpool0": ["w0:2222"], "workerpool1": ["w1:2222"]},
+                       "environment": "cloud",
+                       "task": {"type": f"workerpool{index}", "index": 0}})
+
+
+def _replica_args(model: str, inputs: str, out: str) -> list[str]:
+    return ["--model", model, "--out", out, "--batch_size", "16", "--poll_seconds", "0.2", inputs]
+
+
 def _start_replica(index: int, model: str, inputs: str, out: str) -> subprocess.Popen:
-    """One replica of a two-replica Vertex AI job, as CLUSTER_SPEC tells it which it is."""
-    pool = ("workerpool0", "workerpool1")[index]
-    spec = {"cluster": {"workerpool0": ["w0:2222"], "workerpool1": ["w1:2222"]},
-            "environment": "cloud", "task": {"type": pool, "index": 0}}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CLUSTER_SPEC=json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "trainer.predict", "--model", model, "--out",
-                             out, "--batch_size", "16", "--poll_seconds", "0.2", inputs],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CLUSTER_SPEC=_cluster_spec(index))
+    return subprocess.Popen([sys.executable, "-m", "trainer.predict",
+                             *_replica_args(model, inputs, out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_run, gcs, tmp_path):
+def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_run, gcs, tmp_path,
+                                                                      monkeypatch, capsys):
     _, _, result = contact_run
     bucket = gcs.client().bucket(gcs.bucket)
     bucket.blob("curate/model.h5").upload_from_filename(os.path.join(result.run_dir, "model.h5"))
     # Sorted, replica 0 takes c0, c2 and img/p0; replica 1 takes c1, c3_long and img/p1.
     frames, _ = contact_frames(24, seed=60)
-    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 960)):
+    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 480)):
         write_video(tmp_path / name, np.tile(frames, (n // 24, 1, 1, 1)))
         bucket.blob(f"curate/in/{name}").upload_from_filename(str(tmp_path / name))
     for k in range(2):
@@ -408,6 +419,7 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
     model, inputs = gcs.url("curate/model.h5"), gcs.url("curate/in")
 
     assert predict.main(["--model", model, "--out", gcs.url("curate/one"), inputs]) == 0
+    capsys.readouterr()
 
     def results(prefix):
         return sorted(b.name.removeprefix(prefix) for b in bucket.list_blobs(prefix=prefix))
@@ -422,13 +434,15 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
     worker.wait()
     assert "c3_long.mp4.csv" not in results("curate/two/")
     assert chief.poll() is None  # replica 0 waits for every result: it ends the job
-    worker = _start_replica(1, model, inputs, out)
-    (w_out, w_err), (c_out, c_err) = worker.communicate(timeout=240), chief.communicate(timeout=240)
-    assert worker.returncode == 0 and chief.returncode == 0, (w_err[-2000:], c_err[-2000:])
+    monkeypatch.setenv("CLUSTER_SPEC", _cluster_spec(1))  # restarted (here, in this process)
+    assert predict.main(_replica_args(model, inputs, out)) == 0
+    w_out, w_err = capsys.readouterr()
+    c_out, c_err = chief.communicate(timeout=240)
+    assert chief.returncode == 0, c_err[-2000:]
     assert f"{inputs}/c1.avi: results exist, skipped" in w_out
-    assert f"{inputs}/c3_long.mp4: 960 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
+    assert f"{inputs}/c3_long.mp4: 480 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
     assert "waiting for the other replicas" in c_out
-    assert "replica 1 of 2: 2 inputs predicted (960 video frames), 1 skipped" in w_err
+    assert "replica 1 of 2: 2 inputs predicted (480 video frames), 1 skipped" in w_err
 
     # Exactly one complete result per input, equal to the single-machine run's.
     names = results("curate/two/")
@@ -444,4 +458,4 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
             (key,) = [k for k in a if not k.startswith("__")]
             assert key == name.split(".")[0] and np.array_equal(a[key], b[key]), name
     rows = list(csv.reader(io.StringIO(bucket.blob("curate/two/c3_long.mp4.csv").download_as_text())))
-    assert rows[0][:2] == ["input", "frame"] and len(rows) == 961
+    assert rows[0][:2] == ["input", "frame"] and len(rows) == 481
