@@ -26,7 +26,7 @@ from trainer import storage
 from trainer.data import video
 from trainer.data.finite import Tally
 from trainer.errors import UserError
-from trainer.predict import Progress, Results, SavedModel, predict
+from trainer.predict import Progress, Results, SavedModel, predict_files
 
 
 def result_names(files: Sequence[str]) -> dict[str, str]:
@@ -64,7 +64,7 @@ def curate(saved: SavedModel, files: Sequence[str], out: str, replica: int = 0, 
         mat_dest = storage.join(out, names[path] + ".mat") if is_video else None
         with tempfile.TemporaryDirectory(prefix="curate-") as tmp:
             results = Results(saved, tmp, frames=is_video)
-            for prediction in predict(saved, [path], batch_size, tally, progress):
+            for prediction in predict_files(saved, [path], batch_size, tally, progress):
                 results.add(prediction)
             results.publish(csv_dest, mat_dest)
         frames = sum(map(len, results.labels.values()))

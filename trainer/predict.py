@@ -278,8 +278,15 @@ def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256,
     """One prediction per input (per frame of a video). An input with NaN or Inf stops
     prediction, naming it, or is zeroed (`tally`'s policy; default error) before the batch that
     holds it is predicted."""
+    return predict_files(saved, input_files(inputs), batch_size, tally, progress)
+
+
+def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256,
+                  tally: Optional[Tally] = None, progress: Optional[Progress] = None
+                  ) -> Iterator[Prediction]:
+    """`predict` on files `input_files` has found already (not listed again)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
-    items = read_inputs(input_files(inputs), saved.input_shape, progress)
+    items = read_inputs(files, saved.input_shape, progress)
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()
@@ -341,7 +348,8 @@ class Results:
         if mat_dest:
             video.write_mat(self.mat_path, {k: np.asarray(v) for k, v in self.labels.items()})
         # The CSV last: in a folder of results per input, an input whose CSV exists is done.
-        for local, dest, flag in ((self.mat_path, mat_dest, "mat"), (self.csv_path, csv_dest, "csv")):
+        for local, dest, flag in ((self.mat_path, mat_dest, "mat"),
+                                  (self.csv_path, csv_dest, "csv")):
             if not dest:
                 continue
             try:
@@ -355,9 +363,10 @@ class Results:
 def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
         allow_unsafe: bool = False, nonfinite: str = "error", mat_path: Optional[str] = None,
         progress_every: int = 1000) -> "Results":
-    """Predict and print; returns the results (their counts; the files are gone). Inputs with NaN or Inf stop it under
-    `nonfinite="error"` (before the CSV is written); under `zero` stderr says how many values
-    were replaced. Nothing is written unless every input was predicted."""
+    """Predict and print; returns the results (their counts; the files are gone). Inputs with
+    NaN or Inf stop it under `nonfinite="error"` (before the CSV is written); under `zero`
+    stderr says how many values were replaced. Nothing is written unless every input was
+    predicted."""
     from trainer.data import video
 
     for path, flag in ((csv_path, "csv"), (mat_path, "mat")):
@@ -373,7 +382,7 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
     tally = Tally("the inputs", nonfinite, "--nonfinite")
     with tempfile.TemporaryDirectory() as tmp:
         results = Results(saved, tmp, frames=bool(videos))
-        for prediction in predict(saved, files, batch_size, tally, Progress(progress_every)):
+        for prediction in predict_files(saved, files, batch_size, tally, Progress(progress_every)):
             print(format_row(prediction, bool(saved.class_names)), flush=False)
             results.add(prediction)
         results.publish(csv_path, mat_path)

@@ -91,7 +91,8 @@ def build_job(args: flags.FlagValues, config_url: str, display_name: str):
                         job_spec=vertex_job.job_spec(machine_flags.machines(args), container_args, base))
 
 
-PREDICT_COMMAND = ["python", "-m", "trainer.predict"]  # in the training image, in place of its entry point
+# Run in the training image in place of its entry point (`python -m trainer.task`).
+PREDICT_COMMAND = ["python", "-m", "trainer.predict"]
 
 
 def build_predict_job(args: flags.FlagValues, model_url: str, display_name: str):
@@ -140,7 +141,8 @@ def submit(args: flags.FlagValues) -> int:
     created = send(job, args.project, args.region, args.api_endpoint)
     job_id = created.name.rsplit("/", 1)[-1]
     print(f"job: {created.name}")
-    print(f"outputs: {args.out if args.predict else job.job_spec.base_output_directory.output_uri_prefix}")
+    outputs = args.out if args.predict else job.job_spec.base_output_directory.output_uri_prefix
+    print(f"outputs: {outputs}")
     print(f"logs: gcloud ai custom-jobs stream-logs {job_id} --project={args.project} "
           f"--region={args.region}")
     return 0

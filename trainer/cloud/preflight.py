@@ -42,7 +42,8 @@ def check(cfg: Config, config_path: Optional[str]) -> None:
     refuse_local_data(cfg)
 
 
-def check_predict(model: str, inputs: Sequence[str], out: str, staging_bucket: Optional[str]) -> None:
+def check_predict(model: str, inputs: Sequence[str], out: str,
+                  staging_bucket: Optional[str]) -> None:
     """A batch-curation job reads its inputs and writes its results in buckets, and its spec (the
     paths) is kept by Vertex AI: no local path but a model to upload, and no credential."""
     named = [("--model", model), *[("--inputs", i) for i in inputs], ("--out", out)]
