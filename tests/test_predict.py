@@ -97,6 +97,20 @@ def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
     assert predict.format_row(rows[0], False) == f"{path}[0]  {expected[0][0]:.6g}  {expected[0][1]:.6g}"
 
 
+def test_a_regression_models_frames_in_the_mat_are_rows_of_its_outputs(models, tmp_path, capsys):
+    x, _, _ = blob_images(6, seed=12)
+    frames = np.repeat((np.clip(x, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    path = write_video(tmp_path / "v.mp4", frames)
+    assert predict.main(["--model", str(models / "reg"), path, "--csv", str(tmp_path / "p.csv"),
+                         "--mat", str(tmp_path / "p.mat")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert list(rows[0]) == ["input", "frame", "output_0", "output_1"]
+    outputs = [[float(r["output_0"]), float(r["output_1"])] for r in rows]
+    assert scipy.io.loadmat(tmp_path / "p.mat")["v"].tolist() == outputs  # one row per frame
+    assert capsys.readouterr().err.strip() == (
+        f"6 frames of 1 video predicted, written to {tmp_path / 'p.csv'} and {tmp_path / 'p.mat'}")
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20, 3))), "images of shape (20, 20, 3)"),
     (lambda d: (d / "x.png").write_bytes(b"not a png"), "cannot decode image (not a"),

@@ -338,7 +338,8 @@ class Results:
         if not frames:
             return f"{self.count} inputs predicted"
         others = f" and {self.count - frames} other inputs" if self.count > frames else ""
-        return f"{frames} frames of {len(self.labels)} videos{others} predicted"
+        videos = f"{len(self.labels)} video{'s' if len(self.labels) > 1 else ''}"
+        return f"{frames} frames of {videos}{others} predicted"
 
     def publish(self, csv_dest: Optional[str], mat_dest: Optional[str]) -> None:
         """Copy the finished files to their destinations, each whole (never streamed there)."""
