@@ -241,3 +241,18 @@ def test_labels_saved_by_matlab_as_v7_3_hdf5(tmp_path):
     assert convert.main(argv) == 0
     with np.load(tmp_path / "out" / "train-00000.npz") as shard:
         assert list(shard["y"]) == [*labels[0], *labels[1]]
+
+
+def test_a_v7_3_mat_pointing_outside_itself_is_refused(tmp_path):
+    """An HDF5 external link would make convert read whatever file it names as labels."""
+    import h5py
+
+    videos, _, _ = _videos_with_labels(tmp_path)
+    _save_mat_v73(tmp_path / "elsewhere.mat", contacts=np.zeros((5, 1)))
+    _save_mat_v73(tmp_path / "a73.mat")
+    with h5py.File(tmp_path / "a73.mat", "a") as f:
+        f["contacts"] = h5py.ExternalLink(str(tmp_path / "elsewhere.mat"), "contacts")
+    _refused_leaving_nothing(
+        tmp_path, ["--video", videos[0], "--labels", str(tmp_path / "a73.mat")],
+        f"error: dataset 'contacts' is an external link ('contacts' points into another file), "
+        f"{tmp_path / 'a73.mat'}, expected datasets stored inside the file")
