@@ -424,7 +424,7 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
     bucket.blob("curate/model.h5").upload_from_filename(os.path.join(result.run_dir, "model.h5"))
     # Sorted, replica 0 takes c0, c2 and img/p0; replica 1 takes c1, c3_long and img/p1.
     frames, _ = contact_frames(24, seed=60)
-    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 480)):
+    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 720)):
         write_video(tmp_path / name, np.tile(frames, (n // 24, 1, 1, 1)))
         bucket.blob(f"curate/in/{name}").upload_from_filename(str(tmp_path / name))
     for k in range(2):
@@ -454,9 +454,9 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
     c_out, c_err = chief.communicate(timeout=240)
     assert chief.returncode == 0, c_err[-2000:]
     assert f"{inputs}/c1.avi: results exist, skipped" in w_out
-    assert f"{inputs}/c3_long.mp4: 480 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
+    assert f"{inputs}/c3_long.mp4: 720 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
     assert "waiting for the other replicas" in c_out
-    assert "replica 1 of 2: 2 inputs predicted (480 video frames), 1 skipped" in w_err
+    assert "replica 1 of 2: 2 inputs predicted (720 video frames), 1 skipped" in w_err
 
     # Exactly one complete result per input, equal to the single-machine run's.
     names = results("curate/two/")
@@ -472,4 +472,4 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
             (key,) = [k for k in a if not k.startswith("__")]
             assert key == name.split(".")[0] and np.array_equal(a[key], b[key]), name
     rows = list(csv.reader(io.StringIO(bucket.blob("curate/two/c3_long.mp4.csv").download_as_text())))
-    assert rows[0][:2] == ["input", "frame"] and len(rows) == 481
+    assert rows[0][:2] == ["input", "frame"] and len(rows) == 721
