@@ -52,6 +52,7 @@ def curate(saved: SavedModel, files: Sequence[str], out: str, replica: int = 0, 
            batch_size: int = 256, tally: Optional[Tally] = None,
            progress: Optional[Progress] = None, poll_seconds: float = 30.0) -> str:
     """Predict this replica's share of `files` into `out`, input by input; returns a summary."""
+    files = list(dict.fromkeys(files))  # an input two patterns match is still one input
     names = result_names(files)
     counts = _Counts()
     for path in share(files, replica, replicas):
