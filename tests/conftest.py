@@ -59,6 +59,34 @@ def drifting_videos(videos: int, frames: int, seed: int, size: int = 16, drift: 
     return x.reshape(-1, size, size), np.repeat(labels, frames), group
 
 
+def write_video(path, frames, codec: str = "mpeg4", rate: int = 10) -> str:
+    """A real video file written by PyAV itself (FFmpeg's encoder): MP4 or AVI by the name."""
+    import av
+
+    frames = np.asarray(frames)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p" if codec != "mjpeg" else "yuvj420p"
+        for img in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+def contact_frames(n: int, seed: int, size: int = 32):
+    """Seed 001-like frames: uint8 RGB (n, size, size, 3), a bright bar touching the left (0) or
+    the right (1) half of a dim, noisy background; returns frames and their 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    frames = rng.integers(10, 50, (n, size, size, 3)).astype(np.uint8)
+    for i, side in enumerate(labels):
+        row = rng.integers(2, size - 10)
+        col = rng.integers(2, size // 2 - 8) + side * size // 2
+        frames[i, row:row + 8, col:col + 6] = 220
+    return frames, labels
+
+
 def write_npz(folder, name: str, x, y, **extra) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(str(folder), name)

@@ -12,7 +12,7 @@ import scipy.io
 from trainer import convert
 from trainer.data import images, load_splits
 
-from conftest import blob_images, error_line, run_cli, run_job, write_npz
+from conftest import blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
 
 def _blob_splits(tmp_path, n=300):
@@ -49,21 +49,11 @@ def test_converted_shards_have_a_true_manifest_and_train_like_the_original(tmp_p
     assert acc_a >= 0.9 and abs(acc_a - acc_b) <= 0.05, (acc_a, acc_b)
 
 
-def _write_video(path, frames):
-    """A real MPEG-4 file written by PyAV itself."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for img in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode())
-
-
 def test_videos_and_mat_labels_become_shards(tmp_path):
     touch = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0])
     frames = [np.full((32, 32, 3), 230 if t else 20, np.uint8) for t in touch]
-    _write_video(tmp_path / "a.mp4", frames[:7])
-    _write_video(tmp_path / "b.mp4", frames[7:])
+    write_video(tmp_path / "a.mp4", frames[:7])
+    write_video(tmp_path / "b.mp4", frames[7:])
     labels = touch.astype(float)
     labels[3] = np.nan  # an uncuratable frame is left out
     scipy.io.savemat(tmp_path / "labels.mat", {"contacts": labels[:, None]})
@@ -84,7 +74,7 @@ def test_videos_and_mat_labels_become_shards(tmp_path):
 def test_frames_keep_their_video_as_group_through_every_conversion(tmp_path):
     videos = [str(tmp_path / f"{name}.mp4") for name in ("a", "b", "c")]
     for path in videos:  # touch, no touch, touch, no touch: both classes in every video
-        _write_video(path, [np.full((32, 32, 3), 230 - 210 * (t % 2), np.uint8) for t in range(4)])
+        write_video(path, [np.full((32, 32, 3), 230 - 210 * (t % 2), np.uint8) for t in range(4)])
     scipy.io.savemat(tmp_path / "l.mat", {"touch": np.tile([1, 0], 6).astype(float)})
     proc = run_cli(*[a for v in videos for a in ("--video", v)],
                    "--labels", str(tmp_path / "l.mat"), "--out", str(tmp_path / "tf"),
@@ -105,14 +95,20 @@ def test_frames_keep_their_video_as_group_through_every_conversion(tmp_path):
 
 
 def test_video_with_fewer_labels_than_frames_leaves_nothing(tmp_path):
-    _write_video(tmp_path / "a.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5)
+    write_video(tmp_path / "a.mp4", [np.zeros((32, 32, 3), np.uint8)] * 5)
     scipy.io.savemat(tmp_path / "l.mat", {"y": np.zeros(3)})
-    proc = run_cli("--video", str(tmp_path / "a.mp4"), "--labels", str(tmp_path / "l.mat"),
-                   "--out", str(tmp_path / "out"), "--shard_size", "1", "--to", "npz",
+    _refused_leaving_nothing(
+        tmp_path, ["--video", str(tmp_path / "a.mp4"), "--labels", str(tmp_path / "l.mat")],
+        f"error: video has more frames than labels (3), {tmp_path / 'a.mp4'} frame 3, expected "
+        f"one label per frame in {tmp_path / 'l.mat'}")
+
+
+def _refused_leaving_nothing(tmp_path, args, expected):
+    """The real command fails with `expected` as its one line, and no shard is left behind."""
+    proc = run_cli(*args, "--out", str(tmp_path / "out"), "--shard_size", "1", "--to", "npz",
                    module="trainer.convert")
     assert proc.returncode == 2
-    assert error_line(proc.stderr) == (f"error: video has more frames than labels (3), {tmp_path / 'a.mp4'} "
-                                   f"frame 3, expected one label per frame in {tmp_path / 'l.mat'}")
+    assert error_line(proc.stderr) == expected
     assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
 
 
@@ -145,7 +141,7 @@ def test_conversion_memory_stays_flat(tmp_path):
 def test_video_frames_are_sized_and_coloured_as_image_files_are(tmp_path):
     """A frame becomes the array its PNG would give to training (the one image decoder)."""
     rng = np.random.default_rng(8)
-    _write_video(tmp_path / "n.mp4", [rng.integers(0, 256, (32, 32, 3), np.uint8)] * 3)
+    write_video(tmp_path / "n.mp4", [rng.integers(0, 256, (32, 32, 3), np.uint8)] * 3)
     scipy.io.savemat(tmp_path / "l.mat", {"y": np.array([0.0, 1.0, 0.0])})
     config = convert.config_mod_load(["data.color=grey", "data.image_size=[12, 10]"])
     [(x, _, _)] = convert.video_splits([str(tmp_path / "n.mp4")], str(tmp_path / "l.mat"), None,
@@ -160,3 +156,103 @@ def test_video_frames_are_sized_and_coloured_as_image_files_are(tmp_path):
     expected = np.stack([images.decode(png, spec, "frame.png") for png in pngs])
     assert x.dtype == np.uint8 and x.shape == (3, 12, 10, 1)
     np.testing.assert_array_equal(x, expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Several videos, each with its own labels file.
+
+
+def _videos_with_labels(tmp_path, counts=(5, 4)):
+    """a.mp4 and b.avi with their own .mat files; returns (videos, mats, labels of each)."""
+    videos, mats, labels = [], [], []
+    for k, (name, n) in enumerate(zip(("a.mp4", "b.avi"), counts)):
+        frames, y = contact_frames(n, seed=k)
+        videos.append(write_video(tmp_path / name, frames))
+        mats.append(str(tmp_path / f"{name[0]}.mat"))
+        scipy.io.savemat(mats[-1], {"touch": y.astype(float)[:, None]})
+        labels.append(y)
+    return videos, mats, labels
+
+
+def test_each_labels_file_goes_with_its_video_in_order(tmp_path):
+    videos, mats, labels = _videos_with_labels(tmp_path)
+    proc = run_cli("--video", videos[0], "--labels", mats[0], "--video", videos[1], "--labels",
+                   mats[1], "--out", str(tmp_path / "out"), "--to", "npz", module="trainer.convert")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "out" / "train-00000.npz") as shard:
+        assert list(shard["y"]) == [*labels[0], *labels[1]]  # not b.mat's labels for both
+        assert list(shard["group"]) == [videos[0]] * 5 + [videos[1]] * 4
+
+
+def test_a_frame_count_mismatch_names_its_pair(tmp_path):
+    videos, mats, _ = _videos_with_labels(tmp_path)
+    scipy.io.savemat(mats[1], {"touch": np.zeros((6, 1))})  # b.avi has 4 frames
+    _refused_leaving_nothing(
+        tmp_path, ["--video", videos[0], "--labels", mats[0], "--video", videos[1], "--labels", mats[1]],
+        f"error: 6 labels but 4 frames, {mats[1]}, expected one label per frame of {videos[1]}, in order")
+
+
+def test_labels_given_neither_once_nor_once_per_video_is_refused(tmp_path, capsys):
+    """absl keeps only the last of a repeated string flag: b.mat would label both videos."""
+    videos, mats, _ = _videos_with_labels(tmp_path, counts=(3, 3))
+    scipy.io.savemat(tmp_path / "c.mat", {"touch": np.zeros(3)})
+    cases = [
+        ([videos[0], videos[1], videos[0]], mats,
+         "error: --labels given 2 times for 3 videos, command line, expected one --labels for all "
+         "videos or one after each --video, in the same order"),
+        (videos, [*mats, str(tmp_path / "c.mat")],
+         "error: --labels given 3 times for 2 videos, command line, expected one --labels for all "
+         "videos or one after each --video, in the same order"),
+        ([], mats[:1], "error: --labels without --video, command line, expected a --video for the "
+         "labels' frames (or --config without --labels)"),
+    ]
+    for given_videos, given_mats, expected in cases:
+        argv = [*[a for v in given_videos for a in ("--video", v)],
+                *[a for m in given_mats for a in ("--labels", m)], "--out", str(tmp_path / "out")]
+        assert convert.main(argv) == 2
+        assert error_line(capsys.readouterr().err) == expected
+    given_videos, given_mats, expected = cases[0]  # and on the real command line
+    _refused_leaving_nothing(tmp_path, [*[a for v in given_videos for a in ("--video", v)],
+                                        *[a for m in given_mats for a in ("--labels", m)]], expected)
+
+
+def _save_mat_v73(path, **variables):
+    """A MATLAB v7.3 MAT-file as MATLAB writes it (`save -v7.3`): an HDF5 file behind a 512-byte
+    header, each variable a dataset stored transposed (MATLAB is column-major) with its class."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in variables.items():
+            f.create_dataset(name, data=np.asarray(value).T)
+            f[name].attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Wed Dec  2 08:00:00 2026 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+
+
+def test_labels_saved_by_matlab_as_v7_3_hdf5(tmp_path):
+    videos, _, labels = _videos_with_labels(tmp_path)
+    _save_mat_v73(tmp_path / "a73.mat", contacts=labels[0].astype(float)[:, None])
+    _save_mat_v73(tmp_path / "b73.mat", contacts=labels[1].astype(float)[:, None],
+                  notes=np.zeros((1, 1)))
+    argv = ["--video", videos[0], "--labels", str(tmp_path / "a73.mat"), "--video", videos[1],
+            "--labels", str(tmp_path / "b73.mat"), "--labels_key", "contacts",
+            "--out", str(tmp_path / "out"), "--to", "npz"]
+    assert convert.main(argv) == 0
+    with np.load(tmp_path / "out" / "train-00000.npz") as shard:
+        assert list(shard["y"]) == [*labels[0], *labels[1]]
+
+
+def test_a_v7_3_mat_pointing_outside_itself_is_refused(tmp_path):
+    """An HDF5 external link would make convert read whatever file it names as labels."""
+    import h5py
+
+    videos, _, _ = _videos_with_labels(tmp_path)
+    _save_mat_v73(tmp_path / "elsewhere.mat", contacts=np.zeros((5, 1)))
+    _save_mat_v73(tmp_path / "a73.mat")
+    with h5py.File(tmp_path / "a73.mat", "a") as f:
+        f["contacts"] = h5py.ExternalLink(str(tmp_path / "elsewhere.mat"), "contacts")
+    _refused_leaving_nothing(
+        tmp_path, ["--video", videos[0], "--labels", str(tmp_path / "a73.mat")],
+        f"error: dataset 'contacts' is an external link ('contacts' points into another file), "
+        f"{tmp_path / 'a73.mat'}, expected datasets stored inside the file")

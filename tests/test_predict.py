@@ -1,20 +1,26 @@
 """Predictions from a saved model alone: seed 004's round trip, shards, batching, remote models."""
 
 import csv
+import io
+import json
 import os
+import re
 import subprocess
 import sys
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.io
 from PIL import Image
 
-from trainer import predict
+from trainer import convert, predict
 from trainer.data import demo
 from trainer.errors import UserError
 from trainer.outputs import modelfile
 
-from conftest import blob_images, error_line, run_cli, run_job, write_npz
+from conftest import ROOT, blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +69,12 @@ def test_shards_are_streamed_in_batches(models, tmp_path):
     np.save(tmp_path / "one.npy", x[0])  # a single image in a file
     saved = predict.load(str(models / "shapes"))  # a run directory names its model
     rows = list(predict.predict(saved, [str(tmp_path)], batch_size=7))
-    names = [r[0] for r in rows]
+    names = [r.name for r in rows]
     assert len(rows) == 75 + 10 + 1
     assert names[0] == f"{tmp_path / 'one.npy'}[0]" and f"{tmp_path / 's.npz'}[74]" in names
     assert not any("y0.npy" in n for n in names)
-    shard = [r for r in rows if "s.npz" in r[0]]
-    accuracy = np.mean([r[1] == label for r, label in zip(shard, y)])
+    shard = [r for r in rows if "s.npz" in r.name]
+    accuracy = np.mean([r.values[0] == label for r, label in zip(shard, y)])
     assert accuracy >= 0.9
 
 
@@ -81,20 +87,34 @@ def test_regression_values_and_a_model_from_a_bucket(models, tmp_path, gcs):
     path = write_npz(tmp_path, "x.npz", x, target)
     rows = list(predict.predict(saved, [path], batch_size=7))
     assert saved.columns == ["input", "target_0", "target_1"]  # the names it was trained with
-    assert [r[0] for r in rows] == [f"{path}[{i}]" for i in range(20)]
+    assert [r.name for r in rows] == [f"{path}[{i}]" for i in range(20)]
     # the values are the model's own output on the same images (standardisation included)
     model, meta = modelfile.load(str(models / "reg" / "model.h5"))
     assert meta["task"] == "regression"
     expected = model.predict(x[..., np.newaxis], verbose=0)
-    got = np.array([r[1:] for r in rows], dtype=np.float64)
+    got = np.array([r.values for r in rows], dtype=np.float64)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert predict.format_row(rows[0], False) == f"{path}[0]  {expected[0][0]:.6g}  {expected[0][1]:.6g}"
+
+
+def test_a_regression_models_frames_in_the_mat_are_rows_of_its_outputs(models, tmp_path, capsys):
+    x, _, _ = blob_images(6, seed=12)
+    frames = np.repeat((np.clip(x, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    path = write_video(tmp_path / "v.mp4", frames)
+    assert predict.main(["--model", str(models / "reg"), path, "--csv", str(tmp_path / "p.csv"),
+                         "--mat", str(tmp_path / "p.mat")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert list(rows[0]) == ["input", "frame", "output_0", "output_1"]
+    outputs = [[float(r["output_0"]), float(r["output_1"])] for r in rows]
+    assert scipy.io.loadmat(tmp_path / "p.mat")["v"].tolist() == outputs  # one row per frame
+    assert capsys.readouterr().err.strip() == (
+        f"6 frames of 1 video predicted, written to {tmp_path / 'p.csv'} and {tmp_path / 'p.mat'}")
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: np.save(d / "x.npy", np.zeros((3, 20, 20, 3))), "images of shape (20, 20, 3)"),
     (lambda d: (d / "x.png").write_bytes(b"not a png"), "cannot decode image (not a"),
-    (lambda d: (d / "x.csv").write_text("a,b"), "no images or shards, input="),
+    (lambda d: (d / "x.csv").write_text("a,b"), "no images, videos or shards, input="),
 ])
 def test_bad_inputs_name_the_file(models, tmp_path, make, message):
     make(tmp_path)
@@ -116,7 +136,7 @@ def test_image_files_for_a_model_of_channels_no_image_decodes_to(tmp_path):
     with pytest.raises(UserError) as exc:
         predict.read_image(str(tmp_path / "rgba.png"), (8, 8, 4))
     assert str(exc.value) == (f"model takes 4-channel images, {tmp_path / 'rgba.png'}, expected a "
-                              "model of 1 or 3 channels for image files (use .npy/.npz shards)")
+                              "model of 1 or 3 channels for image files and videos (use .npy/.npz shards)")
 
 
 def test_missing_model_on_the_command_line(tmp_path):
@@ -202,7 +222,7 @@ def test_prediction_loads_the_model_file_without_training_report_or_plots(models
     script = ("import sys\nfrom trainer import predict\n"
               f"rows = list(predict.predict(predict.load({str(models / 'shapes')!r}), "
               f"[{str(tmp_path / 's.png')!r}]))\n"
-              "print(rows[0][1])\n"
+              "print(rows[0].values[0])\n"
               "print(' '.join(sorted(m for m in sys.modules if m.startswith('trainer.'))))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -257,3 +277,199 @@ def test_an_edited_model_file_on_the_command_line(models, tmp_path):
     assert error_line(proc.stderr) == (
         f"error: model metadata 'class_names' is ['a', 'b'], {path}, expected a list of 3 names, "
         "one per output of the model")
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed 001's curation: new videos, frame by frame, to CSV and to the .mat that convert reads.
+
+
+@pytest.fixture(scope="module")
+def contact_run(tmp_path_factory):
+    """Videos (MP4 and AVI) with .mat labels -> convert -> a trained model of their frames."""
+    root = tmp_path_factory.mktemp("contact")
+    argv = ["--out", str(root / "shards"), "--to", "npz", "--set", "data.color=grey"]
+    videos = []
+    for k, name in enumerate(("day1.mp4", "day2.avi", "day3.mp4")):
+        frames, touch = contact_frames(60, seed=10 + k)
+        videos.append(write_video(root / name, frames))
+        scipy.io.savemat(root / f"day{k + 1}.mat", {"contacts": touch[:, None].astype(float)})
+        argv += ["--video", videos[-1], "--labels", str(root / f"day{k + 1}.mat")]
+    assert convert.main(argv) == 0
+    result, _ = run_job(root / "runs", "name=contact", "data.format=npz",
+                        f"data.train={root / 'shards'}/train-*.npz", "model.name=tiny_cnn",
+                        "train.epochs=8", "train.learning_rate=0.003", "output.report=false",
+                        "output.plots=false")
+    return root, videos, result
+
+
+def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp_path, capsys):
+    """convert -> train -> predict new videos -> the .mat loads back and converts again."""
+    _, _, result = contact_run
+    new, truth = [], []
+    for name, n, seed in (("session 1.mp4", 40, 50), ("session-2.avi", 30, 51)):
+        frames, touch = contact_frames(n, seed=seed)
+        new.append(write_video(tmp_path / name, frames))
+        truth.extend(touch)
+    out_csv, out_mat = tmp_path / "curated" / "frames.csv", tmp_path / "curated" / "labels.mat"
+    assert predict.main(["--model", result.run_dir, *new, "--csv", str(out_csv), "--mat",
+                         str(out_mat), "--progress_every", "16", "--batch_size", "8"]) == 0
+    stdout, stderr = capsys.readouterr()
+    rows = list(csv.DictReader(open(out_csv)))
+    assert list(rows[0]) == ["input", "frame", "predicted", "probability", "p_0", "p_1"]
+    assert [(r["input"], int(r["frame"])) for r in rows] == (
+        [(new[0], i) for i in range(40)] + [(new[1], i) for i in range(30)])
+    predicted = [int(r["predicted"]) for r in rows]
+    assert np.mean(np.array(predicted) == truth) >= 0.9
+    assert stdout.splitlines()[17] == f"{new[0]}[17]  {rows[17]['predicted']}  {float(rows[17]['probability']):.4f}"
+    assert len(stdout.splitlines()) == 70
+    *progress, summary = stderr.splitlines()
+    assert [re.fullmatch(r"progress: (.+) frame (\d+) of (\d+) \(\d+ frames/s\)", line).groups()
+            for line in progress] == [(new[0], "16", "40"), (new[0], "32", "40"), (new[1], "16", "30")]
+    assert summary == f"70 frames of 2 videos predicted, written to {out_csv} and {out_mat}"
+
+    mat = scipy.io.loadmat(out_mat)  # what MATLAB's load(...) gives: one double vector per video
+    assert sorted(k for k in mat if not k.startswith("__")) == ["session_1", "session_2"]
+    assert mat["session_1"].shape == (40, 1) and mat["session_1"].dtype == np.float64
+    assert list(mat["session_1"][:, 0]) + list(mat["session_2"][:, 0]) == predicted
+
+    # Corrected or not, the curated labels go straight back into training data.
+    assert convert.main(["--video", new[0], "--video", new[1], "--labels", str(out_mat),
+                         "--out", str(tmp_path / "shards"), "--to", "npz"]) == 0
+    with np.load(tmp_path / "shards" / "train-00000.npz") as shard:
+        assert list(shard["y"]) == predicted and list(shard["group"]) == [new[0]] * 40 + [new[1]] * 30
+
+
+def test_prediction_decodes_frames_as_convert_did_for_training(contact_run):
+    root, videos, result = contact_run
+    with np.load(root / "shards" / "train-00000.npz") as shard:
+        trained = shard["x"][shard["group"] == videos[1]]
+    frames = np.stack(list(predict.read_video(videos[1], predict.load(result.run_dir).input_shape)))
+    assert frames.shape == trained.shape == (60, 32, 32, 1)
+    np.testing.assert_array_equal(frames, trained)
+
+
+def test_a_long_video_costs_one_batch_of_frames(contact_run, tmp_path):
+    """10x the frames (160 -> 1,600, 6.5 MB as float32) must not raise the peak by more than a
+    batch or two (TensorFlow's own caches grow a little with the calls)."""
+    _, _, result = contact_run
+    saved = predict.load(result.run_dir)
+    frames, _ = contact_frames(32, seed=3)
+    paths = {n: write_video(tmp_path / f"long{n}.mp4", np.tile(frames, (n // 32, 1, 1, 1)))
+             for n in (160, 1600)}  # whole batches: a last, smaller one would be traced anew
+    list(predict.predict(saved, [paths[160]], batch_size=16))  # the model's first call traced
+    peaks = {}
+    for n, path in paths.items():
+        tracemalloc.start()
+        assert sum(1 for _ in predict.predict(saved, [path], batch_size=16)) == n
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    print(f"predict peak traced memory: {peaks}")
+    video_bytes = 1600 * 32 * 32 * 4
+    assert peaks[1600] - peaks[160] < video_bytes / 20 and peaks[1600] < video_bytes / 10, peaks
+
+
+def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, capsys):
+    _, videos, result = contact_run
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "frame.png")
+    (tmp_path / "old.mat").write_bytes(b"the labels of an earlier run")
+    out = ["--csv", str(tmp_path / "p.csv"), "--mat", str(tmp_path / "old.mat")]
+    cases = [
+        ([str(tmp_path / "gone.mp4"), *out],
+         f"error: no files found, input={tmp_path / 'gone.mp4'}, expected an existing path or glob"),
+        ([videos[0], str(tmp_path / "broken.mp4"), *out], "error: cannot decode video ("),
+        ([str(tmp_path / "frame.png"), *out],
+         f"error: no videos among the inputs, --mat={tmp_path / 'old.mat'}, expected video files "
+         "(.mp4, .avi, .mov, .mkv, .m4v, .mpg, .mpeg, .wmv) to write per-frame labels for"),
+        ([videos[0], "--mat", str(tmp_path)], f"error: path is a directory, --mat={tmp_path}, "
+         "expected a file name in a folder this process can write to"),
+        ([videos[0], "--out", str(tmp_path / "curated"), *out],
+         f"error: --csv and --mat with --out={tmp_path / 'curated'}, command line, expected either "
+         "--out FOLDER (results per input) or --csv/--mat (one file for all)"),
+    ]
+    for args, expected in cases:
+        assert predict.main(["--model", result.run_dir, *args]) == 2
+        assert error_line(capsys.readouterr().err).startswith(expected)
+    assert (tmp_path / "old.mat").read_bytes() == b"the labels of an earlier run"
+    assert not (tmp_path / "p.csv").exists()
+    assert sorted(os.listdir(tmp_path)) == ["broken.mp4", "frame.png", "old.mat"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batch curation (`--out`): replicas share the inputs, a restarted one skips what is done.
+
+
+def _cluster_spec(index: int) -> str:
+    """What Vertex AI tells replica `index` of a two-replica job (pool 0, then pool 1)."""
+    return json.dumps({"cluster": {"workerpool0": ["w0:2222"], "workerpool1": ["w1:2222"]},
+                       "environment": "cloud",
+                       "task": {"type": f"workerpool{index}", "index": 0}})
+
+
+def _replica_args(model: str, inputs: str, out: str) -> list[str]:
+    return ["--model", model, "--out", out, "--batch_size", "16", "--poll_seconds", "0.2", inputs]
+
+
+def _start_replica(index: int, model: str, inputs: str, out: str) -> subprocess.Popen:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CLUSTER_SPEC=_cluster_spec(index))
+    return subprocess.Popen([sys.executable, "-m", "trainer.predict",
+                             *_replica_args(model, inputs, out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_run, gcs, tmp_path,
+                                                                      monkeypatch, capsys):
+    _, _, result = contact_run
+    bucket = gcs.client().bucket(gcs.bucket)
+    bucket.blob("curate/model.h5").upload_from_filename(os.path.join(result.run_dir, "model.h5"))
+    # Sorted, replica 0 takes c0, c2 and img/p0; replica 1 takes c1, c3_long and img/p1.
+    frames, _ = contact_frames(24, seed=60)
+    for name, n in (("c0.mp4", 24), ("c1.avi", 24), ("c2.mp4", 24), ("c3_long.mp4", 720)):
+        write_video(tmp_path / name, np.tile(frames, (n // 24, 1, 1, 1)))
+        bucket.blob(f"curate/in/{name}").upload_from_filename(str(tmp_path / name))
+    for k in range(2):
+        Image.fromarray(frames[k, :, :, 0]).save(tmp_path / f"p{k}.png")
+        bucket.blob(f"curate/in/img/p{k}.png").upload_from_filename(str(tmp_path / f"p{k}.png"))
+    model, inputs = gcs.url("curate/model.h5"), gcs.url("curate/in")
+
+    assert predict.main(["--model", model, "--out", gcs.url("curate/one"), inputs]) == 0
+    capsys.readouterr()
+
+    def results(prefix):
+        return sorted(b.name.removeprefix(prefix) for b in bucket.list_blobs(prefix=prefix))
+
+    out = gcs.url("curate/two")
+    chief, worker = (_start_replica(i, model, inputs, out) for i in (0, 1))
+    deadline = time.monotonic() + 240
+    while "c1.avi.csv" not in results("curate/two/"):  # replica 1's first input is done
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.05)
+    worker.kill()  # midway: the long video is being predicted
+    worker.wait()
+    assert "c3_long.mp4.csv" not in results("curate/two/")
+    assert chief.poll() is None  # replica 0 waits for every result: it ends the job
+    monkeypatch.setenv("CLUSTER_SPEC", _cluster_spec(1))  # restarted (here, in this process)
+    assert predict.main(_replica_args(model, inputs, out)) == 0
+    w_out, w_err = capsys.readouterr()
+    c_out, c_err = chief.communicate(timeout=240)
+    assert chief.returncode == 0, c_err[-2000:]
+    assert f"{inputs}/c1.avi: results exist, skipped" in w_out
+    assert f"{inputs}/c3_long.mp4: 720 frames -> {out}/c3_long.mp4.csv and {out}/c3_long.mp4.mat" in w_out
+    assert "waiting for the other replicas" in c_out
+    assert "replica 1 of 2: 2 inputs predicted (720 video frames), 1 skipped" in w_err
+
+    # Exactly one complete result per input, equal to the single-machine run's.
+    names = results("curate/two/")
+    assert names == results("curate/one/") == sorted(
+        [f"{n}.csv" for n in ("c0.mp4", "c1.avi", "c2.mp4", "c3_long.mp4", "img/p0.png", "img/p1.png")]
+        + [f"{n}.mat" for n in ("c0.mp4", "c1.avi", "c2.mp4", "c3_long.mp4")])
+    for name in names:
+        one, two = (bucket.blob(f"curate/{run}/{name}").download_as_bytes() for run in ("one", "two"))
+        if name.endswith(".csv"):
+            assert one == two, name
+        else:  # a .mat's header has the time it was written
+            a, b = (scipy.io.loadmat(io.BytesIO(data)) for data in (one, two))
+            (key,) = [k for k in a if not k.startswith("__")]
+            assert key == name.split(".")[0] and np.array_equal(a[key], b[key]), name
+    rows = list(csv.reader(io.StringIO(bucket.blob("curate/two/c3_long.mp4.csv").download_as_text())))
+    assert rows[0][:2] == ["input", "frame"] and len(rows) == 721

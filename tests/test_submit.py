@@ -205,3 +205,84 @@ def test_a_job_vertex_ai_refuses_ends_with_one_error_line(gcs, job_config, refus
                            "projects/my-project/locations/europe-west4, expected "), line
     assert "http://" not in line and "POST" not in line, line
     assert "job:" not in proc.stdout
+
+
+# -------------------------------------------------------------------------------------------------
+# Batch curation: trainer.predict --out as a CustomJob in the training image.
+
+
+def _predict_args(*extra):
+    return ["--predict", "--project", "my-project", "--region", "europe-west4",
+            "--inputs", "gs://b/videos/*.mp4", "--inputs", "/gcs/b/more/", "--out",
+            "gs://b/curated/", *extra]
+
+
+def test_a_curation_job_runs_predict_on_every_replica(capsys):
+    code = submit.main(_predict_args("--model", "gs://b/runs/contact", "--replica_count", "3",
+                                     "--spot", "--accelerator_type", "none",
+                                     "--machine_type", "n2-standard-8", "--dry_run"))
+    out = capsys.readouterr().out
+    assert code == 0
+    job = v1.CustomJob.from_json(out)  # strict: an unknown field would raise
+    chief, workers = job.job_spec.worker_pool_specs
+    assert (chief.replica_count, workers.replica_count) == (1, 2)
+    assert chief.container_spec == workers.container_spec
+    assert chief.machine_spec == v1.MachineSpec(machine_type="n2-standard-8")
+    container = chief.container_spec
+    assert list(container.command) == ["python", "-m", "trainer.predict"]
+    assert list(container.args) == ["--model", "gs://b/runs/contact", "--out", "gs://b/curated/",
+                                    "gs://b/videos/*.mp4", "/gcs/b/more/"]
+    assert container.image_uri == "europe-west4-docker.pkg.dev/my-project/trainer/trainer:latest"
+    assert job.job_spec.scheduling.strategy == v1.Scheduling.Strategy.SPOT
+    assert job.job_spec.scheduling.restart_job_on_worker_restart  # a preempted job runs again
+    assert job.display_name.startswith("curate-")
+    # the arguments are trainer.predict's own: the job does not fail on a flag it lacks
+    from trainer import predict
+
+    assert predict.main.parse(list(container.args)) == ["gs://b/videos/*.mp4", "/gcs/b/more/"]
+    assert (predict.FLAGS.out, predict.FLAGS.model) == ("gs://b/curated/", "gs://b/runs/contact")
+
+
+def test_a_curation_job_with_a_local_model_through_the_client_library(capsys, gcs, tmp_path,
+                                                                      recorder):
+    run = tmp_path / "contact"
+    run.mkdir()
+    (run / "model.h5").write_bytes(b"the model's bytes")
+    staging = gcs.url(f"staging/{tmp_path.name}")
+    code = submit.main(_predict_args("--model", str(run), "--staging_bucket", staging,
+                                     "--display_name", "curate-1", "--api_endpoint",
+                                     recorder.endpoint))
+    out = capsys.readouterr().out
+    assert code == 0
+    (request,) = recorder.requests
+    assert request["path"].startswith("/v1/projects/my-project/locations/europe-west4/customJobs")
+    sent = v1.CustomJob.from_json(request["body"])
+    (pool,) = sent.job_spec.worker_pool_specs
+    model_url = pool.container_spec.args[1]
+    assert model_url.startswith(f"{staging}/models/") and model_url.endswith("-model.h5")
+    blob = gcs.client().bucket(gcs.bucket).blob(model_url.split("/", 3)[3])
+    assert blob.download_as_bytes() == b"the model's bytes"
+    assert f"model: {model_url}" in out and "outputs: gs://b/curated/" in out
+    assert "job: projects/my-project/locations/europe-west4/customJobs/123" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "gs://b/m.h5", "--inputs", "videos/*.mp4"],
+     "error: local path, --inputs=videos/*.mp4, expected gs:// or /gcs/ paths that the job on "
+     "Vertex AI can read and write"),
+    (["--model", "gs://b/m.h5", "--out", "curated/"], "error: local path, --out=curated/, expected"),
+    (["--model", "MODEL_DIR"], "error: local model, --model=MODEL_DIR, expected a gs:// model, "
+     "or --staging_bucket gs://BUCKET to upload it to"),
+    (["--model", "gs://b/m.h5", "--inputs", "gs://b/x.mp4?X-Goog-Signature=abcdef0123456789"],
+     "error: a credential in the job's paths (--inputs), command line"),
+    (["--model", "gs://b/m.h5", "--config", "job.yaml"], "error: --config or --set with --predict"),
+    ([], "error: missing --model, command line"),
+])
+def test_bad_curation_jobs_fail_before_anything_is_sent(capsys, tmp_path, recorder, extra, message):
+    (tmp_path / "model.h5").write_bytes(b"x")
+    argv = [a.replace("MODEL_DIR", str(tmp_path)) for a in _predict_args(
+        "--api_endpoint", recorder.endpoint, *extra)]
+    code = submit.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message.replace("MODEL_DIR", str(tmp_path))), err
+    assert len(err.splitlines()) == 1 and recorder.requests == []

@@ -140,6 +140,35 @@ def test_bad_tf_config_is_a_user_error(text, match):
         detect({"TF_CONFIG": text})
 
 
+def _cluster_spec(task_type: str, index: int) -> str:
+    pools = {"workerpool0": ["a:1"], "workerpool1": ["b:1", "c:1", "d:1"]}
+    return json.dumps({"cluster": pools, "environment": "cloud",
+                       "task": {"type": task_type, "index": index}})
+
+
+@pytest.mark.parametrize("env, replica", [
+    ({}, (0, 1)),
+    ({"CLUSTER_SPEC": _cluster_spec("workerpool0", 0)}, (0, 4)),
+    ({"CLUSTER_SPEC": _cluster_spec("workerpool1", 2)}, (3, 4)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                               "task": {"type": "worker", "index": 1}})}, (2, 3)),
+    ({"TF_CONFIG": json.dumps({"cluster": {"worker": ["b:1", "c:1"]},
+                               "task": {"type": "worker", "index": 1}})}, (1, 2)),
+])
+def test_each_replica_knows_its_place_among_all(env, replica):
+    """Replicas that share work out: Vertex AI's CLUSTER_SPEC (pool by pool), else TF_CONFIG."""
+    p = detect(env)
+    assert (p.replica_index, p.replica_count) == replica
+
+
+def test_a_cluster_spec_without_its_own_task_is_a_user_error():
+    with pytest.raises(UserError, match="CLUSTER_SPEC task workerpool1 3 is not in its cluster, "
+                                        "environment, expected JSON like"):
+        detect({"CLUSTER_SPEC": _cluster_spec("workerpool1", 3)})
+    with pytest.raises(UserError, match="CLUSTER_SPEC is not valid, environment"):
+        detect({"CLUSTER_SPEC": "{}"})
+
+
 def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
     homes = {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
     chief = RunDir("runs", "x", homes=homes)

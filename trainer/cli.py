@@ -96,7 +96,7 @@ class Command:
         except flags.Error as exc:
             raise UserError(f"{exc}, command line, {expected}") from None
         required = self.required(self.flags) if callable(self.required) else self.required
-        missing = [f"--{name}" for name in required if self.flags[name].value is None]
+        missing = [f"--{name}" for name in required if self.flags[name].value in (None, [])]
         if missing:
             raise UserError(f"missing {', '.join(missing)}, command line, {expected}")
         if args and not self.takes_args:

@@ -2,11 +2,13 @@
 
     python -m trainer.convert --config my.yaml --out gs://bucket/shards --to tfrecord --shard_size 10000
     python -m trainer.convert --video a.mp4 --video b.mp4 --labels labels.mat --out shards/
+    python -m trainer.convert --video a.mp4 --labels a.mat --video b.mp4 --labels b.mat --out shards/
 
 With `--config`, the config's data section is read exactly as training reads it (format, paths, row
 ranges, carved splits) and each split is written as `<split>-NNNNN.<ext>`. With `--video`, the
 frames of the videos, labelled by the .mat vector, become the `train` split, each frame's video
-recorded as its group (so `data.split_by: group` keeps a video on one side). Groups of the input are
+recorded as its group (so `data.split_by: group` keeps a video on one side); one `--labels` serves
+all videos, or each video has its own, paired in order (`trainer.data.video.label_segments`). Groups of the input are
 carried into the shards (`group` array or feature). Beside the shards, `manifest.json` gives counts,
 shapes, dtypes, class names, groups per split and the training split's per-channel mean and std,
 computed in the same streaming pass. Memory holds one block and one npz shard at most, whatever the
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 from absl import flags
@@ -43,8 +45,9 @@ flags.DEFINE_integer("shard_size", 10000, "Samples per shard.", lower_bound=1, f
 flags.DEFINE_bool("gzip", False, "GZIP-compress TFRecord shards.", flag_values=FLAGS)
 flags.DEFINE_multi_string("video", [], "A video file (repeat, in label order) instead of --config.",
                           flag_values=FLAGS)
-flags.DEFINE_string("labels", None, "MATLAB .mat file with one label per video frame.",
-                    flag_values=FLAGS)
+flags.DEFINE_multi_string("labels", [], "MATLAB .mat file with one label per video frame: once "
+                          "for all videos, or once per --video (paired in order).",
+                          flag_values=FLAGS)
 flags.DEFINE_string("labels_key", None, "Variable in --labels holding the vector (default: the "
                     "only one).", flag_values=FLAGS)
 
@@ -178,13 +181,14 @@ def config_splits(config: Config) -> tuple[dict[str, Iterator], str]:
             views["train"].name)  # a split the config leaves out (a fraction of 0) is not written
 
 
-def video_splits(videos: Sequence[str], labels_path: str, key: Optional[str], config: Config
-                 ) -> dict[str, Iterator]:
+def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: Optional[str],
+                 config: Config) -> dict[str, Iterator]:
+    """The `train` split of the videos' frames; `labels`: one .mat for all, or one per video."""
     from trainer.data import video
 
-    labels = video.mat_labels(labels_path, key)
+    segments = video.label_segments(videos, [labels] if isinstance(labels, str) else labels, key)
     spec = images.spec_from_config(config.data.image_size, config.data.color)
-    return {"train": video.frames(list(videos), labels, spec, CHUNK, labels_path)}
+    return {"train": video.frames(segments, spec, CHUNK)}
 
 
 def config_mod_load(overrides: Sequence[str], path: Optional[str] = None) -> Config:
@@ -194,7 +198,7 @@ def config_mod_load(overrides: Sequence[str], path: Optional[str] = None) -> Con
 
 
 def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str], to: str,
-        shard_size: int, gz: bool, videos: Sequence[str], labels: Optional[str],
+        shard_size: int, gz: bool, videos: Sequence[str], labels: Sequence[str],
         labels_key: Optional[str]) -> int:
     from trainer import config as config_mod
 
@@ -208,6 +212,9 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
                                 "label per frame")
             splits, source = video_splits(videos, labels, labels_key, cfg), ", ".join(videos)
         else:
+            if labels:
+                raise UserError("--labels without --video, command line, expected a --video for "
+                                "the labels' frames (or --config without --labels)")
             if not config_path and not overrides:
                 raise UserError("nothing to convert, --config, expected a config file or --video")
             splits, source = config_splits(cfg)

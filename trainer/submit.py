@@ -1,5 +1,8 @@
 """`python -m trainer.submit --config FILE ...`: run the training job as a Vertex AI CustomJob.
 `python -m trainer.submit --upload_model RUN ...`: register a run's SavedModel in the Model Registry.
+`python -m trainer.submit --predict --model MODEL --inputs 'gs://b/videos/*.mp4' --out gs://b/curated/`:
+run `trainer.predict --out` (batch curation) as a CustomJob in the same training image, its
+replicas sharing the inputs out.
 
 The job is built as the API's own message types (`google.cloud.aiplatform_v1`), so a wrong
 machine or accelerator fails here, before anything is uploaded or sent. Then one of:
@@ -56,6 +59,15 @@ flags.DEFINE_bool("dry_run", False, "Print the CustomJob (or the Model) as JSON 
 flags.DEFINE_string("gcloud_yaml", None, "Write the job spec for `gcloud ai custom-jobs create "
                     "--config` to this file instead of sending it, and print that command.",
                     flag_values=FLAGS)
+flags.DEFINE_bool("predict", False, "Batch curation instead of training: run trainer.predict "
+                  "--out on --inputs with --model; each replica takes its share of the inputs.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("model", None, "With --predict: model.h5 or its run folder (gs:// or /gcs/; "
+                    "a local one is uploaded to --staging_bucket).", flag_values=FLAGS)
+flags.DEFINE_multi_string("inputs", [], "With --predict: videos, images, shards, folders or globs "
+                          "in a bucket (gs:// or /gcs/); may repeat.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "With --predict: the gs:// folder for each input's results.",
+                    flag_values=FLAGS)
 flags.register_multi_flags_validator(
     ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
     "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
@@ -78,12 +90,13 @@ flags.register_multi_flags_validator(
 # Building the job (offline).
 
 
-def staged_config_url(config_path: str, staging_bucket: str) -> str:
-    """Where a local config goes in the bucket; remote configs stay where they are."""
+def staged_config_url(config_path: str, staging_bucket: str, folder: str = "configs") -> str:
+    """Where a local config (or model) goes in the bucket, named by its content; remote ones stay
+    where they are."""
     if not storage.is_local(config_path):
         return storage.normalize(config_path)
     digest = hashlib.sha256(storage.read_bytes(config_path)).hexdigest()[:12]
-    return storage.join(staging_bucket, "configs", f"{digest}-{os.path.basename(config_path)}")
+    return storage.join(staging_bucket, folder, f"{digest}-{os.path.basename(config_path)}")
 
 
 def build_job(args: flags.FlagValues, config_url: str, display_name: str):
@@ -99,23 +112,47 @@ def build_job(args: flags.FlagValues, config_url: str, display_name: str):
                         job_spec=vertex_job.job_spec(machine_flags.machines(args), container_args, base))
 
 
+# Run in the training image in place of its entry point (`python -m trainer.task`).
+PREDICT_COMMAND = ["python", "-m", "trainer.predict"]
+
+
+def build_predict_job(args: flags.FlagValues, model_url: str, display_name: str):
+    """The CustomJob that runs `trainer.predict --out` on the inputs, on every replica."""
+    from google.cloud import aiplatform_v1 as v1
+
+    container_args = ["--model", model_url, "--out", storage.normalize(args.out), *args.inputs]
+    base = args.base_output_dir or storage.normalize(args.out)
+    spec = vertex_job.job_spec(machine_flags.machines(args), container_args, base,
+                               command=PREDICT_COMMAND)
+    return v1.CustomJob(display_name=display_name, job_spec=spec)
+
+
 def gcloud_command(args: flags.FlagValues, display_name: str, yaml_path: str) -> str:
     return (f"gcloud ai custom-jobs create --project={args.project} --region={args.region} "
             f"--display-name={display_name} --config={yaml_path}")
 
 
 def submit(args: flags.FlagValues) -> int:
-    cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
-    preflight.check(cfg, args.config)
-    display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config_url = staged_config_url(args.config, args.staging_bucket)
-    job = build_job(args, config_url, display_name)
+    if args.predict:
+        preflight.check_predict(args.model, args.inputs, args.out, args.staging_bucket)
+        from trainer.predict import model_file
+
+        model = model_file(args.model) if storage.is_local(args.model) else args.model
+        display_name = args.display_name or f"curate-{time.strftime('%Y%m%d-%H%M%S')}"
+        local, staged = model, staged_config_url(model, args.staging_bucket or "", "models")
+        job = build_predict_job(args, staged, display_name)
+    else:
+        cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
+        preflight.check(cfg, args.config)
+        display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        local, staged = args.config, staged_config_url(args.config, args.staging_bucket)
+        job = build_job(args, staged, display_name)
     if args.dry_run:
         print(vertex_job.to_json(job))
         return 0
-    if storage.is_local(args.config):
-        storage.put_file(args.config, config_url)
-        print(f"config: {config_url}")
+    if storage.is_local(local):
+        storage.put_file(local, staged)
+        print(f"{'model' if args.predict else 'config'}: {staged}")
     if args.gcloud_yaml:
         spec = json.loads(vertex_job.to_json(job))["jobSpec"]
         with open(args.gcloud_yaml, "w") as f:
@@ -125,7 +162,8 @@ def submit(args: flags.FlagValues) -> int:
     created = send(job, args.project, args.region, args.api_endpoint)
     job_id = created.name.rsplit("/", 1)[-1]
     print(f"job: {created.name}")
-    print(f"outputs: {job.job_spec.base_output_directory.output_uri_prefix}")
+    outputs = args.out if args.predict else job.job_spec.base_output_directory.output_uri_prefix
+    print(f"outputs: {outputs}")
     print(f"logs: gcloud ai custom-jobs stream-logs {job_id} --project={args.project} "
           f"--region={args.region}")
     return 0
@@ -152,12 +190,22 @@ def register(args: flags.FlagValues) -> int:
 
 
 def _submit_from_flags(args: list[str]) -> int:
-    return register(FLAGS) if FLAGS.upload_model else submit(FLAGS)
+    if FLAGS.upload_model:
+        return register(FLAGS)
+    if FLAGS.predict and (FLAGS.config or FLAGS.set):
+        raise UserError("--config or --set with --predict, command line, expected the model's "
+                        "own settings only (--model, --inputs, --out)")
+    return submit(FLAGS)
 
 
 def _required(values: flags.FlagValues) -> tuple[str, ...]:
-    """A model to register needs a project; a job also needs its config and a staging bucket."""
-    return ("project",) if values.upload_model else ("config", "project", "staging_bucket")
+    """A model to register needs a project; a curation job its model, inputs and output folder;
+    a training job its config and a staging bucket."""
+    if values.upload_model:
+        return ("project",)
+    if values.predict:
+        return ("model", "inputs", "out", "project")
+    return ("config", "project", "staging_bucket")
 
 
 main = cli.Command(_submit_from_flags, FLAGS, required=_required)

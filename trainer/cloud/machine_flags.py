@@ -27,9 +27,11 @@ def define(values: flags.FlagValues, note: str = "") -> None:
     flags.DEFINE_integer("accelerator_count", vertex_job.DEFAULT_ACCELERATOR_COUNT,
                          note + "GPUs per replica.", flag_values=values)
     flags.DEFINE_integer("replica_count", 1, note + "Machines training together "
-                         "(MultiWorkerMirroredStrategy when > 1).", flag_values=values)
+                         "(MultiWorkerMirroredStrategy when > 1), or sharing the inputs of a "
+                         "batch curation job.", flag_values=values)
     flags.DEFINE_bool("spot", False, note + "Spot VMs; Vertex AI restarts a preempted job, which "
-                      "resumes from its checkpoints.", flag_values=values)
+                      "resumes from its checkpoints (a curation job: skips the inputs done).",
+                      flag_values=values)
     string("service_account", None, "Service account the job runs as.")
 
 

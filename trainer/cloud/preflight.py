@@ -6,7 +6,7 @@ the cloud; a config that breaks either rule would fail there, or leak, after the
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from trainer import storage
 from trainer.config import Config
@@ -40,3 +40,21 @@ def check(cfg: Config, config_path: Optional[str]) -> None:
     """Every rule above, in the order a user would fix them."""
     refuse_credentials(cfg, config_path)
     refuse_local_data(cfg)
+
+
+def check_predict(model: str, inputs: Sequence[str], out: str,
+                  staging_bucket: Optional[str]) -> None:
+    """A batch-curation job reads its inputs and writes its results in buckets, and its spec (the
+    paths) is kept by Vertex AI: no local path but a model to upload, and no credential."""
+    named = [("--model", model), *[("--inputs", i) for i in inputs], ("--out", out)]
+    where = [w for flag, path in named for w in secrets.find(path, flag)]
+    if where:
+        raise UserError(f"a credential in the job's paths ({', '.join(where)}), command line, "
+                        "expected none: give the job a --service_account that can read them")
+    for flag, path in named[1:]:
+        if storage.is_local(path):
+            raise UserError(f"local path, {flag}={path}, expected gs:// or /gcs/ paths that the "
+                            "job on Vertex AI can read and write")
+    if storage.is_local(model) and not (staging_bucket or "").startswith("gs://"):
+        raise UserError(f"local model, --model={model}, expected a gs:// model, or "
+                        "--staging_bucket gs://BUCKET to upload it to")

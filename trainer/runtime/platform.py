@@ -1,5 +1,6 @@
 """Where this process runs: a plain local run, a Vertex AI job (its AIP_* folders, a tuning trial),
-or one worker of a multi-worker cluster (TF_CONFIG).
+or one worker of a multi-worker cluster (TF_CONFIG), or one replica of a job whose replicas share
+out work among themselves (CLUSTER_SPEC, which Vertex AI sets, else TF_CONFIG).
 
 Entry points call `detect` once and hand the `Platform` down, so no other module ever asks
 "am I on Vertex AI?" or reads these variables again.
@@ -29,6 +30,8 @@ class Platform:
     task_type: str = "chief"
     task_index: int = 0
     cluster_has_chief: bool = True
+    replica_index: int = 0               # this replica's place among all of the job's replicas
+    replica_count: int = 1
 
     @property
     def is_chief(self) -> bool:
@@ -61,6 +64,11 @@ def detect(env: Optional[Mapping[str, str]] = None) -> Platform:
     """Read the platform from the environment (Vertex AI sets CLOUD_ML_JOB_ID and the AIP_* dirs)."""
     env = os.environ if env is None else env
     workers, task_type, task_index, has_chief = _cluster(env.get("TF_CONFIG", ""))
+    if env.get("CLUSTER_SPEC", "").strip():
+        replica_index, replica_count = _replica(env["CLUSTER_SPEC"])
+    else:  # the chief first, then the workers in order
+        replica_count = workers
+        replica_index = 0 if task_type == "chief" else task_index + int(has_chief)
     return Platform(
         vertex=bool(env.get("CLOUD_ML_JOB_ID") or env.get("AIP_MODEL_DIR")),
         job_id=env.get("CLOUD_ML_JOB_ID") or None,
@@ -69,7 +77,27 @@ def detect(env: Optional[Mapping[str, str]] = None) -> Platform:
         checkpoint_dir=env.get("AIP_CHECKPOINT_DIR") or None,
         tensorboard_dir=env.get("AIP_TENSORBOARD_LOG_DIR") or None,
         workers=workers, task_type=task_type, task_index=task_index, cluster_has_chief=has_chief,
+        replica_index=replica_index, replica_count=replica_count,
     )
+
+
+def _replica(text: str) -> tuple[int, int]:
+    """(this replica's index, the number of replicas) from Vertex AI's CLUSTER_SPEC: the replicas
+    of worker pool 0, then of pool 1, and so on, counted in that order."""
+    expected = ('expected JSON like {"cluster": {"workerpool0": ["host:port"], "workerpool1": '
+                '[...]}, "task": {"type": "workerpool1", "index": 0}}')
+    try:
+        spec = json.loads(text)
+        pools = {str(k): list(v) for k, v in spec["cluster"].items()}
+        task_type, task_index = str(spec["task"]["type"]), int(spec["task"]["index"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        raise UserError(f"CLUSTER_SPEC is not valid, environment, {expected}") from None
+    order = sorted(pools, key=lambda name: (len(name), name))  # workerpool0 ... workerpool10
+    if task_type not in pools or not 0 <= task_index < len(pools[task_type]):
+        raise UserError(f"CLUSTER_SPEC task {task_type} {task_index} is not in its cluster, "
+                        f"environment, {expected}")
+    before = sum(len(pools[name]) for name in order[:order.index(task_type)])
+    return before + task_index, sum(len(v) for v in pools.values())
 
 
 def _cluster(text: str) -> tuple[int, str, int, bool]:
