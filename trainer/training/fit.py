@@ -66,7 +66,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                             Share(replicas=devices.input_replicas(strategy)))
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
     # Evaluation data, usually a small part, is read whole by each worker, which evaluates its
-    # own batches of it (the strategy splits them): the metrics cover every row once.
+    # own part of every batch (the strategy splits them): the metrics cover every row once.
     val_ds = make_dataset(splits.val.view, splits.val.y, eval_opts, split="val")
     rows_read = RowsRead()
     callbacks = fit_callbacks(config, splits, run, store, steps_per_epoch, sigterm,
