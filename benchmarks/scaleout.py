@@ -14,10 +14,11 @@ through the strategy, the way `fit` does, in two ways:
   whole and of which it keeps its own batches (the job's way before per-worker input).
 It prints, per N and way, the bytes the workers read together per epoch divided by the data
 set's size (from the reader's row count per epoch; as a check, /proc/self/io `rchar`, every
-byte the processes read while iterating, over the epochs), and each worker's steady samples/s (the epochs after the first; samples it trains on).
-From the measured read factor it then projects the bucket throughput that 8 GPU workers need
-for the seeds' image sizes, at the per-GPU training rates given by `--gpu_rates` (assumptions
-until benchmarks/gpu_throughput.py has measured them on a GPU).
+byte the processes read while iterating, over the epochs), and each worker's steady samples/s
+(the samples it trains on, in the epochs after the first). From the measured read factor it
+then projects the bucket throughput that 8 GPU workers need for the seeds' image sizes, at the
+per-GPU training rates in `SEEDS` (assumptions until benchmarks/gpu_throughput.py has measured
+them on a GPU).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def worker(folder: str, way: str, epochs: int) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow work
     from trainer.config import DataConfig
     from trainer.data.images import ImageSpec
-    from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, make_dataset,
-                                       share_of, steps)
+    from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, make_dataset, share_of,
+                                       steps)
     from trainer.data.readers import read_npy
     from trainer.data.source import Source, View
 
@@ -85,7 +86,7 @@ def worker(folder: str, way: str, epochs: int) -> None:
         ds = strategy.distribute_datasets_from_function(
             lambda context: make_dataset(view, y, opts, epochs=epochs, share=share_of(context),
                                          rows_read=rows_read))
-        per_epoch = steps(view, opts, Share(replicas=replicas))
+        per_epoch = steps(view, opts, replicas)
     else:
         ds = strategy.experimental_distribute_dataset(
             make_dataset(view, y, opts, epochs=epochs, share=WHOLE, rows_read=rows_read))
@@ -183,7 +184,8 @@ def main() -> None:
           f"{'(all read all)':>15}")
     for name, nbytes, rate in SEEDS:
         need = 8 * rate * nbytes * share["read_factor"] / 1e6
-        print(f"{name:<40} {nbytes:>8,} {rate:>14,} {need:>12,.0f} {need * 8 / share['read_factor']:>15,.0f}")
+        before = need * 8 / share["read_factor"]  # every worker reading everything
+        print(f"{name:<40} {nbytes:>8,} {rate:>14,} {need:>12,.0f} {before:>15,.0f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)

@@ -74,8 +74,9 @@ def test_two_workers_train_the_demo_in_step_as_well_as_one_and_only_the_chief_wr
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     procs.append(subprocess.Popen(  # one worker, the same global batch of 32
         [sys.executable, "-c", WORKER, str(tmp_path / "one"), "name=sw", "train.batch_size=32",
-         "output.plots=false", "output.report=false", *common], cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+         "output.plots=false", "output.report=false", *common], cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
     try:
         results = [p.communicate(timeout=400) for p in procs]
     finally:

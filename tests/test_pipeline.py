@@ -74,7 +74,7 @@ def test_each_worker_reads_its_own_part_of_every_epoch(workers, replicas, rows):
     opts = PipelineOptions(batch_size=48, shuffle=True, seed=5, window=300, block=25,
                            augment=("flip_left_right",))
     local = replicas // workers
-    per = steps(view, opts, Share(replicas=replicas))
+    per = steps(view, opts, replicas)
     parts = [_worker_batches(view, opts, Share(workers, k, replicas)) for k in range(workers)]
     for k, (batches, rows_read) in enumerate(parts):
         assert len(batches) == 2 * per * local  # the same steps on every worker
@@ -98,7 +98,7 @@ def test_each_worker_reads_its_own_part_of_every_epoch(workers, replicas, rows):
 def test_a_remainder_smaller_than_the_replicas_waits_for_the_next_epoch():
     view = View(_ids_view(n_shards=2, per_shard=50).source, np.arange(99))  # 96 + 3 rows
     opts = PipelineOptions(batch_size=24, shuffle=True, seed=1, window=50, block=10)
-    assert steps(view, opts) == 5 and steps(view, opts, Share(replicas=4)) == 4
+    assert steps(view, opts) == 5 and steps(view, opts, replicas=4) == 4
     seen = [np.concatenate([y for _, y in _worker_batches(view, opts, Share(2, k, 4), 1)[0]])
             for k in range(2)]
     assert len(seen[0]) == len(seen[1]) == 48 and not set(seen[0]) & set(seen[1])

@@ -275,10 +275,11 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
 def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: int = 0,
                  epochs: int = 1, first_step: int = 0, split: str = "", share: Share = WHOLE,
                  rows_read: Optional[RowsRead] = None) -> tf.data.Dataset:
-    """Batches of `epochs` epochs back to back (`steps_per_epoch` = `steps(view, opts, share)`),
-    the first one starting at step `first_step` (a run resumed mid-epoch gets the batches the
-    uninterrupted run would have had: same order, same augmentation). NaN and Inf are refused
-    or zeroed as read (`opts.nonfinite`); messages call the data the `split` split.
+    """Batches of `epochs` epochs back to back (`steps_per_epoch`: `steps(view, opts,
+    share.replicas)`), the first one starting at step `first_step` (a run resumed mid-epoch gets
+    the batches the uninterrupted run would have had: same order, same augmentation). NaN and
+    Inf are refused or zeroed as read (`opts.nonfinite`); messages call the data the `split`
+    split.
 
     With a `share` of several pipelines, this is one worker's pipeline: its part of each epoch,
     as `local_replicas` per-replica batches a step."""
@@ -315,7 +316,7 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     if opts.shuffle and opts.augment:
         # Keyed by the step's index since epoch 0, whichever epoch this dataset starts at, and
         # the replica the batch is for (one pipeline, one replica: the step's index).
-        start = (first_epoch * steps(view, opts, share) + first_step) * pieces
+        start = (first_epoch * steps(view, opts, share.replicas) + first_step) * pieces
         first = share.index * pieces
 
         def key(i):
@@ -346,11 +347,12 @@ def count_samples(ds: tf.data.Dataset) -> int:
     return int(run(ds))
 
 
-def steps(view: View, opts: PipelineOptions, share: Share = WHOLE) -> int:
+def steps(view: View, opts: PipelineOptions, replicas: int = 1) -> int:
     """Steps an epoch: every global batch, and a last, short one unless it holds fewer rows
-    than the replicas that split it."""
+    than the `replicas` that per-worker pipelines split it between (1: one pipeline, which
+    the strategy splits)."""
     whole, rest = divmod(len(view), opts.batch_size)
-    return whole + (rest >= share.replicas)
+    return whole + (rest >= replicas)
 
 
 def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence[str], seed: int, index: tf.Tensor):

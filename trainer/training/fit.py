@@ -62,8 +62,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
     store, resumed = build_and_restore(config, splits, run, strategy, scaling,
                                        standardization_stats(config, splits, train_opts))
-    steps_per_epoch = steps(splits.train.view, train_opts,
-                            Share(replicas=devices.input_replicas(strategy)))
+    steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
     # Evaluation data, usually a small part, is read whole by each worker, which evaluates its
     # own part of every batch (the strategy splits them): the metrics cover every row once.
