@@ -14,12 +14,12 @@ import gcs_emulator
 from conftest import ROOT, blob_images, write_npz
 from trainer.outputs import modelfile
 
-# Each worker builds its model through the user-builder hook, so that the test can see the
-# weights a worker ends with even where that worker's own files are deleted.
+# Each worker builds the demo's model through the user-builder hook, so that the test can see
+# the weights a worker ends with even where that worker's own files are deleted.
 WORKER = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from trainer.kerasflavor import keras
+    from trainer.models import shapes_cnn
 
     def digest(model):
         return hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes()
@@ -27,8 +27,7 @@ WORKER = textwrap.dedent("""
 
     MODELS = []
     def build(input_shape, num_outputs):
-        model = keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(4, 3, activation="relu"),
-                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(num_outputs)])
+        model = shapes_cnn(input_shape, num_outputs)
         MODELS.append(model)
         print("INITIAL", digest(model), flush=True)
         return model
@@ -51,10 +50,16 @@ def _line(stdout: str, tag: str) -> str:
     return [line.split()[1] for line in stdout.splitlines() if line.startswith(tag + " ")][-1]
 
 
-def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
-    x, label, _ = blob_images(240, seed=3)
-    data = write_npz(tmp_path / "data", "a.npz", x, label)
+def _test_accuracy(run) -> float:
+    return json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+
+
+def test_two_workers_train_the_demo_in_step_as_well_as_one_and_only_the_chief_writes(tmp_path):
+    """The demo (generated shapes) on two workers, and on one with the same global batch:
+    each worker reads its half of the data, and the test accuracy is the same within noise."""
     out = tmp_path / "out"
+    common = ["model.name=__main__:build", "train.epochs=4", "train.restore_best=false",
+              "train.early_stopping_patience=0", "train.scale_lr_with_replicas=false"]
     ports = [gcs_emulator.free_port(), gcs_emulator.free_port()]
     procs = []
     for index in range(2):
@@ -65,10 +70,13 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
         env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmp),
                    TF_CPP_MIN_LOG_LEVEL="3")
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(out), "name=mw", "data.format=npz",
-             f"data.train={data}", "model.name=__main__:build", "train.epochs=2",
-             "train.batch_size=16", "train.restore_best=false", "train.early_stopping_patience=0"],
+            [sys.executable, "-c", WORKER, str(out), "name=mw", "train.batch_size=16", *common],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs.append(subprocess.Popen(  # one worker, the same global batch of 32
+        [sys.executable, "-c", WORKER, str(tmp_path / "one"), "name=sw", "train.batch_size=32",
+         "output.plots=false", "output.report=false", *common], cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
     try:
         results = [p.communicate(timeout=400) for p in procs]
     finally:
@@ -76,16 +84,23 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(tmp_path):
             p.kill()
     for p, (stdout, stderr) in zip(procs, results):
         assert p.returncode == 0, stderr[-3000:]
-    (chief_out, _), (worker_out, _) = results
+    (chief_out, _), (worker_out, _), _ = results
 
-    final = {_line(o, "FINAL") for o, _ in results}
+    final = {_line(o, "FINAL") for o, _ in results[:2]}
     assert len(final) == 1  # both workers end with the same weights ...
     assert final != {_line(chief_out, "INITIAL")}  # ... after training changed them
     model, _ = modelfile.load(str(out / "mw" / "model.h5"))
     assert {_digest(model.get_weights())} == final  # the chief's model.h5 holds them
     assert "replicas in sync: 2" in chief_out
     assert "(worker 1: the chief writes the run)" in worker_out
-    assert json.loads((out / "mw" / "metrics.json").read_text())["training"]["replicas"] == 2
+    metrics = json.loads((out / "mw" / "metrics.json").read_text())
+    assert metrics["training"]["replicas"] == 2
+    # 840 training images a epoch: each worker reads 420, the one worker all of them.
+    assert {_rows_read(o)[-1] for o, _ in results[:2]} == {420}
+    assert _rows_read(results[2][0])[-1] == 840
+    # Within noise: the test split is 120 images, and the demo's model gets (nearly) all right.
+    assert _test_accuracy(tmp_path / "one" / "sw") >= 0.95
+    assert abs(_test_accuracy(out / "mw") - _test_accuracy(tmp_path / "one" / "sw")) <= 0.05
 
     # Only the chief's run exists; the other worker's files lived in its temp dir and are gone.
     assert sorted(os.listdir(out)) == ["mw"]
@@ -134,13 +149,21 @@ def _steps(stdout: str) -> list[set]:
             for line in stdout.splitlines() if line.startswith("ROWS [")]
 
 
-def test_two_workers_split_each_batch_and_match_one_worker_with_the_same_global_batch(tmp_path):
+def _rows_read(stdout: str) -> list[int]:
+    """`rows_read` of each epoch's log record."""
+    return [int(float(line.split("rows_read=", 1)[1].split()[0]))
+            for line in stdout.splitlines() if "rows_read=" in line]
+
+
+def test_two_workers_each_read_their_own_half_of_every_epoch(tmp_path):
     x, label, _ = blob_images(240, seed=3)
     x[:, 0, 0] = np.arange(240)  # each row carries its id
     data = write_npz(tmp_path / "data", "a.npz", x, label)
+    epochs = 2
     common = [f"data.train={data}", "data.format=npz", "data.standardize=false",
-              "model.name=__main__:build", "train.epochs=2", "train.restore_best=false",
-              "train.early_stopping_patience=0", "train.scale_lr_with_replicas=false",
+              "data.shuffle_block=20", "model.name=__main__:build", f"train.epochs={epochs}",
+              "train.restore_best=false", "train.early_stopping_patience=0",
+              "train.scale_lr_with_replicas=false", "train.class_weight=balanced",
               "output.plots=false", "output.report=false"]
 
     def start(out, name, batch, env):
@@ -167,17 +190,25 @@ def test_two_workers_split_each_batch_and_match_one_worker_with_the_same_global_
     chief, worker, alone = (_steps(out) for out, _ in results)
     assert "global batch: 16 (8 per replica x 2)" in results[0][0]
 
-    # Every step, each worker trains on half the rows (8; 4 in an epoch's last, short step), rows
-    # of its own, and together they are the rows one worker with a batch of 16 trains on then.
-    assert len(chief) == len(worker) == len(alone) > 0
-    for step, (a, b, whole) in enumerate(zip(chief, worker, alone)):
-        assert len(a) == len(b) == len(whole) // 2 and not a & b, (step, a, b)
-        assert a | b == whole, (step, a, b, whole)
-    # and the two workers end where the one worker ends, up to the order of float sums
-    two = np.load(tmp_path / "w0.npz")
-    one = np.load(tmp_path / "one.npz")
-    assert len(two.files) == len(one.files) == 4
-    for key in one.files:
-        np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5)
-    for key in one.files:
-        assert np.array_equal(two[key], np.load(tmp_path / "w1.npz")[key])
+    # 168 training rows (240 less the carved validation and test rows): 10 steps of 16 and a
+    # last one of 8, 4 rows for each replica. Both workers run every step.
+    steps = len(alone) // epochs
+    assert len(alone) == epochs * steps and steps == 11
+    assert len(chief) == len(worker) == len(alone)
+    for a, b in zip(chief, worker):
+        assert len(a) == len(b) > 0
+    reads = [_rows_read(out) for out, _ in results]
+    for epoch in range(epochs):
+        at = slice(epoch * steps, (epoch + 1) * steps)
+        mine, theirs, whole = (set().union(*rows[at]) for rows in (chief, worker, alone))
+        # Each worker trains on its own half of the epoch, and together on every row once ...
+        assert len(whole) == 168 and len(mine) == len(theirs) == 84
+        assert not mine & theirs and mine | theirs == whole
+        # ... which is all that its reader read: nothing is read to be thrown away.
+        assert [r[epoch] for r in reads] == [84, 84, 168]
+    # The two workers' halves are parts of one drawn order, not each worker's own shuffle of
+    # the same rows: an epoch's halves differ from the next epoch's.
+    assert set().union(*chief[:steps]) != set().union(*chief[steps:])
+    first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    for key in first.files:  # and the two workers train one model
+        assert np.array_equal(first[key], second[key])

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from trainer.data.pipeline import PipelineOptions, augment, make_dataset, steps
+from trainer.data.pipeline import (PipelineOptions, RowsRead, Share, augment, make_dataset,
+                                   steps)
 from trainer.data.source import Source, View, array_shard
 from trainer.data.stats import channel_stats
 
@@ -51,6 +52,56 @@ def test_every_epoch_a_new_order_across_all_shards_repeatable_from_the_seed():
     # ... and a batch of 50 draws on most of the 8 shards, not one
     shards_per_batch = [len(set(a0[i:i + 50] // 250)) for i in range(0, 2000, 50)]
     assert np.mean(shards_per_batch) >= 6
+
+
+def _worker_batches(view, opts, share, epochs=2, first_step=0):
+    """One worker's pipeline: its per-replica batches, and its reader's rows per epoch."""
+    rows_read = RowsRead()
+    ds = make_dataset(view, view.labels, opts, epochs=epochs, share=share, rows_read=rows_read,
+                      first_step=first_step)
+    return [(x.numpy(), y.numpy()) for x, y in ds], rows_read
+
+
+@pytest.mark.parametrize("workers,replicas,rows", [(2, 4, 2003), (3, 3, 1999)])
+def test_each_worker_reads_its_own_part_of_every_epoch(workers, replicas, rows):
+    # A global batch of 48: with 2003 rows and 4 replicas (2 a worker) the last step's 35 rows
+    # are spread 9, 9, 9, 8; with 1999 rows and 3 replicas its 31 rows 11, 10, 10.
+    source = _ids_view(n_shards=8, per_shard=250).source
+    if rows > 2000:  # and a short shard
+        source = Source([*source.shards, array_shard(
+            np.full((3, 4, 4, 1), 7.0, np.float32), np.arange(2000, 2003, dtype=np.int32), "x")])
+    view = View(source, np.arange(rows))
+    opts = PipelineOptions(batch_size=48, shuffle=True, seed=5, window=300, block=25,
+                           augment=("flip_left_right",))
+    local = replicas // workers
+    per = steps(view, opts, replicas)
+    parts = [_worker_batches(view, opts, Share(workers, k, replicas)) for k in range(workers)]
+    for k, (batches, rows_read) in enumerate(parts):
+        assert len(batches) == 2 * per * local  # the same steps on every worker
+        assert all(len(y) == 48 // replicas for _, y in batches[:(per - 1) * local])
+        assert all(len(y) >= 1 for _, y in batches)
+    for e in range(2):
+        mine = [np.concatenate([y for _, y in b[e * per * local:(e + 1) * per * local]])
+                for b, _ in parts]
+        # each row is read by exactly one worker, and all of them read every row between them
+        assert sorted(np.concatenate(mine)) == list(range(len(view)))
+        assert [r[e] for _, r in parts] == [len(m) for m in mine]
+        assert max(map(len, mine)) - min(map(len, mine)) <= local
+    # a worker resumed at step 5 gets the batches (and augmentation) it had from step 5 on
+    again, _ = _worker_batches(view, opts, Share(workers, workers - 1, replicas), first_step=5)
+    whole = parts[-1][0][5 * local:]
+    assert len(again) == len(whole)
+    for (x, y), (x0, y0) in zip(again, whole):
+        assert np.array_equal(y, y0) and np.array_equal(x, x0)
+
+
+def test_a_remainder_smaller_than_the_replicas_waits_for_the_next_epoch():
+    view = View(_ids_view(n_shards=2, per_shard=50).source, np.arange(99))  # 96 + 3 rows
+    opts = PipelineOptions(batch_size=24, shuffle=True, seed=1, window=50, block=10)
+    assert steps(view, opts) == 5 and steps(view, opts, replicas=4) == 4
+    seen = [np.concatenate([y for _, y in _worker_batches(view, opts, Share(2, k, 4), 1)[0]])
+            for k in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 48 and not set(seen[0]) & set(seen[1])
 
 
 def test_evaluation_keeps_file_order():

@@ -14,12 +14,20 @@ and a batch is a view of it. No per-sample work is done in Python or tf.data; th
 work is the optional augmentation, vectorised over the batch. Buffers are reused once TensorFlow
 has let go of every batch cut from them, so memory is a few windows, whatever the size of the
 data set.
+
+A job with several workers (MultiWorkerMirroredStrategy) runs one pipeline per worker, made by
+the strategy's `distribute_datasets_from_function`; its `InputContext` gives each pipeline a
+`Share`. Every worker draws the same block order, and each reads only its own contiguous part
+of it (a block on the border is cut between the two): each row is read by exactly one worker an
+epoch, and the parts together are the whole order. Every worker runs the same number of steps:
+each step gives every replica `batch_size` rows, and the epoch's last, short step splits its
+rows evenly over all replicas (a remainder smaller than the number of replicas is left out of
+that epoch: a different few rows each epoch, since the order is drawn anew).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import sys
@@ -38,6 +46,80 @@ from trainer.kerasflavor import tf
 
 WINDOW_BYTES = 256 << 20  # a window never holds more than this, whatever `shuffle_window` says
 ALIGN = 64  # TensorFlow takes a NumPy buffer without a copy when it is aligned to this
+
+
+@dataclass(frozen=True)
+class Share:
+    """Which part of each epoch one input pipeline reads, and how it cuts its batches.
+
+    The default, one pipeline feeding one model (`replicas=1`), reads everything and yields
+    global batches, which a one-machine strategy splits between its GPUs itself. With
+    `pipelines` > 1 (one per worker), pipeline `index` reads only its part of the epoch and
+    yields per-replica batches for its own `replicas // pipelines` replicas, as
+    `distribute_datasets_from_function` expects.
+    """
+
+    pipelines: int = 1
+    index: int = 0
+    replicas: int = 1  # the replicas that the pipelines together feed per-replica batches
+
+    @property
+    def local_replicas(self) -> int:
+        return self.replicas // self.pipelines
+
+
+WHOLE = Share()
+
+
+def share_of(context: tf.distribute.InputContext) -> Share:
+    """This worker's share, from the strategy's input context."""
+    return Share(context.num_input_pipelines, context.input_pipeline_id,
+                 context.num_replicas_in_sync)
+
+
+def share_rows(rows: int, batch: int, share: Share) -> tuple[int, int]:
+    """[start, stop) of the pipeline's part of an epoch of `rows` rows in its drawn order, for
+    a global batch of `batch` rows.
+
+    Each replica gets `batch // replicas` rows a step; the last, short step's rows are spread
+    over the replicas (one more to the first ones), or left out when fewer than the replicas.
+    """
+    full, rest = divmod(rows, batch)
+    if rest < share.replicas:
+        rest = 0
+    per = full * (batch // share.replicas) + rest // share.replicas + (
+        np.arange(share.replicas) < rest % share.replicas)
+    bounds = np.concatenate([[0], np.cumsum(per)])
+    first = share.index * share.local_replicas
+    return int(bounds[first]), int(bounds[first + share.local_replicas])
+
+
+def part_of(blocks: list[Block], start: int, stop: int) -> list[Block]:
+    """The rows [start, stop) of the blocks' rows in this order, as blocks (the two at the
+    ends cut)."""
+    out, at = [], 0
+    for block in blocks:
+        n = len(block.rows)
+        lo, hi = max(start - at, 0), min(stop - at, n)
+        if lo < hi:
+            out.append(block if hi - lo == n else
+                       Block(block.shard, block.rows[lo:hi], block.positions[lo:hi]))
+        at += n
+    return out
+
+
+class RowsRead:
+    """The rows that this process's reader delivered, per epoch: with several workers, its
+    share of the data (the epoch record logs it as `rows_read`)."""
+
+    def __init__(self):
+        self.by_epoch: dict[int, int] = {}
+
+    def add(self, epoch: int, rows: int) -> None:
+        self.by_epoch[epoch] = self.by_epoch.get(epoch, 0) + rows
+
+    def __getitem__(self, epoch: int) -> int:
+        return self.by_epoch.get(epoch, 0)
 
 
 @dataclass(frozen=True)
@@ -134,16 +216,20 @@ class Buffers:
 
 
 def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
-            buffers: Optional[Buffers] = None, tally: Optional[Tally] = None
+            buffers: Optional[Buffers] = None, tally: Optional[Tally] = None,
+            share: Share = WHOLE, rows_read: Optional[RowsRead] = None
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) per window, rows in the epoch's order; all windows but the last hold
-    whole batches. The images are a view of a pooled buffer: do not keep it past the next window
-    unless TensorFlow holds it (which the pool sees). Each window is checked for NaN and Inf as
-    it is read (`tally`, by default one for this pass)."""
+    """(images, labels) per window, rows in the epoch's order (only the `share`'s part of it);
+    all windows but the last hold whole steps. The images are a view of a pooled buffer: do not
+    keep it past the next window unless TensorFlow holds it (which the pool sees). Each window
+    is checked for NaN and Inf as it is read (`tally`, by default one for this pass); the rows
+    the reader delivers are counted in `rows_read`."""
     if tally is None:
         tally = Tally(view.name, opts.nonfinite)
     blocks, rng = epoch_order(view, opts, epoch)
-    rows, batch = window_rows(view, opts), opts.batch_size
+    if share != WHOLE:
+        blocks = part_of(blocks, *share_rows(len(view), opts.batch_size, share))
+    rows, batch = window_rows(view, opts), opts.batch_size // share.pipelines  # rows a step
     plan = plan_windows(blocks, rows, batch)
     if buffers is None:
         buffers = Buffers(view.stored_shape, rows + opts.block + batch)
@@ -166,8 +252,9 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
         read = 0
         for w, (group, carry, keep) in enumerate(plan):
             x, order, reads = pending
-            for r in reads:
-                r.result()
+            delivered = sum(r.result() for r in reads)
+            if rows_read is not None:
+                rows_read.add(epoch, delivered)
             if carry:  # the previous window's last rows, not yet batched, join this one
                 x[order[:carry]] = carry_x
             labels = np.empty((len(order), *y.shape[1:]), y.dtype)
@@ -186,11 +273,16 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
 
 
 def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: int = 0,
-                 epochs: int = 1, first_step: int = 0, split: str = "") -> tf.data.Dataset:
-    """Batches of `epochs` epochs back to back (`steps_per_epoch` = `steps(view, opts)`), the
-    first one starting at batch `first_step` (a run resumed mid-epoch gets the batches the
-    uninterrupted run would have had: same order, same augmentation). NaN and Inf are refused
-    or zeroed as read (`opts.nonfinite`); messages call the data the `split` split."""
+                 epochs: int = 1, first_step: int = 0, split: str = "", share: Share = WHOLE,
+                 rows_read: Optional[RowsRead] = None) -> tf.data.Dataset:
+    """Batches of `epochs` epochs back to back (`steps_per_epoch`: `steps(view, opts,
+    share.replicas)`), the first one starting at step `first_step` (a run resumed mid-epoch gets
+    the batches the uninterrupted run would have had: same order, same augmentation). NaN and
+    Inf are refused or zeroed as read (`opts.nonfinite`); messages call the data the `split`
+    split.
+
+    With a `share` of several pipelines, this is one worker's pipeline: its part of each epoch,
+    as `local_replicas` per-replica batches a step."""
     if "rot90" in opts.augment and view.sample_shape[0] != view.sample_shape[1]:
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
@@ -201,30 +293,48 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     buffers = Buffers(view.stored_shape, window_rows(view, opts) + opts.block + batch)
     channels_first = view.source.channels_first
     tally = Tally(split or view.name, opts.nonfinite)  # one for all epochs: logged once
+    pieces = share.local_replicas  # batches a step: one per replica this pipeline feeds
+    piece = batch // share.replicas  # rows of each, but in an epoch's last, short step
 
     def one_epoch(epoch):
-        return tf.data.Dataset.from_generator(lambda e: windows(view, y, opts, int(e), buffers,
-                                                                tally),
-                                              args=(epoch,), output_signature=signature)
+        return tf.data.Dataset.from_generator(
+            lambda e: windows(view, y, opts, int(e), buffers, tally, share, rows_read),
+            args=(epoch,), output_signature=signature)
 
     def cut(x, labels):
-        # Slices along the first axis of an aligned buffer: views, not copies.
+        # Slices along the first axis of an aligned buffer: views, not copies. A window holds
+        # whole steps of `pieces` batches, but the epoch's last window, whose short last step
+        # is cut into `pieces` batches as even as can be.
         n = tf.shape(labels, out_type=tf.int64)[0]
+        whole = n // (piece * pieces) * (piece * pieces)
+        short = whole + tf.range(pieces, dtype=tf.int64) * (n - whole) // pieces
+        # Sorted starts and the end; a window that ends on a whole step has no short one.
+        bounds = tf.unique(tf.concat([tf.range(0, whole, piece, dtype=tf.int64), short, [n]], 0)).y
+        starts = tf.data.Dataset.range(tf.size(bounds, out_type=tf.int64) - 1)
         if channels_first:  # (N, C, H, W) -> (N, H, W, C): one copy per batch, in TensorFlow
-            return tf.data.Dataset.range(0, n, batch).map(
-                lambda i: (tf.transpose(x[i:i + batch], [0, 2, 3, 1]), labels[i:i + batch]),
+            return starts.map(
+                lambda i: (tf.transpose(x[bounds[i]:bounds[i + 1]], [0, 2, 3, 1]),
+                           labels[bounds[i]:bounds[i + 1]]),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return tf.data.Dataset.range(0, n, batch).map(lambda i: (x[i:i + batch], labels[i:i + batch]))
+        return starts.map(lambda i: (x[bounds[i]:bounds[i + 1]], labels[bounds[i]:bounds[i + 1]]))
 
     ds = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch).flat_map(cut)
-    ds = ds.skip(first_step)
+    ds = ds.skip(first_step * pieces)
     if opts.shuffle and opts.augment:
-        # Keyed by the batch's index since epoch 0, whichever epoch this dataset starts at.
-        start = first_epoch * steps(view, opts) + first_step
-        ds = ds.enumerate(start=start).map(lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, i),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Keyed by the step's index since epoch 0, whichever epoch this dataset starts at, and
+        # the replica the batch is for (one pipeline, one replica: the step's index).
+        start = (first_epoch * steps(view, opts, share.replicas) + first_step) * pieces
+        first = share.index * pieces
+
+        def key(i):
+            return i // pieces * share.replicas + first + i % pieces
+
+        ds = ds.enumerate(start=start).map(
+            lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, key(i)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
-    # Data-parallel strategies split batches across replicas; the files are not split by worker.
+    # Where the strategy distributes this dataset itself (one machine; evaluation), it splits
+    # each batch between the replicas; a worker's own pipeline (`share`) is not split further.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     # Parallelism follows the machine: tf.data's own threads, as many as it has cores, tuned by
     # AUTOTUNE (the reads run in `opts.threads` threads of their own).
@@ -244,8 +354,12 @@ def count_samples(ds: tf.data.Dataset) -> int:
     return int(run(ds))
 
 
-def steps(view: View, opts: PipelineOptions) -> int:
-    return math.ceil(len(view) / opts.batch_size)
+def steps(view: View, opts: PipelineOptions, replicas: int = 1) -> int:
+    """Steps an epoch: every global batch, and a last, short one unless it holds fewer rows
+    than the `replicas` that per-worker pipelines split it between (1: one pipeline, which
+    the strategy splits)."""
+    whole, rest = divmod(len(view), opts.batch_size)
+    return whole + (rest >= replicas)
 
 
 def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence[str], seed: int, index: tf.Tensor):

@@ -269,8 +269,9 @@ class View:
         x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return x.reshape(len(rows), *self.stored_shape)
 
-    def read_into(self, block: Block, out: np.ndarray, slots: np.ndarray) -> None:
-        """The block's images into `out[slots]` (`out` C-contiguous, (N, *stored_shape)).
+    def read_into(self, block: Block, out: np.ndarray, slots: np.ndarray) -> int:
+        """The block's images into `out[slots]` (`out` C-contiguous, (N, *stored_shape)); returns
+        the rows read (the pipeline counts them).
 
         Raw rows of `out`'s dtype are copied from the file straight into their slots, one copy
         (gaps of a carved split are skipped or read through, never kept); other shards are read
@@ -282,10 +283,11 @@ class View:
         raw, row_bytes = shard.raw, out[:1].nbytes
         if raw is None or shard.dtype != out.dtype or raw.size != row_bytes or not out.flags.c_contiguous:
             out[slots] = self.read_stored(block)
-            return
+            return len(slots)
         got = storage.read_rows_into(raw.path, raw.at(block.rows), row_bytes, out, slots * row_bytes)
         if got < len(block.rows):
             _short_read(shard, got, len(block.rows), int(block.rows[0]), int(block.rows[-1]) + 1)
+        return got
 
     def iter_chunks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(images, labels) block by block, in order: the streaming pass of stats and checks."""

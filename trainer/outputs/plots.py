@@ -11,7 +11,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 # Columns of history.csv that are bookkeeping, not a quantity with a training and a validation curve.
-_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s"}
+_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s", "rows_read"}
 
 
 def curve_names(history: list[dict]) -> list[str]:

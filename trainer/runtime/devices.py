@@ -54,6 +54,20 @@ def choose_strategy(name: str, platform: Platform) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+def input_replicas(strategy: tf.distribute.Strategy) -> int:
+    """The replicas that per-worker input pipelines feed, or 1 where one pipeline feeds the
+    strategy, which splits its global batches itself.
+
+    Several workers (MultiWorkerMirroredStrategy) each read their own share of the data through
+    `distribute_datasets_from_function`; one machine, however many GPUs, keeps one pipeline.
+    """
+    from trainer.kerasflavor import tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy.num_replicas_in_sync
+    return 1
+
+
 @dataclass(frozen=True)
 class Accelerators:
     """What this process can compute on, as the precision and XLA defaults need it."""

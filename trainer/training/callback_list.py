@@ -10,6 +10,7 @@ import numpy as np
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
 from trainer.callbacks.epoch_checkpoint import EpochCheckpoint
 from trainer.callbacks.epoch_log import EpochLog
+from trainer.callbacks.epoch_reads import EpochReads
 from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import HistogramLogger
 from trainer.callbacks.live_tensorboard import LiveTensorBoard
@@ -18,6 +19,7 @@ from trainer.callbacks.progress_line import ProgressLine
 from trainer.config import Config, TrainConfig
 from trainer.data import Splits
 from trainer.data.finite import zeroed
+from trainer.data.pipeline import RowsRead
 from trainer.kerasflavor import keras
 from trainer.storage.rundir import RunDir
 from trainer.config import monitor_mode
@@ -35,13 +37,17 @@ class ResumesFromHistory(Protocol):
 
 def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: CheckpointStore,
                   steps_per_epoch: int, sigterm: Optional[SigtermWatch],
-                  extra: Sequence[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
-    """Every callback the config asks for; `extra` are the platform's (e.g. the tuner's). Those
+                  extra: Sequence[keras.callbacks.Callback] = (),
+                  rows_read: Optional[RowsRead] = None) -> list[keras.callbacks.Callback]:
+    """Every callback the config asks for; `extra` are the platform's (e.g. the tuner's);
+    `rows_read`, the training pipeline's count, goes into each epoch's record. Those
     with state of their own continue from the checkpointed history, so a resumed run, whether
     from its epoch checkpoint or its preemption backup, decides as an uninterrupted one."""
     t = config.train
-    callbacks: list = [EpochTimer(len(splits.train)), keras.callbacks.TerminateOnNaN(),
-                       EpochCheckpoint(store)]
+    callbacks: list = [EpochTimer(len(splits.train))]
+    if rows_read is not None:
+        callbacks.append(EpochReads(rows_read))
+    callbacks += [keras.callbacks.TerminateOnNaN(), EpochCheckpoint(store)]
     early = early_stopping(t)
     if early is not None:
         callbacks.append(early)

@@ -10,6 +10,7 @@ import numpy as np
 
 from trainer.config import Config
 from trainer.data import Splits
+from trainer.kerasflavor import tf
 
 log = logging.getLogger("trainer")
 
@@ -28,3 +29,10 @@ def training_class_weights(config: Config, splits: Splits) -> Optional[dict[int,
     weights = class_weights(splits.train.y, splits.num_outputs)
     log.info("class weights: %s", {splits.class_names[i]: round(w, 3) for i, w in weights.items()})
     return weights
+
+
+def with_sample_weights(ds: tf.data.Dataset, weights: dict[int, float]) -> tf.data.Dataset:
+    """(x, y) -> (x, y, each sample's class weight): what `fit(class_weight=...)` does, for a
+    dataset that `fit` gets already distributed (one pipeline per worker), which it cannot map."""
+    table = tf.constant([weights[i] for i in range(len(weights))], tf.float32)
+    return ds.map(lambda x, y: (x, y, tf.gather(table, tf.cast(y, tf.int32))))

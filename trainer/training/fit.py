@@ -16,17 +16,17 @@ import numpy as np
 
 from trainer.config import Config
 from trainer.data import Splits
-from trainer.data.pipeline import (PipelineOptions, data_errors, make_dataset, pipeline_options,
-                                   steps, window_rows)
+from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, data_errors,
+                                   make_dataset, pipeline_options, share_of, steps, window_rows)
 from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.models import build_model, compile_model
-from trainer.runtime import logs
+from trainer.runtime import devices, logs
 from trainer.storage.rundir import RunDir
 from trainer.training.callback_list import fit_callbacks
 from trainer.training.checkpoints import CheckpointStore
-from trainer.training.class_weights import training_class_weights
+from trainer.training.class_weights import training_class_weights, with_sample_weights
 from trainer.training.evaluation import evaluate, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
@@ -65,15 +65,18 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
     store, resumed = build_and_restore(config, splits, run, strategy, scaling,
                                        standardization_stats(config, splits, train_opts))
-    steps_per_epoch = steps(splits.train.view, train_opts)
+    steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
+    # Evaluation data, usually a small part, is read whole by each worker, which evaluates its
+    # own part of every batch (the strategy splits them): the metrics cover every row once.
     held = {k: make_dataset(p.view, p.y, eval_opts, split=k)
             for k, p in splits.present.items() if k != "train"}
     val_ds = held.get("val")
+    rows_read = RowsRead()
     callbacks = fit_callbacks(config, splits, run, store, steps_per_epoch, sigterm,
-                              extra_callbacks)
+                              extra_callbacks, rows_read)
     trained = fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks,
-                  sigterm)
+                  sigterm, strategy, rows_read)
     best_epoch = restore_best_epoch(config, store, strategy)
     metrics = evaluate(store.model, held)
     # The final figures' split: test, or validation where there is no test split.
@@ -134,7 +137,8 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
 
 def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: PipelineOptions,
         val_ds: Optional[tf.data.Dataset], start: Start, steps_per_epoch: int,
-        callbacks: Sequence[keras.callbacks.Callback], sigterm: Optional[SigtermWatch]) -> bool:
+        callbacks: Sequence[keras.callbacks.Callback], sigterm: Optional[SigtermWatch],
+        strategy: tf.distribute.Strategy, rows_read: Optional[RowsRead] = None) -> bool:
     """Train from `start` to `train.epochs`, unless the run is complete or stopped early; an
     early stop is recorded in the checkpoint state, so a re-run trains no further. Returns
     whether any epoch was trained; the changes the re-run brings are recorded from its first."""
@@ -152,13 +156,13 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
     for line in change_lines(store.state["changes"][len(store.state["changes"])
                                                     - len(store.pending_changes):]):
         log.info("resumed with a change: %s", line)
-    train_ds = make_dataset(splits.train.view, splits.train.y, train_opts, first_epoch=start.epoch,
-                            epochs=t.epochs - start.epoch, first_step=start.step, split="train")
+    train_ds, class_weight = training_input(strategy, splits, train_opts, start, t.epochs,
+                                            training_class_weights(config, splits), rows_read)
     fitting = sigterm.deferred() if sigterm is not None else contextlib.nullcontext()
     with data_errors(), fitting:
         store.model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
                         initial_epoch=start.epoch, steps_per_epoch=steps_per_epoch,
-                        class_weight=training_class_weights(config, splits), callbacks=callbacks,
+                        class_weight=class_weight, callbacks=callbacks,
                         verbose=1 if logs.interactive() else 0)
     stopped = [c.stopped_epoch for c in callbacks
                if isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0]
@@ -168,6 +172,30 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
         log.info("early stopping after epoch %d: %s did not improve for %d epochs",
                  stopped[0] + 1, t.monitor, t.early_stopping_patience)
     return True
+
+
+def training_input(strategy: tf.distribute.Strategy, splits: Splits, opts: PipelineOptions,
+                   start: Start, epochs: int, class_weight: Optional[dict[int, float]],
+                   rows_read: Optional[RowsRead]):
+    """The training batches from `start` to `epochs`, and the class weights `fit` still has to
+    apply. One machine: one pipeline, whose global batches the strategy splits between its
+    replicas. Several workers: one pipeline per worker, made by the strategy from its input
+    context, each reading only its share of every epoch (the weights are applied in it)."""
+    view, y = splits.train.view, splits.train.y
+
+    def pipeline(share: Share) -> tf.data.Dataset:
+        return make_dataset(view, y, opts, first_epoch=start.epoch, epochs=epochs - start.epoch,
+                            first_step=start.step, split="train", share=share,
+                            rows_read=rows_read)
+
+    if devices.input_replicas(strategy) == 1:
+        return pipeline(WHOLE), class_weight
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = pipeline(share_of(context))
+        return ds if class_weight is None else with_sample_weights(ds, class_weight)
+
+    return strategy.distribute_datasets_from_function(per_worker), None
 
 
 def restore_best_epoch(config: Config, store: CheckpointStore,
