@@ -169,9 +169,11 @@ class TrainConfig:
         "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0,
         max=2**32 - 1,
     )
-    deterministic: bool = _doc(
-        "Use deterministic TensorFlow ops, so a CPU run with the same seed repeats exactly.",
-        default=True,
+    deterministic: Union[str, bool] = _doc(
+        "Deterministic TensorFlow ops, so that a run with the same seed repeats exactly and a "
+        "resumed run matches an uninterrupted one bit for bit: `auto` (on the CPU, where they "
+        "cost little; off on a GPU, where they force slower cuDNN algorithms), `true` or `false`.",
+        default="auto", choices=("auto", True, False),
     )
     loss: Optional[str] = _doc(
         "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
@@ -186,9 +188,18 @@ class TrainConfig:
         "for classification; `mse`, `mae`, `RootMeanSquaredError`, ... for regression).",
         default=None,
     )
-    early_stopping_patience: int = _doc(
-        "Stop after this many epochs without improvement of `monitor`; 0 turns it off.",
-        default=5, min=0, max=100_000,
+    early_stopping_patience: Union[int, str] = _doc(
+        "Stop after this many epochs without improvement of `monitor`; 0 turns it off. `auto` "
+        "scales it with the run's length, `max(10, epochs // 4)`, so that a noisy validation "
+        "loss does not stop a run early (the seeds used a fixed 5 to 8).",
+        default="auto", min=0, max=100_000, words=("auto",),
+    )
+    lr_schedule: str = _doc(
+        "How the learning rate moves: `cosine` (a linear warm-up over the first epoch, at most "
+        "a tenth of the run, then a cosine decay to zero at `epochs`), `plateau` (divided by 5 "
+        "after max(2, patience // 3) epochs without improvement of `monitor`), or `constant` "
+        "(the seeds' own setting). `learning_rate` is the peak.",
+        default="cosine", choices=("cosine", "plateau", "constant"),
     )
     monitor: str = _doc(
         "The quantity for early stopping and best-model selection.", default="val_loss"
@@ -208,7 +219,8 @@ class TrainConfig:
         default="auto", choices=("auto", "mirrored", "default"),
     )
     mixed_precision: str = _doc(
-        "`auto` (float16 compute on a GPU that supports it, off on the CPU), `float16`, "
+        "`auto` (bfloat16 compute on Ampere and later GPUs and on CPUs with AMX-BF16 or "
+        "AVX512-BF16, float16 on older GPUs with tensor cores, off elsewhere), `float16`, "
         "`bfloat16` or `off`. Outputs and loss stay float32; float16 uses loss scaling; the saved "
         "`model.h5` is float32 and loads on any machine.",
         default="auto", choices=("auto", "float16", "bfloat16", "off"),
@@ -217,6 +229,14 @@ class TrainConfig:
         "XLA compilation: `auto` (on with a GPU, off on the CPU, where it is slower for these "
         "models), `true` or `false`.",
         default="auto", choices=("auto", True, False),
+    )
+    steps_per_execution: Union[int, str] = _doc(
+        "Training steps per call into TensorFlow (Keras's `steps_per_execution`): fewer calls, "
+        "less overhead per step. `auto` picks it from the step time the model's FLOPs and the "
+        "device's measured peak predict, so that one call lasts about 0.2 s (at most 64 steps). "
+        "Per-batch callbacks then run once per call: a preemption backup waits for the call to "
+        "end and still lands on a batch boundary.",
+        default="auto", min=1, max=10_000, words=("auto",),
     )
     scale_lr_with_replicas: bool = _doc(
         "Multiply `learning_rate` by the replicas in sync (the linear scaling rule), since the "
@@ -234,6 +254,12 @@ class TrainConfig:
         "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",
         default=False,
     )
+
+    def patience(self) -> int:
+        """Early stopping's patience in epochs (0: off), `auto` resolved for this run's length."""
+        if self.early_stopping_patience == "auto":
+            return max(10, self.epochs // 4)
+        return self.early_stopping_patience
 
 
 @dataclass(frozen=True)
@@ -463,6 +489,8 @@ def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: 
     choices = meta.get("choices")
     for item in value if isinstance(value, list) and choices else [value]:
         _check_choice(item, choices, key, source)
+    if isinstance(value, str) and meta.get("words"):  # a number, or one of these words
+        _check_choice(value, meta["words"], key, source)
     length = meta.get("length")
     if length is not None and len(value) != length:
         raise _invalid(value, key, source, f"{length} values")

@@ -217,6 +217,9 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         start = first_epoch * steps(view, opts) + first_step
         ds = ds.enumerate(start=start).map(lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, i),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # A known length: Keras needs it to run several steps per call (`steps_per_execution`) over
+    # validation, test and prediction data.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(epochs * steps(view, opts) - first_step))
     options = tf.data.Options()
     # Data-parallel strategies split batches across replicas; the files are not split by worker.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -22,6 +22,7 @@ from trainer.storage.rundir import RunDir
 from trainer.config import monitor_mode
 from trainer.training.checkpoints import CheckpointStore
 from trainer.training.preemption import SigtermWatch
+from trainer.training.schedule import plateau_callback
 
 
 @runtime_checkable
@@ -44,6 +45,8 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
     early = early_stopping(t)
     if early is not None:
         callbacks.append(early)
+    if t.lr_schedule == "plateau":
+        callbacks.append(plateau_callback(t))
     if t.histograms:
         callbacks.append(histogram_logger(t, splits, run))
     callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra]
@@ -57,10 +60,9 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
 
 def early_stopping(train: TrainConfig) -> Optional[ResumableEarlyStopping]:
     """Early stopping on `train.monitor`; None when `early_stopping_patience` is 0."""
-    if train.early_stopping_patience <= 0:
+    if train.patience() <= 0:
         return None
-    return ResumableEarlyStopping(monitor=train.monitor,
-                                  patience=train.early_stopping_patience,
+    return ResumableEarlyStopping(monitor=train.monitor, patience=train.patience(),
                                   mode=monitor_mode(train.monitor))
 
 
