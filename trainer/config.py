@@ -197,7 +197,8 @@ class TrainConfig:
     lr_schedule: str = _doc(
         "How the learning rate moves: `cosine` (a linear warm-up over the first epoch, at most "
         "a tenth of the run, then a cosine decay to zero at `epochs`), `plateau` (divided by 5 "
-        "after max(2, patience // 3) epochs without improvement of `monitor`), or `constant` "
+        "after a third of the early-stopping patience (at least 1 epoch; 3 without early "
+        "stopping) without improvement of `monitor`), or `constant` "
         "(the seeds' own setting). `learning_rate` is the peak.",
         default="cosine", choices=("cosine", "plateau", "constant"),
     )

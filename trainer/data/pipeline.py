@@ -19,6 +19,7 @@ data set.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -230,15 +231,21 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def count_samples(ds: tf.data.Dataset) -> int:
-    """Consume a dataset in a graph loop (as `fit` does) and count its samples: a timing probe."""
+@functools.lru_cache(maxsize=1)
+def _counter():
     @tf.function
     def run(ds):
         n = tf.constant(0, tf.int64)
         for batch in ds:
             n += tf.shape(batch[1], out_type=tf.int64)[0]
         return n
-    return int(run(ds))
+    return run
+
+
+def count_samples(ds: tf.data.Dataset) -> int:
+    """Consume a dataset in a graph loop (as `fit` does) and count its samples: a timing probe.
+    One traced loop per process, so a second pass over the same dataset is not traced again."""
+    return int(_counter()(ds))
 
 
 def steps(view: View, opts: PipelineOptions) -> int:

@@ -40,13 +40,13 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
     with state of their own continue from the checkpointed history, so a resumed run, whether
     from its epoch checkpoint or its preemption backup, decides as an uninterrupted one."""
     t = config.train
-    callbacks: list = [EpochTimer(len(splits.train)), keras.callbacks.TerminateOnNaN(),
-                       EpochCheckpoint(store)]
+    callbacks: list = [EpochTimer(len(splits.train)), keras.callbacks.TerminateOnNaN()]
+    if t.lr_schedule == "plateau":  # before the checkpoint, which must hold the rate it sets
+        callbacks.append(plateau_callback(t))
+    callbacks.append(EpochCheckpoint(store))
     early = early_stopping(t)
     if early is not None:
         callbacks.append(early)
-    if t.lr_schedule == "plateau":
-        callbacks.append(plateau_callback(t))
     if t.histograms:
         callbacks.append(histogram_logger(t, splits, run))
     callbacks += [LiveTensorBoard(run), EpochLog(t.epochs), *extra]

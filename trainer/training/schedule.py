@@ -49,6 +49,6 @@ class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
 
 
 def plateau_callback(train: TrainConfig) -> ResumablePlateau:
-    patience = max(2, train.patience() // 3) if train.patience() else 3
+    patience = max(1, train.patience() // 3) if train.patience() else 3
     return ResumablePlateau(monitor=train.monitor, mode=monitor_mode(train.monitor),
                             factor=PLATEAU_FACTOR, patience=patience, verbose=0)

@@ -82,7 +82,7 @@ def steps_per_execution(setting, train_flops: int, batch: int, peak: float) -> i
     if setting != "auto":
         return int(setting)
     step_s = train_flops * batch / (0.5 * peak) if peak > 0 else CALL_SECONDS
-    return int(min(MAX_STEPS_PER_EXECUTION, max(1, CALL_SECONDS // max(step_s, 1e-9))))
+    return int(min(MAX_STEPS_PER_EXECUTION, max(1, CALL_SECONDS / max(step_s, 1e-9) + 1e-9)))
 
 
 def utilisation(train_flops: int, samples_per_s: float, peak: float) -> float:
