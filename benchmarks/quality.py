@@ -41,7 +41,7 @@ from trainer.training.class_weights import training_class_weights  # noqa: E402
 
 TASKS = ["hexagonal", "contact", "shapes", "digits"]
 # The keys that say how to train, left at the package's defaults for its side of the table.
-RECIPE = ["train.early_stopping_patience=auto", "train.lr_schedule=cosine",
+RECIPE = ["train.early_stopping_patience=auto", "train.lr_schedule=constant",
           "train.mixed_precision=auto", "train.steps_per_execution=auto"]
 PLAIN_PATIENCE = 10
 

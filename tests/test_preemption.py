@@ -22,10 +22,11 @@ from trainer import storage
 from trainer.training.preemption import RESTART_EXIT_CODE
 
 # The demo data on the seed CNN with dropout and augmentation: 105 batches an epoch, one step per
-# call (the batch hooks, and so the signals below, count calls), the other defaults as they are
-# (bfloat16 on a CPU that has it, the cosine schedule).
+# call (the batch hooks, and so the signals below, count calls), the cosine schedule (a function
+# of the optimizer's step, which a resume must restore), the precision as it comes (bfloat16 on a
+# CPU that has it).
 COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",
-          "train.steps_per_execution=1",
+          "train.steps_per_execution=1", "train.lr_schedule=cosine",
           "train.early_stopping_patience=0", "data.augment=[flip_left_right]",
           "output.plots=false", "output.report=false"]
 BACKUP = re.compile(r"preempted: backup after epoch (\d+) batch (\d+)/(\d+) saved")

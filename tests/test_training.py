@@ -98,13 +98,14 @@ def test_the_matmul_peak_is_measured_once_per_precision():
 
 
 def test_the_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero():
-    train = config.load(None, ["train.epochs=20", "train.learning_rate=0.01"]).train
+    train = config.load(None, ["train.epochs=20", "train.lr_schedule=cosine"]).train
     lr = learning_rate(train, 0.01, steps_per_epoch=50)
     assert float(lr(0)) == pytest.approx(0.001) and float(lr(50)) == pytest.approx(0.01)
     assert float(lr(525)) == pytest.approx(0.005, rel=0.01) and float(lr(1000)) == pytest.approx(0)
-    short = config.load(None, ["train.epochs=2"]).train  # a short run warms up for a tenth of it
+    short = config.load(None, ["train.epochs=2", "train.lr_schedule=cosine"]).train
+    # a short run warms up for a tenth of it
     assert learning_rate(short, 0.01, steps_per_epoch=50).warmup_steps == 10
-    constant = config.load(None, ["train.lr_schedule=constant"]).train
+    constant = config.load(None, []).train  # the default
     assert learning_rate(constant, 0.01, steps_per_epoch=50) == 0.01
 
 
@@ -117,3 +118,7 @@ def test_auto_patience_grows_with_the_run(epochs, patience):
 def test_a_word_other_than_auto_is_refused_for_a_number_key():
     with pytest.raises(config.UserError, match="steps_per_execution.*expected one of auto"):
         config.load(None, ["train.steps_per_execution=fast"])
+
+
+def test_precision_off_is_read_as_the_word_it_is():
+    assert config.load(None, ["train.mixed_precision=off"]).train.mixed_precision == "off"

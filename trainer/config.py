@@ -195,12 +195,13 @@ class TrainConfig:
         default="auto", min=0, max=100_000, words=("auto",),
     )
     lr_schedule: str = _doc(
-        "How the learning rate moves: `cosine` (a linear warm-up over the first epoch, at most "
-        "a tenth of the run, then a cosine decay to zero at `epochs`), `plateau` (divided by 5 "
-        "after a third of the early-stopping patience (at least 1 epoch; 3 without early "
-        "stopping) without improvement of `monitor`), or `constant` "
-        "(the seeds' own setting). `learning_rate` is the peak.",
-        default="cosine", choices=("cosine", "plateau", "constant"),
+        "How the learning rate moves: `constant` (the seeds' setting, and the best of the three "
+        "on the seeds' sample tasks, whose runs are short; see docs/performance.md), `cosine` "
+        "(a linear warm-up over the first epoch, at most a tenth of the run, then a cosine "
+        "decay to zero at `epochs`), or `plateau` (divided by 5 after a third of the "
+        "early-stopping patience, at least 1 epoch, 3 without early stopping, without "
+        "improvement of `monitor`). `learning_rate` is the peak.",
+        default="constant", choices=("constant", "cosine", "plateau"),
     )
     monitor: str = _doc(
         "The quantity for early stopping and best-model selection.", default="val_loss"
@@ -484,6 +485,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 
 
 def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: str) -> Any:
+    if kind is str and value is False and "off" in (meta.get("choices") or ()):
+        value = "off"  # YAML 1.1 reads a bare `off` as false
     value = _coerce(value, kind, key, source)
     if value is None:
         return None
