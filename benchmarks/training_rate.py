@@ -8,7 +8,8 @@ tensor loop, float32, as the PyTorch seeds train), in alternating rounds in one 
 The peer runs in its own process (`benchmarks/torch_peer.py`) under `--torch_python`, by default
 this interpreter; without torch there its row is left out and said so. Each row gives the
 median samples/s over the rounds, the ratio to the peer (median of the rounds' ratios), the
-model FLOPs utilisation against the matmul peak of the row's precision, and the goals: the
+model FLOPs utilisation against the matmul peak of the row's precision (probed again each round,
+median of the rounds), and the goals: the
 package's defaults at least 3 times the peer, and at least half the peak.
 """
 
@@ -54,7 +55,8 @@ class PackageRow:
         self.ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache().repeat()
         self.steps, self.batch = steps, batch
         precision = "bfloat16" if "bfloat16" in policy else "float32"
-        self.name = f"package, {precision}, {self.spe} step{'s' if self.spe > 1 else ''} per call"
+        calls = f"{self.spe} step{'s' if self.spe > 1 else ''} per call"
+        self.name = f"package, {precision}, {calls + ' (auto)' if spe == 'auto' else calls}"
         self.round()  # warm-up: tracing
 
     def round(self) -> float:
@@ -76,7 +78,6 @@ class PeerRow:
             raise RuntimeError("the PyTorch peer did not start")
         self.version = ready.split()[2]
         self.flops = None
-        self.peak = utilisation.matmul_peak("float32")
 
     def round(self) -> float:
         self.proc.stdin.write("round\n")
@@ -112,7 +113,12 @@ def main(argv=None) -> int:
         peer.flops = flops
         rows.append(peer)
     rates = {row.name: [] for row in rows}
+    # The peaks are probed again every round, so that each round's utilisation is against the
+    # machine as it was then (on shared cores it drifts).
+    peaks = {p: [] for p in ("float32", "mixed_bfloat16")}
     for _ in range(args.rounds):
+        for policy in peaks:
+            peaks[policy].append(utilisation.matmul_peak.__wrapped__(policy))
         for row in rows:
             rates[row.name].append(row.round())
     if peer is not None:
@@ -120,26 +126,27 @@ def main(argv=None) -> int:
 
     print(f"seed 000's network (hexagonal_cnn), {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} -> 2, batch "
           f"{args.batch}, {args.steps} steps x {args.rounds} alternating rounds; {acc.describe()}")
-    print(f"model: {flops / 1e6:.1f} MFLOP per training sample; matmul peak: "
-          f"float32 {utilisation.matmul_peak('float32') / 1e9:,.0f} GFLOP/s, bfloat16 "
-          f"{utilisation.matmul_peak('mixed_bfloat16') / 1e9:,.0f} GFLOP/s")
+    print(f"model: {flops / 1e6:.1f} MFLOP per training sample; matmul peak (median of the "
+          f"rounds): float32 {np.median(peaks['float32']) / 1e9:,.0f} GFLOP/s, bfloat16 "
+          f"{np.median(peaks['mixed_bfloat16']) / 1e9:,.0f} GFLOP/s")
     print(f"{'way':44}{'samples/s':>11}{'vs peer':>9}{'MFU':>7}")
     results = []
     for row in rows:
         median = float(np.median(rates[row.name]))
         ratio = (float(np.median(np.array(rates[row.name]) / np.array(rates[PEER])))
                  if peer is not None else None)
-        mfu = utilisation.utilisation(flops, median, row.peak)
+        policy = getattr(row, "policy", "float32")  # the peer computes in float32
+        mfu = float(np.median([utilisation.utilisation(flops, rate, peak) for rate, peak
+                               in zip(rates[row.name], peaks[policy])]))
         results.append({"way": row.name, "samples_per_s": median, "vs_peer": ratio, "mfu": mfu,
                         "rounds": rates[row.name]})
         print(f"{row.name:44}{median:>11,.0f}{ratio if ratio is not None else float('nan'):>9.2f}"
               f"{mfu:>7.1%}")
     if peer is None:
         print(f"{PEER}: left out, no torch under {args.torch_python} (use --torch_python)")
-    default = next(r for r, row in zip(results, rows)
-                   if getattr(row, "policy", None) == default_policy
-                   and getattr(row, "spe", 0) == utilisation.steps_per_execution(
-                       "auto", flops, args.batch, row.peak))
+    default = next(r for r in results
+                   if r["way"].endswith("(auto)") and ("bfloat16" in r["way"]) == (
+                       default_policy == "mixed_bfloat16"))
     print(f"the defaults on this machine ({default['way']}):"
           + (f" {default['vs_peer']:.2f}x the peer (goal 3x: {'met' if default['vs_peer'] >= 3 else 'not met'})"
              if default["vs_peer"] is not None else "")
@@ -147,7 +154,7 @@ def main(argv=None) -> int:
           f"{'met' if default['mfu'] >= 0.5 else 'not met'})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"devices": acc.describe(), "batch": args.batch, "flops": flops,
+            json.dump({"devices": acc.describe(), "batch": args.batch, "flops": flops, "peaks": peaks,
                        "torch": peer.version if peer else None, "results": results}, f, indent=2)
     return 0
 
