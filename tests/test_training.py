@@ -90,6 +90,8 @@ def test_steps_per_execution_follows_the_predicted_step_time():
     assert steps_per_execution("auto", 10**5, 100, 1e10) == 64
     assert steps_per_execution("auto", 10**5, 1000, 1e10) == 10
     assert steps_per_execution(3, 1, 1, 1.0) == 3
+    # workers measure their own peaks, and must agree: one step per call
+    assert steps_per_execution("auto", 10**5, 1000, 1e10, several_workers=True) == 1
 
 
 def test_the_matmul_peak_is_measured_once_per_precision():

@@ -235,7 +235,8 @@ class TrainConfig:
     steps_per_execution: Union[int, str] = _doc(
         "Training steps per call into TensorFlow (Keras's `steps_per_execution`): fewer calls, "
         "less overhead per step. `auto` picks it from the step time the model's FLOPs and the "
-        "device's measured peak predict, so that one call lasts about 0.2 s (at most 64 steps). "
+        "device's measured peak predict, so that one call lasts about 0.2 s (at most 64 steps; "
+        "1 with several workers, which must agree). "
         "Per-batch callbacks then run once per call: a preemption backup waits for the call to "
         "end and still lands on a batch boundary.",
         default="auto", min=1, max=10_000, words=("auto",),

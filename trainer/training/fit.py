@@ -167,8 +167,9 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
                             policy=scaling.precision_policy)
         flops = utilisation.train_flops_per_sample(model)
         peak = utilisation.matmul_peak(scaling.precision_policy)
+        several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         usage = DeviceUse(flops, peak, utilisation.steps_per_execution(
-            t.steps_per_execution, flops, t.batch_size, peak))
+            t.steps_per_execution, flops, t.batch_size, peak, several_workers))
         log.info("model: %.3g MFLOP per training sample; matmul peak (%s): %s; steps per "
                  "execution: %d; learning rate schedule: %s", flops / 1e6,
                  scaling.precision_policy, _gflops(peak), usage.steps_per_execution,

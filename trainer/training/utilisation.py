@@ -76,11 +76,16 @@ def matmul_peak(policy: str) -> float:
     return 2 * n ** 3 / best
 
 
-def steps_per_execution(setting, train_flops: int, batch: int, peak: float) -> int:
+def steps_per_execution(setting, train_flops: int, batch: int, peak: float,
+                        several_workers: bool = False) -> int:
     """`train.steps_per_execution`: a number as given; `auto` groups as many steps as fit in
-    about CALL_SECONDS at the predicted step time (the step's FLOPs at half the peak)."""
+    about CALL_SECONDS at the predicted step time (the step's FLOPs at half the peak). With
+    several workers `auto` is 1: each worker measures its own peak, and workers that grouped
+    steps differently would wait for each other's collectives for ever."""
     if setting != "auto":
         return int(setting)
+    if several_workers:
+        return 1
     step_s = train_flops * batch / (0.5 * peak) if peak > 0 else CALL_SECONDS
     return int(min(MAX_STEPS_PER_EXECUTION, max(1, CALL_SECONDS / max(step_s, 1e-9) + 1e-9)))
 
