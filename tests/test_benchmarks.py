@@ -54,3 +54,29 @@ def test_neardup_rates_prints_both_rates():
              for line in proc.stdout.splitlines() if line.endswith(")") and "rate:" in line}
     assert set(rates) == {"false-positive rate", "true-positive rate"}, proc.stdout
     assert rates["false-positive rate"] == 0.0 and rates["true-positive rate"] > 0.5
+
+
+def test_training_rate_prints_every_way_and_the_goals(tmp_path):
+    out = tmp_path / "rate.json"
+    proc = _run("--batch", "8", "--steps", "2", "--rounds", "1", "--json", str(out),
+                script="benchmarks/training_rate.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    ways = [r["way"] for r in report["results"]]
+    assert [w.split(",")[1].strip() for w in ways[:4]] == ["float32"] * 2 + ["bfloat16"] * 2
+    for row in report["results"]:
+        assert row["samples_per_s"] > 0 and 0 < row["mfu"] < 1, row
+    assert report["flops"] == 3 * 12759168  # seed 000's net, counted by hand in test_training
+    # the peer runs where torch is installed, and is said to be left out where it is not
+    assert ("PyTorch peer, float32" in ways) == (report["torch"] is not None)
+    assert "the defaults on this machine" in proc.stdout
+
+
+def test_quality_prints_both_figures_per_task(tmp_path):
+    out = tmp_path / "quality.json"
+    proc = _run("--tasks", "shapes", "--samples", "120", "--epochs", "1", "--json", str(out),
+                script="benchmarks/quality.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["task"] == "shapes" and 0 <= row["package"] <= 1 and 0 <= row["plain"] <= 1
+    assert "package defaults" in proc.stdout and "plain script" in proc.stdout

@@ -41,7 +41,8 @@ def test_datacheck_reports_what_a_user_must_know(tmp_path):
     assert not any(line.startswith("groups") for line in out)  # these samples have no groups
     img = Image.open(tmp_path / "check" / "samples.png")
     assert img.size[0] > 100 and img.size[1] > 100
-    assert re.fullmatch(r"input pipeline: \d+ samples/s", out[-1])
+    assert re.fullmatch(r"input pipeline: \d+ samples/s steady \(a warm pass, then a timed one\); "
+                        r"start-up \d+\.\d\d s", out[-1])
 
 
 def test_a_regression_leak_is_worded_as_error_not_accuracy(tmp_path):

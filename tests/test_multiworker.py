@@ -164,7 +164,7 @@ def test_two_workers_each_read_their_own_half_of_every_epoch(tmp_path):
               "data.shuffle_block=20", "model.name=__main__:build", f"train.epochs={epochs}",
               "train.restore_best=false", "train.early_stopping_patience=0",
               "train.scale_lr_with_replicas=false", "train.class_weight=balanced",
-              "output.plots=false", "output.report=false"]
+              "train.mixed_precision=off", "output.plots=false", "output.report=false"]
 
     def start(out, name, batch, env):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env)

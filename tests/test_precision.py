@@ -17,17 +17,37 @@ from trainer.kerasflavor import keras, tf
 from conftest import ROOT, blob_images, run_job, write_npz
 
 CPU_ONLY = Accelerators(cpus=2, gpus=())
+CPU_BF16 = Accelerators(cpus=2, gpus=(), cpu_bf16=True)
 V100 = Accelerators(cpus=8, gpus=({"name": "Tesla V100", "compute_capability": (7, 0)},))
-K80 = Accelerators(cpus=8, gpus=({"name": "Tesla K80", "compute_capability": (3, 7)},))
+A100 = Accelerators(cpus=8, gpus=({"name": "A100", "compute_capability": (8, 0)},), cpu_bf16=False)
+K80 = Accelerators(cpus=8, gpus=({"name": "Tesla K80", "compute_capability": (3, 7)},),
+                   cpu_bf16=True)  # a GPU machine computes on its GPU, whatever its CPU has
 
 
 @pytest.mark.parametrize("setting, acc, policy", [
-    ("auto", CPU_ONLY, "float32"), ("auto", V100, "mixed_float16"), ("auto", K80, "float32"),
+    ("auto", CPU_ONLY, "float32"), ("auto", CPU_BF16, "mixed_bfloat16"),
+    ("auto", V100, "mixed_float16"), ("auto", A100, "mixed_bfloat16"), ("auto", K80, "float32"),
     ("float16", CPU_ONLY, "mixed_float16"), ("bfloat16", CPU_ONLY, "mixed_bfloat16"),
     ("off", V100, "float32"),
 ])
 def test_precision_policy_follows_the_hardware(setting, acc, policy):
     assert devices.precision_policy(setting, acc) == policy
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu vme avx512f avx512_bf16 amx_tile", True), ("fpu amx_bf16 amx_tile", True),
+    ("fpu avx2 avx512f avx512_vnni", False)])
+def test_bfloat16_cpus_are_found_by_their_flags(tmp_path, flags, expected):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\n")
+    assert devices._cpu_has_bf16(str(info)) is expected
+    assert devices._cpu_has_bf16(str(tmp_path / "missing")) is False
+
+
+def test_deterministic_ops_are_a_cpu_default_only():
+    assert devices.deterministic("auto", CPU_BF16) is True
+    assert devices.deterministic("auto", A100) is False
+    assert devices.deterministic(True, A100) is True and devices.deterministic(False, CPU_ONLY) is False
 
 
 def test_xla_is_a_gpu_default_only():
@@ -66,10 +86,17 @@ def test_bfloat16_run_saves_a_float32_model_that_agrees(tmp_path):
     write_npz(tmp_path / "d", "s.npz", x, label)
     result, cfg = run_job(tmp_path / "out", "name=bf16", "data.format=npz",
                           f"data.train={tmp_path / 'd' / 's.npz'}", "model.name=shapes_cnn",
-                          "train.mixed_precision=bfloat16", "train.epochs=3")
+                          "train.mixed_precision=bfloat16", "train.epochs=3",
+                          "train.steps_per_execution=4")
     assert result.metrics["test"]["accuracy"] > 0.7  # it trained, in bf16
     training = json.loads(open(result.outputs["metrics"]).read())["training"]
     assert training["precision_policy"] == "mixed_bfloat16"
+    assert training["steps_per_execution"] == 4
+    # the utilisation, against the bfloat16 peak
+    # 3 passes x 2 FLOPs per multiply-add: three 3x3 convolutions at 16x16, 8x8, 4x4, the dense head
+    assert training["train_flops_per_sample"] == 3 * 2 * (16 * 16 * 9 * 12 + 8 * 8 * 9 * 12 * 12
+                                                          + 4 * 4 * 9 * 12 * 24 + 384 * 2)
+    assert 0 < training["mfu"] < 1 and training["matmul_peak_flops"] > 1e9
     assert training["xla"] is devices.use_xla("auto", devices.accelerators())  # a GPU's default
     loaded, _ = modelfile.load(result.outputs["model"])
     assert {layer.dtype_policy.name for layer in models._all_layers(loaded)} == {"float32"}
@@ -112,7 +139,8 @@ def test_global_batch_and_scaled_learning_rate_on_two_replicas(tmp_path, blob_np
         cfg = config.load(None, ["name=m", "data.format=npz", "data.train={blob_npz}",
                                  "model.name=tiny_cnn", "train.epochs=1", "train.strategy=mirrored",
                                  "train.batch_size=8", "train.learning_rate=0.01",
-                                 "train.scale_lr_with_replicas=true"], output_dir={str(tmp_path)!r})
+                                 "train.scale_lr_with_replicas=true",
+                                 "train.lr_schedule=constant"], output_dir={str(tmp_path)!r})
         job.run(cfg, Platform())
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,

@@ -21,8 +21,12 @@ from conftest import ROOT, run_cli
 from trainer import storage
 from trainer.training.preemption import RESTART_EXIT_CODE
 
-# The demo data on the seed CNN with dropout and augmentation: 105 batches an epoch.
+# The demo data on the seed CNN with dropout and augmentation: 105 batches an epoch, one step per
+# call (the batch hooks, and so the signals below, count calls), the cosine schedule (a function
+# of the optimizer's step, which a resume must restore), the precision as it comes (bfloat16 on a
+# CPU that has it).
 COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",
+          "train.steps_per_execution=1", "train.lr_schedule=cosine",
           "train.early_stopping_patience=0", "data.augment=[flip_left_right]",
           "output.plots=false", "output.report=false"]
 BACKUP = re.compile(r"preempted: backup after epoch (\d+) batch (\d+)/(\d+) saved")
@@ -274,6 +278,33 @@ def test_periodic_backups_let_a_killed_run_resume_mid_epoch(tmp_path, uninterrup
     killed_after = 170 - steps
     assert killed_after - 25 < batch <= killed_after
     assert_same_weights(tmp_path / "p" / "model.h5", uninterrupted)
+
+
+def test_several_steps_per_call_back_up_after_a_whole_call_and_resume_exactly(tmp_path,
+                                                                              uninterrupted):
+    per_call = ["--set", "train.steps_per_execution=4"]
+    cut = interrupt(tmp_path, "spe", "SIGTERM", 3, extra=per_call[1:])  # after 3 calls: 12 batches
+    assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
+    # The signal comes inside the fourth call (batches 13-16); the backup stands for its end.
+    assert backup_position(cut.stdout) == (1, 16, 105)
+    done = run_cli("--output_dir", str(tmp_path), *_sets("spe"), *per_call)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "from its backup in epoch 1, at batch 17 of 105" in done.stdout
+    # four steps per call train exactly as one step per call does
+    assert_same_weights(tmp_path / "spe" / "model.h5", uninterrupted)
+
+
+def test_periodic_backups_count_steps_not_calls(tmp_path, uninterrupted):
+    every = ["train.backup_every_steps=24", "train.steps_per_execution=8"]
+    cut = interrupt(tmp_path, "pc", "SIGKILL", 20, extra=every)  # 160 batches: 55 into epoch 2
+    assert cut.returncode == -9
+    done = run_cli("--output_dir", str(tmp_path), *_sets("pc"), *(a for e in every for a in ("--set", e)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Calls end at batches 8, 16, ..., 104, 105 of each epoch (the last call is short) and a
+    # backup follows every 24 steps, counted on across epochs: batches 24, 48, 72, 96 of epoch 1,
+    # then 16 and 40 of epoch 2 (killed after 48, before its backup was due).
+    assert "from its backup in epoch 2, at batch 41 of 105" in done.stdout
+    assert_same_weights(tmp_path / "pc" / "model.h5", uninterrupted)
 
 
 @pytest.mark.parametrize("damage", ["flip bytes in the data", "truncate the index"])

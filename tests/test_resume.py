@@ -18,9 +18,11 @@ from trainer.callbacks.early_stopping import ResumableEarlyStopping
 from trainer.callbacks.pruning import PruneOnEpoch
 from trainer.kerasflavor import keras
 from trainer.training.preemption import RESTART_EXIT_CODE
+from trainer.training.schedule import ResumablePlateau
 
 STOPS_AFTER = 6
 FIRING = ["model.name=tiny_cnn", "train.epochs=12", "train.early_stopping_patience=2",
+          "train.lr_schedule=constant", "train.steps_per_execution=1",
           "train.learning_rate=0.05", "train.batch_size=32", "data.format=npz",
           "data.augment=[]", "output.plots=false", "output.report=false"]
 
@@ -103,6 +105,22 @@ def test_early_stopping_replays_the_history_it_resumes_from():
     assert early.stopped_epoch == 0
     early.on_epoch_end(3, {"val_loss": 0.25})  # epoch 4, second without improvement: stop
     assert early.stopped_epoch == 3
+
+
+def test_the_plateau_schedule_replays_its_counters_and_keeps_the_restored_rate():
+    history = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.6},
+               {"epoch": 3, "val_loss": 0.7}, {"epoch": 4, "val_loss": 0.4},
+               {"epoch": 5, "val_loss": 0.45}]
+    plateau = ResumablePlateau(monitor="val_loss", mode="min", factor=0.2, patience=2)
+    plateau.resume_from(history)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.0004), "mse")  # as restored: reduced once, after epoch 3
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    assert (plateau.best, plateau.wait) == (0.4, 1)
+    assert float(keras.backend.get_value(model.optimizer.lr)) == pytest.approx(0.0004)
+    plateau.on_epoch_end(5, {"val_loss": 0.41})  # epoch 6, second without improvement: reduce
+    assert float(keras.backend.get_value(model.optimizer.lr)) == pytest.approx(0.00008)
 
 
 def test_early_stopping_without_history_starts_fresh():

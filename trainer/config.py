@@ -187,9 +187,11 @@ class TrainConfig:
         "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0,
         max=2**32 - 1,
     )
-    deterministic: bool = _doc(
-        "Use deterministic TensorFlow ops, so a CPU run with the same seed repeats exactly.",
-        default=True, resume="recorded")
+    deterministic: Union[str, bool] = _doc(
+        "Deterministic TensorFlow ops, so that a run with the same seed repeats exactly and a "
+        "resumed run matches an uninterrupted one bit for bit: `auto` (on the CPU, where they "
+        "cost little; off on a GPU, where they force slower cuDNN algorithms), `true` or `false`.",
+        default="auto", choices=("auto", True, False), resume="recorded")
     loss: Optional[str] = _doc(
         "Loss name; empty means the task's default (`sparse_categorical_crossentropy` for "
         "classification, `rmse` for regression). It must fit the task's labels: class indices "
@@ -203,9 +205,19 @@ class TrainConfig:
         "for classification; `mse`, `mae`, `RootMeanSquaredError`, ... for regression).",
         default=None,
     )
-    early_stopping_patience: int = _doc(
-        "Stop after this many epochs without improvement of `monitor`; 0 turns it off.",
-        default=5, min=0, max=100_000, resume="recorded")
+    early_stopping_patience: Union[int, str] = _doc(
+        "Stop after this many epochs without improvement of `monitor`; 0 turns it off. `auto` "
+        "scales it with the run's length, `max(10, epochs // 4)`, so that a noisy validation "
+        "loss does not stop a run early (the seeds used a fixed 5 to 8).",
+        default="auto", min=0, max=100_000, words=("auto",), resume="recorded")
+    lr_schedule: str = _doc(
+        "How the learning rate moves: `constant` (the seeds' setting, and the best of the three "
+        "on the seeds' sample tasks, whose runs are short; see docs/performance.md), `cosine` "
+        "(a linear warm-up over the first epoch, at most a tenth of the run, then a cosine "
+        "decay to zero at `epochs`), or `plateau` (divided by 5 after a third of the "
+        "early-stopping patience, at least 1 epoch, 3 without early stopping, without "
+        "improvement of `monitor`). `learning_rate` is the peak.",
+        default="constant", choices=("constant", "cosine", "plateau"), resume="recorded")
     monitor: str = _doc(
         "The quantity for early stopping and best-model selection. Without a validation split "
         "(`validation_split: 0`) a `val_` quantity is replaced by its training twin (`val_loss` "
@@ -223,7 +235,8 @@ class TrainConfig:
         "`mirrored` or `default` (one device).",
         default="auto", choices=("auto", "mirrored", "default"), resume="free")
     mixed_precision: str = _doc(
-        "`auto` (float16 compute on a GPU that supports it, off on the CPU), `float16`, "
+        "`auto` (bfloat16 compute on Ampere and later GPUs and on CPUs with AMX-BF16 or "
+        "AVX512-BF16, float16 on older GPUs with tensor cores, off elsewhere), `float16`, "
         "`bfloat16` or `off`. Outputs and loss stay float32; float16 uses loss scaling; the saved "
         "`model.h5` is float32 and loads on any machine.",
         default="auto", choices=("auto", "float16", "bfloat16", "off"),
@@ -232,6 +245,14 @@ class TrainConfig:
         "XLA compilation: `auto` (on with a GPU, off on the CPU, where it is slower for these "
         "models), `true` or `false`.",
         default="auto", choices=("auto", True, False), resume="free")
+    steps_per_execution: Union[int, str] = _doc(
+        "Training steps per call into TensorFlow (Keras's `steps_per_execution`): fewer calls, "
+        "less overhead per step. `auto` picks it from the step time the model's FLOPs and the "
+        "device's measured peak predict, so that one call lasts about 0.2 s (at most 64 steps; "
+        "1 with several workers, which must agree). "
+        "Per-batch callbacks then run once per call: a preemption backup waits for the call to "
+        "end and still lands on a batch boundary.",
+        default="auto", min=1, max=10_000, words=("auto",), resume="free")
     scale_lr_with_replicas: bool = _doc(
         "Multiply `learning_rate` by the replicas in sync (the linear scaling rule), since the "
         "global batch is `batch_size` times the replicas.",
@@ -245,6 +266,12 @@ class TrainConfig:
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
         "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",
         default=False, resume="free")
+
+    def patience(self) -> int:
+        """Early stopping's patience in epochs (0: off), `auto` resolved for this run's length."""
+        if self.early_stopping_patience == "auto":
+            return max(10, self.epochs // 4)
+        return self.early_stopping_patience
 
 
 @dataclass(frozen=True)
@@ -531,12 +558,16 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 
 
 def _check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: str) -> Any:
+    if kind is str and value is False and "off" in (meta.get("choices") or ()):
+        value = "off"  # YAML 1.1 reads a bare `off` as false
     value = _coerce(value, kind, key, source)
     if value is None:
         return None
     choices = meta.get("choices")
     for item in value if isinstance(value, list) and choices else [value]:
         _check_choice(item, choices, key, source)
+    if isinstance(value, str) and meta.get("words"):  # a number, or one of these words
+        _check_choice(value, meta["words"], key, source)
     length = meta.get("length")
     if length is not None and len(value) != length:
         raise _invalid(value, key, source, f"{length} values")

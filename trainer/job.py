@@ -52,7 +52,8 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
     strategy = devices.choose_strategy(config.train.strategy, platform)
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
-    devices.seed_everything(config.train.seed, config.train.deterministic)
+    devices.seed_everything(config.train.seed,
+                           devices.deterministic(config.train.deterministic, devices.accelerators()))
     run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
                      chief=platform.is_chief)
     try:

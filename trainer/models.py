@@ -316,9 +316,10 @@ def rmse(y_true, y_pred):
 CUSTOM_OBJECTS = {"rmse": rmse}
 
 
-def compile_model(model: keras.Model, config: Config, learning_rate: Optional[float] = None,
-                  jit_compile: bool = False) -> None:
-    """Adam at `learning_rate` (default: the config's), the task's loss and metrics, optional XLA."""
+def compile_model(model: keras.Model, config: Config, learning_rate=None,
+                  jit_compile: bool = False, steps_per_execution: int = 1) -> None:
+    """Adam at `learning_rate` (a number or a schedule; default: the config's), the task's loss
+    and metrics, optional XLA, and `steps_per_execution` training steps per call."""
     learning_rate = config.train.learning_rate if learning_rate is None else learning_rate
     loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
@@ -338,7 +339,8 @@ def compile_model(model: keras.Model, config: Config, learning_rate: Optional[fl
     try:
         # Under a mixed_float16 policy tf-keras wraps the optimizer in a LossScaleOptimizer itself.
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                      loss=loss, metrics=list(metrics), jit_compile=jit_compile)
+                      loss=loss, metrics=list(metrics), jit_compile=jit_compile,
+                      steps_per_execution=steps_per_execution)
     except ValueError as exc:
         raise UserError(f"cannot compile ({exc}), train.loss={loss_name} train.metrics={metrics}, "
                         "expected Keras loss and metric names") from None

@@ -26,17 +26,23 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
     So the handler is made here, with a watcher that reads the SIGTERM flag and an exit that
     uploads the backup first. `every_steps` > 0 also backs up every so many steps (for
     machines that may die without a signal); 0 backs up only on preemption.
+
+    Under `steps_per_execution` > 1 Keras calls the batch hooks once per execution, with the
+    first and the last batch of it; a backup then stands for the last, so it still lands on a
+    batch boundary, and `every_steps` counts steps, not calls.
     """
 
     def __init__(self, run: RunDir, watch: SigtermWatch, steps_per_epoch: int,
                  every_steps: int = 0):
-        super().__init__(backup_dir=backup_dir(run), save_freq=every_steps or _NEVER,
-                         delete_checkpoint=True)
+        super().__init__(backup_dir=backup_dir(run), save_freq=_NEVER, delete_checkpoint=True)
         self.run = run
         self.watch = watch
         self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
         self.handler = None
         self._batch = 0
+        self._call_start = 0
+        self._since_backup = 0
 
     def _implements_train_batch_hooks(self):
         return True
@@ -60,18 +66,22 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
     def on_train_batch_begin(self, batch, logs=None):
         # BackupAndRestore assigns its batch variable here, every batch; a variable assign is
         # most of this callback's cost per step, so it is done only when a backup is saved.
-        self._batch = batch
+        self._call_start = batch
 
     def _save(self) -> None:
         self._training_state._ckpt_saved_batch.assign(self._batch)
         self._training_state.write_checkpoint_manager.save()
 
     def on_train_batch_end(self, batch, logs=None):
+        self._batch = batch  # the last batch of this call: the state is after it
         if batch >= self.steps_per_epoch - 1:
             # An epoch's last batch is followed by its epoch checkpoint; a backup here would
             # stand for an epoch whose validation and checkpoint never ran.
             return
-        super().on_train_batch_end(batch, logs)
+        self._since_backup += batch - self._call_start + 1
+        if self.every_steps and self._since_backup >= self.every_steps:
+            self._since_backup = 0
+            self._backup(epoch=self._current_epoch, batch=batch)
         self.handler.save_checkpoint_if_preempted()
 
     def _backup(self, epoch, batch=0):

@@ -28,6 +28,7 @@ that epoch: a different few rows each epoch, since the order is drawn anew).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -332,6 +333,10 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
         ds = ds.enumerate(start=start).map(
             lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, key(i)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if share == WHOLE:
+        # A known length: Keras needs it to run several steps per call (`steps_per_execution`)
+        # over validation, test and prediction data.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(epochs * steps(view, opts) - first_step))
     options = tf.data.Options()
     # Where the strategy distributes this dataset itself (one machine; evaluation), it splits
     # each batch between the replicas; a worker's own pipeline (`share`) is not split further.
@@ -343,15 +348,21 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def count_samples(ds: tf.data.Dataset) -> int:
-    """Consume a dataset in a graph loop (as `fit` does) and count its samples: a timing probe."""
+@functools.lru_cache(maxsize=1)
+def _counter():
     @tf.function
     def run(ds):
         n = tf.constant(0, tf.int64)
         for batch in ds:
             n += tf.shape(batch[1], out_type=tf.int64)[0]
         return n
-    return int(run(ds))
+    return run
+
+
+def count_samples(ds: tf.data.Dataset) -> int:
+    """Consume a dataset in a graph loop (as `fit` does) and count its samples: a timing probe.
+    One traced loop per process, so a second pass over the same dataset is not traced again."""
+    return int(_counter()(ds))
 
 
 def steps(view: View, opts: PipelineOptions, replicas: int = 1) -> int:

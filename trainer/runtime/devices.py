@@ -7,6 +7,7 @@ never pays for it.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -74,15 +75,25 @@ class Accelerators:
 
     cpus: int
     gpus: tuple[dict, ...]  # {"name", "compute_capability", "memory_mib"} per GPU
+    cpu_bf16: bool = False  # the CPU has bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16)
+
+    def _gpu_from(self, capability: tuple) -> bool:
+        return any((g.get("compute_capability") or (0, 0)) >= capability for g in self.gpus)
 
     @property
     def fp16_capable(self) -> bool:
         """float16 pays off from Volta (compute capability 7.0, tensor cores) on."""
-        return any((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in self.gpus)
+        return self._gpu_from((7, 0))
+
+    @property
+    def bf16_capable(self) -> bool:
+        """bfloat16 runs at float16's speed on Ampere (compute capability 8.0) and later GPUs,
+        without loss scaling, and at several times float32's on CPUs with AMX or AVX512-BF16."""
+        return self._gpu_from((8, 0)) if self.gpus else self.cpu_bf16
 
     def describe(self) -> str:
         if not self.gpus:
-            return f"{self.cpus} CPU cores, no GPU"
+            return f"{self.cpus} CPU cores{' with bfloat16' if self.cpu_bf16 else ''}, no GPU"
         gpus = ", ".join(f"{g['name']} (compute {'.'.join(map(str, g['compute_capability'] or ()))}"
                          f"{', %d MiB' % g['memory_mib'] if g.get('memory_mib') else ''})"
                          for g in self.gpus)
@@ -99,7 +110,20 @@ def _gpu_memory_mib() -> list[int]:
         return []
 
 
+def _cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU flags name bfloat16 matrix instructions (Linux; False where unknown)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")),
+                         [])
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
+
+
+@functools.lru_cache(maxsize=1)
 def accelerators() -> Accelerators:
+    """Found once per process (the devices do not change under a running job)."""
     from trainer.kerasflavor import tf
 
     gpus = []
@@ -110,14 +134,24 @@ def accelerators() -> Accelerators:
         gpus.append({"name": details.get("device_name", device.name),
                      "compute_capability": details.get("compute_capability"),
                      "memory_mib": memory[i] if i < len(memory) else None})
-    return Accelerators(cpus=os.cpu_count() or 1, gpus=tuple(gpus))
+    return Accelerators(cpus=os.cpu_count() or 1, gpus=tuple(gpus), cpu_bf16=_cpu_has_bf16())
 
 
 def precision_policy(setting: str, acc: Accelerators) -> str:
-    """The Keras dtype policy for `train.mixed_precision`."""
+    """The Keras dtype policy for `train.mixed_precision`: `auto` is bfloat16 where the device
+    computes it fast (Ampere and later GPUs, CPUs with AMX-BF16 or AVX512-BF16), float16 on
+    older GPUs with tensor cores, float32 elsewhere."""
     if setting == "auto":
+        if acc.bf16_capable:
+            return "mixed_bfloat16"
         return "mixed_float16" if acc.fp16_capable else "float32"
     return {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}[setting]
+
+
+def deterministic(setting, acc: Accelerators) -> bool:
+    """`train.deterministic`: `auto` is deterministic ops on the CPU, where they cost little and
+    resumes repeat bit for bit, and not on a GPU, where they force slower cuDNN algorithms."""
+    return not acc.gpus if setting == "auto" else bool(setting)
 
 
 def use_xla(setting, acc: Accelerators) -> bool:

@@ -25,6 +25,7 @@ from trainer.storage.rundir import RunDir
 from trainer.config import monitor_mode
 from trainer.training.checkpoints import CheckpointStore
 from trainer.training.preemption import SigtermWatch
+from trainer.training.schedule import plateau_callback
 
 
 @runtime_checkable
@@ -47,7 +48,10 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
     callbacks: list = [EpochTimer(len(splits.train))]
     if rows_read is not None:
         callbacks.append(EpochReads(rows_read))
-    callbacks += [keras.callbacks.TerminateOnNaN(), EpochCheckpoint(store)]
+    callbacks.append(keras.callbacks.TerminateOnNaN())
+    if t.lr_schedule == "plateau":  # before the checkpoint, which must hold the rate it sets
+        callbacks.append(plateau_callback(t))
+    callbacks.append(EpochCheckpoint(store))
     early = early_stopping(t)
     if early is not None:
         callbacks.append(early)
@@ -64,10 +68,9 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
 
 def early_stopping(train: TrainConfig) -> Optional[ResumableEarlyStopping]:
     """Early stopping on `train.monitor`; None when `early_stopping_patience` is 0."""
-    if train.early_stopping_patience <= 0:
+    if train.patience() <= 0:
         return None
-    return ResumableEarlyStopping(monitor=train.monitor,
-                                  patience=train.early_stopping_patience,
+    return ResumableEarlyStopping(monitor=train.monitor, patience=train.patience(),
                                   mode=monitor_mode(train.monitor))
 
 

@@ -21,6 +21,7 @@ from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, data
 from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
+from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.models import build_model, compile_model
 from trainer.runtime import devices, logs
 from trainer.storage.rundir import RunDir
@@ -30,6 +31,7 @@ from trainer.training.class_weights import training_class_weights, with_sample_w
 from trainer.training.evaluation import evaluate, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
+from trainer.training import schedule, utilisation
 from trainer.training.scaling import Scaling, plan_scaling
 
 log = logging.getLogger("trainer")
@@ -63,9 +65,10 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     scaling = plan_scaling(t, strategy)
     train_opts = pipeline_options(config, scaling.global_batch, shuffle=True)
     eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
-    store, resumed = build_and_restore(config, splits, run, strategy, scaling,
-                                       standardization_stats(config, splits, train_opts))
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
+    store, resumed, usage = build_and_restore(config, splits, run, strategy, scaling,
+                                              standardization_stats(config, splits, train_opts),
+                                              steps_per_epoch)
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
     # Evaluation data, usually a small part, is read whole by each worker, which evaluates its
     # own part of every batch (the strategy splits them): the metrics cover every row once.
@@ -77,6 +80,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                               extra_callbacks, rows_read)
     trained = fit(store, config, splits, train_opts, val_ds, start, steps_per_epoch, callbacks,
                   sigterm, strategy, rows_read)
+    usage.measured([c for c in callbacks if isinstance(c, EpochTimer)][0].train_rates,
+                   scaling.replicas)
     best_epoch = restore_best_epoch(config, store, strategy)
     metrics = evaluate(store.model, held)
     # The final figures' split: test, or validation where there is no test split.
@@ -86,7 +91,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        best_epoch=best_epoch,
                        stopped_early=bool(store.state.get("stopped_early")),
                        replicas=scaling.replicas, global_batch=scaling.global_batch,
-                       runtime=scaling.runtime(), metrics=metrics, test_predictions=predictions,
+                       runtime={**scaling.runtime(), **usage.runtime()}, metrics=metrics,
+                       test_predictions=predictions,
                        trained=trained, changes=change_lines(store.state.get("changes", [])),
                        kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes})
 
@@ -116,23 +122,82 @@ def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
     return stats
 
 
+@dataclass
+class DeviceUse:
+    """The model's cost and the device's peak, decided before `fit`; the achieved utilisation
+    once `fit` has run (see `trainer.training.utilisation`)."""
+
+    train_flops_per_sample: int
+    matmul_peak_flops: float
+    steps_per_execution: int
+    train_samples_per_s: Optional[float] = None
+    replicas: int = 1
+
+    def measured(self, epoch_rates: Sequence[float], replicas: int) -> None:
+        """The training rate of this `fit`'s epochs (the first left out when there are more,
+        for its tracing), per replica for the utilisation; logged with the utilisation."""
+        rates = list(epoch_rates[1:] or epoch_rates)
+        if not rates:
+            return
+        self.train_samples_per_s = float(np.median(rates))
+        self.replicas = replicas
+        log.info("training rate %.0f samples/s: %.1f%% of the %s matmul peak (model FLOPs "
+                 "utilisation)", self.train_samples_per_s, 100 * self.mfu(),
+                 _gflops(self.matmul_peak_flops))
+
+    def mfu(self) -> float:
+        """Per device: the rate of each replica against one device's peak."""
+        return utilisation.utilisation(self.train_flops_per_sample,
+                                       (self.train_samples_per_s or 0.0) / self.replicas,
+                                       self.matmul_peak_flops)
+
+    def runtime(self) -> dict:
+        out = {"train_flops_per_sample": self.train_flops_per_sample,
+               "matmul_peak_flops": self.matmul_peak_flops,
+               "steps_per_execution": self.steps_per_execution}
+        if self.train_samples_per_s is not None:
+            out.update(train_samples_per_s=self.train_samples_per_s,
+                       mfu=self.mfu())
+        return out
+
+
+def _gflops(flops: float) -> str:
+    return f"{flops / 1e9:,.0f} GFLOP/s"
+
+
 def build_and_restore(config: Config, splits: Splits, run: RunDir,
                       strategy: tf.distribute.Strategy, scaling: Scaling,
-                      stats: tuple[Optional[np.ndarray], Optional[np.ndarray]]
-                      ) -> tuple[CheckpointStore, bool]:
+                      stats: tuple[Optional[np.ndarray], Optional[np.ndarray]],
+                      steps_per_epoch: int) -> tuple[CheckpointStore, bool, DeviceUse]:
     """The compiled model inside its checkpoint store, restored from the run's last epoch
-    checkpoint when there is one (the second value says whether there was)."""
+    checkpoint when there is one (the second value says whether there was), and what it costs
+    the device."""
+    t = config.train
     mean, var = stats
     with strategy.scope():
         model = build_model(config, splits.input_shape, splits.num_outputs, mean, var,
                             policy=scaling.precision_policy)
-        compile_model(model, config, learning_rate=scaling.learning_rate, jit_compile=scaling.xla)
+        flops = utilisation.train_flops_per_sample(model)
+        peak = utilisation.matmul_peak(scaling.precision_policy)
+        several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        usage = DeviceUse(flops, peak, utilisation.steps_per_execution(
+            t.steps_per_execution, flops, t.batch_size, peak, several_workers))
+        log.info("model: %.3g MFLOP per training sample; matmul peak (%s): %s; steps per "
+                 "execution: %d; learning rate schedule: %s", flops / 1e6,
+                 scaling.precision_policy, _gflops(peak), usage.steps_per_execution,
+                 t.lr_schedule)
+        compile_model(model, config, jit_compile=scaling.xla,
+                      learning_rate=schedule.learning_rate(t, scaling.learning_rate,
+                                                           steps_per_epoch),
+                      steps_per_execution=usage.steps_per_execution)
         now = identity(config, splits.input_shape, splits.class_names)
         store = CheckpointStore(run, model, config.train.monitor, now)
         resumed = store.load(check=lambda state: check_continuity(run, state, now))
-        if resumed:  # the optimizer's checkpoint holds the old rate; a re-run may set another
+        if resumed and t.lr_schedule == "constant":
+            # The optimizer's checkpoint holds the old rate; a re-run may set another. (A
+            # schedule computes its rate from the step; the plateau's rate is its own state.)
             model.optimizer.learning_rate.assign(scaling.learning_rate)
-    return store, resumed
+    return store, resumed, usage
 
 
 def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: PipelineOptions,
@@ -170,7 +235,7 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
         store.state["stopped_early"] = True
         store.write_state()
         log.info("early stopping after epoch %d: %s did not improve for %d epochs",
-                 stopped[0] + 1, t.monitor, t.early_stopping_patience)
+                 stopped[0] + 1, t.monitor, t.patience())
     return True
 
 

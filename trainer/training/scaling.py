@@ -20,6 +20,7 @@ log = logging.getLogger("trainer")
 class Scaling:
     devices: str
     precision_policy: str
+    deterministic: bool
     xla: bool
     replicas: int
     global_batch: int
@@ -27,7 +28,8 @@ class Scaling:
 
     def runtime(self) -> dict:
         """What `metrics.json` records of these settings."""
-        return {"precision_policy": self.precision_policy, "xla": self.xla,
+        return {"precision_policy": self.precision_policy, "deterministic": self.deterministic,
+                "xla": self.xla,
                 "learning_rate": self.learning_rate, "devices": self.devices}
 
 
@@ -39,11 +41,13 @@ def plan_scaling(train: TrainConfig, strategy: tf.distribute.Strategy) -> Scalin
     scaled = train.scale_lr_with_replicas and replicas > 1
     scaling = Scaling(devices=acc.describe(),
                       precision_policy=devices.precision_policy(train.mixed_precision, acc),
+                      deterministic=devices.deterministic(train.deterministic, acc),
                       xla=devices.use_xla(train.jit_compile, acc), replicas=replicas,
                       global_batch=train.batch_size * replicas,
                       learning_rate=train.learning_rate * (replicas if scaled else 1))
-    log.info("devices: %s; precision policy: %s; XLA: %s; replicas in sync: %d", scaling.devices,
-             scaling.precision_policy, "on" if scaling.xla else "off", replicas)
+    log.info("devices: %s; precision policy: %s; deterministic ops: %s; XLA: %s; replicas in "
+             "sync: %d", scaling.devices, scaling.precision_policy,
+             "on" if scaling.deterministic else "off", "on" if scaling.xla else "off", replicas)
     log.info("global batch: %d (%d per replica x %d); learning rate: %g%s", scaling.global_batch,
              train.batch_size, replicas, scaling.learning_rate,
              " (scaled with replicas)" if scaled else "")
