@@ -95,7 +95,7 @@ def _raccoon_hdf5(samples, cfg, result, metrics):
     rows = list(predict.predict(saved, [str(samples / "new_cubes.npy")]))
     expected = saved.model.predict(np.moveaxis(cubes, 1, -1), verbose=0)[:, 0]
     assert saved.columns == ["input", "amplitude"]
-    np.testing.assert_allclose([r[1] for r in rows], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([r.values[0] for r in rows], expected, rtol=1e-5, atol=1e-6)
 
 
 def _contact_video(samples, cfg, result, metrics):
@@ -104,7 +104,7 @@ def _contact_video(samples, cfg, result, metrics):
     assert metrics["data"]["split_method"] == "group"
     frame = sorted(glob.glob(str(samples / "local/data/contact_folders/touch/*.png")))[0]
     rows = list(predict.predict(predict.load(result.run_dir), [frame]))
-    assert rows[0][1] in ("no_touch", "touch")
+    assert rows[0].values[0] in ("no_touch", "touch")
 
 
 def _contact_folders(samples, cfg, result, metrics):

@@ -104,8 +104,8 @@ def test_a_regression_models_frames_in_the_mat_are_rows_of_its_outputs(models, t
     assert predict.main(["--model", str(models / "reg"), path, "--csv", str(tmp_path / "p.csv"),
                          "--mat", str(tmp_path / "p.mat")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
-    assert list(rows[0]) == ["input", "frame", "output_0", "output_1"]
-    outputs = [[float(r["output_0"]), float(r["output_1"])] for r in rows]
+    assert list(rows[0]) == ["input", "frame", "target_0", "target_1"]
+    outputs = [[float(r["target_0"]), float(r["target_1"])] for r in rows]
     assert scipy.io.loadmat(tmp_path / "p.mat")["v"].tolist() == outputs  # one row per frame
     assert capsys.readouterr().err.strip() == (
         f"6 frames of 1 video predicted, written to {tmp_path / 'p.csv'} and {tmp_path / 'p.mat'}")

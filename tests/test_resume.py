@@ -219,8 +219,8 @@ def test_safe_changes_are_recorded_and_a_finished_rerun_keeps_its_figures(tmp_pa
     splits = load_splits(cfg)
     strategy = tf.distribute.get_strategy()
     run = RunDir(cfg.output.dir, cfg.name)
-    store, resumed = build_and_restore(cfg, splits, run, strategy,
-                                       plan_scaling(cfg.train, strategy), (None, None))
+    store, resumed, _ = build_and_restore(cfg, splits, run, strategy,
+                                          plan_scaling(cfg.train, strategy), (None, None), 1)
     run.cleanup()
     assert resumed and float(store.model.optimizer.learning_rate.numpy()) == pytest.approx(0.05)
     assert store.pending_changes[-1] == {"key": "train.learning_rate", "from": 0.01, "to": 0.05}

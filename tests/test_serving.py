@@ -194,18 +194,18 @@ def test_a_grey_classifier_served_from_image_bytes_matches_trainer_predict(serve
     assert result.outputs["saved_model"] == exported
     info = json.load(open(os.path.join(exported, "assets.extra", "trainer.json")))
     assert info["tensorflow"] and info["class_names"] == ["bright", "dim"]
-    expected = np.array([row[3:] for row in rows])
+    expected = np.array([row.values[2:] for row in rows])
     for way in ("bytes", "arrays"):
         out = answer[way]
         np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6, err_msg=way)
-        assert out["predicted"] == [row[1] for row in rows], way
-        np.testing.assert_allclose(out["probability"], [row[2] for row in rows], atol=1e-6)
+        assert out["predicted"] == [row.values[0] for row in rows], way
+        np.testing.assert_allclose(out["probability"], [row.values[1] for row in rows], atol=1e-6)
         assert out["classes"] == [["bright", "dim"]] * len(rows)
 
 
 def test_an_rgb_regression_served_with_its_named_targets(served):
     _, rows, answer = served["reg"]
-    expected = np.array([row[1:] for row in rows])
+    expected = np.array([row.values for row in rows])
     for way in ("bytes", "arrays"):
         assert sorted(answer[way]) == ["x_centre", "y"]
         got = np.stack([answer[way]["x_centre"], answer[way]["y"]], axis=1)
@@ -219,6 +219,7 @@ def test_a_model_that_cannot_be_served_is_skipped_with_one_line(tmp_path, caplog
     path = write_npz(tmp_path / "d", "two.npz", x, label)
     caplog.set_level("INFO", logger="trainer")
     result, _ = run_job(tmp_path / "runs", "name=two", "data.format=npz", f"data.train={path}",
+                        "data.channels=last",
                         "model.name=tiny_cnn", "train.epochs=1", "output.report=false",
                         "output.plots=false", "output.saved_model=true")
     assert "saved_model" not in result.outputs and os.path.isfile(result.outputs["model"])

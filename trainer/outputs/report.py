@@ -179,10 +179,10 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
     images = dict(zip(order, held.view.take(order)))  # only the gallery's rows are read
     cells = []
     for i in order:
-        source = splits.test.view.origin(int(i))  # its file, or its shard and row
+        source = held.view.origin(int(i))  # its file, or its shard and row
         caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
                    f"({probs[i, predicted[i]]:.2f})<br><small>{_esc(source)}</small>")
-        cells.append(f"<figure>{_img(image_png(images[i]), f'test image {i}')}"
+        cells.append(f"<figure>{_img(image_png(images[i]), f'{split} image {i}')}"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     return "".join(parts)
