@@ -247,3 +247,26 @@ def test_a_layer_that_does_not_trace_leaves_no_folder_and_a_reason(tmp_path):
     reason = servable.export(model, {"task": "regression", "input_shape": [4, 4, 1],
                                      "num_outputs": 2}, str(tmp_path / "sm"))
     assert reason and not os.path.exists(tmp_path / "sm")
+
+
+@pytest.mark.parametrize("names, keys", [
+    (["data.target_names=[spacing, angle]"], ["angle", "spacing"]),
+    ([], ["target_0", "target_1"]),
+])
+def test_served_regression_outputs_are_named_as_metrics_and_predict_name_them(tmp_path, names, keys):
+    """One set of target names for the whole run: `data.target_names` (else target_K) names the
+    served outputs as it names metrics.json's per-target figures and predict's columns."""
+    import tensorflow as tf
+
+    x, _, _ = blob_images(40, size=8)
+    targets = np.stack([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1).astype(np.float32)
+    path = write_npz(tmp_path / "d", "reg.npz", x, targets)
+    result, _ = run_job(tmp_path / "runs", "name=reg", "task=regression", "data.format=npz",
+                        f"data.train={path}", "model.name=tiny_cnn", "train.epochs=1",
+                        "output.report=false", "output.plots=false", "output.saved_model=true",
+                        *names)
+    metrics = json.load(open(os.path.join(result.run_dir, "metrics.json")))
+    assert sorted(k for k in metrics["per_target"] if k not in ("split", "overall")) == keys
+    assert sorted(predict.load(result.run_dir).value_columns) == keys
+    served = tf.saved_model.load(os.path.join(result.run_dir, "saved_model"))
+    assert sorted(served.signatures["serving_default"].structured_outputs) == keys

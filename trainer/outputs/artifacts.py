@@ -44,7 +44,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     modelfile.save(model, run.local("model.h5"), metadata)
     out["model"] = run.publish("model.h5")
     if config.output.saved_model:
-        exported = write_saved_model(model, metadata, run, config)
+        exported = write_saved_model(model, metadata, run)
         if exported:
             out["saved_model"] = exported
 
@@ -99,13 +99,14 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     return out
 
 
-def write_saved_model(model, metadata: dict, run: RunDir, config: Config) -> Optional[str]:
+def write_saved_model(model, metadata: dict, run: RunDir) -> Optional[str]:
     """Export and publish `saved_model/`, file by file with `saved_model.pb` last (a reader
     never finds a SavedModel missing its variables); None, and one log line, when the model
     cannot be exported."""
     local = run.local(servable.FOLDER, "")
-    targets = config.data.label_columns if config.task == "regression" else None
-    reason = servable.export(model, metadata, local, targets)
+    # the names metrics.json and trainer.predict's columns use (data.target_names, the CSV's
+    # label_columns, else target_K)
+    reason = servable.export(model, metadata, local, metadata.get("target_names"))
     if reason:
         log.warning("saved_model/ not written (model.h5 is): %s", reason)
         return None

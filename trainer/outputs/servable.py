@@ -43,8 +43,8 @@ LAST = "saved_model.pb"  # published last: until it is there, the folder is no S
 def output_names(class_names: Optional[Sequence[str]], num_outputs: int,
                  target_names: Optional[Sequence[str]] = None) -> list[str]:
     """The signature's output keys: fixed for classification; for regression one per target,
-    its name made a valid key (`output_K` when the data names none, as `trainer.predict`'s
-    columns), unique."""
+    its name made a valid key (the run's target names, as `trainer.predict`'s columns;
+    `output_K` for a model saved without them), unique."""
     if class_names:
         return ["classes", "probabilities", "predicted", "probability"]
     names = list(target_names or []) if len(target_names or []) == num_outputs else []
