@@ -14,6 +14,7 @@ from trainer import config
 from trainer.data import formats, load_splits, tfrecords
 from trainer.data.images import ImageSpec
 from trainer.data.source import Source, View
+from trainer.errors import UserError
 
 from conftest import blob_images, run_job, write_npz
 
@@ -166,3 +167,54 @@ def test_a_new_format_is_one_registry_entry(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[-2] == "30 (8, 8, 1)"
+
+
+# ----------------------------------------------------------------------------------------------
+# npz: data.x_key / data.y_key, and Keras's own layout (mnist.npz, seed 003).
+
+
+def _keras_npz(path, n_train, n_test, seed, **extra):
+    """A file as `keras.datasets.mnist` downloads it: x_train, y_train, x_test, y_test."""
+    rng = np.random.default_rng(seed)
+    arrays = {"x_train": rng.integers(0, 256, (n_train, 12, 12), dtype=np.uint8),
+              "y_train": np.arange(n_train) % 3,
+              "x_test": rng.integers(0, 256, (n_test, 12, 12), dtype=np.uint8),
+              "y_test": (np.arange(n_test) + 1) % 3, **extra}
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_keras_mnist_layout_trains_on_its_train_arrays_and_tests_on_its_test_arrays(tmp_path):
+    for k, (n_train, n_test, extra) in enumerate([(60, 20, []), (90, 33, ["data.validation_split=0.3"]),
+                                                  (45, 9, ["data.split_by=sample"])]):
+        arrays = _keras_npz(tmp_path / f"mnist{k}.npz", n_train, n_test, seed=k)
+        s = load_splits(config.load(None, ["data.format=npz", f"data.train={tmp_path}/mnist{k}.npz",
+                                           *extra]))
+        assert len(s.train) + len(s.val) == n_train  # validation carved from x_train only
+        np.testing.assert_array_equal(_all(s.test)[..., 0], arrays["x_test"])
+        assert list(s.test.view.labels) == list(arrays["y_test"])
+        train = np.concatenate([_all(s.train), _all(s.val)])[..., 0]
+        assert sorted(map(bytes, train)) == sorted(map(bytes, arrays["x_train"]))
+        assert s.test.source.endswith("[x_test, y_test]")
+    # data.test given: that is the test split, and x_test is not read
+    write_npz(tmp_path / "own", "test.npz", np.zeros((12, 12, 12), np.uint8), np.arange(12) % 3)
+    s = load_splits(config.load(None, ["data.format=npz", f"data.train={tmp_path}/mnist0.npz",
+                                       f"data.test={tmp_path}/own/test.npz"]))
+    assert len(s.test) == 12 and _all(s.test).max() == 0 and len(s.train) + len(s.val) == 60
+
+
+def test_npz_arrays_are_named_by_x_key_and_y_key(tmp_path):
+    rng = np.random.default_rng(0)
+    for x_key, y_key in [("images", "labels"), ("X", "Y"), ("frames", "touch")]:
+        x, y = rng.normal(size=(30, 8, 8)).astype(np.float32), np.arange(30) % 2
+        np.savez(tmp_path / f"{x_key}.npz", **{x_key: x, y_key: y, "x": x[:, :4], "y": 1 - y})
+        s = load_splits(config.load(None, ["data.format=npz", f"data.train={tmp_path}/{x_key}.npz",
+                                           f"data.x_key={x_key}", f"data.y_key={y_key}"]))
+        assert s.input_shape == (8, 8, 1)  # not the decoy arrays x, y
+        rows = s.train.view.rows
+        np.testing.assert_array_equal(_all(s.train)[..., 0], x[rows])
+        assert list(s.train.view.labels) == list(y[rows])
+    with pytest.raises(UserError, match=r"^array 'pixels' missing, .*, expected arrays 'pixels' "
+                       r"and 'y' \(or 'pixels_train' and 'y_train'\) \(found: "):
+        load_splits(config.load(None, ["data.format=npz", f"data.train={tmp_path}/X.npz",
+                                       "data.x_key=pixels"]))

@@ -134,8 +134,12 @@ class DataConfig:
         "`[no_touch, touch]` for labels 0 and 1); empty means the labels themselves.",
         default=None,
     )
-    x_key: str = _doc("`hdf5`: the dataset of images.", default="x")
-    y_key: str = _doc("`hdf5`: the dataset of labels or targets.", default="y")
+    x_key: str = _doc("`hdf5`: the dataset of images; `npz`: the array of images (a file "
+                      "without it but with `x_train`, `x_test`, as Keras's `mnist.npz`, is read "
+                      "in that layout: `<x_key>_train`, and `<x_key>_test` as the test split).",
+                      default="x")
+    y_key: str = _doc("`hdf5`: the dataset of labels or targets; `npz`: the array of them "
+                      "(`<y_key>_train`, `<y_key>_test` in Keras's layout).", default="y")
     shuffle_window: int = _doc(
         "Samples shuffled together: the pipeline reads this many samples (as random blocks from "
         "all shards), permutes them, and batches. Bounds the pipeline's memory.",

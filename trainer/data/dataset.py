@@ -122,6 +122,22 @@ def open_source(config: Config, paths, key: str, spec: images.ImageSpec) -> Sour
     return Source(formats.reader(data.format)(files, data, spec), data.channels)
 
 
+def _own_test_split(config: Config, spec: images.ImageSpec) -> Optional[View]:
+    """The test arrays of npz files in Keras's layout (`mnist.npz`: `x_train`, `y_train`,
+    `x_test`, `y_test`), which are the test split where the config would carve one."""
+    from trainer.data import readers
+
+    d = config.data
+    if d.format != "npz":
+        return None
+    shards = readers.npz_test_split(storage.expand(d.train, "data.train"), d, spec)
+    if shards is None:
+        return None
+    x, y = readers.keras_keys(d, "test")
+    source = Source(shards, d.channels)
+    return View(source, name=f"{source.description} [{x}, {y}]")
+
+
 def _row_range(rows: Optional[list[int]], n: int, key: str, source: str) -> Optional[np.ndarray]:
     """`data.<key>` as row numbers; the config checked it is a range, here it must fit `n` rows."""
     if rows is None:
@@ -177,9 +193,12 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
     rows = np.arange(len(train_src)) if train_rows is None else train_rows
     views: dict[str, View] = {}
     carve = carved_splits(d)  # the config made sure that each keeps rows
+    own_test = _own_test_split(config, later_spec) if "test" in carve else None
+    if own_test is not None:  # Keras's npz layout brings its test split: nothing to carve
+        views["test"], carve = own_test, [k for k in carve if k != "test"]
     for key in ("val", "test"):
         given_rows = getattr(d, f"{key}_rows")
-        if key in carve or key in absent_splits(d):
+        if key in carve or key in absent_splits(d) or key in views:
             continue
         if getattr(d, key) is not None:
             src = open_source(config, getattr(d, key), key, later_spec)

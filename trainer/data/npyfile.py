@@ -181,18 +181,33 @@ def _decompress(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str,
     return NpyArray(path, 0, shape, dtype, whole=whole)
 
 
-def open_npz(path: str, keys: tuple[str, ...],
-             optional: tuple[str, ...] = ()) -> dict[str, NpyArray]:
-    """The arrays `keys` (and of `optional`, those present) of an `.npz`, located, not read."""
+def npz_names(path: str) -> set[str]:
+    """The names of the arrays in an `.npz` (its members' names), nothing read but its index."""
+    try:
+        with storage.open_read(path) as f, zipfile.ZipFile(f) as archive:
+            return {n.removesuffix(".npy") for n in archive.namelist()}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"cannot read npz ({exc}), {path}, expected a .npz archive of arrays"
+                        ) from None
+
+
+def open_npz(path: str, keys: tuple[str, ...], optional: tuple[str, ...] = (),
+             instead: tuple[str, ...] = ()) -> dict[str, NpyArray]:
+    """The arrays `keys` (and of `optional`, those present) of an `.npz`, located, not read;
+    where one of `keys` is missing and all of `instead` are there, those."""
     out = {}
     try:
         with storage.open_read(path) as f:
             with zipfile.ZipFile(f) as archive:
                 names = {n.removesuffix(".npy"): n for n in archive.namelist()}
                 missing = [k for k in keys if k not in names]
+                if missing and instead and all(k in names for k in instead):
+                    keys, missing = instead, []
                 if missing:
+                    alternative = (f" (or {' and '.join(repr(k) for k in instead)})"
+                                   if instead else "")
                     raise UserError(f"array {missing[0]!r} missing, {path}, expected arrays "
-                                    f"{' and '.join(repr(k) for k in keys)} (found: "
+                                    f"{' and '.join(repr(k) for k in keys)}{alternative} (found: "
                                     f"{', '.join(names) or 'none'})")
                 for key in keys + tuple(k for k in optional if k in names):
                     info = archive.getinfo(names[key])

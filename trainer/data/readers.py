@@ -11,6 +11,7 @@ here and one entry there.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import posixpath
@@ -23,7 +24,7 @@ from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
 from trainer.data.labels import is_number
-from trainer.data.npyfile import NpyArray, array_from_bytes, open_npy, open_npz
+from trainer.data.npyfile import NpyArray, array_from_bytes, npz_names, open_npy, open_npz
 from trainer.data.source import Shard, group_names, texts
 from trainer.errors import UserError
 from trainer.runtime import memory
@@ -41,11 +42,33 @@ def _pair(x: NpyArray, y: NpyArray, where: str, group: Optional[NpyArray] = None
 
 
 def read_npz(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
+    """Arrays `data.x_key` and `data.y_key` (`x`, `y`), or, in Keras's layout (`mnist.npz`),
+    `x_train` and `y_train` (`npz_test_split` gives `x_test` and `y_test`)."""
+    keys, train = (data.x_key, data.y_key), keras_keys(data, "train")
     shards = []
     for path in paths:
-        arrays = open_npz(path, ("x", "y"), optional=(data.group_key,))
-        shards.append(_pair(arrays["x"], arrays["y"], path, arrays.get(data.group_key)))
+        arrays = open_npz(path, keys, optional=(data.group_key,), instead=train)
+        x, y = keys if all(k in arrays for k in keys) else train
+        shards.append(_pair(arrays[x], arrays[y], path, arrays.get(data.group_key)))
     return shards
+
+
+def keras_keys(data: DataConfig, split: str) -> tuple[str, str]:
+    """The arrays of `split` in Keras's npz layout: `x_train`, `y_train` (`data.x_key`_train)."""
+    return f"{data.x_key}_{split}", f"{data.y_key}_{split}"
+
+
+def npz_test_split(paths: list[str], data: DataConfig, spec: images.ImageSpec
+                   ) -> Optional[list[Shard]]:
+    """The test arrays of npz files in Keras's layout (`x_train`, `y_train`, `x_test`, `y_test`
+    and no `x`, `y`), as shards; None when the files are not all in that layout."""
+    wanted = {*keras_keys(data, "train"), *keras_keys(data, "test")}
+    for path in paths:
+        names = npz_names(path)
+        if not wanted <= names or {data.x_key, data.y_key} <= names:
+            return None
+    x, y = keras_keys(data, "test")
+    return read_npz(paths, dataclasses.replace(data, x_key=x, y_key=y), spec)
 
 
 def _sibling(path: str, name: str) -> str:
