@@ -7,10 +7,13 @@ import tracemalloc
 
 import av
 import numpy as np
+import pytest
 import scipy.io
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trainer import convert
-from trainer.data import images, load_splits
+from trainer.data import images, load_splits, video
 
 from conftest import blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
@@ -256,3 +259,169 @@ def test_a_v7_3_mat_pointing_outside_itself_is_refused(tmp_path):
         tmp_path, ["--video", videos[0], "--labels", str(tmp_path / "a73.mat")],
         f"error: dataset 'contacts' is an external link ('contacts' points into another file), "
         f"{tmp_path / 'a73.mat'}, expected datasets stored inside the file")
+
+
+# ----------------------------------------------------------------------------------------------
+# MATLAB layouts, and files that are not MATLAB at all.
+
+
+def _save_v5(path, **variables):
+    """What MATLAB's `save` (v5) writes, through scipy: lists are cells, dicts structs, str text."""
+    def as_matlab(value):
+        if isinstance(value, list):
+            cell = np.empty((1, len(value)), dtype=object)
+            for i, item in enumerate(value):
+                cell[0, i] = as_matlab(item)
+            return cell
+        if isinstance(value, dict):
+            return {k: as_matlab(v) for k, v in value.items()}
+        if isinstance(value, str) or np.asarray(value).dtype.kind == "U":
+            return value
+        return np.asarray(value, float)[:, None]
+    scipy.io.savemat(path, {k: as_matlab(v) for k, v in variables.items()})
+
+
+def _save_v73_layouts(path, **variables):
+    """What MATLAB's `save -v7.3` writes, through h5py: cells are datasets of references into
+    `#refs#`, structs groups, text uint16 character codes, each with its MATLAB_class."""
+    import h5py
+
+    def put(where, name, value, refs):
+        if isinstance(value, dict):
+            item = where.create_group(name)
+            for field, v in value.items():
+                put(item, field, v, refs)
+            kind = "struct"
+        elif isinstance(value, str):
+            item = where.create_dataset(name, data=np.array([[ord(c)] for c in value], np.uint16))
+            item.attrs["MATLAB_int_decode"] = np.int32(2)
+            kind = "char"
+        elif isinstance(value, list):
+            parts = [put(refs, f"r{len(refs)}", v, refs) for v in value]
+            item = where.create_dataset(name, data=np.array([[p.ref] for p in parts]),
+                                        dtype=h5py.ref_dtype)
+            kind = "cell"
+        else:
+            item = where.create_dataset(name, data=np.asarray(value, float)[:, None].T)
+            kind = "double"
+        item.attrs["MATLAB_class"] = np.bytes_(kind)
+        return item
+
+    _save_mat_v73(path)
+    with h5py.File(path, "a") as f:
+        refs = f.create_group("#refs#")
+        for name, value in variables.items():
+            put(f, name, value, refs)
+
+
+# Each layout, given the labels of videos s1.mp4 and s2.avi: names in another order than the
+# command line's where the layout names the videos, so only pairing by name gives the right ones.
+MAT_LAYOUTS = {
+    "cell of vectors, in video order": lambda a, b: {"labels": [a, b]},
+    "struct with a field per video": lambda a, b: {"sessions": {"s2": b, "s1": a}},
+    "cell beside a cell of names": lambda a, b: {"labels": [b, a], "names": ["s2.avi", "s1.mp4"]},
+    "cell beside Windows paths": lambda a, b: {"touch": [b, a],
+                                               "files": ["C:\\rig\\s2.avi", "D:\\s1.mp4"]},
+    "a vector per video": lambda a, b: {"s1": a, "s2": b},
+}
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_common_matlab_layouts_pair_each_vector_with_its_video(tmp_path, version):
+    videos, labels = [], []
+    for name, n, seed in (("s1.mp4", 5, 1), ("s2.avi", 4, 2)):
+        frames, touch = contact_frames(n, seed=seed, size=24)
+        videos.append(write_video(tmp_path / name, frames))
+        labels.append(touch.astype(float))
+    save = _save_v5 if version == "v5" else _save_v73_layouts
+    layouts = dict(MAT_LAYOUTS)
+    if version == "v5":  # a char matrix of names, one per row (MATLAB's char(...))
+        layouts["cell beside a char matrix"] = lambda a, b: {
+            "labels": [b, a], "names": np.array(["s2.avi", "s1.mp4"])}
+    for k, (layout, make) in enumerate(layouts.items()):
+        mat = str(tmp_path / f"{k}.mat")
+        save(mat, **make(*labels))
+        out = tmp_path / f"out{k}"
+        assert convert.main([*[a for v in videos for a in ("--video", v)], "--labels", mat,
+                             "--out", str(out), "--to", "npz"]) == 0, layout
+        with np.load(out / "train-00000.npz") as shard:
+            assert list(shard["y"]) == [*labels[0], *labels[1]], layout
+            assert list(shard["group"]) == [videos[0]] * 5 + [videos[1]] * 4, layout
+
+
+def test_an_unpaired_matlab_layout_says_which_layouts_are_read(tmp_path, capsys):
+    videos = [write_video(tmp_path / f"{n}.mp4", contact_frames(3, seed=0, size=24)[0])
+              for n in ("s1", "s2")]
+    three = {"labels": [np.zeros(3)] * 3}
+    _save_v5(tmp_path / "three.mat", **three)
+    _save_v5(tmp_path / "two.mat", a=np.zeros(3), b=np.zeros(3))
+    _save_v73_layouts(tmp_path / "other.mat", sessions={"s1": np.zeros(3), "s9": np.zeros(3)})
+    cases = {
+        "three.mat": "error: variable 'labels' is a cell of 3 but 2 videos are given, "
+                     f"{tmp_path / 'three.mat'}, expected one vector per video, in the order of "
+                     "--video (or a variable of the videos' names beside the cell)",
+        "two.mat": "error: cannot tell the labels of 2 video(s) among 2 variables (a (float64 3x1), "
+                   f"b (float64 3x1)), {tmp_path / 'two.mat'}, expected {video.LAYOUTS}; or "
+                   "--labels_key NAME",
+        "other.mat": f"error: no labels for video {videos[1]} (no field of struct 'sessions' is "
+                     f"'s2'; there are s1, s9), {tmp_path / 'other.mat'}, expected a vector for "
+                     "each video, named after its file",
+    }
+    for name, expected in cases.items():
+        argv = [*[a for v in videos for a in ("--video", v)], "--labels", str(tmp_path / name),
+                "--out", str(tmp_path / "out")]
+        assert convert.main(argv) == 2
+        assert error_line(capsys.readouterr().err) == expected
+    assert "a struct with a field per video" in video.LAYOUTS and "cell" in video.LAYOUTS
+    assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_labels_file_that_is_not_matlab_is_one_error_line(tmp_path, capsys, data):
+    """Text, random bytes, an empty file, or a real .mat cut short or with bytes changed."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"touch": np.arange(40.0)[:, None], "c": _cell_of(3)},
+                     do_compression=data.draw(st.booleans()))
+    real = bytearray(buf.getvalue())
+    kind = data.draw(st.sampled_from(["text", "random", "empty", "cut", "changed"]))
+    if kind == "text":
+        content = data.draw(st.text(max_size=300)).encode()
+    elif kind == "random":
+        content = data.draw(st.binary(max_size=600))
+    elif kind == "empty":
+        content = b""
+    elif kind == "cut":
+        content = bytes(real[:data.draw(st.integers(0, len(real) - 1))])
+    else:
+        for _ in range(data.draw(st.integers(1, 4))):
+            real[data.draw(st.integers(128, len(real) - 1))] = data.draw(st.integers(0, 255))
+        content = bytes(real)
+    path = tmp_path / "labels.mat"
+    path.write_bytes(content)
+    if not (tmp_path / "v.mp4").exists():
+        write_video(tmp_path / "v.mp4", contact_frames(40, seed=0, size=24)[0])
+    code = convert.main(["--video", str(tmp_path / "v.mp4"), "--labels", str(path),
+                         "--out", str(tmp_path / "out"), "--to", "npz"])
+    err = capsys.readouterr().err
+    if code == 0:  # a change that MATLAB's format survives (in a variable's padding, say)
+        return
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and str(path) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _cell_of(n):
+    cell = np.empty((1, n), dtype=object)
+    for i in range(n):
+        cell[0, i] = np.zeros((2, 1))
+    return cell
+
+
+def test_a_non_matlab_file_on_the_real_command_line(tmp_path):
+    write_video(tmp_path / "v.mp4", contact_frames(3, seed=0, size=24)[0])
+    (tmp_path / "notes.mat").write_text("frame,touch\n0,1\n")
+    _refused_leaving_nothing(
+        tmp_path, ["--video", str(tmp_path / "v.mp4"), "--labels", str(tmp_path / "notes.mat")],
+        f"error: cannot read MATLAB file (Mat file appears to be truncated), "
+        f"{tmp_path / 'notes.mat'}, expected a MATLAB .mat file (v4 to v7.3) of labels")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 import os
 import re
-from typing import Iterator, Mapping, Optional, Sequence
+import struct
+import zlib
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import av
 import numpy as np
@@ -91,92 +93,207 @@ def variable_names(videos: Sequence[str]) -> list[str]:
     return names
 
 
-def _load_mat(path: str) -> dict[str, np.ndarray]:
+class MatText(list):
+    """A MATLAB char array, or a cell of them: one string per row (a single name is a list of
+    one)."""
+
+
+# What a .mat variable is read as: a numeric array, a cell (a list of values, in MATLAB's order),
+# a struct (a dict of its fields) or text.
+MatValue = Union[np.ndarray, list, dict, MatText]
+
+
+def _cell(items: list) -> Union[list, MatText]:
+    """A cell's items; a cell of single names (`{'a.mp4', 'b.mp4'}`) is text, one per item."""
+    if items and all(isinstance(i, MatText) and len(i) == 1 for i in items):
+        return MatText(i[0] for i in items)
+    return items
+
+
+_MAT_ERRORS = (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, IndexError,
+               KeyError, EOFError, struct.error, zlib.error, UnicodeDecodeError, OverflowError,
+               MemoryError)
+NOT_MAT = "expected a MATLAB .mat file (v4 to v7.3) of labels"
+
+
+def _load_mat(path: str) -> dict[str, MatValue]:
     """The variables of a .mat file: v4 to v7.2 through scipy, v7.3 (HDF5) through h5py."""
     data = storage.read_bytes(path)
     try:
         contents = scipy.io.loadmat(io.BytesIO(data))
     except NotImplementedError:  # scipy's answer to a v7.3 file
         return _load_mat_hdf5(data, path)
-    except (ValueError, TypeError, OSError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot read MATLAB file ({reason}), {path}, expected a .mat file "
-                        "(v4 to v7.3) with a label vector") from None
-    return {k: v for k, v in contents.items() if not k.startswith("__")}
+    except _MAT_ERRORS as exc:  # scipy's parser fails in many ways on bytes that are no .mat
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read MATLAB file ({reason or type(exc).__name__}), {path}, "
+                        f"{NOT_MAT}") from None
+    return {k: _from_scipy(v) for k, v in contents.items() if not k.startswith("__")}
 
 
-def _load_mat_hdf5(data: bytes, path: str) -> dict[str, np.ndarray]:
-    """A v7.3 MAT-file's top-level numeric variables. MATLAB stores arrays column-major, so
-    h5py sees each one transposed; bytes outside the file (links, external storage) are
-    refused as for HDF5 data (`trainer.data.readers`)."""
+def _from_scipy(value: np.ndarray) -> MatValue:
+    """scipy's form of a variable as `MatValue`: cells and structs are object arrays."""
+    value = np.asarray(value)
+    if value.dtype.names:  # a struct; a struct array is a cell of structs
+        items = [{name: _from_scipy(item[name]) for name in value.dtype.names}
+                 for item in value.reshape(-1, order="F")]
+        return items[0] if len(items) == 1 else items
+    if value.dtype.kind == "O":  # a cell, in MATLAB's (column-major) order
+        return _cell([_from_scipy(item) for item in value.reshape(-1, order="F")])
+    if value.dtype.kind == "U":
+        return MatText(str(row).rstrip() for row in value.reshape(-1))
+    return value
+
+
+def _load_mat_hdf5(data: bytes, path: str) -> dict[str, MatValue]:
+    """A v7.3 MAT-file's top-level variables. MATLAB stores arrays column-major, so h5py sees
+    each one transposed; a cell is a dataset of references into `#refs#`, a struct a group of
+    its fields, text uint16 character codes. Bytes outside the file (links, external storage)
+    are refused as for HDF5 data (`trainer.data.readers`)."""
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            return {key: _from_hdf5(f, key, path, 0) for key in f if not key.startswith("#")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read MATLAB v7.3 file ({reason}), {path}, {NOT_MAT}") from None
+
+
+def _from_hdf5(f, name: str, path: str, depth: int) -> MatValue:
     import h5py
 
     from trainer.data.readers import _stored_inside
 
-    try:
-        with h5py.File(io.BytesIO(data), "r") as f:
-            for key in f:
-                _stored_inside(f, key, path)
-            return {key: np.asarray(item[()]).T for key, item in f.items()
-                    if isinstance(item, h5py.Dataset) and not key.startswith("#")}
-    except OSError as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot read MATLAB v7.3 file ({reason}), {path}, expected a .mat file "
-                        "(v4 to v7.3) with a label vector") from None
+    if depth > 8:
+        raise UserError(f"variable {name!r} nests cells or structs more than 8 deep, {path}, "
+                        "expected label vectors")
+    _stored_inside(f, name, path)
+    item = f[name]
+    kind = item.attrs.get("MATLAB_class", b"")
+    kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
+    if isinstance(item, h5py.Group):
+        return {key: _from_hdf5(f, f"{item.name}/{key}", path, depth + 1) for key in item
+                if not key.startswith("#")}
+    if "MATLAB_empty" in item.attrs and item.attrs["MATLAB_empty"]:
+        return MatText() if kind == "char" else [] if kind == "cell" else np.zeros(0)
+    values = item[()]
+    if h5py.check_ref_dtype(item.dtype):  # a cell: C order of the transposed = MATLAB's order
+        return _cell([_from_hdf5(f, f[ref].name, path, depth + 1)
+                      for ref in np.asarray(values).reshape(-1)])
+    values = np.asarray(values).T
+    if kind == "char":
+        rows = values.reshape(1, -1) if values.ndim < 2 else values
+        return MatText("".join(map(chr, row)).rstrip() for row in rows)
+    return values
 
 
-def _vector(contents: Mapping[str, np.ndarray], key: str, path: str) -> np.ndarray:
+def _describe(value: MatValue) -> str:
+    if isinstance(value, MatText):
+        return "text"
+    if isinstance(value, dict):
+        return f"a struct of {len(value)} fields"
+    if isinstance(value, list):
+        return f"a cell of {len(value)}"
+    return f"{value.dtype} {'x'.join(map(str, value.shape))}"
+
+
+def _as_vector(value: MatValue, what: str, path: str) -> np.ndarray:
+    """A label vector (NaN marks a frame to leave out; whole numbers become ints later)."""
+    labels = value
+    if (not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iufb"
+            or (labels.ndim == 2 and min(labels.shape) != 1) or labels.ndim > 2):
+        raise UserError(f"{what} is {_describe(value)}, {path}, expected a numeric vector with "
+                        "one label per frame")
+    return labels.reshape(-1)
+
+
+def _vector(contents: Mapping[str, MatValue], key: str, path: str) -> np.ndarray:
     if key not in contents:
         raise UserError(f"variable {key!r} missing, {path}, expected one of "
-                        f"{', '.join(contents)}")
-    labels = np.asarray(contents[key])
-    if labels.dtype.kind not in "iufb" or (labels.ndim == 2 and min(labels.shape) != 1) or labels.ndim > 2:
-        raise UserError(f"variable {key!r} has shape {labels.shape} and dtype {labels.dtype}, {path}, "
-                        "expected a numeric vector with one label per frame")
-    return labels.reshape(-1)  # NaN marks a frame to leave out; whole numbers become ints later
-
-
-def mat_labels(path: str, key: Optional[str]) -> np.ndarray:
-    """The label vector in a .mat file: variable `key`, or its only variable."""
-    contents = _load_mat(path)
-    if key is None:
-        if len(contents) != 1:
-            raise UserError(f"{len(contents)} variables ({', '.join(contents)}), {path}, expected "
-                            "one label vector or --labels_key NAME")
-        key = next(iter(contents))
-    return _vector(contents, key, path)
+                        f"{', '.join(contents) or 'none'}")
+    return _as_vector(contents[key], f"variable {key!r}", path)
 
 
 Segment = tuple[list[str], np.ndarray, str]  # videos, their labels in order, the labels' file
+
+LAYOUTS = ("one numeric vector for all frames in video order, a vector per video named after its "
+           "file (as trainer.predict --mat writes), a struct with a field per video, or a cell "
+           "of one vector per video (in video order, or beside a variable of the videos' names)")
 
 
 def label_segments(videos: Sequence[str], label_files: Sequence[str], key: Optional[str]
                    ) -> list[Segment]:
     """Which labels go with which frames: one .mat per video (paired in order), or one for all
-    videos, holding either one vector for all their frames in order or a vector per video named
-    as `variable_names` names them (the layout `trainer.predict --mat` writes)."""
+    videos, in any layout of `LAYOUTS` (`_pair`)."""
     videos, label_files = list(videos), list(label_files)
     if len(label_files) == len(videos):
-        return [([v], _labels_of(f, key, variable_name(v)), f) for v, f in zip(videos, label_files)]
+        return [seg for v, f in zip(videos, label_files) for seg in _pair([v], f, key)]
     if len(label_files) != 1:
         raise UserError(f"--labels given {len(label_files)} times for {len(videos)} videos, "
                         "command line, expected one --labels for all videos or one after each "
                         "--video, in the same order")
-    path = label_files[0]
+    return _pair(videos, label_files[0], key)
+
+
+def _pair(videos: list[str], path: str, key: Optional[str]) -> list[Segment]:
+    """The segments of one .mat file for `videos`. By name where the file names the videos
+    (variables, struct fields or a names variable beside a cell: a video's name is its path as
+    given, its file name, or `variable_names`'s), by order for a cell without names, and one
+    vector for all frames where the file holds one numeric vector (or `--labels_key` picks it)."""
     contents = _load_mat(path)
     names = variable_names(videos)
-    if key is None and len(videos) > 1 and set(names) <= set(contents):
-        return [([v], _vector(contents, n, path), path) for v, n in zip(videos, names)]
-    return [(videos, mat_labels(path, key), path)]
-
-
-def _labels_of(path: str, key: Optional[str], own_name: str) -> np.ndarray:
-    """A paired file's vector: `key`, its only variable, or the one named after its video."""
     if key is None:
-        contents = _load_mat(path)
-        if len(contents) > 1 and own_name in contents:
-            return _vector(contents, own_name, path)
-    return mat_labels(path, key)
+        if (len(videos) > 1 or len(contents) > 1) and set(names) <= set(contents):
+            return [([v], _vector(contents, n, path), path) for v, n in zip(videos, names)]
+        candidates = [k for k, v in contents.items() if not isinstance(v, MatText)]
+        if len(candidates) != 1:
+            found = ", ".join(f"{k} ({_describe(v)})" for k, v in contents.items()) or "none"
+            raise UserError(f"cannot tell the labels of {len(videos)} video(s) among {len(contents)} "
+                            f"variables ({found}), {path}, expected {LAYOUTS}; or --labels_key "
+                            "NAME")
+        key = candidates[0]
+    if key not in contents:
+        _vector(contents, key, path)  # says it is missing
+    value, what = contents[key], f"variable {key!r}"
+    if isinstance(value, dict):
+        return _by_name(videos, value, f"field of struct {key!r}", path)
+    if isinstance(value, list) and not isinstance(value, MatText):
+        text = [k for k, v in contents.items() if isinstance(v, MatText) and len(v) == len(value)]
+        if len(text) == 1:
+            return _by_name(videos, dict(zip(contents[text[0]], value)),
+                            f"name in {text[0]!r} beside cell {key!r}", path, len(value))
+        if len(value) != len(videos):
+            raise UserError(f"{what} is a cell of {len(value)} but {len(videos)} videos are given, "
+                            f"{path}, expected one vector per video, in the order of --video (or "
+                            "a variable of the videos' names beside the cell)")
+        return [([v], _as_vector(item, f"cell {i + 1} of {what}", path), path)
+                for i, (v, item) in enumerate(zip(videos, value))]
+    return [(videos, _as_vector(value, what, path), path)]
+
+
+def _by_name(videos: list[str], named: Mapping[str, MatValue], what: str, path: str,
+             expected: Optional[int] = None) -> list[Segment]:
+    """Each video's vector from `named`, looked up by its path as given, then by its file's
+    name with and without extension (a Windows path's too), then by `variable_names`."""
+    lookup: dict[str, MatValue] = {}
+    for name, value in named.items():
+        base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        for k in (name, base, os.path.splitext(base)[0], variable_name(base)):
+            lookup.setdefault(k, value)
+    if expected is not None and len(named) != expected:
+        raise UserError(f"names are not distinct ({len(named)} of {expected}), {path}, expected "
+                        "one name per vector of the cell")
+    out = []
+    for video, own in zip(videos, variable_names(videos)):
+        base = os.path.basename(video.rstrip("/"))
+        k = next((k for k in (video, base, os.path.splitext(base)[0], own) if k in lookup), None)
+        if k is None:
+            raise UserError(f"no labels for video {video} (no {what} is {own!r}; there are "
+                            f"{', '.join(list(named)[:20])}), {path}, expected a vector for each "
+                            "video, named after its file")
+        out.append(([video], _as_vector(lookup[k], f"the labels of {video} ({what} {k!r})", path),
+                    path))
+    return out
 
 
 def write_mat(local_path: str, labels: Mapping[str, np.ndarray]) -> None:
