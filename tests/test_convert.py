@@ -12,8 +12,9 @@ import scipy.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer import convert
+from trainer import convert, predict
 from trainer.data import images, load_splits, video
+from trainer.errors import UserError
 
 from conftest import blob_images, contact_frames, error_line, run_cli, run_job, write_npz, write_video
 
@@ -262,7 +263,32 @@ def test_a_v7_3_mat_pointing_outside_itself_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# MATLAB layouts, and files that are not MATLAB at all.
+# Frames at their own size; MATLAB layouts; not MATLAB at all; NaN; the curation loop.
+
+
+def test_frames_keep_their_own_size_unless_asked_and_a_resize_is_said(tmp_path):
+    """No --config: not the demo's 32x32. A size asked for, or a second size among the videos,
+    is resized and said in one line with the counts."""
+    cases = [((64,), [], (64, 64), None),
+             ((64, 48), [], (64, 64), "4 of 8 video frames were resized to 64x64 (data.image_size, "
+                                      "or the first frame's size), from 48x48 (4)"),
+             ((40,), ["--set", "data.image_size=[24, 32]"], (24, 32),
+              "4 of 4 video frames were resized to 24x32 (data.image_size, or the first frame's "
+              "size), from 40x40 (4)"),
+             ((24, 24), ["--set", "data.image_size=[24, 24]"], (24, 24), None)]
+    for k, (sizes, extra, shape, line) in enumerate(cases):
+        argv = [*extra, "--out", str(tmp_path / f"out{k}"), "--to", "npz"]
+        for v, size in enumerate(sizes):
+            frames, touch = contact_frames(4, seed=v, size=size)
+            argv += ["--video", write_video(tmp_path / f"{k}_{v}.mp4", frames)]
+            scipy.io.savemat(tmp_path / f"{k}_{v}.mat", {"touch": touch.astype(float)})
+            argv += ["--labels", str(tmp_path / f"{k}_{v}.mat")]
+        proc = run_cli(*argv, module="trainer.convert")
+        assert proc.returncode == 0, proc.stderr
+        manifest = json.loads((tmp_path / f"out{k}" / "manifest.json").read_text())
+        assert manifest["sample_shape"] == [*shape, 3], (sizes, extra)
+        said = [s for s in proc.stdout.splitlines() if "resized" in s]
+        assert said == ([f"warning: {line}"] if line else []), (sizes, extra, proc.stdout)
 
 
 def _save_v5(path, **variables):
@@ -425,3 +451,81 @@ def test_a_non_matlab_file_on_the_real_command_line(tmp_path):
         tmp_path, ["--video", str(tmp_path / "v.mp4"), "--labels", str(tmp_path / "notes.mat")],
         f"error: cannot read MATLAB file (Mat file appears to be truncated), "
         f"{tmp_path / 'notes.mat'}, expected a MATLAB .mat file (v4 to v7.3) of labels")
+
+
+def test_nan_is_refused_as_training_refuses_it_and_the_manifest_is_strict_json(tmp_path, capsys):
+    """The same line as training (counts, split, first file and row); under nonfinite=zero the
+    values become 0, a line says so, and manifest.json parses as strict JSON."""
+    rng = np.random.default_rng(3)
+    for k, (split, bad_rows) in enumerate([("train", [5, 7]), ("train", [0]), ("val", [2])]):
+        x = rng.normal(size=(40, 8, 8)).astype(np.float32)
+        val = rng.normal(size=(10, 8, 8)).astype(np.float32)
+        target = x if split == "train" else val
+        for r in bad_rows:
+            target[r, r % 8, 1] = np.nan
+        target[bad_rows[-1], 0, 0] = np.inf
+        write_npz(tmp_path / f"d{k}", "train.npz", x, np.arange(40) % 2)
+        write_npz(tmp_path / f"d{k}", "val.npz", val, np.arange(10) % 2)
+        sets = ["data.format=npz", f"data.train={tmp_path}/d{k}/train.npz",
+                f"data.val={tmp_path}/d{k}/val.npz", "data.test_split=0"]
+        assert convert.main([*[a for s in sets for a in ("--set", s)], "--out",
+                             str(tmp_path / f"o{k}"), "--to", "npz", "--shard_size", "8"]) == 2
+        first = f"row {bad_rows[0]} of {tmp_path}/d{k}/{split}.npz"
+        expected = (f"{len(bad_rows)} NaN and 1 Inf values in {len(bad_rows)} samples of the "
+                    f"{split} split, first at {first}, data.nonfinite=error, expected finite "
+                    "values (data.nonfinite=zero replaces them with 0)")
+        assert error_line(capsys.readouterr().err) == f"error: {expected}"
+        assert not (tmp_path / f"o{k}").exists() or not os.listdir(tmp_path / f"o{k}")
+        if split == "train":  # training's own line, word for word
+            with pytest.raises(UserError) as caught:
+                run_job(tmp_path / "runs", *sets, "model.name=tiny_cnn", "train.epochs=1")
+            assert str(caught.value) == expected
+        assert convert.main([*[a for s in [*sets, "data.nonfinite=zero"] for a in ("--set", s)],
+                             "--out", str(tmp_path / f"z{k}"), "--to", "npz"]) == 0
+        said = capsys.readouterr().out
+        assert f"data.nonfinite=zero: replaced {len(bad_rows)} NaN and 1 Inf values" in said
+        manifest = json.loads((tmp_path / f"z{k}" / "manifest.json").read_text(),
+                              parse_constant=lambda c: pytest.fail(f"{c} in manifest.json"))
+        assert all(np.isfinite(manifest["splits"]["train"]["mean"] + manifest["splits"]["train"]["std"]))
+        with np.load(tmp_path / f"z{k}" / f"{split}-00000.npz") as shard:
+            assert np.all(np.isfinite(shard["x"])) and shard["x"][bad_rows[0], bad_rows[0] % 8, 1] == 0
+
+
+def test_curated_videos_convert_back_into_shards_that_train_with_the_earlier_ones(tmp_path):
+    """The loop of seed 001: convert (README's command: npz, grey, the videos' 40x40) -> train ->
+    predict --mat -> convert back --like the earlier shards (or the run) -> train on both."""
+    videos, mats = [], []
+    for k in range(2):
+        frames, touch = contact_frames(24, seed=20 + k, size=40)
+        videos.append(write_video(tmp_path / f"day{k}.mp4", frames))
+        mats.append(str(tmp_path / f"day{k}.mat"))
+        scipy.io.savemat(mats[-1], {"contacts": touch.astype(float)[:, None]})
+    first = tmp_path / "shards"
+    assert convert.main(["--video", videos[0], "--labels", mats[0], "--video", videos[1],
+                         "--labels", mats[1], "--out", str(first), "--to", "npz",
+                         "--set", "data.color=grey"]) == 0
+    result, _ = run_job(tmp_path / "runs", "name=contact", "data.format=npz",
+                        f"data.train={first}/train-*.npz", "model.name=tiny_cnn", "train.epochs=1",
+                        "output.plots=false", "output.report=false")
+    new = write_video(tmp_path / "new.mp4", contact_frames(20, seed=30, size=40)[0])
+    assert predict.main(["--model", result.run_dir, new, "--mat", str(tmp_path / "curated.mat")]) == 0
+    earlier = json.loads((first / "manifest.json").read_text())
+    for k, like in enumerate([str(first), str(first / "manifest.json"), result.run_dir]):
+        again = tmp_path / f"curated{k}"
+        assert convert.main(["--video", new, "--labels", str(tmp_path / "curated.mat"),
+                             "--like", like, "--out", str(again)]) == 0
+        manifest = json.loads((again / "manifest.json").read_text())
+        assert (manifest["format"], manifest["sample_shape"]) == ("npz", [40, 40, 1]) == (
+            earlier["format"], earlier["sample_shape"]), like
+    both, _ = run_job(tmp_path / "runs", "name=both", "data.format=npz",
+                      f"data.train=[{first}/train-*.npz, {tmp_path}/curated0/train-*.npz]",
+                      "data.split_by=group", "model.name=tiny_cnn", "train.epochs=1",
+                      "output.plots=false", "output.report=false")
+    data = json.loads(open(os.path.join(both.run_dir, "metrics.json")).read())["data"]
+    assert sum(data[s]["samples"] for s in ("train", "val", "test")) == 48 + 20
+    # What --like fixes cannot be asked otherwise: the shards would not train together.
+    proc = run_cli("--video", new, "--labels", str(tmp_path / "curated.mat"), "--like", str(first),
+                   "--to", "tfrecord", "--out", str(tmp_path / "no"), module="trainer.convert")
+    assert proc.returncode == 2 and error_line(proc.stderr) == (
+        f"error: --to=tfrecord but the shards of --like={first} have npz, command line, expected "
+        "--to left out with --like (or the same)")

@@ -406,6 +406,20 @@ def with_values(cfg: Config, values: typing.Mapping[str, Any]) -> Config:
 def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
          output_dir: Optional[str] = None) -> Config:
     """Build the run's config from an optional YAML file (any storage path) and `--set` overrides."""
+    raw, source = load_raw(path, overrides)
+    if output_dir:
+        if raw.get("output") is None:
+            raw["output"] = {}
+        if not isinstance(raw["output"], dict):
+            raise UserError(f"key 'output' is not a mapping, {source}, expected a section")
+        raw["output"]["dir"] = output_dir
+    return from_dict(raw, source)
+
+
+def load_raw(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
+             ) -> tuple[dict, str]:
+    """The keys as given (the YAML file with `--set` applied, no defaults) and their source:
+    what a tool asks when a default must not count as asked (`trainer.convert`)."""
     raw: dict = {}
     source = "--set" if overrides else "the built-in demo config"
     if path:
@@ -415,13 +429,7 @@ def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
         raw = parse_yaml(storage.read_text(path), source)
     for item in overrides:
         apply_override(raw, item)
-    if output_dir:
-        if raw.get("output") is None:
-            raw["output"] = {}
-        if not isinstance(raw["output"], dict):
-            raise UserError(f"key 'output' is not a mapping, {source}, expected a section")
-        raw["output"]["dir"] = output_dir
-    return from_dict(raw, source)
+    return raw, source
 
 
 # YAML errors that PyYAML does not wrap: `2001-13-45` (a timestamp), `!!int 1.5`, deep nesting.

@@ -66,14 +66,14 @@ def read_run(url: str) -> Run:
                task=str(info.get("task") or ""), test_metrics=test)
 
 
-def _json(path: str, flag: str) -> dict:
+def _json(path: str, flag: str, expected: str = "the run's own file") -> dict:
+    """A JSON object a run or a tool wrote, or one `error:` line naming `path` and `flag`."""
     try:
         data = json.loads(storage.read_text(path))
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc}), {flag}, expected the run's own "
-                        "file") from None
+        raise UserError(f"cannot read {path} ({exc}), {flag}, expected {expected}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path} holds no mapping, {flag}, expected the run's own file")
+        raise UserError(f"{path} holds no mapping, {flag}, expected {expected}")
     return data
 
 

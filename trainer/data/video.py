@@ -37,12 +37,14 @@ def is_video(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
-def decode_frames(path: str, spec: ImageSpec) -> Iterator[np.ndarray]:
+def decode_frames(path: str, spec: ImageSpec, sizes: Optional[dict] = None
+                  ) -> Iterator[np.ndarray]:
     """Every frame of the video, in order, as uint8 (H, W, C) sized and coloured by `spec`.
 
     One frame is decoded at a time, so a video of any length costs one frame of memory here.
     8-bit frames decode to whole numbers up to 255, so uint8 holds them losslessly; a model
     receives the same values as float32, whether it reads them from shards or from the video.
+    `sizes`, when given, counts the frames by their own (height, width).
     """
     index = 0
     try:
@@ -50,6 +52,8 @@ def decode_frames(path: str, spec: ImageSpec) -> Iterator[np.ndarray]:
             if not container.streams.video:
                 raise UserError(f"no video stream, {path}, expected a video file FFmpeg reads")
             for frame in container.decode(video=0):
+                if sizes is not None:
+                    sizes[(frame.height, frame.width)] = sizes.get((frame.height, frame.width), 0) + 1
                 yield to_array(frame.to_image(), spec, f"{path} frame {index}").astype(np.uint8)
                 index += 1
     except av.error.FFmpegError as exc:
@@ -308,17 +312,42 @@ def write_mat(local_path: str, labels: Mapping[str, np.ndarray]) -> None:
     scipy.io.savemat(local_path, arrays, do_compression=True)
 
 
-def frames(segments: Sequence[Segment], spec: ImageSpec, chunk: int
-           ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def settled(segments: Sequence[Segment], spec: ImageSpec) -> ImageSpec:
+    """`spec` with what it leaves open (`data.image_size`, `data.color`: auto) taken from the
+    first frame of the first video that has one, as image files take it from the first image."""
+    if spec.size is not None and spec.channels is not None:
+        return spec
+    for paths, _, _ in segments:
+        for path in paths:
+            first = next(decode_frames(path, spec), None)
+            if first is not None:
+                return spec.settle(first)
+    return spec
+
+
+def resize_line(sizes: Mapping[tuple[int, int], int], size: Sequence[int]) -> Optional[str]:
+    """What `frames` resized to `size` (h, w), as training says it of image files; None when
+    nothing was."""
+    other = {s: n for s, n in sorted(sizes.items()) if s != tuple(size)}
+    if not other:
+        return None
+    return (f"{sum(other.values())} of {sum(sizes.values())} video frames were resized to "
+            f"{size[0]}x{size[1]} (data.image_size, or the first frame's size), from "
+            + ", ".join(f"{h}x{w} ({n})" for (h, w), n in other.items()))
+
+
+def frames(segments: Sequence[Segment], spec: ImageSpec, chunk: int,
+           sizes: Optional[dict] = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(frames, labels, videos) chunks over all segments' videos in order; one label per frame,
-    a mismatch named by its videos and labels file."""
+    a mismatch named by its videos and labels file. `spec` should be `settled`, so that every
+    frame has one size; `sizes` counts the frames by their own size (`resize_line`)."""
     buf_x: list[np.ndarray] = []
     buf_y: list = []
     buf_g: list[str] = []
     for paths, labels, labels_path in segments:
         seen = 0
         for path in paths:
-            for image in decode_frames(path, spec):
+            for image in decode_frames(path, spec, sizes):
                 if seen >= len(labels):
                     raise UserError(f"video has more frames than labels ({len(labels)}), "
                                     f"{path} frame {seen}, expected one label per frame in "
