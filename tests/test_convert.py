@@ -346,8 +346,8 @@ MAT_LAYOUTS = {
     "cell of vectors, in video order": lambda a, b: {"labels": [a, b]},
     "struct with a field per video": lambda a, b: {"sessions": {"s2": b, "s1": a}},
     "cell beside a cell of names": lambda a, b: {"labels": [b, a], "names": ["s2.avi", "s1.mp4"]},
-    "cell beside Windows paths": lambda a, b: {"touch": [b, a],
-                                               "files": ["C:\\rig\\s2.avi", "D:\\s1.mp4"]},
+    "cell beside Windows paths and notes": lambda a, b: {
+        "touch": [b, a], "files": ["C:\\rig\\s2.avi", "D:\\s1.mp4"], "notes": ["ok", "blurred"]},
     "a vector per video": lambda a, b: {"s1": a, "s2": b},
 }
 
@@ -382,7 +382,12 @@ def test_an_unpaired_matlab_layout_says_which_layouts_are_read(tmp_path, capsys)
     _save_v5(tmp_path / "three.mat", **three)
     _save_v5(tmp_path / "two.mat", a=np.zeros(3), b=np.zeros(3))
     _save_v73_layouts(tmp_path / "other.mat", sessions={"s1": np.zeros(3), "s9": np.zeros(3)})
+    _save_v5(tmp_path / "names.mat", labels=[np.zeros(3)] * 2, names=["s2", "s1"],
+             files=["s1.mp4", "s2.mp4"])
     cases = {
+        "names.mat": "error: 2 of the variables names, files name every video of cell "
+                     f"'labels', {tmp_path / 'names.mat'}, expected one variable of the videos' "
+                     "names beside the cell",
         "three.mat": "error: variable 'labels' is a cell of 3 but 2 videos are given, "
                      f"{tmp_path / 'three.mat'}, expected one vector per video, in the order of "
                      "--video (or a variable of the videos' names beside the cell)",

@@ -263,9 +263,21 @@ def _pair(videos: list[str], path: str, key: Optional[str]) -> list[Segment]:
         return _by_name(videos, value, f"field of struct {key!r}", path)
     if isinstance(value, list) and not isinstance(value, MatText):
         text = [k for k, v in contents.items() if isinstance(v, MatText) and len(v) == len(value)]
-        if len(text) == 1:
-            return _by_name(videos, dict(zip(contents[text[0]], value)),
-                            f"name in {text[0]!r} beside cell {key!r}", path, len(value))
+        paired = {}
+        for names_key in text:  # several text variables: those that name every video
+            try:
+                paired[names_key] = _by_name(videos, dict(zip(contents[names_key], value)),
+                                             f"name in {names_key!r} beside cell {key!r}", path,
+                                             len(value))
+            except UserError:
+                if len(text) == 1:
+                    raise
+        if len(paired) == 1:
+            return next(iter(paired.values()))
+        if text:
+            raise UserError(f"{len(paired) or 'none'} of the variables {', '.join(text)} name "
+                            f"every video of cell {key!r}, {path}, expected one variable of the "
+                            "videos' names beside the cell")
         if len(value) != len(videos):
             raise UserError(f"{what} is a cell of {len(value)} but {len(videos)} videos are given, "
                             f"{path}, expected one vector per video, in the order of --video (or "
