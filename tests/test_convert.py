@@ -266,7 +266,7 @@ def test_a_v7_3_mat_pointing_outside_itself_is_refused(tmp_path):
 # Frames at their own size; MATLAB layouts; not MATLAB at all; NaN; the curation loop.
 
 
-def test_frames_keep_their_own_size_unless_asked_and_a_resize_is_said(tmp_path):
+def test_frames_keep_their_own_size_unless_asked_and_a_resize_is_said(tmp_path, capsys):
     """No --config: not the demo's 32x32. A size asked for, or a second size among the videos,
     is resized and said in one line with the counts."""
     cases = [((64,), [], (64, 64), None),
@@ -283,12 +283,11 @@ def test_frames_keep_their_own_size_unless_asked_and_a_resize_is_said(tmp_path):
             argv += ["--video", write_video(tmp_path / f"{k}_{v}.mp4", frames)]
             scipy.io.savemat(tmp_path / f"{k}_{v}.mat", {"touch": touch.astype(float)})
             argv += ["--labels", str(tmp_path / f"{k}_{v}.mat")]
-        proc = run_cli(*argv, module="trainer.convert")
-        assert proc.returncode == 0, proc.stderr
+        assert convert.main(argv) == 0  # as the command line runs it, in this process
         manifest = json.loads((tmp_path / f"out{k}" / "manifest.json").read_text())
         assert manifest["sample_shape"] == [*shape, 3], (sizes, extra)
-        said = [s for s in proc.stdout.splitlines() if "resized" in s]
-        assert said == ([f"warning: {line}"] if line else []), (sizes, extra, proc.stdout)
+        said = [s for s in capsys.readouterr().out.splitlines() if "resized" in s]
+        assert said == ([f"warning: {line}"] if line else []), (sizes, extra, said)
 
 
 def _save_v5(path, **variables):
