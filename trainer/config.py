@@ -290,6 +290,16 @@ class OutputConfig:
         "PNG or JPEG bytes and decodes them as training did, for Vertex AI online prediction "
         "and the Model Registry (`trainer.submit --upload_model`).",
         default=True, resume="free")
+    experiment: Optional[str] = _doc(
+        "A Vertex AI Experiment the chief logs the run to (the resolved config as parameters, "
+        "the final val and test metrics, per-epoch metrics when the experiment has a "
+        "TensorBoard): its name (in the project and region of the Google Cloud defaults), or "
+        "`projects/P/locations/REGION/metadataStores/default/contexts/NAME`. Needs Google Cloud "
+        "credentials; without them, or when Vertex AI refuses, one warning and training goes "
+        "on. `trainer.submit --experiment` sets it.", default=None, resume="free")
+    experiment_run: Optional[str] = _doc(
+        "The experiment run's name (lowercase letters, digits, `-`); empty means the run's "
+        "`name`, lowercased.", default=None, resume="free")
 
 
 @dataclass(frozen=True)
