@@ -166,3 +166,26 @@ def test_storage_layer_on_gs_and_gcs_mount_paths(gcs, tmp_path):
     assert storage.expand(f"/gcs/{gcs.bucket}/layer/d/*.npz", "data.train") == [gcs.url("layer/d/a.npz")]
     with pytest.raises(UserError, match=r"no files found, data.train=gs://.*/nothing/\*.npz"):
         storage.expand(gcs.url("layer/nothing/*.npz"), "data.train")
+
+
+@pytest.mark.parametrize("latency_s, mb_per_s", [(0.03, 100), (0.1, 20)])
+def test_the_slow_relay_answers_as_a_distant_bucket(gcs, latency_s, mb_per_s):
+    """Each response starts no sooner than the latency after its request, and a connection
+    carries no more than its bandwidth; the bytes are the server's."""
+    import urllib.request
+
+    payload = os.urandom(2_000_000)
+    gcs.client().bucket(gcs.bucket).blob("slow/object").upload_from_string(payload)
+    relay = gcs_emulator.SlowRelay(gcs, latency_s, mb_per_s * 1e6)
+    url = f"{relay.host}/download/storage/v1/b/{gcs.bucket}/o/slow%2Fobject?alt=media"
+    try:
+        for size in (1, len(payload)):
+            request = urllib.request.Request(url, headers={"Range": f"bytes=0-{size - 1}"})
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                body = answer.read()
+            took = time.perf_counter() - started
+            assert body == payload[:size]
+            assert took >= latency_s + size / (mb_per_s * 1e6) * 0.9, took
+    finally:
+        relay.close()

@@ -144,8 +144,10 @@ class DataConfig:
         "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
         "(remote storage likes large reads).", default=1024, min=1, max=1_000_000,
         resume="recorded")
-    read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
-                             default=4, min=1, max=256, resume="free")
+    read_threads: int = _doc(
+        "Blocks read in parallel (file reads and image decoding). From a bucket each read waits "
+        "out its latency: 16 threads of 4 MB blocks hide 30 ms per request "
+        "(docs/performance.md, remote data).", default=16, min=1, max=256, resume="free")
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
