@@ -311,6 +311,7 @@ class SlowRelay(Relay):
                  bytes_per_s: float = 100e6):
         self.latency_s = latency_s
         self.bytes_per_s = bytes_per_s
+        self.responses = 0  # responses started: the requests the server answered
         super().__init__(emulator)
 
     def _serve(self, client: socket.socket) -> None:
@@ -340,6 +341,7 @@ class SlowRelay(Relay):
             while chunk := src.recv(65536):
                 if asked.is_set():  # the first bytes of a response: wait out the latency
                     asked.clear()
+                    self.responses += 1
                     wait = sent_at[0] + self.latency_s - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
