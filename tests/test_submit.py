@@ -321,9 +321,26 @@ def test_flex_start_waits_as_long_as_asked(capsys, gcs, job_config, text, second
     (["--enable_web_access"], {"web": True}),
     (["--persistent_resource", "my-pool"], {"persistent": "my-pool"}),
     (["--tensorboard", TB, "--service_account", SA], {"tensorboard": TB}),
+    (["--experiment", "exp1", "--experiment_run", "r-2", "--service_account", SA],
+     {"experiment": "exp1-r-2"}),
 ])
 def test_each_option_shows_in_the_job_spec(capsys, gcs, job_config, extra, expected):
+    """In the dry run's job, and in the job the client library sends: the same spec."""
     spec = _dry_run_job(capsys, gcs, job_config, *extra).job_spec
+    default_machine = {"machineType": vertex_job.DEFAULT_MACHINE, "acceleratorCount": 1,
+                       "acceleratorType": vertex_job.DEFAULT_ACCELERATOR}
+    pool = f"{PARENT}/persistentResources/my-pool"  # holding the default machine
+    recorder = Recorder(resources={pool: {"name": pool, "resourcePools": [
+        {"machineSpec": default_machine, "replicaCount": "1"}]}})
+    try:
+        assert submit.main(_args(gcs, job_config, *extra, "--api_endpoint",
+                                 recorder.endpoint)) == 0, capsys.readouterr().err
+        sent = v1.CustomJob.from_json(recorder.requests[-1]["body"])
+    finally:
+        recorder.close()
+    assert sent.job_spec == spec
+    run = expected.get("experiment")
+    assert spec.experiment_run.rsplit("/", 1)[-1] == (run or "")
     scheduling = spec.scheduling
     assert bool(scheduling.restart_job_on_worker_restart) == expected.get("restart", False)
     assert scheduling.timeout.total_seconds() == expected.get("timeout", 0)
@@ -331,7 +348,7 @@ def test_each_option_shows_in_the_job_spec(capsys, gcs, job_config, extra, expec
     assert spec.enable_web_access == expected.get("web", False)
     assert spec.persistent_resource_id == expected.get("persistent", "")
     assert spec.tensorboard == expected.get("tensorboard", "")
-    assert not spec.experiment  # only --experiment names one
+    assert bool(spec.experiment) == bool(run)  # only --experiment names one
     assert len(spec.worker_pool_specs) == 1
 
 
@@ -479,10 +496,13 @@ RESOURCE = f"{PARENT}/persistentResources/my-pool"
      "holds: g2-standard-8), --persistent_resource=my-pool, expected the job's machines"),
     ([POOL], ["--replica_count", "2", "--reduction_server", "1"], "error: persistent resource "
      "my-pool holds no n1-highcpu-16 (it holds: a3-highgpu-8g)"),
+    (None, [], f"error: Vertex AI refused the persistent resource (404 NOT_FOUND: {RESOURCE} not "
+     f"found), {PARENT}, expected a persistent resource that exists in the project and region"),
 ])
 def test_a_persistent_resource_must_hold_the_jobs_machines(capsys, gcs, job_config, pools, extra,
                                                            refused):
-    recorder = Recorder(resources={RESOURCE: {"name": RESOURCE, "resourcePools": pools}})
+    recorder = Recorder(resources={RESOURCE: {"name": RESOURCE, "resourcePools": pools}}
+                        if pools is not None else {})
     try:
         code = submit.main(_args(gcs, job_config, *H100, *extra, "--persistent_resource",
                                  "my-pool", "--api_endpoint", recorder.endpoint))

@@ -114,6 +114,7 @@ _EXPECTED = {
                          "roles/aiplatform.user)",
     "RESOURCE_EXHAUSTED": "quota for the machine and accelerator in the region (or another region)",
     "INVALID_ARGUMENT": "a {what} the API accepts (see the field in the message)",
+    "NOT_FOUND": "a {what} that exists in the project and region (check its name and --region)",
 }
 
 
