@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -37,6 +38,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (32, 32, 1)
 PER_REPLICA_BATCH = 64
 # The seeds' images as stored (bytes a sample) and an assumed training rate per GPU (samples/s).
+# What one reader thread moves from a bucket 30 ms away in 4 MB blocks, measured through
+# tests/gcs_emulator.py's SlowRelay (docs/performance.md); the last column is the
+# data.read_threads a worker needs for its share at 0.8 of that.
+THREAD_MB_S = 55
 SEEDS = [("000 hexagonal, 32x32x1 float32", 32 * 32 * 4, 100_000),
          ("001 contact frames, 64x64x1 uint8", 64 * 64, 50_000),
          ("003 digits, 28x28x1 uint8", 28 * 28, 200_000),
@@ -181,11 +186,13 @@ def main() -> None:
     print(f"\nprojection for 8 GPU workers, read factor {share['read_factor']:.2f} (measured at "
           f"{share['workers']} workers; 8.00 with every worker reading everything):")
     print(f"{'seed images':<40} {'bytes':>8} {'GPU samples/s':>14} {'bucket MB/s':>12} "
-          f"{'(all read all)':>15}")
+          f"{'(all read all)':>15} {'read threads':>12}")
     for name, nbytes, rate in SEEDS:
         need = 8 * rate * nbytes * share["read_factor"] / 1e6
         before = need * 8 / share["read_factor"]  # every worker reading everything
-        print(f"{name:<40} {nbytes:>8,} {rate:>14,} {need:>12,.0f} {before:>15,.0f}")
+        threads = math.ceil(need / 8 / (0.8 * THREAD_MB_S))
+        print(f"{name:<40} {nbytes:>8,} {rate:>14,} {need:>12,.0f} {before:>15,.0f} "
+              f"{threads:>12}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)

@@ -221,10 +221,8 @@ class Relay(_Listener):
             self._lines.discard(line)
 
     def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.emulator.port))
-        except OSError:
-            _reset(client)
+        upstream = _upstream(self.emulator, client)
+        if upstream is None:
             return
         line = _Line(client, upstream, on_end=self._forget)
         with self._lock:  # decided under the lock: a cut either sees this line or refuses it
@@ -238,6 +236,15 @@ class Relay(_Listener):
         else:
             upstream.close()
             _reset(client)
+
+
+def _upstream(emulator: Emulator, client: socket.socket):
+    """A connection to the server for `client`; None (and `client` reset) when it refuses."""
+    try:
+        return socket.create_connection(("127.0.0.1", emulator.port))
+    except OSError:
+        _reset(client)
+        return None
 
 
 def _reset(sock: socket.socket) -> None:
@@ -292,3 +299,67 @@ class _Line:
             _reset(self.client)
         else:
             self.client.close()
+
+
+class SlowRelay(Relay):
+    """A TCP relay in front of `emulator` that answers as a real bucket does at a distance: each
+    response's first byte comes `latency_s` after the request (the time to first byte), and each
+    connection carries at most `bytes_per_s` towards the client (a per-connection bandwidth cap).
+    Requests go through at once; a request is whatever the client sends after a response began."""
+
+    def __init__(self, emulator: Emulator, latency_s: float = 0.03,
+                 bytes_per_s: float = 100e6):
+        self.latency_s = latency_s
+        self.bytes_per_s = bytes_per_s
+        self.responses = 0  # responses started: the requests the server answered
+        super().__init__(emulator)
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = _upstream(self.emulator, client)
+        if upstream is None:
+            return
+        asked = threading.Event()  # set by a request, cleared when its response starts
+        sent_at = [0.0]
+        threading.Thread(target=self._requests, args=(client, upstream, asked, sent_at),
+                         daemon=True).start()
+        threading.Thread(target=self._responses, args=(upstream, client, asked, sent_at),
+                         daemon=True).start()
+
+    def _requests(self, src, dst, asked, sent_at) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if not asked.is_set():
+                    sent_at[0] = time.monotonic()
+                    asked.set()
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        _end(src, dst)
+
+    def _responses(self, src, dst, asked, sent_at) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if asked.is_set():  # the first bytes of a response: wait out the latency
+                    asked.clear()
+                    self.responses += 1
+                    wait = sent_at[0] + self.latency_s - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    started, carried = time.monotonic(), 0
+                dst.sendall(chunk)
+                carried += len(chunk)
+                ahead = started + carried / self.bytes_per_s - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        except (OSError, UnboundLocalError):
+            pass
+        _end(src, dst)
+
+
+def _end(*socks: socket.socket) -> None:
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()

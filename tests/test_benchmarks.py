@@ -80,3 +80,17 @@ def test_quality_prints_both_figures_per_task(tmp_path):
     (row,) = json.loads(out.read_text())
     assert row["task"] == "shapes" and 0 <= row["package"] <= 1 and 0 <= row["plain"] <= 1
     assert "package defaults" in proc.stdout and "plain script" in proc.stdout
+
+
+def test_remote_pipeline_prints_local_and_bucket_rates():
+    proc = _run("--samples", "400", "--big_samples", "8", "--shards", "2", "--threads", "2",
+                "--blocks", "128", script="benchmarks/remote_pipeline.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.split()[0] in ("32x32", "256x256")]
+    assert [r[0] for r in rows] == ["32x32", "256x256"], proc.stdout
+    for row in rows:
+        local, near, far, far_local, far_near = (float(v.replace(",", "")) for v in row[-5:])
+        assert min(local, near, far) > 0
+        assert abs(far / local - far_local) < 0.01 and abs(far / near - far_near) < 0.01
+    assert "load average" in proc.stdout  # the machine's load beside the figures

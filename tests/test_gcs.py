@@ -166,3 +166,58 @@ def test_storage_layer_on_gs_and_gcs_mount_paths(gcs, tmp_path):
     assert storage.expand(f"/gcs/{gcs.bucket}/layer/d/*.npz", "data.train") == [gcs.url("layer/d/a.npz")]
     with pytest.raises(UserError, match=r"no files found, data.train=gs://.*/nothing/\*.npz"):
         storage.expand(gcs.url("layer/nothing/*.npz"), "data.train")
+
+
+@pytest.mark.parametrize("latency_s, mb_per_s", [(0.03, 100), (0.1, 20)])
+def test_the_slow_relay_answers_as_a_distant_bucket(gcs, latency_s, mb_per_s):
+    """Each response starts no sooner than the latency after its request, and a connection
+    carries no more than its bandwidth; the bytes are the server's."""
+    import urllib.request
+
+    payload = os.urandom(2_000_000)
+    gcs.client().bucket(gcs.bucket).blob("slow/object").upload_from_string(payload)
+    relay = gcs_emulator.SlowRelay(gcs, latency_s, mb_per_s * 1e6)
+    url = f"{relay.host}/download/storage/v1/b/{gcs.bucket}/o/slow%2Fobject?alt=media"
+    try:
+        for size in (1, len(payload)):
+            request = urllib.request.Request(url, headers={"Range": f"bytes=0-{size - 1}"})
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                body = answer.read()
+            took = time.perf_counter() - started
+            assert body == payload[:size]
+            assert took >= latency_s + size / (mb_per_s * 1e6) * 0.9, took
+    finally:
+        relay.close()
+
+
+def test_rows_back_to_back_in_a_bucket_are_one_request(gcs, tmp_path):
+    """Each request to a bucket waits out its latency: a block of contiguous rows is read in one
+    ranged request, however many rows it holds (locally a preadv takes at most 512 of them)."""
+    from trainer import storage
+
+    size = 100
+    data = np.random.default_rng(0).integers(0, 255, 3000 * size, dtype=np.uint8)
+    gcs.client().bucket(gcs.bucket).blob("rows/f").upload_from_string(data.tobytes())
+    relay = gcs_emulator.SlowRelay(gcs, latency_s=0.0, bytes_per_s=1e12)
+    previous = gcs_emulator.use(relay)
+    try:
+        import gcsfs
+
+        gcsfs.GCSFileSystem.clear_instance_cache()  # one that talks to the relay
+        for rows in (1, 600, 1200, 2500):
+            offsets = (np.arange(rows) + 3) * size
+            dest = np.zeros((rows, size), np.uint8)
+            before = relay.responses
+            got = storage.read_rows_into(gcs.url("rows/f"), offsets, size, dest,
+                                         np.arange(rows) * size)
+            assert got == rows and relay.responses - before == 1, (rows, relay.responses - before)
+            assert np.array_equal(dest.ravel(), data[3 * size:(3 + rows) * size])
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        relay.close()

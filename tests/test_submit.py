@@ -9,7 +9,7 @@ from google.cloud import aiplatform_v1 as v1
 from google.protobuf.json_format import ParseError
 
 from conftest import error_line, run_cli
-from vertex_recorder import Recorder
+from vertex_recorder import PARENT, Recorder
 from trainer import submit
 from trainer.cloud import vertex_job
 
@@ -286,3 +286,250 @@ def test_bad_curation_jobs_fail_before_anything_is_sent(capsys, tmp_path, record
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(message.replace("MODEL_DIR", str(tmp_path))), err
     assert len(err.splitlines()) == 1 and recorder.requests == []
+
+
+# -------------------------------------------------------------------------------------------------
+# Vertex AI as its users reach for it: TensorBoard, Experiments, scheduling and capacity.
+
+SA = "trainer@my-project.iam.gserviceaccount.com"
+TB = "projects/my-project/locations/europe-west4/tensorboards/77"
+H100 = ["--machine_type", "a3-highgpu-8g", "--accelerator_type", "NVIDIA_H100_80GB",
+        "--accelerator_count", "8"]
+
+
+def _dry_run_job(capsys, gcs, job_config, *extra) -> v1.CustomJob:
+    assert submit.main(_args(gcs, job_config, *extra, "--dry_run")) == 0, capsys.readouterr().err
+    return v1.CustomJob.from_json(capsys.readouterr().out)  # strict: an unknown field raises
+
+
+@pytest.mark.parametrize("text, seconds", [("90m", 5400), ("2h", 7200), ("1d", 86400),
+                                           ("1h30m", 5400), ("45s", 45), ("7d", 604800)])
+def test_flex_start_waits_as_long_as_asked(capsys, gcs, job_config, text, seconds):
+    spec = _dry_run_job(capsys, gcs, job_config, *H100, "--flex_start", "--max_wait", text,
+                        "--timeout", text).job_spec
+    assert spec.scheduling.strategy == v1.Scheduling.Strategy.FLEX_START
+    assert spec.scheduling.max_wait_duration.total_seconds() == seconds
+    assert spec.scheduling.timeout.total_seconds() == seconds
+    assert not spec.scheduling.restart_job_on_worker_restart
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], {}),
+    (["--restart_on_worker_restart"], {"restart": True}),
+    (["--timeout", "2h", "--restart_on_worker_restart"], {"restart": True, "timeout": 7200}),
+    (["--spot", "--timeout", "90m"], {"restart": True, "timeout": 5400, "strategy": "SPOT"}),
+    (["--enable_web_access"], {"web": True}),
+    (["--persistent_resource", "my-pool"], {"persistent": "my-pool"}),
+    (["--tensorboard", TB, "--service_account", SA], {"tensorboard": TB}),
+    (["--experiment", "exp1", "--experiment_run", "r-2", "--service_account", SA],
+     {"experiment": "exp1-r-2"}),
+])
+def test_each_option_shows_in_the_job_spec(capsys, gcs, job_config, extra, expected):
+    """In the dry run's job, and in the job the client library sends: the same spec."""
+    spec = _dry_run_job(capsys, gcs, job_config, *extra).job_spec
+    default_machine = {"machineType": vertex_job.DEFAULT_MACHINE, "acceleratorCount": 1,
+                       "acceleratorType": vertex_job.DEFAULT_ACCELERATOR}
+    pool = f"{PARENT}/persistentResources/my-pool"  # holding the default machine
+    recorder = Recorder(resources={pool: {"name": pool, "resourcePools": [
+        {"machineSpec": default_machine, "replicaCount": "1"}]}})
+    try:
+        assert submit.main(_args(gcs, job_config, *extra, "--api_endpoint",
+                                 recorder.endpoint)) == 0, capsys.readouterr().err
+        sent = v1.CustomJob.from_json(recorder.requests[-1]["body"])
+    finally:
+        recorder.close()
+    assert sent.job_spec == spec
+    run = expected.get("experiment")
+    assert spec.experiment_run.rsplit("/", 1)[-1] == (run or "")
+    scheduling = spec.scheduling
+    assert bool(scheduling.restart_job_on_worker_restart) == expected.get("restart", False)
+    assert scheduling.timeout.total_seconds() == expected.get("timeout", 0)
+    assert scheduling.strategy.name == expected.get("strategy", "STRATEGY_UNSPECIFIED")
+    assert spec.enable_web_access == expected.get("web", False)
+    assert spec.persistent_resource_id == expected.get("persistent", "")
+    assert spec.tensorboard == expected.get("tensorboard", "")
+    assert bool(spec.experiment) == bool(run)  # only --experiment names one
+    assert len(spec.worker_pool_specs) == 1
+
+
+@pytest.mark.parametrize("replicas, servers, machine", [(2, 1, None), (4, 3, "n2-highcpu-32")])
+def test_reduction_server_is_a_third_pool_and_nccl_on_the_workers(capsys, gcs, job_config,
+                                                                 replicas, servers, machine):
+    extra = ["--replica_count", str(replicas), "--reduction_server", str(servers)]
+    spec = _dry_run_job(capsys, gcs, job_config, *H100, *extra,
+                        *(["--reduction_server_machine", machine] if machine else [])).job_spec
+    chief, workers, reducers = spec.worker_pool_specs
+    assert (chief.replica_count, workers.replica_count, reducers.replica_count) == (
+        1, replicas - 1, servers)
+    assert reducers.container_spec.image_uri == vertex_job.REDUCTION_SERVER_IMAGE
+    assert reducers.machine_spec == v1.MachineSpec(
+        machine_type=machine or vertex_job.DEFAULT_REDUCTION_SERVER_MACHINE)  # no GPU
+    for pool in (chief, workers):
+        assert {e.name: e.value for e in pool.container_spec.env} == (
+            vertex_job.REDUCTION_SERVER_WORKER_ENV)
+
+
+def test_gcloud_yaml_carries_every_option(capsys, gcs, job_config, tmp_path):
+    target = tmp_path / "job-spec.yaml"
+    code = submit.main(_args(gcs, job_config, *H100, "--replica_count", "2", "--reduction_server",
+                             "1", "--flex_start", "--max_wait", "1d", "--enable_web_access",
+                             "--tensorboard", TB, "--service_account", SA,
+                             "--gcloud_yaml", str(target)))
+    assert code == 0, capsys.readouterr().err
+    spec = v1.CustomJobSpec.from_json(json.dumps(yaml.safe_load(target.read_text())))
+    assert spec.scheduling.strategy == v1.Scheduling.Strategy.FLEX_START
+    assert spec.scheduling.max_wait_duration.total_seconds() == 86400
+    assert spec.enable_web_access and spec.tensorboard == TB and len(spec.worker_pool_specs) == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--flex_start", "--spot"], "error: --flex_start with --spot, command line, expected one of "
+     "them"),
+    (["--max_wait", "2h"], "error: --max_wait=2h without --flex_start, command line"),
+    (["--flex_start", "--max_wait", "2 hours"], "error: duration '2 hours', --max_wait, expected "
+     "a positive duration such as 90m, 2h or 1d"),
+    (["--timeout", "0h"], "error: duration '0h', --timeout"),
+    (["--flex_start", "--timeout", "8d"], "error: --timeout=8d with --flex_start, command line, "
+     "expected at most 7d"),
+    (["--persistent_resource", "my-pool", "--spot"], "error: --spot with --persistent_resource="
+     "my-pool, command line, expected one of them"),
+    (["--persistent_resource", "my-pool", "--flex_start"], "error: --flex_start with "
+     "--persistent_resource=my-pool, command line"),
+    (["--persistent_resource", "projects/p/locations/l/persistentResources/x"],
+     "error: persistent resource 'projects/p/locations/l/persistentResources/x', "
+     "--persistent_resource, expected the id of one in the job's region"),
+    (["--tensorboard", TB], f"error: no --service_account, --tensorboard={TB}, expected the "
+     "service account the job runs as: Vertex AI streams to a TensorBoard only from a job with "
+     "one"),
+    (["--tensorboard", TB.replace("europe-west4", "us-central1"), "--service_account", SA],
+     "error: TensorBoard in us-central1, --tensorboard=projects/my-project/locations/us-central1"
+     "/tensorboards/77, expected one in the job's region europe-west4"),
+    (["--tensorboard", "tb-77", "--service_account", SA], "error: TensorBoard 'tb-77', "
+     "--tensorboard, expected a resource name projects/PROJECT/locations/REGION/tensorboards/ID"),
+    (["--reduction_server", "1", "--replica_count", "3", "--accelerator_type", "none"],
+     "error: Reduction Server for CPU workers, --reduction_server=1, expected GPU workers"),
+    (["--reduction_server", "1"], "error: Reduction Server for 1 GPU worker, --reduction_server=1, "
+     "expected --replica_count >= 2"),
+    (["--reduction_server", "1", "--replica_count", "2", "--reduction_server_machine", "big one"],
+     "error: machine type 'big one', --reduction_server_machine"),
+    (["--experiment", "exp1"], "error: no --service_account, --experiment=exp1, expected the "
+     "service account the job runs as"),
+    (["--experiment", "Exp_1", "--service_account", SA], "error: experiment name 'Exp_1', "
+     "--experiment, expected lowercase letters, digits and -"),
+    (["--experiment_run", "r1"], "error: --experiment_run=r1 without --experiment, command line"),
+    (["--experiment", "exp1", "--experiment_run", "R 1", "--service_account", SA],
+     "error: experiment run 'R 1', --experiment_run, expected lowercase letters"),
+])
+def test_combinations_the_api_would_refuse_are_refused_here(capsys, gcs, job_config, recorder,
+                                                            extra, message):
+    for mode in (["--dry_run"], ["--api_endpoint", recorder.endpoint]):
+        code = submit.main(_args(gcs, job_config, *extra, *mode))
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert recorder.requests == []
+    assert not list(gcs.client().list_blobs(gcs.bucket, prefix=_staging(gcs, job_config)))
+
+
+def _paths(recorder, method=None) -> list[str]:
+    return [r["path"].split("?")[0].removeprefix(f"/v1/{PARENT}/") for r in recorder.requests
+            if method in (None, r["method"])]
+
+
+def test_every_option_through_the_client_library(capsys, gcs, job_config):
+    """The options a job is sent with, as the real library sends them, and the experiment run
+    it logs to created first (with the TensorBoard as the experiment's own)."""
+    recorder = Recorder(resources={TB: {"name": TB, "displayName": "board"}})
+    try:
+        code = submit.main(_args(gcs, job_config, *H100, "--replica_count", "2",
+                                 "--reduction_server", "1", "--flex_start", "--max_wait", "90m",
+                                 "--timeout", "2d", "--enable_web_access", "--tensorboard", TB,
+                                 "--service_account", SA, "--experiment", "exp1",
+                                 "--api_endpoint", recorder.endpoint))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        (job_request,) = [r for r in recorder.requests if "/customJobs" in r["path"]]
+        assert job_request is recorder.requests[-1]  # the experiment run exists before the job
+        sent = v1.CustomJob.from_json(job_request["body"])
+        spec = sent.job_spec
+        assert spec.scheduling.strategy == v1.Scheduling.Strategy.FLEX_START
+        assert spec.scheduling.max_wait_duration.total_seconds() == 5400
+        assert spec.scheduling.timeout.total_seconds() == 2 * 86400
+        assert spec.enable_web_access and spec.service_account == SA
+        assert len(spec.worker_pool_specs) == 3
+        experiment = f"{PARENT}/metadataStores/default/contexts/exp1"
+        assert (spec.experiment, spec.experiment_run) == (experiment, f"{experiment}-blobs-1")
+        # the API takes a TensorBoard or an experiment: the TensorBoard is the experiment's
+        assert not spec.tensorboard
+        kept = recorder.resources
+        assert kept[experiment]["metadata"]["backing_tensorboard_resource"] == TB
+        assert kept[f"{experiment}-blobs-1"]["schemaTitle"] == "system.ExperimentRun"
+        args = list(spec.worker_pool_specs[0].container_spec.args)
+        assert args[-4:] == ["--set", f"output.experiment={experiment}",
+                             "--set", "output.experiment_run=blobs-1"]
+        url = ("https://console.cloud.google.com/vertex-ai/experiments/locations/europe-west4/"
+               "experiments/exp1/runs/exp1-blobs-1?project=my-project")
+        assert f"experiment run: {url}" in out
+        # submitted again, the experiment and its run are reused, not created twice
+        created = len(kept)
+        assert submit.main(_args(gcs, job_config, "--service_account", SA, "--experiment",
+                                 "exp1", "--api_endpoint", recorder.endpoint)) == 0
+        assert len(kept) == created
+    finally:
+        recorder.close()
+
+
+POOL = {"machineSpec": {"machineType": "a3-highgpu-8g", "acceleratorType": "NVIDIA_H100_80GB",
+                        "acceleratorCount": 8}, "replicaCount": "2"}
+RESOURCE = f"{PARENT}/persistentResources/my-pool"
+
+
+@pytest.mark.parametrize("pools, extra, refused", [
+    ([POOL], ["--replica_count", "2"], None),
+    ([{**POOL, "replicaCount": "1", "autoscalingSpec": {"minReplicaCount": "1",
+                                                        "maxReplicaCount": "4"}}],
+     ["--replica_count", "3"], None),
+    ([POOL], ["--replica_count", "3"], "error: persistent resource my-pool holds too few "
+     "a3-highgpu-8g for the job's replicas, --persistent_resource=my-pool"),
+    ([{**POOL, "machineSpec": {"machineType": "g2-standard-8", "acceleratorType": "NVIDIA_L4",
+                               "acceleratorCount": 1}}], [],
+     "error: persistent resource my-pool holds no a3-highgpu-8g with 8 NVIDIA_H100_80GB (it "
+     "holds: g2-standard-8), --persistent_resource=my-pool, expected the job's machines"),
+    ([POOL], ["--replica_count", "2", "--reduction_server", "1"], "error: persistent resource "
+     "my-pool holds no n1-highcpu-16 (it holds: a3-highgpu-8g)"),
+    (None, [], f"error: Vertex AI refused the persistent resource (404 NOT_FOUND: {RESOURCE} not "
+     f"found), {PARENT}, expected a persistent resource that exists in the project and region"),
+])
+def test_a_persistent_resource_must_hold_the_jobs_machines(capsys, gcs, job_config, pools, extra,
+                                                           refused):
+    recorder = Recorder(resources={RESOURCE: {"name": RESOURCE, "resourcePools": pools}}
+                        if pools is not None else {})
+    try:
+        code = submit.main(_args(gcs, job_config, *H100, *extra, "--persistent_resource",
+                                 "my-pool", "--api_endpoint", recorder.endpoint))
+        err = capsys.readouterr().err
+        assert _paths(recorder)[0] == "persistentResources/my-pool"  # asked first
+        jobs = [p for p in _paths(recorder) if p.startswith("customJobs")]
+        if refused is None:
+            assert code == 0, err
+            sent = v1.CustomJob.from_json(recorder.requests[-1]["body"])
+            assert len(jobs) == 1 and sent.job_spec.persistent_resource_id == "my-pool"
+        else:
+            assert code == 2 and err.startswith(refused) and len(err.splitlines()) == 1, err
+            assert jobs == []
+    finally:
+        recorder.close()
+
+
+def test_curation_jobs_take_the_scheduling_options(capsys):
+    code = submit.main(_predict_args("--model", "gs://b/m.h5", "--flex_start", "--max_wait", "1d",
+                                     "--enable_web_access", "--timeout", "6h", "--dry_run"))
+    assert code == 0, capsys.readouterr().err
+    spec = v1.CustomJob.from_json(capsys.readouterr().out).job_spec
+    assert spec.scheduling.strategy == v1.Scheduling.Strategy.FLEX_START
+    assert spec.scheduling.timeout.total_seconds() == 6 * 3600 and spec.enable_web_access
+    for extra in (["--tensorboard", TB], ["--experiment", "exp1"], ["--reduction_server", "1"]):
+        assert submit.main(_predict_args("--model", "gs://b/m.h5", *extra, "--dry_run")) == 2
+        flag = extra[0]
+        assert capsys.readouterr().err == (f"error: {flag} with --predict, command line, expected "
+                                           "it only for a training job (a curation job trains "
+                                           "nothing)\n")

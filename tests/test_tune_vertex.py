@@ -183,3 +183,53 @@ def test_submit_and_tune_build_the_same_worker_pool(tmp_path, capsys, machine):
     for key in ("machineSpec", "replicaCount"):
         assert trial_pool[key] == job_pool[key]
     assert trial_pool["containerSpec"]["imageUri"] == job_pool["containerSpec"]["imageUri"]
+
+
+def test_the_scheduling_and_capacity_options_reach_every_trial(tmp_path):
+    tb = "projects/p/locations/europe-west4/tensorboards/7"
+    proc = _tune_dry_run(tmp_path, "--project", "p", "--region", "europe-west4",
+                         "--machine_type", "a2-highgpu-1g", "--accelerator_type",
+                         "NVIDIA_TESLA_A100", "--replica_count", "2", "--reduction_server", "1",
+                         "--flex_start", "--max_wait", "90m", "--timeout", "1d",
+                         "--enable_web_access", "--tensorboard", tb, "--service_account",
+                         "sa@p.iam.gserviceaccount.com")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    spec = vertex.HyperparameterTuningJob.from_json(proc.stdout).trial_job_spec  # strict
+    assert spec.scheduling.strategy == vertex.Scheduling.Strategy.FLEX_START
+    assert spec.scheduling.max_wait_duration.total_seconds() == 5400
+    assert spec.scheduling.timeout.total_seconds() == 86400
+    assert spec.enable_web_access and spec.tensorboard == tb
+    assert spec.worker_pool_specs[2].container_spec.image_uri == vertex_job.REDUCTION_SERVER_IMAGE
+    proc = _tune_dry_run(tmp_path, "--project", "p", "--flex_start", "--spot")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "error: --flex_start with --spot, command line, expected one of them"), proc.stderr
+
+
+def test_a_tuning_job_on_a_persistent_resource_is_checked_against_it():
+    """The trials' machines are asked of the persistent resource before the job is sent."""
+    from vertex_recorder import PARENT, Recorder
+    from trainer.cloud import client
+
+    resource = f"{PARENT}/persistentResources/pool-1"
+    pool = {"machineSpec": {"machineType": "n1-standard-8", "acceleratorType": "NVIDIA_TESLA_T4",
+                            "acceleratorCount": 1}, "replicaCount": "1"}
+    recorder = Recorder(resources={resource: {"name": resource, "resourcePools": [pool]}})
+    space = _space({"train.batch_size": [16, 32]})
+    try:
+        for replicas, sent in ((1, True), (2, False)):
+            machines = vertex_job.Machines("my-project", region="europe-west4", image_uri="img",
+                                           replica_count=replicas, persistent_resource="pool-1")
+            job = tv.tuning_job("t", space, 2, 1, "gs://b/c.yaml", [], "gs://b/t", machines)
+            if sent:
+                client.send(job, "my-project", "europe-west4", api_endpoint=recorder.endpoint)
+            else:
+                with pytest.raises(UserError, match="persistent resource pool-1 holds too few "
+                                                    "n1-standard-8 for the job's replicas"):
+                    client.send(job, "my-project", "europe-west4", api_endpoint=recorder.endpoint)
+        paths = [r["path"].split("?")[0] for r in recorder.requests]
+        assert [p.rsplit("/", 1)[-1] for p in paths] == [
+            "pool-1", "hyperparameterTuningJobs", "pool-1"]
+        body = vertex.HyperparameterTuningJob.from_json(recorder.requests[1]["body"])
+        assert body.trial_job_spec.persistent_resource_id == "pool-1"
+    finally:
+        recorder.close()

@@ -148,8 +148,10 @@ class DataConfig:
         "Consecutive samples read in one piece. Smaller mixes better, larger reads faster "
         "(remote storage likes large reads).", default=1024, min=1, max=1_000_000,
         resume="recorded")
-    read_threads: int = _doc("Blocks read in parallel (file reads and image decoding).",
-                             default=4, min=1, max=256, resume="free")
+    read_threads: int = _doc(
+        "Blocks read in parallel (file reads and image decoding). From a bucket each read waits "
+        "out its latency: 16 threads of 4 MB blocks hide 30 ms per request "
+        "(docs/performance.md, remote data).", default=16, min=1, max=256, resume="free")
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
@@ -294,6 +296,16 @@ class OutputConfig:
         "PNG or JPEG bytes and decodes them as training did, for Vertex AI online prediction "
         "and the Model Registry (`trainer.submit --upload_model`).",
         default=True, resume="free")
+    experiment: Optional[str] = _doc(
+        "A Vertex AI Experiment the chief logs the run to (the resolved config as parameters, "
+        "the final val and test metrics, per-epoch metrics when the experiment has a "
+        "TensorBoard): its name (in the project and region of the Google Cloud defaults), or "
+        "`projects/P/locations/REGION/metadataStores/default/contexts/NAME`. Needs Google Cloud "
+        "credentials; without them, or when Vertex AI refuses, one warning and training goes "
+        "on. `trainer.submit --experiment` sets it.", default=None, resume="free")
+    experiment_run: Optional[str] = _doc(
+        "The experiment run's name (lowercase letters, digits, `-`); empty means the run's "
+        "`name`, lowercased.", default=None, resume="free")
 
 
 @dataclass(frozen=True)

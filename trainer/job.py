@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from trainer import storage
+from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
 from trainer.runtime.platform import Platform
@@ -84,10 +85,16 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
                  config.task, config.train.epochs,
                  "" if platform.is_chief else
                  f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
+        experiment = vertex_experiment.from_config(config, platform)
         result = train_and_evaluate(config, splits, run_dir, strategy,
                                     extra_callbacks=[*_platform_callbacks(config, platform),
+                                                     *([experiment] if experiment else []),
                                                      *callbacks],
                                     sigterm=sigterm)
+        if experiment is not None:  # the final figures; the run's page goes into the report
+            experiment.log_final(result.metrics)
+            if experiment.url and not experiment.failed:
+                result.runtime["experiment_run"] = experiment.url
         for line in resize_lines(splits):
             log.warning("%s", line)
         outputs = artifacts.write_all(config, splits, result, run_dir, platform,

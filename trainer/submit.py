@@ -24,17 +24,21 @@ prints the Model as JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import yaml
 from absl import flags
 
 from trainer import cli, storage
-from trainer.cloud import machine_flags, preflight, registry, vertex_job
-from trainer.cloud.client import send, upload_model
+from trainer.cloud import experiments, machine_flags, preflight, registry, vertex_job
+from trainer.cloud.client import _call, send, upload_model
 from trainer import config as config_mod
 from trainer.errors import UserError
 
@@ -68,6 +72,12 @@ flags.DEFINE_multi_string("inputs", [], "With --predict: videos, images, shards,
                           "in a bucket (gs:// or /gcs/); may repeat.", flag_values=FLAGS)
 flags.DEFINE_string("out", None, "With --predict: the gs:// folder for each input's results.",
                     flag_values=FLAGS)
+flags.DEFINE_string("experiment", None, "A Vertex AI Experiment (its name) the job's run is "
+                    "logged to: the resolved config as parameters, the final val and test "
+                    "metrics, and, with --tensorboard, each epoch's metrics as time series. "
+                    "Created when missing; needs --service_account.", flag_values=FLAGS)
+flags.DEFINE_string("experiment_run", None, "With --experiment: the run's name (default: the "
+                    "job's display name, lowercased).", flag_values=FLAGS)
 flags.register_multi_flags_validator(
     ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
     "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
@@ -99,17 +109,86 @@ def staged_config_url(config_path: str, staging_bucket: str, folder: str = "conf
     return storage.join(staging_bucket, folder, f"{digest}-{os.path.basename(config_path)}")
 
 
-def build_job(args: flags.FlagValues, config_url: str, display_name: str):
-    """The CustomJob: the training image reading `config_url`, with the `--set` overrides."""
+EXPERIMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Where `--experiment` logs the job's run (built offline, created when the job is sent)."""
+
+    project: str
+    region: str
+    name: str
+    run: str
+    tensorboard: Optional[str]  # the experiment's backing TensorBoard (--tensorboard)
+
+    @property
+    def resource(self) -> str:
+        return (f"projects/{self.project}/locations/{self.region}/metadataStores/default/"
+                f"contexts/{self.name}")
+
+    @property
+    def run_resource(self) -> str:
+        return f"{self.resource}-{self.run}"
+
+    def overrides(self) -> list[str]:
+        """What the chief is told (config keys), so that it logs to this run."""
+        return [f"output.experiment={self.resource}", f"output.experiment_run={self.run}"]
+
+    def url(self) -> str:
+        return experiments.console_url(self.project, self.region, self.name, self.run)
+
+
+def experiment(args: flags.FlagValues, display_name: str) -> Optional[Experiment]:
+    """`--experiment [--experiment_run]`, checked as the API would: names it takes, a project,
+    and a service account for the job to log as."""
+    if args.experiment_run and not args.experiment:
+        raise UserError(f"--experiment_run={args.experiment_run} without --experiment, command "
+                        "line, expected --experiment NAME too")
+    if not args.experiment:
+        return None
+    name = args.experiment
+    if not EXPERIMENT_NAME.match(name):
+        raise UserError(f"experiment name {name!r}, --experiment, expected lowercase letters, "
+                        "digits and -, starting with a letter or digit (at most 128)")
+    run = args.experiment_run or experiments.run_name(display_name)
+    if not EXPERIMENT_NAME.match(f"{name}-{run}"):
+        raise UserError(f"experiment run {run!r}, --experiment_run, expected lowercase letters, "
+                        f"digits and -, at most {127 - len(name)} of them after the experiment's "
+                        "name")
+    if not args.project:
+        raise UserError(f"no project given, --experiment={name}, expected --project, the "
+                        "project the experiment is kept in")
+    if not args.service_account:
+        raise UserError(f"no --service_account, --experiment={name}, expected the service "
+                        "account the job runs as: a job logs to an experiment only as one (with "
+                        "roles/aiplatform.user)")
+    return Experiment(args.project, args.region, name, run, args.tensorboard)
+
+
+def build_job(args: flags.FlagValues, config_url: str, display_name: str,
+              logged: Optional[Experiment] = None):
+    """The CustomJob: the training image reading `config_url`, with the `--set` overrides (and
+    those that name the experiment run the chief logs to)."""
     from google.cloud import aiplatform_v1 as v1
 
     if not args.staging_bucket.startswith("gs://"):
         raise UserError(f"staging bucket {args.staging_bucket!r}, --staging_bucket, expected "
                         "gs://BUCKET[/PREFIX]")
-    container_args = ["--config", config_url, *[a for s in args.set for a in ("--set", s)]]
+    overrides = [*args.set, *(logged.overrides() if logged else [])]
+    container_args = ["--config", config_url, *[a for s in overrides for a in ("--set", s)]]
     base = args.base_output_dir or storage.join(args.staging_bucket, "jobs", display_name)
-    return v1.CustomJob(display_name=display_name,
-                        job_spec=vertex_job.job_spec(machine_flags.machines(args), container_args, base))
+    machines = machine_flags.machines(args)
+    if logged and logged.tensorboard:
+        # The API takes a job's TensorBoard or its experiment, not both: the TensorBoard
+        # becomes the experiment's own (its backing TensorBoard), which the job's logs and the
+        # run's time series stream to.
+        vertex_job.check_tensorboard(machines)
+        machines = dataclasses.replace(machines, tensorboard=None)
+    spec = vertex_job.job_spec(machines, container_args, base)
+    if logged:
+        spec.experiment, spec.experiment_run = logged.resource, logged.run_resource
+    return v1.CustomJob(display_name=display_name, job_spec=spec)
 
 
 # Run in the training image in place of its entry point (`python -m trainer.task`).
@@ -133,7 +212,12 @@ def gcloud_command(args: flags.FlagValues, display_name: str, yaml_path: str) ->
 
 
 def submit(args: flags.FlagValues) -> int:
+    logged = None
     if args.predict:
+        for flag in ("tensorboard", "experiment", "experiment_run", "reduction_server"):
+            if args[flag].value:
+                raise UserError(f"--{flag} with --predict, command line, expected it only for "
+                                "a training job (a curation job trains nothing)")
         preflight.check_predict(args.model, args.inputs, args.out, args.staging_bucket)
         from trainer.predict import model_file
 
@@ -145,14 +229,18 @@ def submit(args: flags.FlagValues) -> int:
         cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
         preflight.check(cfg, args.config)
         display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        logged = experiment(args, display_name)
         local, staged = args.config, staged_config_url(args.config, args.staging_bucket)
-        job = build_job(args, staged, display_name)
+        job = build_job(args, staged, display_name, logged)
     if args.dry_run:
         print(vertex_job.to_json(job))
         return 0
     if storage.is_local(local):
         storage.put_file(local, staged)
         print(f"{'model' if args.predict else 'config'}: {staged}")
+    if logged:  # the job's spec names the experiment run: it must exist before the job
+        create_experiment_run(logged, args.api_endpoint)
+        print(f"experiment run: {logged.url()}")
     if args.gcloud_yaml:
         spec = json.loads(vertex_job.to_json(job))["jobSpec"]
         with open(args.gcloud_yaml, "w") as f:
@@ -167,6 +255,30 @@ def submit(args: flags.FlagValues) -> int:
     print(f"logs: gcloud ai custom-jobs stream-logs {job_id} --project={args.project} "
           f"--region={args.region}")
     return 0
+
+
+def create_experiment_run(logged: Experiment, api_endpoint: Optional[str] = None) -> None:
+    """The experiment (with its TensorBoard) and the run, through the aiplatform SDK; an
+    existing one is reused (a re-submitted run logs on)."""
+    from google.api_core import exceptions
+
+    def create(parent: str):
+        from google.cloud import aiplatform
+
+        aiplatform.init(project=logged.project, location=logged.region,
+                        experiment=logged.name,
+                        experiment_tensorboard=logged.tensorboard or False,  # none created
+                        **experiments.sdk_options(api_endpoint))
+        try:
+            aiplatform.ExperimentRun(logged.run, experiment=logged.name)
+        except exceptions.NotFound:
+            aiplatform.ExperimentRun.create(logged.run, experiment=logged.name)
+
+    try:
+        _call(create, logged.project, logged.region, "experiment run")
+    except exceptions.RetryError as exc:  # the SDK's own retries ran out: no answer
+        raise UserError(f"no answer from Vertex AI ({str(exc)[:200]}), --experiment="
+                        f"{logged.name}, expected the API reachable from here") from None
 
 
 def register(args: flags.FlagValues) -> int:

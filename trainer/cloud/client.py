@@ -14,7 +14,12 @@ from trainer.errors import UserError
 def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
     """Create the job (a CustomJob, or a HyperparameterTuningJob); returns the created job.
 
-    An http:// endpoint, such as a local test server, is sent no credentials."""
+    An http:// endpoint, such as a local test server, is sent no credentials. A job on a
+    persistent resource is first checked against the machines the resource holds."""
+    spec = job.trial_job_spec if isinstance(job, v1.HyperparameterTuningJob) else job.job_spec
+    if spec.persistent_resource_id:
+        check_persistent_resource(spec, project, region, api_endpoint)
+
     def create(parent: str):
         client = _client(v1.JobServiceClient, region, api_endpoint)
         if isinstance(job, v1.HyperparameterTuningJob):
@@ -23,6 +28,45 @@ def send(job, project: str, region: str, api_endpoint: Optional[str] = None):
         return client.create_custom_job(parent=parent, custom_job=job)
 
     return _call(create, project, region, "job")
+
+
+def check_persistent_resource(spec, project: str, region: str,
+                              api_endpoint: Optional[str] = None) -> None:
+    """A job on a persistent resource runs only on the machines the resource holds: each worker
+    pool's machine (type, GPU type and count) must be one of its resource pools, with room for
+    the pool's replicas. Asked of the API before the job is sent, so a misfit is one line here
+    rather than a job that waits or fails there."""
+    resource_id = spec.persistent_resource_id
+    flag = f"--persistent_resource={resource_id}"
+
+    def get(parent: str):
+        client = _client(v1.PersistentResourceServiceClient, region, api_endpoint)
+        return client.get_persistent_resource(name=f"{parent}/persistentResources/{resource_id}")
+
+    resource = _call(get, project, region, "persistent resource")
+
+    def key(machine) -> tuple:
+        return (machine.machine_type, int(machine.accelerator_type), machine.accelerator_count)
+
+    room: dict[tuple, int] = {}
+    for pool in resource.resource_pools:
+        most = max(pool.replica_count, pool.autoscaling_spec.max_replica_count)
+        room[key(pool.machine_spec)] = room.get(key(pool.machine_spec), 0) + most
+    for pool in spec.worker_pool_specs:
+        machine = pool.machine_spec
+        want = key(machine)
+        if want not in room:
+            gpus = (f" with {machine.accelerator_count} {machine.accelerator_type.name}"
+                    if machine.accelerator_count else "")
+            held = ", ".join(sorted({k[0] for k in room})) or "none"
+            raise UserError(f"persistent resource {resource_id} holds no {machine.machine_type}"
+                            f"{gpus} (it holds: {held}), {flag}, expected the job's machines to "
+                            "be those of one of its resource pools")
+        room[want] -= pool.replica_count
+        if room[want] < 0:
+            raise UserError(f"persistent resource {resource_id} holds too few "
+                            f"{machine.machine_type} for the job's replicas, {flag}, expected at "
+                            "most as many replicas as its resource pool may grow to")
 
 
 def upload_model(model, project: str, region: str, api_endpoint: Optional[str] = None,
@@ -70,6 +114,7 @@ _EXPECTED = {
                          "roles/aiplatform.user)",
     "RESOURCE_EXHAUSTED": "quota for the machine and accelerator in the region (or another region)",
     "INVALID_ARGUMENT": "a {what} the API accepts (see the field in the message)",
+    "NOT_FOUND": "a {what} that exists in the project and region (check its name and --region)",
 }
 
 

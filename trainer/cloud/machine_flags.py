@@ -33,6 +33,28 @@ def define(values: flags.FlagValues, note: str = "") -> None:
                       "resumes from its checkpoints (a curation job: skips the inputs done).",
                       flag_values=values)
     string("service_account", None, "Service account the job runs as.")
+    flags.DEFINE_bool("flex_start", False, note + "Flex-start (Dynamic Workload Scheduler): the "
+                      "job waits for on-demand machines, up to --max_wait, and runs up to 7 days; "
+                      "often the way to get H100s. Not with --spot.", flag_values=values)
+    string("max_wait", None, "With --flex_start: how long to wait for the machines (90m, 2h, "
+           "1d; default: Vertex AI's).")
+    string("timeout", None, "The longest the job may run (90m, 2h, 7d; default: Vertex AI's).")
+    flags.DEFINE_bool("restart_on_worker_restart", False, note + "Restart the whole job when a "
+                      "worker restarts (Spot jobs always do); it resumes from its checkpoints.",
+                      flag_values=values)
+    string("persistent_resource", None, "Run on this persistent resource (its id in the "
+           "region): no wait for machines. Its resource pools must hold the job's machines.")
+    flags.DEFINE_bool("enable_web_access", False, note + "An interactive shell into the running "
+                      "job's containers (from the console, or the job's webAccessUris).",
+                      flag_values=values)
+    flags.DEFINE_integer("reduction_server", 0, note + "Replicas of a Reduction Server pool "
+                         "(Google's image) that the GPU workers' NCCL all-reduce goes through; "
+                         "for >= 2 GPU workers.", lower_bound=0, flag_values=values)
+    string("reduction_server_machine", vertex_job.DEFAULT_REDUCTION_SERVER_MACHINE,
+           "With --reduction_server: the reducers' machine type.")
+    string("tensorboard", None, "A Vertex TensorBoard the job streams its TensorBoard logs to: "
+           "projects/P/locations/REGION/tensorboards/ID, in the job's region; needs "
+           "--service_account.")
 
 
 def machines(values: flags.FlagValues) -> vertex_job.Machines:
@@ -41,4 +63,9 @@ def machines(values: flags.FlagValues) -> vertex_job.Machines:
         project=values.project, region=values.region, image_uri=values.image_uri,
         machine_type=values.machine_type, accelerator_type=values.accelerator_type,
         accelerator_count=values.accelerator_count, replica_count=values.replica_count,
-        spot=values.spot, service_account=values.service_account)
+        spot=values.spot, service_account=values.service_account,
+        flex_start=values.flex_start, max_wait=values.max_wait, timeout=values.timeout,
+        restart_on_worker_restart=values.restart_on_worker_restart,
+        persistent_resource=values.persistent_resource,
+        enable_web_access=values.enable_web_access, reduction_server=values.reduction_server,
+        reduction_server_machine=values.reduction_server_machine, tensorboard=values.tensorboard)

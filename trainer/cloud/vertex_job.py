@@ -31,6 +31,17 @@ GPU_MACHINE_FAMILIES = {
     "NVIDIA_H100_MEGA_80GB": "a3", "NVIDIA_H200_141GB": "a3", "NVIDIA_B200": "a4",
 }
 MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9]+(-[a-z0-9]+)*$")
+# Reduction Server: Google's image for the third worker pool, on the machine type its guide uses.
+REDUCTION_SERVER_IMAGE = "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
+DEFAULT_REDUCTION_SERVER_MACHINE = "n1-highcpu-16"
+# What the GPU workers need beside the Reduction Server pool: their all-reduce goes through
+# NCCL, whose transport plugin (google-reduction-server, installed in the image) reaches the
+# reducers; NCCL_DEBUG=INFO makes each worker's log say which transport NCCL loaded.
+REDUCTION_SERVER_WORKER_ENV = {"NCCL_DEBUG": "INFO"}
+FLEX_START_LONGEST = 7 * 24 * 3600  # a flex-start (Dynamic Workload Scheduler) job runs <= 7 days
+TENSORBOARD = re.compile(r"^projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)$")
+RESOURCE_ID = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+DURATION = re.compile(r"^(\d+[smhd])+$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,16 @@ class Machines:
     replica_count: int = 1  # machines training together (MultiWorkerMirroredStrategy when > 1)
     spot: bool = False
     service_account: Optional[str] = None
+    # Scheduling and capacity (each refused here in the combinations the API would refuse).
+    flex_start: bool = False  # Dynamic Workload Scheduler: wait for the machines, up to max_wait
+    max_wait: Optional[str] = None  # a duration: 90m, 2h, 1d
+    timeout: Optional[str] = None
+    restart_on_worker_restart: bool = False
+    persistent_resource: Optional[str] = None  # the id of a persistent resource in the region
+    enable_web_access: bool = False
+    reduction_server: int = 0  # replicas of the Reduction Server pool
+    reduction_server_machine: str = DEFAULT_REDUCTION_SERVER_MACHINE
+    tensorboard: Optional[str] = None  # projects/P/locations/L/tensorboards/ID
 
     def image(self) -> str:
         """The training image: the one given, else the project's own (a project is needed)."""
@@ -98,13 +119,110 @@ def worker_pools(machines: Machines, args: Sequence[str],
         raise UserError(f"replica count {machines.replica_count}, --replica_count, expected >= 1")
     spec = machine_spec(machines.machine_type, machines.accelerator_type,
                         machines.accelerator_count)
+    env = REDUCTION_SERVER_WORKER_ENV if machines.reduction_server else {}
     container = v1.ContainerSpec(image_uri=machines.image(), command=list(command),
-                                 args=list(args))
+                                 args=list(args),
+                                 env=[v1.EnvVar(name=k, value=v) for k, v in env.items()])
     pools = [v1.WorkerPoolSpec(machine_spec=spec, replica_count=1, container_spec=container)]
     if machines.replica_count > 1:
         pools.append(v1.WorkerPoolSpec(machine_spec=spec, replica_count=machines.replica_count - 1,
                                        container_spec=container))
+    if machines.reduction_server:
+        pools.append(reduction_server_pool(machines))
     return pools
+
+
+def reduction_server_pool(machines: Machines) -> v1.WorkerPoolSpec:
+    """The third pool: Google's Reduction Server image on CPU machines, which the GPU workers'
+    NCCL all-reduce goes through. It speeds up all-reduce between GPU machines only."""
+    from google.cloud import aiplatform_v1 as v1
+
+    flag = f"--reduction_server={machines.reduction_server}"
+    if machines.reduction_server < 0:
+        raise UserError(f"reduction server replicas {machines.reduction_server}, {flag}, "
+                        "expected >= 1 (or 0 for none)")
+    if (machines.accelerator_type or "").lower() in ("", "none"):
+        raise UserError(f"Reduction Server for CPU workers, {flag}, expected GPU workers "
+                        "(--accelerator_type): it reduces NCCL's all-reduce between GPUs")
+    if machines.replica_count < 2:
+        raise UserError(f"Reduction Server for {machines.replica_count} GPU worker, {flag}, "
+                        "expected --replica_count >= 2: one machine's GPUs reduce among "
+                        "themselves")
+    machine = machines.reduction_server_machine
+    if not MACHINE_TYPE.match(machine):
+        raise UserError(f"machine type {machine!r}, --reduction_server_machine, expected a "
+                        "Compute Engine machine type such as n1-highcpu-16")
+    return v1.WorkerPoolSpec(machine_spec=v1.MachineSpec(machine_type=machine),
+                             replica_count=machines.reduction_server,
+                             container_spec=v1.ContainerSpec(image_uri=REDUCTION_SERVER_IMAGE))
+
+
+def duration_seconds(text: str, flag: str) -> int:
+    """`90m`, `2h`, `1d`, `1h30m` (also `s`) as seconds; anything else is refused."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    compact = str(text).strip().lower()
+    seconds = (sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", compact))
+               if DURATION.match(compact) else 0)
+    if seconds <= 0:
+        raise UserError(f"duration {text!r}, {flag}, expected a positive duration such as 90m, "
+                        "2h or 1d")
+    return seconds
+
+
+def scheduling(machines: Machines) -> Optional[v1.Scheduling]:
+    """Spot or flex-start, the job's timeout and restarts; None when nothing is asked for."""
+    from google.cloud import aiplatform_v1 as v1
+    from google.protobuf import duration_pb2
+
+    m = machines
+    if m.flex_start and m.spot:
+        raise UserError("--flex_start with --spot, command line, expected one of them: a "
+                        "flex-start job waits for on-demand machines, a Spot job takes spare ones")
+    if m.max_wait and not m.flex_start:
+        raise UserError(f"--max_wait={m.max_wait} without --flex_start, command line, expected "
+                        "--flex_start (only a flex-start job waits for its machines)")
+    if m.persistent_resource and (m.flex_start or m.spot):
+        which = "--flex_start" if m.flex_start else "--spot"
+        raise UserError(f"{which} with --persistent_resource={m.persistent_resource}, command "
+                        "line, expected one of them: a job on a persistent resource runs on its "
+                        "machines, which are already provisioned")
+    timeout = duration_seconds(m.timeout, "--timeout") if m.timeout else None
+    if m.flex_start and timeout and timeout > FLEX_START_LONGEST:
+        raise UserError(f"--timeout={m.timeout} with --flex_start, command line, expected at "
+                        "most 7d (flex-start machines are held for up to 7 days)")
+    if not (m.spot or m.flex_start or timeout or m.restart_on_worker_restart):
+        return None
+    found = v1.Scheduling(
+        # A preempted Spot VM restarts the job instead of failing it; it resumes from checkpoints.
+        restart_job_on_worker_restart=m.spot or m.restart_on_worker_restart)
+    if m.spot:
+        found.strategy = v1.Scheduling.Strategy.SPOT
+    if m.flex_start:
+        found.strategy = v1.Scheduling.Strategy.FLEX_START
+        if m.max_wait:
+            found.max_wait_duration = duration_pb2.Duration(
+                seconds=duration_seconds(m.max_wait, "--max_wait"))
+    if timeout:
+        found.timeout = duration_pb2.Duration(seconds=timeout)
+    return found
+
+
+def check_tensorboard(machines: Machines) -> None:
+    """A Vertex TensorBoard instance: its full name, in the job's region; the API also needs a
+    service account for the job to write to it."""
+    name = machines.tensorboard
+    flag = f"--tensorboard={name}"
+    match = TENSORBOARD.match(name or "")
+    if not match:
+        raise UserError(f"TensorBoard {name!r}, --tensorboard, expected a resource name "
+                        "projects/PROJECT/locations/REGION/tensorboards/ID")
+    if match.group(2) != machines.region:
+        raise UserError(f"TensorBoard in {match.group(2)}, {flag}, expected one in the job's "
+                        f"region {machines.region} (Vertex AI streams only within a region)")
+    if not machines.service_account:
+        raise UserError(f"no --service_account, {flag}, expected the service account the job "
+                        "runs as: Vertex AI streams to a TensorBoard only from a job with one "
+                        "(with roles/aiplatform.user and write access to the output bucket)")
 
 
 def job_spec(machines: Machines, args: Sequence[str], output_dir: str,
@@ -113,14 +231,26 @@ def job_spec(machines: Machines, args: Sequence[str], output_dir: str,
     `output_dir` to the job as AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR."""
     from google.cloud import aiplatform_v1 as v1
 
+    found = scheduling(machines)  # the combinations refused first, before the machines
+    if machines.tensorboard:
+        check_tensorboard(machines)
+    if machines.persistent_resource and not RESOURCE_ID.match(machines.persistent_resource):
+        raise UserError(f"persistent resource {machines.persistent_resource!r}, "
+                        "--persistent_resource, expected the id of one in the job's region "
+                        "(lowercase letters, digits and -, as `gcloud ai persistent-resources "
+                        "list` shows it)")
     spec = v1.CustomJobSpec(worker_pool_specs=worker_pools(machines, args, command),
                             base_output_directory=v1.GcsDestination(output_uri_prefix=output_dir))
     if machines.service_account:
         spec.service_account = machines.service_account
-    if machines.spot:
-        # A preempted Spot VM restarts the job instead of failing it; it resumes from checkpoints.
-        spec.scheduling = v1.Scheduling(strategy=v1.Scheduling.Strategy.SPOT,
-                                        restart_job_on_worker_restart=True)
+    if found is not None:
+        spec.scheduling = found
+    if machines.tensorboard:
+        spec.tensorboard = machines.tensorboard
+    if machines.persistent_resource:
+        spec.persistent_resource_id = machines.persistent_resource
+    if machines.enable_web_access:
+        spec.enable_web_access = True
     return spec
 
 

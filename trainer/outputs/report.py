@@ -308,7 +308,7 @@ def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str
     training = metrics.get("training", {})
     rows = [["run directory", run_url], *[[k, v] for k, v in info.items()],
             *[[k, training[k]] for k in ("precision_policy", "xla", "replicas", "global_batch",
-                                         "learning_rate") if k in training],
+                                         "learning_rate", "experiment_run") if k in training],
             *[[f"package {k}", v] for k, v in packages.items()]]
     return _table(["", "value"], rows)
 

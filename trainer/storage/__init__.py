@@ -320,8 +320,11 @@ def read_rows_into(path: str, offsets: np.ndarray, size: int, dest: np.ndarray,
     gaps[1:] = offsets[1:] - offsets[:-1] - size
     if np.any(gaps < 0):
         raise ValueError("rows overlap or are not in ascending order")
-    # A new call (or span) where a gap is too long to read through, and every so many rows.
-    first = (gaps > _GAP_READ) | (np.arange(len(offsets)) % (_IOV_MAX // 2) == 0)
+    # A new call (or span) where a gap is too long to read through, and locally every so many
+    # rows (a preadv takes so many buffers); a remote span is one request whatever its rows, as
+    # each request waits out the bucket's latency (docs/performance.md, remote data).
+    first = (gaps > _GAP_READ) | (np.arange(len(offsets)) % (_IOV_MAX // 2) == 0
+                                  if is_local(path) else np.arange(len(offsets)) == 0)
     gaps[first] = 0  # the first row of a call is sought, not read up to
     starts = [*np.flatnonzero(first).tolist(), len(offsets)]
     if not is_local(path):
