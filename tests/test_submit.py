@@ -497,7 +497,9 @@ RESOURCE = f"{PARENT}/persistentResources/my-pool"
     ([POOL], ["--replica_count", "2", "--reduction_server", "1"], "error: persistent resource "
      "my-pool holds no n1-highcpu-16 (it holds: a3-highgpu-8g)"),
     (None, [], f"error: Vertex AI refused the persistent resource (404 NOT_FOUND: {RESOURCE} not "
-     f"found), {PARENT}, expected a persistent resource that exists in the project and region"),
+     f"found), {PARENT}, expected a persistent resource that exists in the project and region"),    # with an experiment: the resource is asked before the run is made, so none is left behind
+    ([POOL], ["--replica_count", "3", "--experiment", "exp1", "--service_account", SA],
+     "error: persistent resource my-pool holds too few a3-highgpu-8g"),
 ])
 def test_a_persistent_resource_must_hold_the_jobs_machines(capsys, gcs, job_config, pools, extra,
                                                            refused):
@@ -515,7 +517,7 @@ def test_a_persistent_resource_must_hold_the_jobs_machines(capsys, gcs, job_conf
             assert len(jobs) == 1 and sent.job_spec.persistent_resource_id == "my-pool"
         else:
             assert code == 2 and err.startswith(refused) and len(err.splitlines()) == 1, err
-            assert jobs == []
+            assert jobs == [] and not [p for p in _paths(recorder) if "metadataStores" in p]
     finally:
         recorder.close()
 

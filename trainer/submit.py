@@ -38,7 +38,7 @@ from absl import flags
 
 from trainer import cli, storage
 from trainer.cloud import experiments, machine_flags, preflight, registry, vertex_job
-from trainer.cloud.client import _call, send, upload_model
+from trainer.cloud.client import _call, check_persistent_resource, send, upload_model
 from trainer import config as config_mod
 from trainer.errors import UserError
 
@@ -239,6 +239,9 @@ def submit(args: flags.FlagValues) -> int:
         storage.put_file(local, staged)
         print(f"{'model' if args.predict else 'config'}: {staged}")
     if logged:  # the job's spec names the experiment run: it must exist before the job
+        if job.job_spec.persistent_resource_id and not args.gcloud_yaml:
+            # Checked before the run is made, so a refused resource leaves no empty run behind.
+            check_persistent_resource(job.job_spec, args.project, args.region, args.api_endpoint)
         create_experiment_run(logged, args.api_endpoint)
         print(f"experiment run: {logged.url()}")
     if args.gcloud_yaml:
