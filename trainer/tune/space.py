@@ -202,8 +202,8 @@ def _raw_params(data: dict, base: Config, source: str) -> dict:
     names."""
     raw_params = data.get("params", {})
     if not isinstance(raw_params, dict):
-        raise UserError(f"params is {raw_params!r}, {source}, expected a mapping of config keys "
-                        "to grid/choice/uniform/log_uniform")
+        raise UserError(f"no parameters, {source} params, expected a mapping of config keys to "
+                        "grid/choice/uniform/log_uniform")
     raw_params = dict(raw_params)
     keys = list(config_mod.flat(base.to_dict()))
     for name, spec in data.items():
