@@ -404,3 +404,56 @@ def test_two_workers_one_killed_both_restarted(tmp_path, two_workers_uninterrupt
         assert rc == 0, err[-3000:]
     assert "from epoch 1 (of 2)" in results[0][1]
     assert_same_weights(tmp_path / "cut" / "model.h5", two_workers_uninterrupted)
+
+
+# Calls of every size against an epoch of 6 steps (84 training rows, batch 14): smaller with and
+# without a remainder, equal, larger, and as large as `auto` makes them. Each scenario is
+# STEPS_PER_EXECUTION:AFTER_CALLS (SIGTERM after that many calls, see preempted_calls.py).
+CALLS = ["model.name=tiny_cnn", "train.epochs=3", "train.batch_size=14", "data.samples_per_class=40",
+         "train.lr_schedule=cosine", "train.early_stopping_patience=0", "output.plots=false",
+         "output.report=false", "output.saved_model=false"]
+CALL_STEPS, CALL_EPOCHS = 6, 3
+CALL_SCENARIOS = ["2:1", "4:2", "6:1", "10:1", "64:1"]
+
+
+@pytest.fixture(scope="module")
+def preempted_calls(tmp_path_factory):
+    """Every scenario and an uninterrupted run, in one process; returns (folder, results)."""
+    out = tmp_path_factory.mktemp("calls")
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "preempted_calls.py"), str(out),
+         *CALL_SCENARIOS, "--", *CALLS],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads(done.stdout.splitlines()[-1])
+
+
+def _call_ends(per_call):
+    """The batch (1-based, within its epoch) at which each call of the run ends, with its epoch."""
+    return [(epoch, min(start + per_call, CALL_STEPS)) for epoch in range(1, CALL_EPOCHS + 1)
+            for start in range(0, CALL_STEPS, per_call)]
+
+
+@pytest.mark.parametrize("scenario", CALL_SCENARIOS)
+def test_sigterm_is_acted_on_at_the_next_call_whatever_its_size(preempted_calls, scenario):
+    """SIGTERM is acted on at the next call's end for every call size: a call that ends mid-epoch saves a
+    backup there; one that ends an epoch (every call, when a call covers the epoch) stops after
+    that epoch's checkpoint. Either way the restart ends with the weights of a run never stopped."""
+    out, found = preempted_calls
+    per_call, calls = map(int, scenario.split(":"))
+    result = found[scenario]
+    assert result["code"] == RESTART_EXIT_CODE, result["cut"][-5:]
+    assert not any("end of training" in line for line in result["cut"])
+    epoch, batch = _call_ends(per_call)[calls]  # the call after the signal (0-based: calls)
+    run = out / f"spe{per_call}-{calls}"
+    if batch < CALL_STEPS:
+        assert backup_position("\n".join(result["cut"])) == (epoch, batch, CALL_STEPS)
+        resumed = f"from its backup in epoch {epoch}, at batch {batch + 1} of {CALL_STEPS}"
+    else:
+        assert f"preempted: epoch {epoch} ended and its checkpoint is saved to {run}" in result["cut"][-1]
+        resumed = f"from epoch {epoch} (of {CALL_EPOCHS})"
+        assert not (run / "checkpoints" / "backup").exists()
+    assert result["resumed_code"] == 0
+    assert any(resumed in line for line in result["resumed"]), result["resumed"]
+    assert_same_weights(run / "model.h5", out / "whole" / "model.h5")

@@ -267,10 +267,11 @@ def test_a_seeds_config_reads_its_layout(seed, tmp_path):
 
 def test_seed_003s_grid_is_a_valid_space():
     section = _seed_sections()["Seed 003"]
-    (grid,) = [b for b in _blocks(section, "yaml") if "params:" in b]
+    (grid,) = [b for b in _blocks(section, "yaml") if "grid.yaml" in b]
     base = config.load(os.path.join(ROOT, "local", "configs", "digits.yaml"))
     parsed = space.parse(yaml.safe_load(grid), base, "README")
-    assert len(parsed.params) == 2
+    assert [p.key for p in parsed.params] == ["train.learning_rate", "train.batch_size"]
+    assert parsed.grid_only and not parsed.pruning.enabled  # every combination, to its end
     (args,) = _module_args("trainer.tune", _commands_in(section))
     assert args[args.index("--config") + 1] == "local/configs/digits.yaml"
 

@@ -1,7 +1,9 @@
 """The search: the space file, pruning of a hopeless trial, and resumption after a real kill."""
 
+import collections
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -35,7 +37,7 @@ def test_space_kinds_grid_and_defaults():
     assert kinds["train.learning_rate"] == ("log_uniform", False, True)
     assert kinds["model.layer_param"] == ("uniform", True, False)
     assert kinds["train.batch_size"][0] == "grid"  # a bare list is a grid
-    assert space.grid_points() == [
+    assert list(space.grid_points()) == [
         {"train.batch_size": 16, "model.dropout": 0.0}, {"train.batch_size": 16, "model.dropout": 0.5},
         {"train.batch_size": 32, "model.dropout": 0.0}, {"train.batch_size": 32, "model.dropout": 0.5}]
     assert space.default_trials() == 10 and not space.grid_only
@@ -60,6 +62,98 @@ def test_space_errors_name_the_key(params, top, message):
     with pytest.raises(UserError) as exc:
         _space(params, **top)
     assert message in str(exc.value)
+
+
+def test_the_blueprints_flat_grid_file_is_taken_as_the_grid_it_means():
+    """Seed 003's grid file lists its parameters flat, by short names; each name that ends
+    exactly one config key is that key's grid, whatever the key."""
+    keys = list(config.flat(config.from_dict({}).to_dict()))
+    leaves = collections.Counter(k.rsplit(".", 1)[-1] for k in keys)
+    sections = {k.split(".")[0] for k in keys}
+    unique = [k for k in keys if leaves[k.rsplit(".", 1)[-1]] == 1 and "." in k
+              and k.rsplit(".", 1)[-1] not in {*space_mod._TOP_KEYS, *sections}]
+    assert {"train.learning_rate", "train.batch_size", "train.epochs", "model.dropout"} <= set(unique)
+    for key in unique:
+        leaf = key.rsplit(".", 1)[-1]
+        assert space_mod._raw_params({leaf: [1], "metric": "val_loss"}, config.from_dict({}),
+                                     "g.yaml") == {key: [1]}
+    seed = _flat({"learning_rate": [0.001, 0.0003], "batch_size": [64, 128], "epochs": [1, 2],
+                  "dropout": [0.2, 0.5], "train.seed": [1]})
+    assert [(p.key, p.kind, p.values) for p in seed.params] == [
+        ("train.learning_rate", "grid", (0.001, 0.0003)), ("train.batch_size", "grid", (64, 128)),
+        ("train.epochs", "grid", (1, 2)), ("model.dropout", "grid", (0.2, 0.5)),
+        ("train.seed", "grid", (1,))]
+    assert seed.grid_only and seed.default_trials() == 16
+    # beside `params:`, both count
+    both = _flat({"learning_rate": [0.01], "params": {"train.batch_size": {"choice": [8, 16]}}})
+    assert [p.key for p in both.params] == ["train.batch_size", "train.learning_rate"]
+
+
+def _flat(data):
+    return space_mod.parse(data, config.from_dict({}), "g.yaml")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": ["tiny_cnn"]}, "key 'name' could be name or model.name, g.yaml, expected the full "
+     "key under params:, e.g. params: {model.name: [...]}"),
+    ({"train": {"learning_rate": [0.1]}}, "key 'train' could be data.train or the section "
+     "train, g.yaml, expected the full key under params:, e.g. params: {train.<key>: [...]}"),
+    ({"learnin_rate": [0.1]}, "unknown key 'learnin_rate', g.yaml, did you mean 'learning_rate'? "
+     "(a parameter: params: {train.learning_rate: [...]})"),
+    ({"optimizer": ["adam"]}, "unknown key 'optimizer', g.yaml, expected metric, direction, "
+     "pruning, params, or a config key to search, under params:, e.g. params: "
+     "{train.learning_rate: [0.001, 0.0003]}"),
+    ({"metirc": "val_loss", "params": {"train.seed": [1]}}, "unknown key 'metirc', g.yaml, did "
+     "you mean 'metric'?"),
+    ({"learning_rate": [0.1], "params": {"train.learning_rate": [0.2]}}, "'learning_rate' and "
+     "params.train.learning_rate both set train.learning_rate, g.yaml, expected it once"),
+    ({"dir": ["elsewhere"]}, "parameter 'output.dir', g.yaml params, expected a training setting"),
+])
+def test_a_flat_key_that_is_not_one_config_key_shows_the_params_form(data, message):
+    with pytest.raises(UserError) as exc:
+        _flat(data)
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+@pytest.mark.parametrize("params, top, pruning", [
+    ({"train.learning_rate": [0.01, 0.001]}, {}, False),  # all grid: every combination, whole
+    ({"learning_rate": [0.01, 0.001], "batch_size": [8, 16]}, {}, False),
+    ({"train.learning_rate": [0.01, 0.001]}, {"pruning": True}, True),  # asked for
+    ({"train.learning_rate": [0.01, 0.001]}, {"pruning": {"warmup_epochs": 2}}, True),
+    ({"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}, {}, True),  # a sampled search
+    ({"train.batch_size": [8, 16], "model.dropout": {"choice": [0.0, 0.5]}}, {}, True),
+    ({"train.learning_rate": {"log_uniform": [1e-4, 1e-2]}}, {"pruning": False}, False),
+])
+def test_a_grid_is_pruned_only_when_asked(params, top, pruning):
+    data = {**top, **({"params": params} if all("." in k for k in params) else params)}
+    space = _flat(data)
+    assert space.pruning.enabled is pruning
+    assert isinstance(study_mod.pruner(space), optuna.pruners.NopPruner) is not pruning
+
+
+def test_grid_points_are_taken_least_taken_first_in_grid_order_without_listing_the_grid():
+    """The walk gives what taking the least-taken point, first in grid order, one at a time
+    gives, for random grids and random counts of earlier trials."""
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.data())
+    def check(sizes, data):
+        space = space_mod.Space(tuple(space_mod.Param(f"k{i}", "grid", tuple(range(n)))
+                                      for i, n in enumerate(sizes)), "val_loss", "minimize")
+        keys = [p.key for p in space.grid]
+        points = list(space.grid_points())
+        taken = collections.Counter({study_mod._point_key(q, keys): data.draw(st.integers(0, 3))
+                                     for q in points})
+        count = data.draw(st.integers(0, 3 * len(points)))
+        naive, counts = [], collections.Counter(taken)
+        for _ in range(count):
+            best = min(points, key=lambda q: counts[study_mod._point_key(q, keys)])
+            counts[study_mod._point_key(best, keys)] += 1
+            naive.append(best)
+        assert study_mod.least_taken(space, collections.Counter(taken), count) == naive
+
+    check()
 
 
 def test_parsing_a_space_loads_no_tensorflow(tmp_path):
@@ -99,6 +193,21 @@ def test_hopeless_trial_is_pruned(tmp_path):
     assert os.path.isfile(os.path.join(study_dir, pruned["run"], "model.h5"))
     results.plot(rows, space, str(tmp_path / "objective.png"))
     assert os.path.getsize(tmp_path / "objective.png") > 5000
+
+
+def test_a_grid_trains_every_combination_to_its_end(tmp_path):
+    """The grid of the test above, without `pruning:`: the hopeless trial trains all its epochs
+    too, and the table says of each trial whether it was pruned."""
+    x, label, _ = blob_images(400, seed=8)
+    path = write_npz(tmp_path / "d", "blobs.npz", x, label)
+    base = config.load(None, ["data.format=npz", f"data.train={path}", "train.epochs=3",
+                              "train.batch_size=16", *FAST], str(tmp_path))
+    space = space_mod.parse({"metric": "val_loss", "learning_rate": [0.01, 0.003, 1.0e-7]},
+                            base, "space")
+    study = study_mod.search(str(tmp_path / "study"), base, space, target=3, parallel=1)
+    rows = results.ranked(study, space)
+    assert [(r["state"], r["epochs"]) for r in rows] == [("complete", 3)] * 3, rows
+    assert results.table(rows).splitlines()[0].split()[:4] == ["rank", "trial", "run", "state"]
 
 
 def test_a_metric_keras_does_not_log_stops_the_search(tmp_path, blob_npz):
@@ -168,6 +277,39 @@ def test_search_resumes_after_a_real_kill(tmp_path):
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 1]
     assert [t.number for t in failed] == [1] and len(retry) == 1
     assert retry[0].params == failed[0].params and retry[0].user_attrs["run_name"] == "trial-0001"
+
+
+_GRID_VALUES = {"train.learning_rate": lambda i: 1e-4 * (i + 1), "train.batch_size": lambda i: i + 1,
+                "train.epochs": lambda i: i + 1, "train.seed": lambda i: i,
+                "model.layer_param": lambda i: i + 1}
+
+
+@pytest.mark.parametrize("sizes", [(100, 100, 100, 100, 100), (2, 5001), (3, 7, 11, 5, 9)])
+def test_a_grid_too_large_to_train_is_refused_by_its_count_under_a_memory_limit(tmp_path, sizes):
+    """Its size is counted, never listed: 100^5 combinations fail at once with one line, in a
+    process that could not hold them."""
+    from conftest import error_line
+    from test_hostile_input import _under_memory_limit
+
+    keys = list(_GRID_VALUES)[:len(sizes)]
+    space = tmp_path / "big.yaml"
+    space.write_text("params:\n" + "".join(
+        f"  {k}: [{', '.join(str(_GRID_VALUES[k](i)) for i in range(n))}]\n"
+        for k, n in zip(keys, sizes)))
+    out = tmp_path / "out"
+    code = "import runpy\nsys.argv[0] = 'trainer.tune'\nrunpy.run_module('trainer.tune', run_name='__main__')\n"
+    proc = _under_memory_limit(code, "--space", str(space), "--output_dir", str(out))
+    count = math.prod(sizes)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert error_line(proc.stderr) == (
+        f"error: the grid has {count:,} combinations "
+        f"({' x '.join(f'{n} {k}' for k, n in zip(keys, sizes))}), {space} params, expected at "
+        "most 10,000, since every combination is trained: shorten its lists, or make some keys "
+        "{choice: [...]} to sample them (--trials N)")
+    assert not out.exists()
+    # at the bound, the count is the default number of trials
+    at_bound = {k: list(range(1, 101)) for k in ("train.epochs", "model.layer_param")}
+    assert _flat({"params": at_bound}).default_trials() == space_mod.MAX_GRID
 
 
 def test_bad_space_on_the_command_line(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
 from trainer import storage
 from trainer.kerasflavor import dropout_generators, keras, tf
@@ -29,7 +30,9 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
 
     Under `steps_per_execution` > 1 Keras calls the batch hooks once per execution, with the
     first and the last batch of it; a backup then stands for the last, so it still lands on a
-    batch boundary, and `every_steps` counts steps, not calls.
+    batch boundary, and `every_steps` counts steps, not calls. The signal is looked for after
+    every call, the epoch's last one at the epoch's end, so a call that covers a whole epoch
+    (or more: Keras ends each call at the epoch's end) stops the job at an epoch's end.
     """
 
     def __init__(self, run: RunDir, watch: SigtermWatch, steps_per_epoch: int,
@@ -43,6 +46,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._batch = 0
         self._call_start = 0
         self._since_backup = 0
+        self._epoch_end: Optional[int] = None  # the epoch whose end is being checked
 
     def _implements_train_batch_hooks(self):
         return True
@@ -69,6 +73,8 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._call_start = batch
 
     def _save(self) -> None:
+        if self._epoch_end is not None:
+            return  # the epoch checkpoint, already written, is the save
         self._training_state._ckpt_saved_batch.assign(self._batch)
         self._training_state.write_checkpoint_manager.save()
 
@@ -76,7 +82,8 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._batch = batch  # the last batch of this call: the state is after it
         if batch >= self.steps_per_epoch - 1:
             # An epoch's last batch is followed by its epoch checkpoint; a backup here would
-            # stand for an epoch whose validation and checkpoint never ran.
+            # stand for an epoch whose validation and checkpoint never ran. This call is
+            # checked at the epoch's end instead (`on_epoch_end`).
             return
         self._since_backup += batch - self._call_start + 1
         if self.every_steps and self._since_backup >= self.every_steps:
@@ -84,12 +91,34 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
             self._backup(epoch=self._current_epoch, batch=batch)
         self.handler.save_checkpoint_if_preempted()
 
+    def on_epoch_end(self, epoch, logs=None):
+        """Every call is checked once, the same on every worker; the epoch's last call here,
+        after validation and the epoch checkpoint (callbacks listed before this one). When
+        a call covers the whole epoch (`steps_per_execution` >= the epoch's steps) this is the
+        only check. A preemption saved here needs no backup: the epoch checkpoint is where
+        the restart resumes."""
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training:
+            return  # training ends here anyway (early stopping): `SigtermWatch.deferred` stops
+        self._epoch_end = epoch
+        try:
+            self.handler.save_checkpoint_if_preempted()
+        finally:
+            self._epoch_end = None
+
     def _backup(self, epoch, batch=0):
         self._training_state._ckpt_saved_batch.assign(batch)
         super()._backup(epoch, batch)
         self._upload()
 
     def _exit(self) -> None:
+        if self._epoch_end is not None:
+            if self.run.chief:  # a backup from inside this epoch is older than its checkpoint
+                storage.remove_tree(self.run.remote(*BACKUP))
+            log.warning("preempted: epoch %d ended and its checkpoint is saved to %s; exiting "
+                        "with %d so that the platform restarts the job", self._epoch_end + 1,
+                        self.run.url, RESTART_EXIT_CODE)
+            raise Preempted(f"preempted after epoch {self._epoch_end + 1}")
         self._upload()
         epoch = int(self._training_state._ckpt_saved_epoch.numpy())
         batch = int(self._training_state._ckpt_saved_batch.numpy())

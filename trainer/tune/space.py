@@ -15,6 +15,17 @@ params:
 and `log_uniform` are sampled. Ranges whose bounds are both integers give integers. Every value
 a parameter can take is checked against the config's own validation before the first trial, so
 a typo fails at once, naming the key.
+
+The blueprint's grid file (seed 003) lists its parameters flat, beside `params:` rather than in
+it, by short names: `learning_rate: [0.001, 0.0003]`. Such a key is taken as a grid when it
+names one config key unambiguously: a full key (`train.learning_rate`) or the last part of
+exactly one (`learning_rate`, `batch_size`, `epochs`, `dropout`, ...); anything else is refused
+with the `params:` form to write instead.
+
+A grid promises every combination, so its size is known before anything runs (the product of
+its lists' lengths, never the list of combinations) and one of more than MAX_GRID combinations
+is refused: `choice` samples a key instead. A space that is all grid trains each combination to
+its end; pruning is on by default only when something is sampled.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import difflib
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from trainer import config as config_mod
 from trainer.config import Config, monitor_mode
@@ -32,6 +43,9 @@ from trainer.errors import UserError
 
 KINDS = ("grid", "choice", "uniform", "log_uniform")
 _TOP_KEYS = ("metric", "direction", "pruning", "params")
+# Combinations a grid may have: each is a whole training run, so a larger grid can never be done.
+MAX_GRID = 10_000
+_SET_BY_SEARCH = ("name", "output.dir")  # each trial's own
 _PRUNING_KEYS = ("startup_trials", "warmup_epochs")
 
 
@@ -100,14 +114,20 @@ class Space:
     def grid_only(self) -> bool:
         return bool(self.params) and len(self.grid) == len(self.params)
 
-    def grid_points(self) -> list[dict]:
-        """Every combination of the grid parameters, in file order (empty dict when there are none)."""
+    @property
+    def grid_size(self) -> int:
+        """How many combinations the grid has, counted without listing them."""
+        return math.prod(len(p.values) for p in self.grid)
+
+    def grid_points(self) -> Iterator[dict]:
+        """Every combination of the grid parameters, in file order, one at a time (one empty
+        dict when there are none)."""
         keys = [p.key for p in self.grid]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(p.values for p in self.grid))]
+        return (dict(zip(keys, combo)) for combo in itertools.product(*(p.values for p in self.grid)))
 
     def default_trials(self) -> int:
         """The whole grid when everything is a grid, else ten sampled trials."""
-        return len(self.grid_points()) if self.grid_only else 10
+        return self.grid_size if self.grid_only else 10
 
 
 def trial_config(base: Config, params: dict, name: str, output_dir: str, source: str) -> Config:
@@ -151,25 +171,78 @@ def _parse_param(key: str, spec: Any, where: str) -> Param:
     return Param(key, kind, low=low, high=high)
 
 
+def _flat_key(name: str, keys: list[str], source: str) -> str:
+    """The config key a key beside `params:` stands for (the blueprint's `learning_rate`)."""
+    matches = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+    section = name in {k.split(".", 1)[0] for k in keys if "." in k}  # `train:` is one too
+    if len(matches) == 1 and not section:
+        return matches[0]
+    if matches or section:
+        searchable = [k for k in matches if k not in _SET_BY_SEARCH]
+        example = f"{name}.<key>" if section else [*searchable, name][0]
+        meanings = [*matches, *([f"the section {name}"] if section else [])]
+        what = f"could be {' or '.join(meanings)}" if len(meanings) > 1 else "is a config section"
+        raise UserError(f"key '{name}' {what}, {source}, expected the full key under params:, "
+                        f"e.g. params: {{{example}: [...]}}")
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    near = difflib.get_close_matches(name, [*_TOP_KEYS, *leaves, *keys], n=1, cutoff=0.6)
+    if near and near[0] not in _TOP_KEYS:
+        full = leaves.get(near[0], near[0])
+        hint = f"did you mean '{near[0]}'? (a parameter: params: {{{full}: [...]}})"
+    elif near:
+        hint = f"did you mean '{near[0]}'?"
+    else:
+        hint = (f"expected {', '.join(_TOP_KEYS)}, or a config key to search, under params:, "
+                "e.g. params: {train.learning_rate: [0.001, 0.0003]}")
+    raise UserError(f"unknown key '{name}', {source}, {hint}")
+
+
+def _raw_params(data: dict, base: Config, source: str) -> dict:
+    """`params:`, with the keys beside it (the blueprint's flat form) added under their config
+    names."""
+    raw_params = data.get("params", {})
+    if not isinstance(raw_params, dict):
+        raise UserError(f"no parameters, {source} params, expected a mapping of config keys to "
+                        "grid/choice/uniform/log_uniform")
+    raw_params = dict(raw_params)
+    keys = list(config_mod.flat(base.to_dict()))
+    for name, spec in data.items():
+        if name in _TOP_KEYS:
+            continue
+        key = _flat_key(str(name), keys, source)
+        if key in raw_params:
+            raise UserError(f"'{name}' and params.{key} both set {key}, {source}, expected it "
+                            "once")
+        raw_params[key] = spec
+    return raw_params
+
+
+def _check_grid_size(params: tuple[Param, ...], source: str) -> None:
+    grid = [p for p in params if p.kind == "grid"]
+    count = math.prod(len(p.values) for p in grid)
+    if count > MAX_GRID:
+        sizes = " x ".join(f"{len(p.values)} {p.key}" for p in grid)
+        raise UserError(f"the grid has {count:,} combinations ({sizes}), {source} params, expected "
+                        f"at most {MAX_GRID:,}, since every combination is trained: shorten its "
+                        "lists, or make some keys {choice: [...]} to sample them (--trials N)")
+
+
 def parse(data: Any, base: Config, source: str) -> Space:
     """Validate a parsed space file against the base config."""
     if not isinstance(data, dict):
         raise UserError(f"space is a {type(data).__name__}, {source}, expected a mapping with "
                         "'params'")
-    for key in data:
-        if key not in _TOP_KEYS:
-            near = difflib.get_close_matches(str(key), _TOP_KEYS, n=1, cutoff=0.5)
-            hint = f"did you mean '{near[0]}'?" if near else f"expected one of {', '.join(_TOP_KEYS)}"
-            raise UserError(f"unknown key '{key}', {source}, {hint}")
-    raw_params = data.get("params")
-    if not isinstance(raw_params, dict) or not raw_params:
+    raw_params = _raw_params(data, base, source)
+    if not raw_params:
         raise UserError(f"no parameters, {source} params, expected a mapping of config keys to "
                         "grid/choice/uniform/log_uniform")
     params = tuple(_parse_param(str(k), v, f"{source} params") for k, v in raw_params.items())
     for p in params:
-        if p.key in ("name", "output.dir"):
+        if p.key in _SET_BY_SEARCH:
             raise UserError(f"parameter '{p.key}', {source} params, expected a training setting "
                             "(each trial's name and directory are set by the search)")
+    _check_grid_size(params, source)  # before any value is checked: a list may be huge
+    for p in params:
         for value in p.examples():
             trial_config(base, {p.key: value}, "check", base.output.dir,
                          f"{source} params.{p.key}")
@@ -183,7 +256,10 @@ def parse(data: Any, base: Config, source: str) -> Space:
     if direction not in ("minimize", "maximize"):
         raise UserError(f"direction {direction!r}, {source}, expected minimize or maximize")
 
-    pruning = data.get("pruning", {})
+    # A grid promises every combination trained to its end; pruning is asked for by name there.
+    pruning = data.get("pruning", {} if any(p.kind != "grid" for p in params) else False)
+    if pruning is True:
+        pruning = {}
     if pruning is False:
         prune = Pruning(enabled=False)
     elif isinstance(pruning, dict):
@@ -196,7 +272,7 @@ def parse(data: Any, base: Config, source: str) -> Space:
         prune = Pruning(True, **pruning)
     else:
         raise UserError(f"pruning is {pruning!r}, {source}, expected a mapping "
-                        "({startup_trials: N, warmup_epochs: N}) or false")
+                        "({startup_trials: N, warmup_epochs: N}), true or false")
     return Space(params, metric, direction, prune, source)
 
 

@@ -159,7 +159,6 @@ def _grid_points_to_run(study: optuna.Study, space: Space, base: Config, target:
     grid's order, so a new value or key runs only its new combinations. A trial from before a
     key joined the grid took the base config's value for it."""
     keys = [p.key for p in space.grid]
-    points = space.grid_points()
     defaults = config_mod.flat(base.to_dict())
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
@@ -172,28 +171,46 @@ def _grid_points_to_run(study: optuna.Study, space: Space, base: Config, target:
         grid = {**defaults, **t.user_attrs.get("config", {}),
                 **(t.user_attrs.get("grid") or {**t.system_attrs.get("fixed_params", {}),
                                                  **t.params})}
-        taken[json.dumps([grid.get(k) for k in keys], default=str)] += 1
-    wanted = []
-    for _ in range(max(0, target - counted(study) - pending)):
-        point = min(points, key=lambda q: taken[json.dumps([q[k] for k in keys], default=str)])
-        taken[json.dumps([point[k] for k in keys], default=str)] += 1
-        wanted.append(point)
-    return wanted
+        taken[_point_key({k: grid.get(k) for k in keys}, keys)] += 1
+    return least_taken(space, taken, max(0, target - counted(study) - pending))
+
+
+def _point_key(point: dict, keys: list[str]) -> str:
+    return json.dumps([point[k] for k in keys], default=str)
+
+
+def least_taken(space: Space, taken: collections.Counter, count: int) -> list[dict]:
+    """`count` grid points, each the least taken so far (`taken`, by `_point_key`), the first in
+    grid order among equals, as if taken one by one. That is, level by level from 0: every point
+    taken at most `level` times, in grid order (the levels below brought the others up to it).
+    The grid is walked, never listed."""
+    keys = [p.key for p in space.grid]
+    wanted: list[dict] = []
+    for level in itertools.count():
+        for point in space.grid_points():
+            if len(wanted) >= count:
+                return wanted
+            if taken[_point_key(point, keys)] <= level:
+                wanted.append(point)
+    raise AssertionError("unreachable")
+
+
+def pruner(space: Space) -> optuna.pruners.BasePruner:
+    """The median pruner the space asks for (off by default for a grid, see `space.parse`)."""
+    if not space.pruning.enabled:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=space.pruning.startup_trials,
+        n_warmup_steps=space.pruning.warmup_epochs + 1)  # steps are 1-based epochs
 
 
 def open_study(study_dir: str, space: Space, seed: int = 0) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(storage_url(study_dir),
                                          engine_kwargs={"connect_args": {"timeout": 60}})
-    if space.pruning.enabled:
-        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
-            n_startup_trials=space.pruning.startup_trials,
-            n_warmup_steps=space.pruning.warmup_epochs + 1)  # steps are 1-based epochs
-    else:
-        pruner = optuna.pruners.NopPruner()
     return optuna.create_study(study_name=STUDY_NAME, storage=storage, direction=space.direction,
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
-                               load_if_exists=True)
+                               sampler=optuna.samplers.TPESampler(seed=seed),
+                               pruner=pruner(space), load_if_exists=True)
 
 
 def retried(trials: list) -> set[int]:
@@ -351,7 +368,8 @@ def search(study_dir: str, base: Config, space: Space, target: int, parallel: in
     done = counted(study)
     parallel = max(1, min(parallel, target - done))  # no idle workers
     say(f"study {study_dir}: {done} of {target} trials already taken; "
-        f"{parallel} worker{'s' if parallel > 1 else ''}")
+        f"{parallel} worker{'s' if parallel > 1 else ''}; pruning "
+        f"{'on' if space.pruning.enabled else 'off'}")
     with hold_study(study_dir, exclusive=False):
         if parallel == 1:
             work(study_dir, base, space, target)
