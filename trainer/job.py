@@ -87,7 +87,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         result = train_and_evaluate(config, splits, run_dir, strategy,
                                     extra_callbacks=[*_platform_callbacks(config, platform),
                                                      *callbacks],
-                                    sigterm=sigterm)
+                                    sigterm=sigterm, started=started)
         for line in resize_lines(splits):
             log.warning("%s", line)
         outputs = artifacts.write_all(config, splits, result, run_dir, platform,

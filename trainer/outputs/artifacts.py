@@ -33,7 +33,8 @@ log = logging.getLogger("trainer")
 
 def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
               platform: Platform, wall_time_s: float) -> dict[str, str]:
-    """Write and publish every artefact; returns what went where."""
+    """Write and publish every artefact; returns what went where. `wall_time_s` is this
+    session's; metrics.json's `wall_time_s` adds the sessions a resumed run had before."""
     out: dict[str, str] = {}
     metadata = {"task": config.task, "class_names": splits.class_names,
                 "target_names": splits.target_names,
@@ -60,7 +61,9 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     metrics["data"] = splits.summary()
     metrics["training"] = {"epochs_trained": len(result.history), "best_epoch": result.best_epoch,
                            "resumed_from_epoch": result.resumed_from_epoch,
-                           "stopped_early": result.stopped_early, "wall_time_s": wall_time_s,
+                           "stopped_early": result.stopped_early,
+                           "wall_time_s": result.earlier_wall_time_s + wall_time_s,
+                           "session_wall_time_s": wall_time_s,
                            "replicas": result.replicas, "global_batch": result.global_batch,
                            "config_changes": result.changes, **result.runtime}
     if not result.trained:  # a finished run re-run: the figures of the session that trained
@@ -127,8 +130,9 @@ def config_yaml(config: Config, splits: Splits, result: TrainResult) -> str:
 
 
 def _trained_figures(run: RunDir) -> dict:
-    """Wall time and resume point from the run's metrics.json, which a re-run that trains
-    nothing keeps (its own seconds of evaluation are not the run's training time)."""
+    """Wall time, resume point and training rate from the run's metrics.json, which a re-run
+    that trains nothing keeps (its own seconds of evaluation are not the run's training time;
+    `session_wall_time_s` gives them)."""
     path = run.fetch("metrics.json")
     if path is None:
         return {}
@@ -137,4 +141,5 @@ def _trained_figures(run: RunDir) -> dict:
             training = json.load(f).get("training", {})
     except (ValueError, UnicodeDecodeError, AttributeError):
         return {}
-    return {k: training[k] for k in ("wall_time_s", "resumed_from_epoch") if k in training}
+    return {k: training[k] for k in ("wall_time_s", "resumed_from_epoch", "train_samples_per_s",
+                                     "mfu") if k in training}

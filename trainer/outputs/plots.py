@@ -10,8 +10,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-# Columns of history.csv that are bookkeeping, not a quantity with a training and a validation curve.
-_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s", "rows_read"}
+# The two throughput columns of history.csv (`trainer.callbacks.epoch_timer` defines them).
+RATES = ("train_samples_per_s", "epoch_samples_per_s")
+# Columns of history.csv that are bookkeeping, not a quantity with a training and a validation
+# curve (`samples_per_s`: the whole-epoch rate of runs written before it had its name).
+_NOT_CURVES = {"epoch", "epoch_time_s", "samples_per_s", "rows_read", *RATES}
+
+
+def rate(row: dict, key: str) -> float:
+    """One of the RATES of a history row; NaN where the row has none (an older run's row has
+    only `samples_per_s`, the whole-epoch rate)."""
+    if key == "epoch_samples_per_s":
+        return float(row.get(key, row.get("samples_per_s", float("nan"))))
+    return float(row.get(key, float("nan")))
 
 
 def curve_names(history: list[dict]) -> list[str]:
@@ -105,15 +116,19 @@ def regression_plots(y_true: np.ndarray, y_pred: np.ndarray, path, title: str) -
 
 
 def throughput_plot(history: list[dict], path, title: str) -> None:
-    """Training samples/s per epoch: a falling line shows an input or memory problem."""
-    epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(epochs, [row.get("samples_per_s", 0.0) for row in history], color="tab:green")
+    """Both samples/s figures per epoch: a falling bar shows an input or memory problem; a wide
+    gap between the two, validation or callbacks that cost as much as training."""
+    epochs = np.array([row["epoch"] for row in history], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    for k, (key, colour) in enumerate(zip(RATES, ("tab:green", "tab:olive"))):
+        values = [rate(row, key) for row in history]
+        ax.bar(epochs + (k - 0.5) * 0.4, values, width=0.4, color=colour, label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("samples/s")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -111,7 +111,9 @@ def _metrics_section(metrics: dict) -> str:
     if t.get("resumed_from_epoch") is not None:  # a fresh run did not resume
         facts.append(["resumed from epoch", t["resumed_from_epoch"]])
     facts += [["changed on resuming", line] for line in t.get("config_changes") or ()]
-    facts.append(["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)])
+    facts.append(["wall_time_s (every session)", round(float(t.get("wall_time_s", 0.0)), 1)])
+    if t.get("session_wall_time_s") is not None and t.get("resumed_from_epoch") is not None:
+        facts.append(["session_wall_time_s (this session)", round(float(t["session_wall_time_s"]), 1)])
     return _table(["split", *names], rows) + _table(["training", ""], facts)
 
 
@@ -289,17 +291,23 @@ def _architecture_section(model: keras.Model) -> str:
     return "".join(parts)
 
 
-def _throughput_section(history: list[dict]) -> str:
-    rows = [[row["epoch"], float(row.get("epoch_time_s", float("nan"))),
-             float(row.get("samples_per_s", float("nan")))] for row in history]
-    if not rows:
+def _throughput_section(history: list[dict], training: dict) -> str:
+    """The run's `train_samples_per_s` as the log and metrics.json give it, and both rates of
+    every epoch under their history.csv names (`trainer.callbacks.epoch_timer` defines them)."""
+    if not history:
         return "<p>No epochs were trained in this run.</p>"
-    mean = float(np.mean([r[2] for r in rows]))
-    figure = _png(lambda f: plots.throughput_plot(history, f, "training throughput"))
-    return (f"<p>Mean {mean:,.0f} training samples/s over {len(rows)} epochs (the first epoch "
-            "includes building the graph).</p>"
-            + _img(figure, "throughput per epoch")
-            + _table(["epoch", "seconds", "samples/s"], rows))
+    rows = [[row["epoch"], float(row.get("epoch_time_s", float("nan"))),
+             *[plots.rate(row, k) for k in plots.RATES]] for row in history]
+    rate = training.get("train_samples_per_s")
+    head = (f"<p><b>train_samples_per_s {rate:,.0f}</b>: training samples per second of the "
+            "training steps alone, the median over the epochs of the last session after its "
+            "first (which includes building the graph), as in the log and metrics.json.</p>"
+            if rate is not None else "")
+    figure = _png(lambda f: plots.throughput_plot(history, f, "throughput per epoch"))
+    return (head + "<p>Per epoch: <code>train_samples_per_s</code> counts the training steps "
+            "alone; <code>epoch_samples_per_s</code> the whole epoch, validation and callbacks "
+            "included.</p>" + _img(figure, "throughput per epoch")
+            + _table(["epoch", "epoch_time_s", *plots.RATES], rows))
 
 
 def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str:
@@ -336,7 +344,8 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     sections += [
         ("data", "Data", _data_section(splits)),
         ("architecture", "Architecture", _architecture_section(result.model)),
-        ("throughput", "Throughput", _throughput_section(result.history)),
+        ("throughput", "Throughput", _throughput_section(result.history,
+                                                      metrics.get("training", {}))),
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
         ("config", "Config", f"<pre>{_esc(config_yaml(config, splits, result))}</pre>"),
     ]
