@@ -115,11 +115,19 @@ def _has_graphviz():
 
 
 def test_architecture_diagram_where_plot_model_can_draw(runs):
+    """The diagram is in the report and in plots/architecture.png, Graphviz's graph or, without
+    `dot`, the layers in order (and the report says which)."""
+    from PIL import Image
+
     html = _html(runs, "cls")
+    assert re.search(r'<h3>Diagram \(plots/architecture.png\)</h3><img alt="architecture diagram" '
+                     r'src="data:image/png;base64,', html)
+    png = Image.open(runs / "cls" / "plots" / "architecture.png")
+    assert png.format == "PNG" and png.size[1] > 200
     if not _has_graphviz():
-        assert "No diagram: install pydot and Graphviz" in html
+        assert "Drawn without Graphviz (`dot` not found)" in html
         pytest.skip("pydot or Graphviz's dot is missing (pip install pydot; apt-get install graphviz)")
-    assert re.search(r'<h3>Diagram</h3><img alt="architecture diagram" src="data:image/png;base64,', html)
+    assert "Drawn without Graphviz" not in html
 
 
 def test_history_plot_has_whole_epochs_on_its_axis():

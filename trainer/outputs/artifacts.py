@@ -83,6 +83,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
         json.dump(metrics, f, indent=2)
     out["metrics"] = run.publish("metrics.json")
 
+    figures = write_figures(config, result, run) if platform.is_chief else {}
     if config.output.plots:
         if result.history:
             plots.history_plot(result.history, run.local("plots", "history.png"), config.name)
@@ -95,11 +96,44 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     if config.output.report:
         try:
             report.write_report(run.local("report.html"), config, splits, result, metrics, run.url,
-                                platform)
+                                platform, figures)
             out["report"] = run.publish("report.html")
         except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
             log.exception("report.html could not be written")
     return out
+
+
+def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str, bytes]:
+    """`plots/architecture.png` (with `output.plots`), and with `train.histograms` the
+    training dynamics: `plots/layer_dynamics.png` and `.csv`, `plots/histograms.png` and
+    `plots/histograms.gif`. Returns what was drawn, by name, for the report; a figure that
+    cannot be drawn is logged, not fatal (the model and metrics are saved)."""
+    drawn: dict[str, bytes] = {}
+
+    def architecture(path: str) -> None:
+        png, graphviz = report.architecture_png(result.model)
+        if not graphviz:
+            log.info("plots/architecture.png: %s", report.NO_GRAPHVIZ)
+        with open(path, "wb") as f:
+            f.write(png)
+
+    dynamics = result.dynamics
+    todo = [("architecture.png", architecture)] if config.output.plots else []
+    if dynamics is not None:
+        todo.append(("layer_dynamics.csv", lambda path: write_csv(dynamics.rows(), path)))
+        todo += [(name, lambda path, draw=draw: draw(dynamics, path, config.name))
+                 for name, draw in zip(plots.DYNAMICS_FILES, (
+                     plots.dynamics_curves, plots.histogram_image, plots.histogram_gif))]
+    for name, write in todo:
+        try:
+            write(run.local("plots", name))
+        except Exception:  # noqa: BLE001 - a figure must not fail a run whose model is saved
+            log.exception("plots/%s could not be drawn", name)
+            continue
+        run.publish("plots", name)
+        with open(run.local("plots", name), "rb") as f:
+            drawn[name] = f.read()
+    return drawn
 
 
 def write_saved_model(model, metadata: dict, run: RunDir) -> Optional[str]:

@@ -22,6 +22,7 @@ from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
+from trainer.callbacks.histograms import Dynamics, HistogramLogger
 from trainer.models import build_model, compile_model
 from trainer.runtime import devices, logs
 from trainer.storage.rundir import RunDir
@@ -52,6 +53,7 @@ class TrainResult:
     trained: bool = True  # whether this session trained any epoch (a finished run's re-run does not)
     changes: list[str] = field(default_factory=list)  # "from epoch N: key old -> new"
     earlier_wall_time_s: float = 0.0  # the sessions before this one (their checkpoint state)
+    dynamics: Optional[Dynamics] = None  # train.histograms: per-layer figures of this session
     kept: dict = field(default_factory=dict)  # keys changed too late to take effect: their values
 
 
@@ -98,7 +100,10 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        test_predictions=predictions,
                        trained=trained, changes=change_lines(store.state.get("changes", [])),
                        kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes},
-                       earlier_wall_time_s=store.earlier_wall_time_s)
+                       earlier_wall_time_s=store.earlier_wall_time_s,
+                       dynamics=next((c.dynamics for c in callbacks
+                                      if isinstance(c, HistogramLogger) and c.dynamics.epochs),
+                                     None))
 
 
 def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
