@@ -1,6 +1,7 @@
 """Several runs side by side, from local folders and from a bucket."""
 
 import csv
+import json
 import os
 
 import pytest
@@ -36,7 +37,12 @@ def test_compare_on_the_command_line(two_runs, tmp_path):
     assert "model.name" not in header and "name" not in header.split()
     rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
     assert [r["run"] for r in rows] == ["fast", "slow"]
-    assert {"val_accuracy", "test_accuracy", "val_loss", "test_loss", "samples_per_s"} <= set(rows[0])
+    assert {"val_accuracy", "test_accuracy", "val_loss", "test_loss", "wall_time_s",
+            "train_samples_per_s"} <= set(rows[0])
+    for row, run in zip(rows, ("fast", "slow")):  # the figures of the runs' metrics.json
+        training = json.load(open(two_runs / run / "metrics.json"))["training"]
+        assert float(row["train_samples_per_s"]) == pytest.approx(training["train_samples_per_s"])
+        assert float(row["wall_time_s"]) == pytest.approx(training["wall_time_s"])
     assert float(rows[0]["test_accuracy"]) > float(rows[1]["test_accuracy"])  # lr 1e-2 vs 1e-4
     assert os.path.getsize(tmp_path / "compare.png") > 10_000
 

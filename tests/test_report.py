@@ -50,7 +50,7 @@ def test_classification_report_holds_every_section(runs):
         assert f"<td>{name}</td>" in html
     assert "Per-class precision, recall and F1" in html and "Confusion matrix" in html
     assert "tiny_cnn" in html and "Conv2D" in html and "6,371" in html  # the layer table
-    assert "samples/s" in html and "tensorflow" in html and "name: cls" in html
+    assert "train_samples_per_s" in html and "tensorflow" in html and "name: cls" in html
     # self-contained: nothing fetched from anywhere, no script
     assert "<script" not in html and not re.search(r'(src|href)="(https?:|//)', html)
 
@@ -115,11 +115,19 @@ def _has_graphviz():
 
 
 def test_architecture_diagram_where_plot_model_can_draw(runs):
+    """The diagram is in the report and in plots/architecture.png, Graphviz's graph or, without
+    `dot`, the layers in order (and the report says which)."""
+    from PIL import Image
+
     html = _html(runs, "cls")
+    assert re.search(r'<h3>Diagram \(plots/architecture.png\)</h3><img alt="architecture diagram" '
+                     r'src="data:image/png;base64,', html)
+    png = Image.open(runs / "cls" / "plots" / "architecture.png")
+    assert png.format == "PNG" and png.size[1] > 200
     if not _has_graphviz():
-        assert "No diagram: install pydot and Graphviz" in html
+        assert "Drawn without Graphviz (`dot` not found)" in html
         pytest.skip("pydot or Graphviz's dot is missing (pip install pydot; apt-get install graphviz)")
-    assert re.search(r'<h3>Diagram</h3><img alt="architecture diagram" src="data:image/png;base64,', html)
+    assert "Drawn without Graphviz" not in html
 
 
 def test_history_plot_has_whole_epochs_on_its_axis():
@@ -163,3 +171,45 @@ def test_an_image_from_a_file_is_named_by_its_file(tmp_path):
     named = [test.origin(i) for i in range(len(test))]
     assert named and all(os.path.isfile(p) and p.endswith(".png") for p in named), named
     assert test.locate(0).startswith("row ")  # messages keep the shard and row
+
+
+def test_time_and_throughput_figures_agree_everywhere_and_span_a_resume(tmp_path, blob_npz,
+                                                                         caplog):
+    """Each figure has one name and one value in the log, history.csv, metrics.json and the
+    report; a resumed run's wall time covers every session."""
+    import csv
+    import logging
+
+    common = ["name=r", "data.format=npz", f"data.train={blob_npz}", "model.name=tiny_cnn",
+              "train.early_stopping_patience=0"]
+    run_job(tmp_path, *common, "train.epochs=2")
+    run = tmp_path / "r"
+    first = json.loads((run / "metrics.json").read_text())["training"]
+    with caplog.at_level(logging.INFO, logger="trainer"):
+        run_job(tmp_path, *common, "train.epochs=4")  # resumes after epoch 2
+    training = json.loads((run / "metrics.json").read_text())["training"]
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    epochs = [float(r["epoch_time_s"]) for r in rows]
+    assert training["resumed_from_epoch"] == 2
+    assert training["wall_time_s"] >= sum(epochs)
+    assert training["wall_time_s"] - training["session_wall_time_s"] >= sum(epochs[:2])
+    assert training["wall_time_s"] - training["session_wall_time_s"] <= first["wall_time_s"]
+    assert training["session_wall_time_s"] >= sum(epochs[2:])
+    for r in rows:  # the training steps alone are faster than the whole epoch
+        assert float(r["train_samples_per_s"]) >= float(r["epoch_samples_per_s"]) > 0
+        assert "samples_per_s" not in r
+    # the run's rate: this session's epochs after its first, by the per-epoch figure's name
+    rate = training["train_samples_per_s"]
+    assert rate == float(rows[3]["train_samples_per_s"])
+    logged = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("train_samples_per_s ")]
+    assert len(logged) == 1 and logged[0].startswith(f"train_samples_per_s {rate:.0f} ")
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 4/4")]
+    assert f"train_samples_per_s={float(rows[3]['train_samples_per_s']):.4g}" in epoch_lines[0]
+    html = (run / "report.html").read_text()
+    assert f"<b>train_samples_per_s {rate:,.0f}</b>" in html
+    assert "<th>train_samples_per_s</th><th>epoch_samples_per_s</th>" in html
+    wall = round(training["wall_time_s"], 1)
+    assert f'<td>wall_time_s (every session)</td><td class="num">{wall:.4g}</td>' in html
+    assert "Mean " not in html  # no second, differently defined rate

@@ -55,7 +55,7 @@ def _scores(run, validation_only=False):
     def kept(key):
         if validation_only:
             return key == "epoch" or key.startswith("val_")
-        return key not in ("epoch_time_s", "samples_per_s")
+        return key not in ("epoch_time_s", "train_samples_per_s", "epoch_samples_per_s")
     return [{k: v for k, v in row.items() if kept(k)} for row in _state(run)["history"]]
 
 

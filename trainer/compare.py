@@ -94,7 +94,6 @@ def rows(runs: list[Run]) -> list[dict]:
     out = []
     for r in runs:
         training = r.metrics.get("training", {})
-        speeds = [h["samples_per_s"] for h in r.history if "samples_per_s" in h]
         row = {"run": r.label, "model": r.config.get("model", {}).get("name", ""),
                "task": r.config.get("task", ""), "epochs": training.get("epochs_trained"),
                "best_epoch": training.get("best_epoch")}
@@ -103,8 +102,8 @@ def rows(runs: list[Run]) -> list[dict]:
         for split in ("val", "test"):
             for name in metric_names:
                 row[f"{split}_{name}"] = r.metrics.get(split, {}).get(name)
-        row["wall_s"] = training.get("wall_time_s")
-        row["samples_per_s"] = sum(speeds) / len(speeds) if speeds else None
+        row["wall_time_s"] = training.get("wall_time_s")
+        row["train_samples_per_s"] = training.get("train_samples_per_s")
         out.append(row)
     return out
 

@@ -270,7 +270,8 @@ class TrainConfig:
         default=0, min=0, max=10**12, resume="free")
     histograms: bool = _doc(
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
-        "every epoch (one extra forward and backward pass on a fixed training batch per epoch).",
+        "every epoch (one extra forward and backward pass on a fixed training batch per epoch), "
+        "and per-layer curves, the histograms as an image and as a GIF to plots/ and the report.",
         default=False, resume="free")
 
     def patience(self) -> int:
@@ -285,7 +286,8 @@ class OutputConfig:
     dir: str = _doc(
         "Where runs go; each run writes to `<dir>/<name>/`. Local path, `gs://` or `/gcs/`.",
         default="runs", resume="free")
-    plots: bool = _doc("Write `plots/history.png` and, for classification, the confusion matrix.",
+    plots: bool = _doc("Write `plots/history.png`, `plots/architecture.png` and, for "
+                       "classification, the confusion matrix.",
                        default=True, resume="free")
     report: bool = _doc(
         "Write `report.html` beside `model.h5`: one self-contained page (images embedded) with the "

@@ -106,10 +106,7 @@ def _leak_lines(splits, scans: dict, threshold: float, seed: int, task: str) -> 
             queries, rows = queries[pick], rows[pick]
         leak = neardup.leak_estimate(queries, rows, scans["train"]["prints"], train_view.rows,
                                      threshold)
-        lines.append(f"near-duplicate leakage, {key}: {leak.observed:.3f} of {len(queries)} "
-                     f"samples have a training sample nearer than {threshold:g}, "
-                     f"{leak.expected:.3f} expected by chance (median distance "
-                     f"{float(np.median(leak.distances)) if len(queries) else float('nan'):.3f})")
+        lines.append(_leak_line(key, leak, len(queries), threshold))
         if leak.leaks:
             why = (f"{leak.neighbours:.0%} of {key} has a near-copy among its neighbours in the "
                    f"training data (frames or records of one sequence on both sides)"
@@ -119,6 +116,22 @@ def _leak_lines(splits, scans: dict, threshold: float, seed: int, task: str) -> 
             lines.append(f"  warning: {why}; {overstated(task, key)} on new data (split "
                          "whole videos or sessions: data.split_by: group)")
     return lines
+
+
+def _leak_line(key: str, leak: neardup.Leak, n: int, threshold: float) -> str:
+    """One line per evaluation split: a split within chance reads as clean (however alike its
+    samples are, which can make chance high); one beyond it gives both rates, and a warning
+    line follows it."""
+    near = round(leak.observed * n)
+    median = float(np.median(leak.distances)) if n else float("nan")
+    what = f"{near} of {n} samples have a training sample nearer than {threshold:g}"
+    if not leak.leaks:
+        chance = (f"; {leak.expected:.0%} would by chance, this split's samples being as alike "
+                  "as they are" if leak.expected > leak.observed else "")
+        return (f"near-duplicate leakage, {key}: none beyond chance ({what}{chance}; median "
+                f"distance {median:.3f})")
+    return (f"near-duplicate leakage, {key}: {what} ({leak.observed:.0%}), {leak.expected:.0%} "
+            f"expected by chance (median distance {median:.3f})")
 
 
 def _grid(examples: dict, class_names: Optional[list[str]], path: str) -> None:

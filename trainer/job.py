@@ -90,7 +90,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
                                     extra_callbacks=[*_platform_callbacks(config, platform),
                                                      *([experiment] if experiment else []),
                                                      *callbacks],
-                                    sigterm=sigterm)
+                                    sigterm=sigterm, started=started)
         if experiment is not None:  # the final figures; the run's page goes into the report
             experiment.log_final(result.metrics)
             if experiment.url and not experiment.failed:

@@ -1,5 +1,12 @@
 """The epoch's wall time and training throughput, as logged quantities, so that history.csv and
-TensorBoard show where time went."""
+TensorBoard show where time went.
+
+Two rates, each with one name in the log, history.csv, metrics.json and the report:
+  train_samples_per_s   training samples over the time of the epoch's training steps alone (up
+                        to validation): the model's speed, the rate MFU is computed from
+  epoch_samples_per_s   training samples over the whole epoch's time, validation and the
+                        callbacks' work included: what an epoch costs
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,13 @@ import time
 
 from trainer.kerasflavor import keras
 
+RATES = ("train_samples_per_s", "epoch_samples_per_s")
+
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_time_s` and `samples_per_s` to the epoch logs, and keeps the rate of the
-    training part alone (up to validation) of each epoch of this `fit` in `train_rates`, for
-    the model FLOPs utilisation."""
+    """Adds `epoch_time_s`, `train_samples_per_s` and `epoch_samples_per_s` to the epoch logs,
+    and keeps each epoch's `train_samples_per_s` of this `fit` in `train_rates`, for the run's
+    training rate and model FLOPs utilisation."""
 
     def __init__(self, train_samples: int):
         super().__init__()
@@ -29,9 +38,11 @@ class EpochTimer(keras.callbacks.Callback):
             self._trained = time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        trained = self._trained if self._trained is not None else seconds
+        train_rate = self.train_samples / trained if trained > 0 else 0.0
+        self.train_rates.append(train_rate)
         if logs is not None:
-            seconds = time.perf_counter() - self._start
             logs["epoch_time_s"] = seconds
-            logs["samples_per_s"] = self.train_samples / seconds if seconds > 0 else 0.0
-        trained = self._trained if self._trained is not None else time.perf_counter() - self._start
-        self.train_rates.append(self.train_samples / trained if trained > 0 else 0.0)
+            logs["train_samples_per_s"] = train_rate
+            logs["epoch_samples_per_s"] = self.train_samples / seconds if seconds > 0 else 0.0

@@ -33,7 +33,8 @@ log = logging.getLogger("trainer")
 
 def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
               platform: Platform, wall_time_s: float) -> dict[str, str]:
-    """Write and publish every artefact; returns what went where."""
+    """Write and publish every artefact; returns what went where. `wall_time_s` is this
+    session's; metrics.json's `wall_time_s` adds the sessions a resumed run had before."""
     out: dict[str, str] = {}
     metadata = {"task": config.task, "class_names": splits.class_names,
                 "target_names": splits.target_names,
@@ -60,7 +61,9 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     metrics["data"] = splits.summary()
     metrics["training"] = {"epochs_trained": len(result.history), "best_epoch": result.best_epoch,
                            "resumed_from_epoch": result.resumed_from_epoch,
-                           "stopped_early": result.stopped_early, "wall_time_s": wall_time_s,
+                           "stopped_early": result.stopped_early,
+                           "wall_time_s": result.earlier_wall_time_s + wall_time_s,
+                           "session_wall_time_s": wall_time_s,
                            "replicas": result.replicas, "global_batch": result.global_batch,
                            "config_changes": result.changes, **result.runtime}
     if not result.trained:  # a finished run re-run: the figures of the session that trained
@@ -80,6 +83,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
         json.dump(metrics, f, indent=2)
     out["metrics"] = run.publish("metrics.json")
 
+    figures = write_figures(config, result, run) if platform.is_chief else {}
     if config.output.plots:
         if result.history:
             plots.history_plot(result.history, run.local("plots", "history.png"), config.name)
@@ -92,11 +96,44 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     if config.output.report:
         try:
             report.write_report(run.local("report.html"), config, splits, result, metrics, run.url,
-                                platform)
+                                platform, figures)
             out["report"] = run.publish("report.html")
         except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
             log.exception("report.html could not be written")
     return out
+
+
+def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str, bytes]:
+    """`plots/architecture.png` (with `output.plots`), and with `train.histograms` the
+    training dynamics: `plots/layer_dynamics.png` and `.csv`, `plots/histograms.png` and
+    `plots/histograms.gif`. Returns what was drawn, by name, for the report; a figure that
+    cannot be drawn is logged, not fatal (the model and metrics are saved)."""
+    drawn: dict[str, bytes] = {}
+
+    def architecture(path: str) -> None:
+        png, graphviz = report.architecture_png(result.model)
+        if not graphviz:
+            log.info("plots/architecture.png: %s", report.NO_GRAPHVIZ)
+        with open(path, "wb") as f:
+            f.write(png)
+
+    dynamics = result.dynamics
+    todo = [("architecture.png", architecture)] if config.output.plots else []
+    if dynamics is not None:
+        todo.append(("layer_dynamics.csv", lambda path: write_csv(dynamics.rows(), path)))
+        todo += [(name, lambda path, draw=draw: draw(dynamics, path, config.name))
+                 for name, draw in zip(plots.DYNAMICS_FILES, (
+                     plots.dynamics_curves, plots.histogram_image, plots.histogram_gif))]
+    for name, write in todo:
+        try:
+            write(run.local("plots", name))
+        except Exception:  # noqa: BLE001 - a figure must not fail a run whose model is saved
+            log.exception("plots/%s could not be drawn", name)
+            continue
+        run.publish("plots", name)
+        with open(run.local("plots", name), "rb") as f:
+            drawn[name] = f.read()
+    return drawn
 
 
 def write_saved_model(model, metadata: dict, run: RunDir) -> Optional[str]:
@@ -127,8 +164,9 @@ def config_yaml(config: Config, splits: Splits, result: TrainResult) -> str:
 
 
 def _trained_figures(run: RunDir) -> dict:
-    """Wall time and resume point from the run's metrics.json, which a re-run that trains
-    nothing keeps (its own seconds of evaluation are not the run's training time)."""
+    """Wall time, resume point and training rate from the run's metrics.json, which a re-run
+    that trains nothing keeps (its own seconds of evaluation are not the run's training time;
+    `session_wall_time_s` gives them)."""
     path = run.fetch("metrics.json")
     if path is None:
         return {}
@@ -137,4 +175,5 @@ def _trained_figures(run: RunDir) -> dict:
             training = json.load(f).get("training", {})
     except (ValueError, UnicodeDecodeError, AttributeError):
         return {}
-    return {k: training[k] for k in ("wall_time_s", "resumed_from_epoch") if k in training}
+    return {k: training[k] for k in ("wall_time_s", "resumed_from_epoch", "train_samples_per_s",
+                                     "mfu") if k in training}

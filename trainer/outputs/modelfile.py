@@ -11,6 +11,14 @@ their code. The model's architecture is plain JSON (the HDF5 attribute `model_co
 initializers, regularizers, constraints, dtype policies) or one of the project's own
 `CUSTOM_OBJECTS`, and no layer may carry code (`Lambda`, and the TensorFlow-op layers that call
 any TF function or op by name). Anything else is refused unless the user opts in.
+
+The file also loads in Keras 3 (`tf.keras` from TensorFlow 2.16 on, `import keras`), which
+reads tf-keras `.h5` files with its legacy loader but trips on two things tf-keras writes:
+a model nested inside another (Keras 3 resolves the outer model's calls of it to a node that
+does not exist) and config keys its layers do not take (`rng_type` of every random layer,
+`trainable` and `noise_shape` that its `SpatialDropout2D` refuses). So `save` writes the model
+as one flat graph of the same layers and weights, and leaves out of every layer's config the
+keys that only hold what both flavours default to (`keras3_config`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import h5py
 
 from trainer import storage
 from trainer.errors import UserError
-from trainer.kerasflavor import keras
+from trainer.kerasflavor import keras, tf
 from trainer.models import CUSTOM_OBJECTS, resolve_builder
 from trainer.runtime import secrets
 
@@ -105,13 +113,80 @@ def check(path: str, where: Optional[str] = None) -> None:
 
 
 def save(model: keras.Model, path: str, metadata: dict) -> None:
-    """Write `model` to the local `path` as `.h5`, without its optimizer, with `metadata`."""
+    """Write `model` to the local `path` as `.h5`, without its optimizer, with `metadata`: one
+    flat graph, its config readable by tf-keras and Keras 3 alike (see the module docstring)."""
     with warnings.catch_warnings():
         # `.h5` is the format the users' downstream tools load; Keras's "legacy" notice is noise.
         warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
-        model.save(path, save_format="h5", include_optimizer=False)
+        flattened(model).save(path, save_format="h5", include_optimizer=False)
     with h5py.File(path, "a") as f:
+        config = json.loads(f.attrs["model_config"])
+        f.attrs["model_config"] = json.dumps(keras3_config(config))
         f.attrs[METADATA_ATTR] = json.dumps(secrets.redact(metadata))  # the file is shared
+
+
+# Keys tf-keras writes into a layer's config that some Keras 3 layers do not take, with the
+# value both flavours default to: left out where they hold it (and `rng_type`, tf-keras's own).
+_DEFAULTED = {"trainable": True, "noise_shape": None}
+_TF_KERAS_ONLY = ("rng_type",)
+
+
+def keras3_config(node: Any) -> Any:
+    """A saved model config without the keys above, in every layer at any depth; tf-keras
+    reads it back as the same model."""
+    if isinstance(node, list):
+        return [keras3_config(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: keras3_config(v) for k, v in node.items()}
+    inner = node.get("config")
+    if "class_name" in node and isinstance(inner, dict) and node["class_name"] not in CONTAINERS:
+        node["config"] = {k: v for k, v in inner.items() if k not in _TF_KERAS_ONLY and not (
+            k in _DEFAULTED and v is _DEFAULTED[k])}
+    return node
+
+
+class _Replayed(dict):
+    """Computed tensors by the id of the Keras tensor they stand for, handed out as the
+    one-element lists a `Node` pops them from."""
+
+    def __getitem__(self, key):
+        return [dict.__getitem__(self, key)]
+
+
+def flattened(model: keras.Model) -> keras.Model:
+    """The same layers (so the same weights) as one graph, the models nested in `model` opened
+    up; `model` itself when nothing is nested, or when the flat graph cannot be made (a layer
+    named like another, a nested model that is not a graph of layers)."""
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        return model
+    try:
+        outputs = _replay(model, list(model.inputs))
+        return keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0],
+                           outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return model
+
+
+def _replay(model: keras.Model, inputs: list) -> list:
+    """Call `model`'s layers on `inputs` in its graph's order (as tf-keras's own
+    `Functional._run_internal_graph` does), nested graphs layer by layer; the outputs."""
+    if not getattr(model, "_is_graph_network", False):
+        raise TypeError(f"{model.name} is not a graph of layers")
+    tensors = _Replayed((str(id(ref)), x) for ref, x in zip(model.inputs, inputs))
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            layer = node.layer
+            if isinstance(layer, keras.Model) and not kwargs:
+                out = _replay(layer, tf.nest.flatten(args))
+            else:
+                out = layer(*args, **kwargs)
+            for key, value in zip(node.flat_output_ids, tf.nest.flatten(out)):
+                dict.__setitem__(tensors, key, value)
+    return [dict.__getitem__(tensors, str(id(ref))) for ref in model.outputs]
 
 
 def load(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:

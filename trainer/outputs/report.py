@@ -111,7 +111,9 @@ def _metrics_section(metrics: dict) -> str:
     if t.get("resumed_from_epoch") is not None:  # a fresh run did not resume
         facts.append(["resumed from epoch", t["resumed_from_epoch"]])
     facts += [["changed on resuming", line] for line in t.get("config_changes") or ()]
-    facts.append(["wall time (s)", round(float(t.get("wall_time_s", 0.0)), 1)])
+    facts.append(["wall_time_s (every session)", round(float(t.get("wall_time_s", 0.0)), 1)])
+    if t.get("session_wall_time_s") is not None and t.get("resumed_from_epoch") is not None:
+        facts.append(["session_wall_time_s (this session)", round(float(t["session_wall_time_s"]), 1)])
     return _table(["split", *names], rows) + _table(["training", ""], facts)
 
 
@@ -276,30 +278,74 @@ def architecture_diagram(model: keras.Model) -> Optional[bytes]:
             return f.read()
 
 
-def _architecture_section(model: keras.Model) -> str:
+def graphviz_available() -> bool:
+    """Whether `plot_model` can draw: pydot importable and Graphviz's `dot` on the PATH."""
+    import importlib.util
+    import shutil
+
+    return importlib.util.find_spec("pydot") is not None and shutil.which("dot") is not None
+
+
+def architecture_png(model: keras.Model) -> tuple[bytes, bool]:
+    """The architecture as a PNG, and whether Graphviz drew it: `plot_model`'s graph, else the
+    layers in order as a column of boxes (`plots.architecture_plot`)."""
+    diagram = architecture_diagram(model) if graphviz_available() else None
+    if diagram is not None:
+        return diagram, True
+    return _png(lambda f: plots.architecture_plot(layer_rows(model), f, model.name)), False
+
+
+NO_GRAPHVIZ = ("Drawn without Graphviz (`dot` not found): the layers in order, not the graph; "
+               "install pydot and Graphviz for the graph.")
+
+
+def _architecture_section(model: keras.Model, diagram: Optional[bytes] = None) -> str:
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = model.count_params()
     parts = [f"<p>{total:,} parameters, {trainable:,} trainable.</p>",
              _table(["layer", "type", "output shape", "parameters"], layer_rows(model))]
-    diagram = architecture_diagram(model)
-    if diagram is not None:
-        parts += ["<h3>Diagram</h3>", _img(diagram, "architecture diagram")]
-    else:
-        parts.append('<p class="sub">No diagram: install pydot and Graphviz (`dot`) for one.</p>')
+    graphviz = graphviz_available()  # how plots/architecture.png was drawn, when it was
+    if diagram is None:
+        diagram, graphviz = architecture_png(model)
+    parts += ["<h3>Diagram (plots/architecture.png)</h3>", _img(diagram, "architecture diagram")]
+    if not graphviz:
+        parts.append(f'<p class="sub">{_esc(NO_GRAPHVIZ)}</p>')
     return "".join(parts)
 
 
-def _throughput_section(history: list[dict]) -> str:
-    rows = [[row["epoch"], float(row.get("epoch_time_s", float("nan"))),
-             float(row.get("samples_per_s", float("nan")))] for row in history]
-    if not rows:
+def _dynamics_section(figures: dict[str, bytes]) -> str:
+    """train.histograms: the per-layer curves, the histograms of every epoch, and their GIF."""
+    gif = figures["histograms.gif"]
+    return ("<p>Measured at the end of every epoch on one fixed training batch (the same figures "
+            "TensorBoard's histograms hold). A zero fraction near 1 is a layer of dead ReLU "
+            "units; a gradient norm falling to 0, a layer that stopped learning.</p>"
+            "<h3>Per-layer curves (plots/layer_dynamics.png)</h3>"
+            + _img(figures["layer_dynamics.png"], "per-layer weight norm, gradient norm and "
+                   "activation zero fraction")
+            + "<h3>Histograms of every epoch (plots/histograms.png)</h3>"
+            + _img(figures["histograms.png"], "histograms of every epoch")
+            + "<h3>The histograms epoch by epoch (plots/histograms.gif)</h3>"
+            + f'<img alt="histograms, one frame per epoch" src="data:image/gif;base64,'
+              f'{base64.b64encode(gif).decode("ascii")}">')
+
+
+def _throughput_section(history: list[dict], training: dict) -> str:
+    """The run's `train_samples_per_s` as the log and metrics.json give it, and both rates of
+    every epoch under their history.csv names (`trainer.callbacks.epoch_timer` defines them)."""
+    if not history:
         return "<p>No epochs were trained in this run.</p>"
-    mean = float(np.mean([r[2] for r in rows]))
-    figure = _png(lambda f: plots.throughput_plot(history, f, "training throughput"))
-    return (f"<p>Mean {mean:,.0f} training samples/s over {len(rows)} epochs (the first epoch "
-            "includes building the graph).</p>"
-            + _img(figure, "throughput per epoch")
-            + _table(["epoch", "seconds", "samples/s"], rows))
+    rows = [[row["epoch"], float(row.get("epoch_time_s", float("nan"))),
+             *[plots.rate(row, k) for k in plots.RATES]] for row in history]
+    rate = training.get("train_samples_per_s")
+    head = (f"<p><b>train_samples_per_s {rate:,.0f}</b>: training samples per second of the "
+            "training steps alone, the median over the epochs of the last session after its "
+            "first (which includes building the graph), as in the log and metrics.json.</p>"
+            if rate is not None else "")
+    figure = _png(lambda f: plots.throughput_plot(history, f, "throughput per epoch"))
+    return (head + "<p>Per epoch: <code>train_samples_per_s</code> counts the training steps "
+            "alone; <code>epoch_samples_per_s</code> the whole epoch, validation and callbacks "
+            "included.</p>" + _img(figure, "throughput per epoch")
+            + _table(["epoch", "epoch_time_s", *plots.RATES], rows))
 
 
 def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str:
@@ -314,8 +360,10 @@ def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str
 
 
 def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str,
-           platform: Platform) -> str:
-    """The whole page as a string."""
+           platform: Platform, figures: Optional[dict[str, bytes]] = None) -> str:
+    """The whole page as a string. `figures`: the files of `plots/` already drawn (by name),
+    embedded rather than drawn again."""
+    figures = figures or {}
     from trainer.outputs.artifacts import config_yaml  # the same text as config.yaml (a cycle)
 
     sections: list[tuple[str, str, str]] = [
@@ -333,10 +381,15 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         else:
             sections.append(("errors", "Regression: predictions against truth",
                              _regression_section(splits, result.test_predictions, config.name)))
+    if all(name in figures for name in plots.DYNAMICS_FILES):
+        sections.append(("dynamics", "Weights, gradients and activations",
+                         _dynamics_section(figures)))
     sections += [
         ("data", "Data", _data_section(splits)),
-        ("architecture", "Architecture", _architecture_section(result.model)),
-        ("throughput", "Throughput", _throughput_section(result.history)),
+        ("architecture", "Architecture", _architecture_section(
+            result.model, figures.get("architecture.png"))),
+        ("throughput", "Throughput", _throughput_section(result.history,
+                                                      metrics.get("training", {}))),
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
         ("config", "Config", f"<pre>{_esc(config_yaml(config, splits, result))}</pre>"),
     ]
@@ -353,6 +406,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
 
 
 def write_report(path: str, config: Config, splits: Splits, result: TrainResult, metrics: dict,
-                 run_url: str, platform: Platform) -> None:
+                 run_url: str, platform: Platform,
+                 figures: Optional[dict[str, bytes]] = None) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render(config, splits, result, metrics, run_url, platform))
+        f.write(render(config, splits, result, metrics, run_url, platform, figures))

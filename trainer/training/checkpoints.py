@@ -4,7 +4,8 @@ Layout under `<run>/checkpoints/`:
   epoch-NNNN.*   model + optimizer after epoch NNNN (tf.train.Checkpoint files)
   best-NNNN.*    model weights of the best epoch so far, by `train.monitor`
   state.json     written last; names the files above and holds the history so far, what the
-                 run trains (config, input shape, classes) and the changes it resumed with
+                 run trains (config, input shape, classes), the changes it resumed with and
+                 `wall_time_s`, the seconds of every session up to this write
 
 `state.json` is the commit point: checkpoint files are uploaded before it, and older files are
 deleted only after it, so a job killed at any moment leaves a state that points at complete files.
@@ -19,6 +20,7 @@ import json
 import logging
 import math
 import os
+import time
 from typing import Callable, Optional
 
 from trainer import storage
@@ -48,8 +50,12 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
 
 class CheckpointStore:
     def __init__(self, run: RunDir, model: keras.Model, monitor: str,
-                 identity: Optional[dict] = None):
+                 identity: Optional[dict] = None, started: Optional[float] = None):
+        """`started`: when this session began (`time.perf_counter()`; default now)."""
         self.run = run
+        self.started = time.perf_counter() if started is None else started
+        # The seconds of the sessions before this one, as far as their last state write.
+        self.earlier_wall_time_s = 0.0
         self.model = model
         self.monitor = monitor
         self.mode = monitor_mode(monitor)
@@ -87,6 +93,9 @@ class CheckpointStore:
             self.pending_changes = check(state)
         self.state = state
         self.state.setdefault("changes", [])
+        earlier = state.get("wall_time_s")
+        if isinstance(earlier, (int, float)) and not isinstance(earlier, bool) and earlier >= 0:
+            self.earlier_wall_time_s = float(earlier)
         if state.get("last"):
             ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
                                        random=dropout_generators(self.model))
@@ -171,7 +180,12 @@ class CheckpointStore:
         if new_best and old_best != self.state["best"]["name"]:
             self._drop(old_best)
 
+    def wall_time_s(self) -> float:
+        """The run's seconds so far: the earlier sessions' and this one's."""
+        return self.earlier_wall_time_s + (time.perf_counter() - self.started)
+
     def write_state(self) -> None:
+        self.state["wall_time_s"] = self.wall_time_s()
         path = self.run.local(*STATE)
         with open(path, "w") as f:
             json.dump(self.state, f, indent=1)

@@ -22,6 +22,7 @@ from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats
 from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
+from trainer.callbacks.histograms import Dynamics, HistogramLogger
 from trainer.models import build_model, compile_model
 from trainer.runtime import devices, logs
 from trainer.storage.rundir import RunDir
@@ -51,16 +52,20 @@ class TrainResult:
     test_predictions: Optional[np.ndarray] = None
     trained: bool = True  # whether this session trained any epoch (a finished run's re-run does not)
     changes: list[str] = field(default_factory=list)  # "from epoch N: key old -> new"
+    earlier_wall_time_s: float = 0.0  # the sessions before this one (their checkpoint state)
+    dynamics: Optional[Dynamics] = None  # train.histograms: per-layer figures of this session
     kept: dict = field(default_factory=dict)  # keys changed too late to take effect: their values
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        strategy: tf.distribute.Strategy,
                        extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-                       sigterm: Optional[SigtermWatch] = None) -> TrainResult:
+                       sigterm: Optional[SigtermWatch] = None,
+                       started: Optional[float] = None) -> TrainResult:
     """Train (or resume) and evaluate; `extra_callbacks` are the platform's (e.g. the tuner's).
     With `sigterm`, a preemption during `fit` saves a backup and ends the process (see
-    `trainer.training.preemption`)."""
+    `trainer.training.preemption`). `started`: when the session began (`time.perf_counter()`),
+    from which the checkpoint state counts the run's wall time."""
     t = config.train
     scaling = plan_scaling(t, strategy)
     train_opts = pipeline_options(config, scaling.global_batch, shuffle=True)
@@ -68,7 +73,7 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     store, resumed, usage = build_and_restore(config, splits, run, strategy, scaling,
                                               standardization_stats(config, splits, train_opts),
-                                              steps_per_epoch)
+                                              steps_per_epoch, started)
     start = resume_point(run, store, t.epochs, steps_per_epoch, sigterm, resumed)
     # Evaluation data, usually a small part, is read whole by each worker, which evaluates its
     # own part of every batch (the strategy splits them): the metrics cover every row once.
@@ -94,7 +99,11 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        runtime={**scaling.runtime(), **usage.runtime()}, metrics=metrics,
                        test_predictions=predictions,
                        trained=trained, changes=change_lines(store.state.get("changes", [])),
-                       kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes})
+                       kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes},
+                       earlier_wall_time_s=store.earlier_wall_time_s,
+                       dynamics=next((c.dynamics for c in callbacks
+                                      if isinstance(c, HistogramLogger) and c.dynamics.epochs),
+                                     None))
 
 
 def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
@@ -134,16 +143,19 @@ class DeviceUse:
     replicas: int = 1
 
     def measured(self, epoch_rates: Sequence[float], replicas: int) -> None:
-        """The training rate of this `fit`'s epochs (the first left out when there are more,
-        for its tracing), per replica for the utilisation; logged with the utilisation."""
+        """The run's `train_samples_per_s`: the median of the per-epoch figure of the same name
+        (training steps alone) over this `fit`'s epochs, the first left out when there are more
+        (for its tracing); per replica for the utilisation; logged with the utilisation."""
         rates = list(epoch_rates[1:] or epoch_rates)
         if not rates:
             return
         self.train_samples_per_s = float(np.median(rates))
         self.replicas = replicas
-        log.info("training rate %.0f samples/s: %.1f%% of the %s matmul peak (model FLOPs "
-                 "utilisation)", self.train_samples_per_s, 100 * self.mfu(),
-                 _gflops(self.matmul_peak_flops))
+        which = (f"median of this session's {len(rates)} epochs after its first"
+                 if len(epoch_rates) > 1 else "its one epoch")
+        log.info("train_samples_per_s %.0f (training steps alone, %s): %.1f%% of the %s matmul "
+                 "peak (model FLOPs utilisation)", self.train_samples_per_s, which,
+                 100 * self.mfu(), _gflops(self.matmul_peak_flops))
 
     def mfu(self) -> float:
         """Per device: the rate of each replica against one device's peak."""
@@ -168,7 +180,8 @@ def _gflops(flops: float) -> str:
 def build_and_restore(config: Config, splits: Splits, run: RunDir,
                       strategy: tf.distribute.Strategy, scaling: Scaling,
                       stats: tuple[Optional[np.ndarray], Optional[np.ndarray]],
-                      steps_per_epoch: int) -> tuple[CheckpointStore, bool, DeviceUse]:
+                      steps_per_epoch: int, started: Optional[float] = None
+                      ) -> tuple[CheckpointStore, bool, DeviceUse]:
     """The compiled model inside its checkpoint store, restored from the run's last epoch
     checkpoint when there is one (the second value says whether there was), and what it costs
     the device."""
@@ -191,7 +204,7 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
                                                            steps_per_epoch),
                       steps_per_execution=usage.steps_per_execution)
         now = identity(config, splits.input_shape, splits.class_names)
-        store = CheckpointStore(run, model, config.train.monitor, now)
+        store = CheckpointStore(run, model, config.train.monitor, now, started)
         resumed = store.load(check=lambda state: check_continuity(run, state, now))
         if resumed and t.lr_schedule == "constant":
             # The optimizer's checkpoint holds the old rate; a re-run may set another. (A
