@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import gcs_emulator
 from conftest import ROOT, blob_images, write_npz
@@ -50,6 +51,18 @@ def _line(stdout: str, tag: str) -> str:
     return [line.split()[1] for line in stdout.splitlines() if line.startswith(tag + " ")][-1]
 
 
+def _finish(procs) -> list[tuple[str, str]]:
+    """Each process's (stdout, stderr), once every one has ended with status 0."""
+    try:
+        results = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr[-3000:]
+    return results
+
+
 def _test_accuracy(run) -> float:
     return json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
 
@@ -77,13 +90,7 @@ def test_two_workers_train_the_demo_in_step_as_well_as_one_and_only_the_chief_wr
          "output.plots=false", "output.report=false", *common], cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True))
-    try:
-        results = [p.communicate(timeout=400) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (stdout, stderr) in zip(procs, results):
-        assert p.returncode == 0, stderr[-3000:]
+    results = _finish(procs)
     (chief_out, _), (worker_out, _), _ = results
 
     final = {_line(o, "FINAL") for o, _ in results[:2]}
@@ -180,13 +187,7 @@ def test_two_workers_each_read_their_own_half_of_every_epoch(tmp_path):
         procs.append(start(tmp_path / "two", "mw", 8, {  # 8 per replica: a global batch of 16
             "TF_CONFIG": json.dumps(tf_config), "WEIGHTS_OUT": str(tmp_path / f"w{index}.npz")}))
     procs.append(start(tmp_path / "one", "sw", 16, {"WEIGHTS_OUT": str(tmp_path / "one.npz")}))
-    try:
-        results = [p.communicate(timeout=400) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, stderr) in zip(procs, results):
-        assert p.returncode == 0, stderr[-3000:]
+    results = _finish(procs)
     chief, worker, alone = (_steps(out) for out, _ in results)
     assert "global batch: 16 (8 per replica x 2)" in results[0][0]
 
@@ -212,3 +213,39 @@ def test_two_workers_each_read_their_own_half_of_every_epoch(tmp_path):
     first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     for key in first.files:  # and the two workers train one model
         assert np.array_equal(first[key], second[key])
+
+
+def test_two_workers_report_the_rmse_of_the_whole_test_split(tmp_path):
+    """Each worker evaluates its part of every batch; the `rmse` loss figure, and the targets'
+    standardisation, are the whole split's all the same (37 test rows: uneven batches)."""
+    from test_target_scales import _split_rmse, _targets
+
+    paths = [write_npz(tmp_path / "d", f"{k}.npz", *_targets(n, seed, (2.0, 500.0), (0.0, 10.0)))
+             for k, n, seed in (("train", 64, 1), ("val", 45, 2), ("test", 37, 3))]
+    common = [f"data.train={paths[0]}", f"data.val={paths[1]}", f"data.test={paths[2]}",
+              "data.format=npz", "task=regression", "model.name=__main__:build", "train.epochs=1",
+              "train.batch_size=8", "train.restore_best=false", "output.plots=false",
+              "output.report=false", "output.saved_model=false", "name=mw"]
+    ports = [gcs_emulator.free_port(), gcs_emulator.free_port()]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="3")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER.replace("shapes_cnn", "tiny_cnn"), str(tmp_path / "out"),
+             *common], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = _finish(procs)
+    assert "replicas in sync: 2" in results[0][0]
+    run = tmp_path / "out" / "mw"
+    metrics = json.loads((run / "metrics.json").read_text())
+    model, _ = modelfile.load(str(run / "model.h5"))
+    from trainer.models import TARGETS_LAYER
+
+    with np.load(paths[0]) as f:
+        np.testing.assert_allclose(model.get_layer(TARGETS_LAYER).input_mean,
+                                   f["y"].mean(axis=0, dtype=np.float64), rtol=1e-6)
+    scale = np.sqrt(model.get_layer(TARGETS_LAYER).input_variance)
+    for split, path in (("val", paths[1]), ("test", paths[2])):
+        assert metrics[split]["loss"] == pytest.approx(_split_rmse(model, path, scale), rel=1e-4)
+        assert metrics[split]["mse"] == pytest.approx(_split_rmse(model, path) ** 2, rel=1e-4)

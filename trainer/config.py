@@ -89,6 +89,15 @@ class DataConfig:
         "needs nothing else.",
         default=True,
     )
+    standardize_targets: bool = _doc(
+        "Regression: train on each target standardised with the training split's mean and std, "
+        "so that targets on different scales are learnt alike (the loss is then unitless, over "
+        "the standardised targets; `mape` and `msle`, already relative, stay in the targets' "
+        "units). A last layer of the model (`targets`) maps its outputs back, so `model.h5`, "
+        "`saved_model/`, `trainer.predict` and every metric but the loss are in the targets' "
+        "own units. Ignored for classification.",
+        default=True,
+    )
     nonfinite: str = _doc(
         "What a NaN or Inf image value gets, in every split: `error` "
         "(stop with one line giving the counts, the split and the first file and row) or "

@@ -2,7 +2,9 @@
 
 Every builder shares one signature, `builder(input_shape, num_outputs, **params) -> keras.Model`,
 and returns raw outputs (no softmax). `build_model` wraps it: input standardisation in front (so
-the saved model carries its own statistics), and for classification a float32 softmax behind.
+the saved model carries its own statistics), and behind, for classification a float32 softmax,
+for regression the targets' de-standardisation (`data.standardize_targets`): the network learns
+standardised targets and the model outputs them in their own units.
 A user's own builder, `package.module:function`, is called the same way, so changing the network
 never needs a fork of this package (seed 001: "the only section of code where the design of the
 model itself is changed").
@@ -205,23 +207,31 @@ def _ends_in_softmax(model: keras.Model) -> bool:
     return act is keras.activations.softmax or isinstance(last, layers.Softmax)
 
 
+TARGETS_LAYER = "targets"  # regression's last layer: standardised outputs -> the targets' units
+
+
 def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
                 mean: Optional[np.ndarray] = None, variance: Optional[np.ndarray] = None,
-                policy: str = "float32") -> keras.Model:
-    """The full network: [standardise] -> architecture -> float32 head (softmax or linear).
+                policy: str = "float32",
+                targets: tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None)
+                ) -> keras.Model:
+    """The full network: [standardise] -> architecture -> float32 head (softmax or linear)
+    [-> de-standardise the targets, given their training mean and variance in `targets`].
 
     `policy` is the Keras dtype policy of the architecture's layers (`mixed_float16`,
     `mixed_bfloat16`); standardisation and the outputs stay float32 whatever it is.
     """
     keras.mixed_precision.set_global_policy(policy)
     try:
-        return _build(config, input_shape, num_outputs, mean, variance, mixed=policy != "float32")
+        return _build(config, input_shape, num_outputs, mean, variance, mixed=policy != "float32",
+                      targets=targets)
     finally:
         # Later models (the next run in this process, a float32 copy for saving) start clean.
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed: bool) -> keras.Model:
+def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed: bool,
+           targets=(None, None)) -> keras.Model:
     builder = resolve_builder(config.model.name)
     kwargs = _builder_kwargs(builder, config)
     try:
@@ -248,7 +258,25 @@ def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed:
         x = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     elif mixed:
         x = layers.Activation("linear", dtype="float32", name="outputs")(x)
+    if config.task == "regression" and targets[0] is not None:
+        # A built-in layer (saved in .h5 as its mean and variance, loaded without custom
+        # objects): mean + x * std, per target.
+        x = layers.Normalization(axis=-1, mean=targets[0], variance=targets[1], invert=True,
+                                 name=TARGETS_LAYER, dtype="float32")(x)
     return keras.Model(inputs, x, name=body.name)
+
+
+def target_scale(model: keras.Model) -> Optional[tuple[tf.Tensor, tf.Tensor]]:
+    """The mean and std by which the model's `targets` layer de-standardises its outputs, as
+    that layer applies them; None for a model without it."""
+    try:
+        layer = model.get_layer(TARGETS_LAYER)
+    except ValueError:
+        return None
+    mean = tf.constant(np.asarray(layer.input_mean, np.float32))
+    std = tf.maximum(tf.sqrt(tf.constant(np.asarray(layer.input_variance, np.float32))),
+                     keras.backend.epsilon())
+    return mean, std
 
 
 def _check_shapes(body: keras.Model, config: Config, input_shape: tuple, num_outputs: int) -> None:
@@ -315,6 +343,36 @@ def rmse(y_true, y_pred):
 
 CUSTOM_OBJECTS = {"rmse": rmse}
 
+# Losses that are relative errors already, scale-free per target: computed on the targets' own
+# values even when the model learns them standardised (standardised targets cross zero).
+RELATIVE_LOSSES = ("mape", "msle", "mean_absolute_percentage_error",
+                   "mean_squared_logarithmic_error", "MeanAbsolutePercentageError",
+                   "MeanSquaredLogarithmicError")
+
+
+def _standardised(loss: Callable, scale: tuple[tf.Tensor, tf.Tensor]) -> Callable:
+    """`loss` over targets and outputs standardised by the training split's `scale`."""
+    mean, std = scale
+
+    def standardised_loss(y_true, y_pred):
+        y_true = tf.cast(y_true, y_pred.dtype)
+        return loss((y_true - mean) / std, (y_pred - mean) / std)
+
+    return standardised_loss
+
+
+class RootMeanSquare(keras.metrics.Mean):
+    """The loss figure of a root-mean-square loss: Keras averages each batch's loss weighted by
+    its size, which for `rmse` is the mean of per-batch RMSEs, not the split's RMSE. This
+    averages the squares (each batch's mean squared error) and takes the root at the end: the
+    RMSE over every sample of the split, under any batching, replica or worker count."""
+
+    def update_state(self, values, sample_weight=None):
+        return super().update_state(tf.square(values), sample_weight=sample_weight)
+
+    def result(self):
+        return tf.sqrt(super().result())
+
 
 def compile_model(model: keras.Model, config: Config, learning_rate=None,
                   jit_compile: bool = False, steps_per_execution: int = 1) -> None:
@@ -323,6 +381,7 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     learning_rate = config.train.learning_rate if learning_rate is None else learning_rate
     loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
+    scale = target_scale(model)
     # Keras resolves names lazily, at the first batch; check them now so a typo fails at once.
     for kind, names, lookup in (("train.loss", [loss_name], keras.losses.get),
                                 ("train.metrics", metrics, keras.metrics.get)):
@@ -336,6 +395,8 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
                                 f"{kind.split('.')[1].rstrip('s')} name such as "
                                 f"{DEFAULT_LOSS[config.task] if kind == 'train.loss' else 'accuracy, mae'}"
                                 ) from None
+    if scale is not None and loss_name not in RELATIVE_LOSSES:
+        loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
     try:
         # Under a mixed_float16 policy tf-keras wraps the optimizer in a LossScaleOptimizer itself.
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -344,3 +405,10 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     except ValueError as exc:
         raise UserError(f"cannot compile ({exc}), train.loss={loss_name} train.metrics={metrics}, "
                         "expected Keras loss and metric names") from None
+    if loss_name == "rmse":
+        # tf-keras's loss tracker (`Mean(name="loss")` of its LossesContainer), made whole-split.
+        if not isinstance(getattr(model.compiled_loss, "_total_loss_mean", None),
+                          keras.metrics.Mean):
+            raise RuntimeError("this tf-keras keeps its loss figure elsewhere: the rmse loss "
+                               "figure would be a mean of per-batch RMSEs")
+        model.compiled_loss._total_loss_mean = RootMeanSquare(name="loss")

@@ -1,7 +1,8 @@
 """Per-channel mean and variance in one streaming pass, merged block by block (Chan et al.).
 
 Used by training (the Normalization layer stored in the model) and by the converter (the
-manifest), so both see the same numbers without ever holding the data set.
+manifest), so both see the same numbers without ever holding the data set. `target_stats` gives
+the same for regression targets, which are held in memory.
 """
 
 from __future__ import annotations
@@ -61,3 +62,14 @@ def channel_stats(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     # A constant channel would divide by zero; leave it unscaled instead.
     var = np.where(stats.variance > 0, stats.variance, 1.0)
     return stats.mean.astype(np.float32), var.astype(np.float32)
+
+
+def target_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per target column of (N, K) regression targets, computed in float64
+    and stored as float32 (the same numbers on every run and every worker); a constant target
+    gets variance 1 (left unscaled)."""
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    mean = y.mean(axis=0)
+    var = ((y - mean) ** 2).mean(axis=0)
+    var = np.where(var > 0, var, 1.0)
+    return mean.astype(np.float32), var.astype(np.float32)

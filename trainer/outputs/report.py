@@ -27,6 +27,7 @@ from trainer.config import Config
 from trainer.data import Splits
 from trainer.data.finite import zeroed
 from trainer.kerasflavor import keras
+from trainer.training.evaluation import per_target_scores
 from trainer.training.fit import TrainResult
 
 GALLERY_SIZE = 16
@@ -133,22 +134,6 @@ def per_class_scores(matrix: np.ndarray) -> list[tuple[float, float, float, int]
         recall = tp / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         out.append((precision, recall, f1, int(actual)))
-    return out
-
-
-def per_target_scores(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, dict]:
-    """{target: {rmse, mae, r2}} and the same over all targets ("overall"), for metrics.json and
-    the report; R² is NaN for a target that does not vary."""
-    pred = pred.reshape(y.shape)
-    err = pred - y
-
-    def scores(e: np.ndarray, t: np.ndarray) -> dict:
-        spread = float(((t - t.mean(axis=0)) ** 2).sum())
-        r2 = 1.0 - float((e ** 2).sum()) / spread if spread > 0 else float("nan")
-        return {"rmse": float(np.sqrt((e ** 2).mean())), "mae": float(np.abs(e).mean()), "r2": r2}
-
-    out = {n: scores(err[:, k], y[:, k]) for k, n in enumerate(names)}
-    out["overall"] = scores(err, y)
     return out
 
 

@@ -19,7 +19,7 @@ from trainer.data import Splits
 from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, data_errors,
                                    make_dataset, pipeline_options, share_of, steps, window_rows)
 from trainer.data.finite import Tally
-from trainer.data.stats import channel_stats
+from trainer.data.stats import channel_stats, target_stats
 from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import Dynamics, HistogramLogger
@@ -29,7 +29,7 @@ from trainer.storage.rundir import RunDir
 from trainer.training.callback_list import fit_callbacks
 from trainer.training.checkpoints import CheckpointStore
 from trainer.training.class_weights import training_class_weights, with_sample_weights
-from trainer.training.evaluation import evaluate, predict
+from trainer.training.evaluation import evaluate, log_per_target, per_target_scores, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
 from trainer.training import schedule, utilisation
@@ -91,6 +91,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     metrics = evaluate(store.model, held)
     # The final figures' split: test, or validation where there is no test split.
     predictions = predict(store.model, held[splits.held_out]) if splits.held_out else None
+    if predictions is not None and splits.task == "regression":
+        log_per_target(splits.held_out, per_target_scores(
+            getattr(splits, splits.held_out).y, predictions, target_names(splits)))
     return TrainResult(model=store.model, history=list(store.state["history"]),
                        resumed_from_epoch=start.epoch if start.resumed else None,
                        best_epoch=best_epoch,
@@ -129,6 +132,23 @@ def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
     stats = channel_stats(checked())
     tally.check()
     return stats
+
+
+def standardized_targets(config: Config, splits: Splits
+                         ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Regression with `data.standardize_targets`: each target's mean and variance over the
+    training split only (validation and test never shape the model), logged; else (None, None)."""
+    if config.task != "regression" or not config.data.standardize_targets:
+        return None, None
+    mean, var = target_stats(splits.train.y)
+    log.info("targets standardised with the training split's mean and std: %s",
+             ", ".join(f"{n} {m:.4g} ± {v ** 0.5:.4g}"
+                       for n, m, v in zip(target_names(splits), mean, var)))
+    return mean, var
+
+
+def target_names(splits: Splits) -> list[str]:
+    return splits.target_names or [f"target_{k}" for k in range(splits.num_outputs)]
 
 
 @dataclass
@@ -189,7 +209,8 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
     mean, var = stats
     with strategy.scope():
         model = build_model(config, splits.input_shape, splits.num_outputs, mean, var,
-                            policy=scaling.precision_policy)
+                            policy=scaling.precision_policy,
+                            targets=standardized_targets(config, splits))
         flops = utilisation.train_flops_per_sample(model)
         peak = utilisation.matmul_peak(scaling.precision_policy)
         several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
