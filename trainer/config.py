@@ -266,7 +266,8 @@ class TrainConfig:
         "device's measured peak predict, so that one call lasts about 0.2 s (at most 64 steps; "
         "1 with several workers, which must agree). "
         "Per-batch callbacks then run once per call: a preemption backup waits for the call to "
-        "end and still lands on a batch boundary.",
+        "end and still lands on a batch boundary; at a call that ends an epoch the job stops after the "
+        "epoch's checkpoint (any value, larger than an epoch too).",
         default="auto", min=1, max=10_000, words=("auto",), resume="free")
     scale_lr_with_replicas: bool = _doc(
         "Multiply `learning_rate` by the replicas in sync (the linear scaling rule), since the "
