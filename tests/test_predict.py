@@ -465,8 +465,14 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
         + [f"{n}.mat" for n in ("c0.mp4", "c1.avi", "c2.mp4", "c3_long.mp4")])
     for name in names:
         one, two = (bucket.blob(f"curate/{run}/{name}").download_as_bytes() for run in ("one", "two"))
-        if name.endswith(".csv"):
-            assert one == two, name
+        if name.endswith(".csv"):  # the same rows; probabilities equal up to float noise (the
+            # replicas run in other processes, with another batch size, so the last bits may differ)
+            a, b = (list(csv.reader(io.StringIO(data.decode()))) for data in (one, two))
+            assert len(a) == len(b) and a[0] == b[0], name
+            for row_a, row_b in zip(a[1:], b[1:]):
+                assert len(row_a) == len(row_b), name
+                for x, y in zip(row_a, row_b):
+                    assert x == y or abs(float(x) - float(y)) <= 1e-6, (name, row_a, row_b)
         else:  # a .mat's header has the time it was written
             a, b = (scipy.io.loadmat(io.BytesIO(data)) for data in (one, two))
             (key,) = [k for k in a if not k.startswith("__")]
