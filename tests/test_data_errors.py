@@ -295,3 +295,61 @@ def test_manifests_that_do_not_match_their_header(capsys, tmp_path, text, overri
     (tmp_path / "m.csv").write_text(text)
     line = _run(capsys, tmp_path, "data.format=csv", f"data.train={tmp_path}/m.csv", *overrides)
     assert line == "error: " + message.format(m=f"{tmp_path}/m.csv")
+
+
+# ----------------------------------------------------------------------------------------------
+# An empty text label is refused by every reader, by one rule: the file and the first index
+
+
+def _empty_label_files(tmp_path, fmt: str, labels: list) -> str:
+    """A file of `fmt` holding 8x8 images labelled `labels` (text); returns data.train."""
+    n = len(labels)
+    x = np.random.default_rng(0).random((n, 8, 8), np.float32)
+    y = np.array(labels)
+    if fmt == "npz":
+        return write_npz(tmp_path / "d", "s.npz", x, y)
+    if fmt == "npy":
+        os.makedirs(tmp_path / "d", exist_ok=True)
+        np.save(tmp_path / "d" / "x0.npy", x)
+        np.save(tmp_path / "d" / "y0.npy", y)
+        return str(tmp_path / "d" / "x0.npy")
+    if fmt == "hdf5":
+        with h5py.File(tmp_path / "s.h5", "w") as f:
+            f["x"] = x
+            f["y"] = np.array([v.encode() for v in labels], dtype=h5py.string_dtype())
+        return str(tmp_path / "s.h5")
+    if fmt == "tfrecord":
+        writer = tfrecords.Writer(str(tmp_path / "s.tfrecord"))
+        for image, label in zip(x, labels):
+            writer.write(tfrecords.example(image[..., None], np.array([label])))
+        writer.close()
+        return str(tmp_path / "s.tfrecord")
+    raise AssertionError(fmt)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy", "hdf5", "tfrecord"])
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_an_empty_text_label_is_refused_in_every_format(tmp_path, fmt, blank):
+    """Each format's reader, each kind of blank, at a different index each time."""
+    from trainer.config import DataConfig
+    from trainer.data import formats, images
+    from trainer.errors import UserError
+
+    at = {"npz": 3, "npy": 0, "hdf5": 11, "tfrecord": 7}[fmt] + len(blank)
+    labels = ["cat" if i % 2 else "dog" for i in range(16)]
+    labels[at] = blank
+    labels[at + 2] = ""  # a second one is counted, not named
+    path = _empty_label_files(tmp_path, fmt, labels)
+    with pytest.raises(UserError) as exc:
+        formats.reader(fmt)([path], DataConfig(format=fmt), images.ImageSpec())
+    assert str(exc.value) == (f"empty label at index {at} (and 1 more), {path}, expected a label "
+                              "for every sample")
+
+
+def test_an_empty_label_ends_the_run_with_one_line(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    y = np.where(label == 1, "right", "left")
+    y[17] = ""
+    path = write_npz(tmp_path / "d", "s.npz", x, y)
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line == f"error: empty label at index 17, {path}, expected a label for every sample"
