@@ -177,13 +177,19 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
             resized[i] = size  # one entry per file: re-reads in later epochs do not add
         return images.to_array(img, spec, path)
 
-    first = load(0, spec)
+    def checked(i: int, spec: images.ImageSpec) -> np.ndarray:
+        try:
+            return load(i, spec)
+        except UserError as exc:  # name every file that fails, not only the first met
+            _all_unreadable(files, i, exc, lambda j: load(j, spec))
+
+    first = checked(0, spec)
     spec = spec.settle(first)
 
     def read(a: int, b: int) -> np.ndarray:
         out = np.empty((b - a, *first.shape), np.float32)
         for i in range(a, b):
-            img = load(i, spec)
+            img = checked(i, spec)
             if img.shape != first.shape:
                 raise UserError(f"array of shape {img.shape}, {files[i]}, expected {first.shape} "
                                 f"like {files[0]}")
@@ -193,6 +199,31 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
     return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read,
                  channels="last" if images_only else None, resized=resized if images_only else None,
                  files=list(files))
+
+
+SHOWN = 5  # files named in one error line; the rest are counted
+
+
+def _all_unreadable(files: list[str], bad: int, exc: UserError, load) -> None:
+    """Raise `exc` for file `bad`, or, when other files of the list cannot be read either (each
+    is tried now, on this failure only), one line naming the first few and counting them all, so
+    one run finds every file to fix."""
+    failed = [bad]
+    for j in range(len(files)):
+        if j != bad:
+            try:
+                load(j)
+            except UserError:
+                failed.append(j)
+    if len(failed) == 1:
+        raise exc
+    failed.sort()
+    names = ", ".join(files[j] for j in failed[:SHOWN])
+    more = f" and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
+    first = str(exc).split(f", {files[bad]}")[0][:300]  # what went wrong, without the path
+    raise UserError(f"{len(failed)} of {len(files)} files cannot be read (at {files[bad]}: "
+                    f"{first}), {names}{more}, expected every file to decode as a PNG, JPEG or "
+                    "TIFF image (or a numeric .npy array)") from None
 
 
 def read_image_folder(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
