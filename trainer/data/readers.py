@@ -246,16 +246,22 @@ def _column_values(values: list[str]) -> np.ndarray:
     return np.array(values)
 
 
-def _inside(manifest: str, row: int, value: str) -> str:
-    """The file a manifest row names: resolved against the manifest's folder, and refused when
-    it leaves that folder (`../../etc/passwd`, an absolute path or a URL elsewhere)."""
+def _inside(manifest: str, row: int, value: str, root: Optional[str] = None) -> str:
+    """The file a manifest row names, resolved against `root` (`data.root`) when given, else the
+    manifest's folder, and refused when it leaves that folder (`../../etc/passwd`, an absolute
+    path or a URL elsewhere): the folder paths resolve against is the folder they stay in."""
     where = f"{manifest} row {row}"
+    if root:
+        base, shown, rule, place = root, root, "data.root", "data.root"
+    else:
+        base, rule, place = manifest, "the manifest", "the manifest's folder"
+        shown = os.path.dirname(manifest) or "."
     if not value.strip() or "\x00" in value:
         raise UserError(f"empty or malformed path {value[:100]!r}, {where}, expected a file path "
-                        "relative to the manifest's folder")
-    if "://" in manifest:  # gs://bucket/folder/m.csv: compare the paths after the scheme
-        scheme, _, rest = manifest.partition("://")
-        folder = posixpath.dirname(posixpath.normpath(rest))
+                        f"relative to {place}")
+    if "://" in base:  # gs://bucket/folder: compare the paths after the scheme
+        scheme, _, rest = base.partition("://")
+        folder = posixpath.normpath(rest) if root else posixpath.dirname(posixpath.normpath(rest))
         kind, sep, target = value.partition("://")
         if sep:
             resolved = posixpath.normpath(target) if kind == scheme else None
@@ -263,15 +269,14 @@ def _inside(manifest: str, row: int, value: str) -> str:
             resolved = posixpath.normpath(posixpath.join(folder, value))
         file = f"{scheme}://{resolved}"
     else:
-        folder = os.path.dirname(os.path.abspath(manifest))
+        folder = os.path.abspath(base) if root else os.path.dirname(os.path.abspath(base))
         resolved = None if "://" in value else os.path.normpath(os.path.join(folder, value))
         file = resolved
     if resolved is None or not resolved.startswith(folder.rstrip("/") + "/"):
-        raise UserError(f"path {value[:200]!r} leaves the manifest's folder, {where}, expected a "
-                        f"file inside {os.path.dirname(manifest) or '.'} (paths are relative to "
-                        "the manifest)")
+        raise UserError(f"path {value[:200]!r} leaves {place}, {where}, expected a file inside "
+                        f"{shown} (paths are relative to {rule})")
     if not storage.within(file, folder):  # through a link: the text alone is no confinement
-        raise UserError(f"path {value[:200]!r} leads out of the manifest's folder through a link "
+        raise UserError(f"path {value[:200]!r} leads out of {place} through a link "
                         f"(to {os.path.realpath(file)}), {where}, expected a file inside "
                         f"{os.path.realpath(folder)} (links are followed only within it)")
     return file
@@ -279,7 +284,8 @@ def _inside(manifest: str, row: int, value: str) -> str:
 
 def manifest_rows(path: str, text: str,
                   data: DataConfig) -> tuple[list[dict], list[str], list[str]]:
-    """A CSV manifest's rows, its columns and the file of each row, confined to its folder.
+    """A CSV manifest's rows, its columns and the file of each row, confined to its folder (or
+    to `data.root`, when set).
 
     Every row has exactly the header's cells, and every label cell a value: a spreadsheet's
     stray cell or gap is refused, not read as a shifted or empty label.
@@ -316,12 +322,13 @@ def manifest_rows(path: str, text: str,
         if empty is not None:
             raise UserError(f"empty {empty[:100]!r} cell, {path} row {i}, expected a label in "
                             "every row")
-    files = [_inside(path, i, r[data.path_column]) for i, r in enumerate(rows, 1)]
+    files = [_inside(path, i, r[data.path_column], data.root) for i, r in enumerate(rows, 1)]
     return rows, columns, files
 
 
 def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
-    """A manifest of file paths (relative to the CSV, inside its folder) and label columns."""
+    """A manifest of file paths (relative to the CSV, inside its folder, or to `data.root`) and
+    label columns."""
     shards = []
     for path in paths:
         rows, columns, files = manifest_rows(path, storage.read_text(path), data)
