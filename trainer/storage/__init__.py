@@ -595,9 +595,11 @@ def put_file(local_path: str, dest: str) -> None:
             os.chmod(tmp, 0o666 & ~_umask())
             shutil.copyfile(local_path, tmp)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:  # copyfile names the source
+                raise OSError(exc.errno, exc.strerror, dest) from None
             raise
         return
     fs, p = _fs(dest)
