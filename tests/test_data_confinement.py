@@ -249,6 +249,95 @@ def test_manifest_rows_resolve_inside_the_folder_or_are_refused(tmp_path_factory
 
 
 # ----------------------------------------------------------------------------------------------
+# data.root: a manifest kept apart from its files (seed 000); paths resolve against the root and
+# stay inside it, wherever the CSV lies
+
+ROOTED = [  # (path cell, the file it names below the root, or None: refused)
+    ("0.png", "0.png"), ("a/1.png", "a/1.png"), ("./a/../a/1.png", "a/1.png"),
+    ("{root}/a/1.png", "a/1.png"), ("{root}/0.png", "0.png"),
+    ("../meta/m.csv", None), ("a/../../x.png", None), ("{root}/../x.png", None),
+    ("/etc/passwd", None), ("{root}2/x.png", None), ("gs://bucket/data/0.png", None),
+]
+
+
+@pytest.mark.parametrize("csv_at", ["meta", "data", "data/a"])
+def test_manifest_paths_resolve_against_data_root(tmp_path, csv_at):
+    """The same cells give the same files whether the CSV lies outside the root, at its top or
+    below it: the root, not the CSV, decides."""
+    root = tmp_path / "data"
+    manifest = str(tmp_path / csv_at / "m.csv")
+    for value, expected in ROOTED:
+        text = f"path,label\n{value.format(root=root)},1\n"
+        cfg = DataConfig(format="csv", root=str(root))
+        if expected is None:
+            with pytest.raises(UserError) as exc:
+                readers.manifest_rows(manifest, text, cfg)
+            assert str(exc.value) == (
+                f"path {value.format(root=root)!r} leaves data.root, {manifest} row 1, expected "
+                f"a file inside {root} (paths are relative to data.root)"), value
+        else:
+            _, _, files = readers.manifest_rows(manifest, text, cfg)
+            assert files == [str(root / expected)], value
+
+
+def test_a_link_out_of_data_root_is_refused(tmp_path):
+    root = tmp_path / "data"
+    _png(root / "0.png")
+    os.symlink("/", root / "up")
+    with pytest.raises(UserError, match="leads out of data.root through a link"):
+        readers.manifest_rows(str(tmp_path / "m.csv"), "path,label\nup/etc/passwd,1\n",
+                              DataConfig(format="csv", root=str(root)))
+
+
+def test_seed_000_trains_from_a_csv_kept_outside_its_data_folder(tmp_path):
+    """One .npy array per sample under data/, the CSV of paths and two targets in notebooks/."""
+    data, rng = tmp_path / "data" / "train", np.random.default_rng(0)
+    os.makedirs(data)
+    rows = ["path,bond,angle"]
+    for i in range(30):
+        np.save(data / f"s{i}.npy", rng.random((8, 8), np.float32))
+        rows.append(f"{'train/' if i % 2 else str(data) + '/'}s{i}.npy,{i / 30},{1 - i / 30}")
+    os.makedirs(tmp_path / "notebooks")
+    (tmp_path / "notebooks" / "df.csv").write_text("\n".join(rows) + "\n")
+    from trainer import task
+
+    overrides = ["name=hex", "task=regression", "model.name=tiny_cnn", "train.epochs=1",
+                 "data.format=csv", f"data.train={tmp_path}/notebooks/df.csv",
+                 "data.label_columns=[bond, angle]", "output.saved_model=false",
+                 "output.report=false"]
+    assert task.train(None, overrides, str(tmp_path / "runs")) == 2  # the CSV's folder: left
+    assert not (tmp_path / "runs" / "hex").exists()
+    assert task.train(None, [*overrides, f"data.root={tmp_path}/data"],
+                      str(tmp_path / "runs")) == 0
+    assert (tmp_path / "runs" / "hex" / "model.h5").exists()
+
+
+def test_data_root_on_a_bucket(tmp_path, gcs):
+    """A root on the bucket: bare, relative and gs:// cells; CSVs inside and outside the root,
+    on the bucket and on this machine."""
+    bucket = gcs.client().bucket(gcs.bucket)
+    for name in ("0.png", "a/1.png"):
+        _png(tmp_path / "imgs" / name, 60)
+        bucket.blob(f"data/{name}").upload_from_filename(str(tmp_path / "imgs" / name))
+    cells = ["0.png", "a/1.png", gcs.url("data", "a", "1.png"), "./a/../0.png"]
+    text = "path,label\n" + "".join(f"{c},{i % 2}\n" for i, c in enumerate(cells))
+    (tmp_path / "m.csv").write_text(text)
+    for at in ("meta/m.csv", "data/m.csv"):
+        bucket.blob(at).upload_from_string(text)
+    cfg = DataConfig(format="csv", root=gcs.url("data"))
+    for manifest in (gcs.url("meta", "m.csv"), gcs.url("data", "m.csv"), str(tmp_path / "m.csv")):
+        shard = readers.read_csv([manifest], cfg, images.ImageSpec())[0]
+        assert shard.files == [gcs.url("data", "0.png"), gcs.url("data", "a", "1.png"),
+                               gcs.url("data", "a", "1.png"), gcs.url("data", "0.png")]
+        assert shard.read(0, 4).shape == (4, 8, 8, 1)
+    for cell in ("../x.png", gcs.url("other", "x.png"), "gs://elsewhere/data/0.png",
+                 str(tmp_path / "imgs" / "0.png")):
+        with pytest.raises(UserError) as exc:
+            readers.manifest_rows(gcs.url("meta", "m.csv"), f"path,label\n{cell},1\n", cfg)
+        assert str(exc.value).startswith(f"path {cell!r} leaves data.root, ")
+
+
+# ----------------------------------------------------------------------------------------------
 # HDF5: the bytes of a dataset must be in the file
 
 

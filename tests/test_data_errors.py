@@ -295,3 +295,142 @@ def test_manifests_that_do_not_match_their_header(capsys, tmp_path, text, overri
     (tmp_path / "m.csv").write_text(text)
     line = _run(capsys, tmp_path, "data.format=csv", f"data.train={tmp_path}/m.csv", *overrides)
     assert line == "error: " + message.format(m=f"{tmp_path}/m.csv")
+
+
+# ----------------------------------------------------------------------------------------------
+# An empty text label is refused by every reader, by one rule: the file and the first index
+
+
+def _empty_label_files(tmp_path, fmt: str, labels: list) -> str:
+    """A file of `fmt` holding 8x8 images labelled `labels` (text); returns data.train."""
+    n = len(labels)
+    x = np.random.default_rng(0).random((n, 8, 8), np.float32)
+    y = np.array(labels)
+    if fmt == "npz":
+        return write_npz(tmp_path / "d", "s.npz", x, y)
+    if fmt == "npy":
+        os.makedirs(tmp_path / "d", exist_ok=True)
+        np.save(tmp_path / "d" / "x0.npy", x)
+        np.save(tmp_path / "d" / "y0.npy", y)
+        return str(tmp_path / "d" / "x0.npy")
+    if fmt == "hdf5":
+        with h5py.File(tmp_path / "s.h5", "w") as f:
+            f["x"] = x
+            f["y"] = np.array([v.encode() for v in labels], dtype=h5py.string_dtype())
+        return str(tmp_path / "s.h5")
+    if fmt == "tfrecord":
+        writer = tfrecords.Writer(str(tmp_path / "s.tfrecord"))
+        for image, label in zip(x, labels):
+            writer.write(tfrecords.example(image[..., None], np.array([label])))
+        writer.close()
+        return str(tmp_path / "s.tfrecord")
+    raise AssertionError(fmt)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy", "hdf5", "tfrecord"])
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_an_empty_text_label_is_refused_in_every_format(tmp_path, fmt, blank):
+    """Each format's reader, each kind of blank, at a different index each time."""
+    from trainer.config import DataConfig
+    from trainer.data import formats, images
+    from trainer.errors import UserError
+
+    at = {"npz": 3, "npy": 0, "hdf5": 11, "tfrecord": 7}[fmt] + len(blank)
+    labels = ["cat" if i % 2 else "dog" for i in range(16)]
+    labels[at] = blank
+    labels[at + 2] = ""  # a second one is counted, not named
+    path = _empty_label_files(tmp_path, fmt, labels)
+    with pytest.raises(UserError) as exc:
+        formats.reader(fmt)([path], DataConfig(format=fmt), images.ImageSpec())
+    assert str(exc.value) == (f"empty label at index {at} (and 1 more), {path}, expected a label "
+                              "for every sample")
+
+
+def test_an_empty_label_ends_the_run_with_one_line(capsys, tmp_path):
+    x, label, _ = blob_images(40)
+    y = np.where(label == 1, "right", "left")
+    y[17] = ""
+    path = write_npz(tmp_path / "d", "s.npz", x, y)
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={path}")
+    assert line == f"error: empty label at index 17, {path}, expected a label for every sample"
+
+
+# ----------------------------------------------------------------------------------------------
+# What operating systems leave in data folders is skipped; files that really do not decode are
+# all named in the one line
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + b"\x00" * 58  # its header
+LITTER = {  # each OS's (and tool's) files, as they lie beside the images of a class folder
+    "macos": {"._0.png": APPLEDOUBLE, ".DS_Store": b"\x00\x00\x00\x01Bud1",
+              "__MACOSX/cls/._1.png": APPLEDOUBLE, ".Trashes/501/x.png": b"gone",
+              ".fseventsd/fseventsd-uuid": b"x"},
+    "windows": {"Thumbs.db": b"\xd0\xcf\x11\xe0", "desktop.ini": b"[.ShellClassInfo]",
+                "~$notes.png": b"lock", "ehthumbs.db": b"\xd0\xcf"},
+    "linux": {".directory": b"[Desktop Entry]", ".hidden.png": b"not an image",
+              ".Trash-1000/files/2.png": b"gone"},
+    "tools": {".ipynb_checkpoints/0-checkpoint.png": b"stale", ".git/objects/ab/cd": b"x"},
+}
+
+
+def _class_folders(root, litter: dict, classes=("a", "b"), n=6) -> None:
+    for k, cls in enumerate(classes):
+        for i in range(n):
+            os.makedirs(root / cls, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 40 + 70 * k + i, np.uint8)).save(root / cls / f"{i}.png")
+        for rel, data in litter.items():  # in every class folder, and at the top
+            for folder in (root / cls, root):
+                os.makedirs((folder / rel).parent, exist_ok=True)
+                (folder / rel).write_bytes(data)
+
+
+@pytest.mark.parametrize("system", [*LITTER, "all"])
+def test_os_litter_in_data_folders_is_skipped(tmp_path, system):
+    from trainer import config, storage
+    from trainer.data import dataset, images, litter
+
+    files = {k: v for name, kinds in LITTER.items() if system in (name, "all")
+             for k, v in kinds.items()}
+    _class_folders(tmp_path / "imgs", files)
+    cfg = config.from_dict({"data": {"format": "image_folder", "train": str(tmp_path / "imgs")}})
+    src = dataset.open_source(cfg, cfg.data.train, "train", images.ImageSpec())
+    assert len(src) == 12 and sorted(set(src.labels)) == ["a", "b"]
+    assert all(not litter.is_litter(os.path.relpath(f, tmp_path / "imgs"))
+               for f in src.shards[0].files)
+    # a glob skips them too; a file named on its own is read whatever its name
+    found = storage.expand(f"{tmp_path}/imgs/*/*", "data.train", skip=litter.is_litter)
+    assert len(found) == 12
+    hidden = str(tmp_path / "imgs" / "a" / ".named.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(hidden)
+    assert storage.expand(hidden, "data.train", skip=litter.is_litter) == [hidden]
+
+
+def test_a_mac_copied_image_folder_trains(capsys, tmp_path):
+    """Seed 004's shapes folders after a trip through a Mac: an AppleDouble file beside each."""
+    from trainer import task
+
+    _class_folders(tmp_path / "shapes", {**LITTER["macos"], **LITTER["windows"]},
+                   classes=("circle", "square", "triangle"), n=8)
+    for png in list((tmp_path / "shapes").glob("*/[0-9].png")):
+        (png.parent / f"._{png.name}").write_bytes(APPLEDOUBLE)
+    code = task.train(None, ["name=mac", "model.name=tiny_cnn", "train.epochs=1",
+                             "data.format=image_folder", f"data.train={tmp_path}/shapes",
+                             "output.saved_model=false", "output.report=false"],
+                      str(tmp_path / "out"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert (tmp_path / "out" / "mac" / "model.h5").exists()
+    assert "classes: circle, square, triangle" in captured.err + captured.out
+
+
+@pytest.mark.parametrize("bad", [2, 5, 7])
+def test_every_undecodable_file_is_named_or_counted(capsys, tmp_path, bad):
+    _class_folders(tmp_path / "imgs", {}, n=10)
+    broken = [tmp_path / "imgs" / "ab"[i % 2] / f"{i}.png" for i in range(bad)]
+    for path in broken:
+        path.write_bytes(b"\x89PNG not really")
+    line = _run(capsys, tmp_path, "data.format=image_folder", f"data.train={tmp_path}/imgs",
+                "data.validation_split=0.1", "data.test_split=0.1")
+    names = sorted(str(p) for p in broken)
+    assert line.startswith(f"error: {bad} of 20 files cannot be read (at ")
+    shown = ", ".join(names[:5]) + (f" and {bad - 5} more" if bad > 5 else "")
+    assert f"), {shown}, expected every file to decode" in line

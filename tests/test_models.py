@@ -118,3 +118,88 @@ def test_model_name_errors(monkeypatch, tmp_path):
         models.build_model(cfg, (8, 8, 1), 2)
     with pytest.raises(UserError, match="invalid value 'mean_squared_eror' for 'train.loss'"):
         config.from_dict({"task": "regression", "train": {"loss": "mean_squared_eror"}})
+
+
+# ----------------------------------------------------------------------------------------------
+# A user's builder whose model the end of the run could not save is refused before training
+
+USER_LAYERS = '''
+from trainer.kerasflavor import keras
+layers = keras.layers
+
+def lam(input_shape, num_outputs):
+    return keras.Sequential([keras.Input(input_shape), layers.Lambda(lambda x: x * 2.0, name="doubled"),
+                             layers.Flatten(), layers.Dense(num_outputs)])
+
+class Doubler(layers.Layer):  # not registered: a saved model cannot name its class
+    def call(self, x):
+        return x * 2.0
+
+def unregistered(input_shape, num_outputs):
+    return keras.Sequential([keras.Input(input_shape), Doubler(name="doubler"), layers.Flatten(),
+                             layers.Dense(num_outputs)])
+
+@keras.saving.register_keras_serializable(package="mine")
+class Shift(layers.Layer):
+    def __init__(self, offset=0.0, complete=True, **kwargs):
+        super().__init__(**kwargs)
+        self.offset, self.complete = offset, complete
+
+    def call(self, x):
+        return x + self.offset
+
+    def get_config(self):  # an incomplete one forgets the offset
+        extra = {"offset": self.offset, "complete": True} if self.complete else {}
+        return {**super().get_config(), **extra}
+
+def shifted(input_shape, num_outputs, complete=True):
+    return keras.Sequential([keras.Input(input_shape), Shift(3.0, complete, name="shift"),
+                             layers.Flatten(), layers.Dense(num_outputs, kernel_initializer="ones")])
+'''
+
+
+@pytest.mark.parametrize("builder, policy, refused", [
+    ("lam", "mixed_bfloat16", "layer 'doubled' of class Lambda: Requested the deserialization of a "
+                              "Lambda layer with a Python `lambda` inside it"),
+    ("lam", "float32", None),  # saved as bytecode and loaded back: the run's end works
+    ("unregistered", "float32", "layer 'doubler' of class Doubler: Unknown layer: 'Doubler'"),
+    ("unregistered", "mixed_float16", "layer 'doubler' of class Doubler: "),
+    ("shifted", "float32", None),
+    ("shifted", "mixed_bfloat16", None),
+    ("shifted_incomplete", "float32", "predicts differently"),
+])
+def test_a_user_model_must_survive_the_saving_at_the_end(tmp_path, monkeypatch, builder, policy,
+                                                        refused):
+    (tmp_path / "user_layers.py").write_text(USER_LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = builder.replace("_incomplete", "")
+    params = {"complete": False} if builder.endswith("_incomplete") else {}
+    cfg = config.from_dict({"task": "regression",  # a linear head: outputs show any change
+                            "model": {"name": f"user_layers:{name}", "params": params}})
+    model = models.build_model(cfg, (8, 8, 1), 2, policy=policy)
+    if refused is None:
+        modelfile.round_trip(model, cfg.model.name)
+        return
+    with pytest.raises(UserError) as exc:
+        modelfile.round_trip(model, cfg.model.name)
+    message = str(exc.value)
+    assert f"model.name=user_layers:{name}, expected" in message and refused in message
+    assert "\n" not in message
+
+
+def test_a_lambda_under_mixed_precision_fails_before_the_first_epoch(tmp_path, monkeypatch,
+                                                                      capsys, blob_npz):
+    from trainer import task
+
+    (tmp_path / "user_layers.py").write_text(USER_LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = task.train(None, ["name=lam", "model.name=user_layers:lam", "train.epochs=1",
+                             "data.format=npz", f"data.train={blob_npz}",
+                             "train.mixed_precision=bfloat16"], str(tmp_path / "out"))
+    captured = capsys.readouterr()
+    assert code == 2
+    line = captured.err.strip().splitlines()[-1]
+    assert line.startswith("error: model 'user_layers:lam' cannot be saved and loaded back as "
+                           "model.h5 (layer 'doubled' of class Lambda: ")
+    assert "epoch 1/1" not in captured.err + captured.out  # refused before training
+    assert not (tmp_path / "out" / "lam").exists()

@@ -126,6 +126,7 @@ ROWS_WORKER = textwrap.dedent("""
     import numpy as np
     from trainer.kerasflavor import keras, tf
 
+    @keras.saving.register_keras_serializable(package="test")  # model.h5 must load back
     class Rows(keras.layers.Layer):
         def call(self, x, training=None):
             if training:

@@ -1,6 +1,7 @@
 """The output location, whatever it is: a folder that cannot be written is refused before any
 data is read (one `error:` line naming the folder and the uid), a disk that fills up mid-run is
-one error line with what was written kept, and published files get the mode the umask gives.
+one error line that says truly what is left (a new run leaves nothing; a resumed one keeps what
+was there), and published files get the mode the umask gives.
 
 Read-only and full disks are small tmpfs mounts (skipped where mounting is not allowed); a
 folder owned by another user is tried by a process running as `nobody` (when the tests run as
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import subprocess
 import tempfile
@@ -163,7 +165,7 @@ def test_what_counts_as_a_full_disk(exc, why):
     assert storage.out_of_space(exc) == why and storage.out_of_space(wrapped) == why
 
 
-def test_a_disk_that_fills_up_mid_run_is_one_line_and_keeps_what_was_written(tmp_path):
+def test_a_disk_that_fills_up_mid_run_is_one_line_and_leaves_nothing_of_a_new_run(tmp_path):
     """The probe's few kilobytes fit; TensorBoard's event files and the checkpoints do not."""
     x, label, _ = blob_images(80)
     path = write_npz(tmp_path / "d", "a.npz", x, label)
@@ -173,8 +175,83 @@ def test_a_disk_that_fills_up_mid_run_is_one_line_and_keeps_what_was_written(tmp
                        "--set", "name=run", "--output_dir", small)
         assert proc.returncode == 2, proc.stderr[-3000:]
         line = error_line(proc.stderr)
-        assert "out of disk space while writing the run (No space left on device)" in line
-        assert f"{small}/run" in line and "re-run the same name to resume" in line
-        assert os.path.isdir(os.path.join(small, "run"))  # kept, not deleted
-        assert not [n for _d, _s, files in os.walk(small) for n in files
-                    if n.startswith(".partial-")]
+        assert "out of disk space while writing the run (No space left on device" in line
+        assert f"{small}/run" in line and line.endswith(
+            "(the new run's folder was removed: free some space and run it again)")
+        assert os.listdir(small) == []  # nothing of the run, no .partial- copy either
+
+
+def _fill(disk: str, leave_kib: int) -> None:
+    """Fill the file system at `disk` until `leave_kib` KiB are free."""
+    stat = os.statvfs(disk)
+    with open(os.path.join(disk, f"filler-{len(os.listdir(disk))}"), "wb") as f:
+        f.write(b"\0" * max(stat.f_bavail * stat.f_frsize - leave_kib * 1024, 0))
+
+
+def _train(capsys, out, *overrides) -> tuple[int, str]:
+    code = task.train(None, ["name=full", "model.name=tiny_cnn", "data.samples_per_class=20",
+                             "output.saved_model=false", "output.report=false", *overrides],
+                      str(out))
+    return code, capsys.readouterr().err
+
+
+def _files(folder) -> dict:
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(folder) for n in names}
+
+
+def _whole_records(path) -> bool:
+    """Whether an event file (TFRecord framing) ends exactly at the end of a record."""
+    data, at = open(path, "rb").read(), 0
+    while at + 12 <= len(data):
+        at += 16 + int.from_bytes(data[at:at + 8], "little")
+    return at == len(data)
+
+
+@pytest.mark.parametrize("leave_kib", [20, 60, 200])
+def test_a_new_run_on_a_full_disk_leaves_nothing(tmp_path, capsys, leave_kib):
+    """The disk fills at the first events, mid-checkpoint, or as the first checkpoint is
+    published: the message names the file on that disk, and the run's folders are gone, even
+    the output folders it made."""
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        _fill(disk, leave_kib)
+        code, err = _train(capsys, os.path.join(disk, "runs", "here"), "train.epochs=2")
+        assert code == 2
+        line = error_line(err.splitlines()[-1])
+        assert line.startswith("error: out of disk space while writing the run (")
+        assert line.endswith("(the new run's folder was removed: free some space and run it "
+                             "again)")
+        named = line.split("(", 1)[1].split(")", 1)[0]  # the file being written, when named
+        if ": /" in named:  # the one on the full disk, not the local copy it came from
+            assert named.split(": ", 1)[1].startswith(f"{disk}/runs/"), line
+        assert os.listdir(disk) == ["filler-0"]
+
+
+def test_a_resumed_run_on_a_full_disk_keeps_what_was_there(tmp_path, capsys):
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
+        run = os.path.join(disk, "runs", "full")
+        code, err = _train(capsys, os.path.join(disk, "runs"), "train.epochs=1")
+        assert code == 0, err[-2000:]
+        before = _files(run)
+        _fill(disk, 150)
+        code, err = _train(capsys, os.path.join(disk, "runs"), "train.epochs=4")
+        assert code == 2
+        line = error_line(err.splitlines()[-1])
+        with open(os.path.join(run, "checkpoints", "state.json")) as f:
+            epoch = json.load(f)["epoch"]
+        assert line.endswith(f"(its last checkpoint, epoch {epoch}, is intact and the "
+                             "TensorBoard logs end at their last whole record: free some space "
+                             "and re-run the same name to resume from it)")
+        after = _files(run)
+        if epoch == 1:  # nothing of the first run was touched
+            assert {k: after.get(k) for k in before} == before
+        events = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(run, "tensorboard"))
+                  for n in names]
+        assert events and all(_whole_records(p) for p in events)
+
+
+def test_a_new_run_that_diverges_in_its_first_epoch_leaves_nothing(capsys, tmp_path):
+    code, err = _train(capsys, tmp_path / "runs", "train.epochs=2", "train.learning_rate=1e308")
+    assert code == 2
+    assert error_line(err.splitlines()[-1]).startswith("error: loss became nan in epoch 1")
+    assert not (tmp_path / "runs").exists()

@@ -120,8 +120,13 @@ class DataConfig:
         "Channels of images from files: `grey` (1), `rgb` (3) or `auto` (as the first image).",
         default="auto", choices=("auto", "grey", "rgb"),
     )
-    path_column: str = _doc("`csv`: the column holding file paths (relative to the CSV file).",
-                            default="path")
+    path_column: str = _doc("`csv`: the column holding file paths (relative to the CSV file, or "
+                            "to `root`).", default="path")
+    root: Optional[str] = _doc(
+        "`csv`: the folder (local, `gs://` or `/gcs/`) that the manifest's paths are relative "
+        "to and must stay inside, for a CSV kept apart from its images; empty means the CSV's "
+        "own folder. Absolute paths and URLs are taken when they lie inside it.", default=None,
+    )
     label_columns: list[str] = _doc(
         "`csv`: the label column, or several regression targets.",
         default_factory=lambda: ["label"],

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from trainer import storage
 from trainer.callbacks import vertex_experiment
@@ -99,27 +99,54 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
             log.warning("%s", line)
         outputs = artifacts.write_all(config, splits, result, run_dir, platform,
                                       wall_time_s=time.perf_counter() - started)
-    except UserError as exc:
-        # Bad data found mid-run (an undecodable image, a corrupt shard): a new run leaves no
-        # partial output. A diverged run keeps its last finite checkpoint on purpose, and so does
-        # a run whose bucket stopped answering (a re-run resumes; deleting would fail anyway).
-        if fresh and not isinstance(exc, (TrainingDiverged, StorageUnavailable)):
-            storage.remove_tree(run_dir.url)
-        raise
-    except Exception as exc:  # noqa: BLE001 - only a full disk is translated, others re-raised
+    except Exception as exc:  # noqa: BLE001 - tidied, then re-raised (a full disk translated)
+        kept = _after_failure(run_dir, fresh, exc)
         full = storage.out_of_space(exc)
         if full is None:
             raise
+        if kept is not None:
+            left = (f"its last checkpoint, epoch {kept}, is intact and the TensorBoard logs end "
+                    "at their last whole record: free some space and re-run the same name to "
+                    "resume from it")
+        elif fresh:
+            left = "the new run's folder was removed: free some space and run it again"
+        else:
+            left = "what was there before this run is intact: free some space and re-run it"
         raise OutOfSpace(
             f"out of disk space while writing the run ({full}), {run_dir.url} (staged under "
-            f"{os.path.dirname(run_dir.staging)}), expected room for the run's files (what was written is "
-            "intact: free some space and re-run the same name to resume from the last "
-            "checkpoint)") from None
+            f"{os.path.dirname(run_dir.staging)}), expected room for the run's files "
+            f"({left})") from None
     finally:
         run_dir.cleanup()
     # A non-chief's own files are gone with its staging folder; the run is the chief's.
     return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
                      metrics=result.metrics)
+
+
+def _after_failure(run_dir: RunDir, fresh: bool, exc: Exception) -> Optional[int]:
+    """What a failed run leaves; returns the epoch of the checkpoint it keeps, if any.
+
+    A new run that has no checkpoint to resume from, or that met bad data, leaves nothing: its
+    folder (TensorBoard's first events, a half-written checkpoint) is removed. A run that keeps
+    a checkpoint (a resumed run, or a new one that diverged or filled the disk after an epoch
+    was committed) keeps it, and TensorBoard's event files are cut to their last whole record,
+    so what is left is what a re-run resumes from. A bucket that stopped answering is left
+    alone (a delete would fail too)."""
+    if not run_dir.chief or isinstance(exc, StorageUnavailable):
+        return None
+    try:
+        kept = run_dir.committed_epoch()
+        if fresh and isinstance(exc, UserError) and not isinstance(exc, (TrainingDiverged,
+                                                                         OutOfSpace)):
+            kept = None  # bad data or config: a re-run would meet it again, nothing to resume
+        if fresh and kept is None:
+            run_dir.remove_new()
+        else:
+            run_dir.trim_records("tensorboard")
+    except Exception as again:  # noqa: BLE001 - the run's own error is the one to report
+        log.warning("could not tidy %s after the error (%s)", run_dir.url, again)
+        return None
+    return kept
 
 
 def _check_batch(config: Config, sample_shape: tuple, where: str) -> None:

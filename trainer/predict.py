@@ -128,11 +128,11 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
 
 def input_files(inputs: Sequence[str]) -> list[str]:
     """Every image, video or shard named by the inputs; folders and globs are searched for them."""
-    from trainer.data import images, video
+    from trainer.data import images, litter, video
 
     found: list[str] = []
     for item in inputs:
-        files = storage.expand(item, "input")
+        files = storage.expand(item, "input", skip=litter.is_litter)
         if storage.is_local(item) and not os.path.isabs(item):
             files = [os.path.relpath(f) for f in files]  # name inputs as the user did
         picked = [f for f in files if images.is_image(f) or video.is_video(f)

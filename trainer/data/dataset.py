@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.config import Config, absent_splits, carved_splits
-from trainer.data import formats, groups, images, labels
+from trainer.data import formats, groups, images, labels, litter
 from trainer.data.source import Source, View
 from trainer.errors import UserError
 
@@ -118,7 +118,7 @@ def open_source(config: Config, paths, key: str, spec: images.ImageSpec) -> Sour
     its own data, the demo, is given no files)."""
     data = config.data
     reads_files = formats.FORMATS[data.format].reads_files
-    files = storage.expand(paths, f"data.{key}") if reads_files else []
+    files = storage.expand(paths, f"data.{key}", skip=litter.is_litter) if reads_files else []
     return Source(formats.reader(data.format)(files, data, spec), data.channels)
 
 

@@ -200,13 +200,19 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
             resized[i] = size  # one entry per file: re-reads in later epochs do not add
         return images.to_array(img, spec, path)
 
-    first = load(0, spec)
+    def checked(i: int, spec: images.ImageSpec) -> np.ndarray:
+        try:
+            return load(i, spec)
+        except UserError as exc:  # name every file that fails, not only the first met
+            _all_unreadable(files, i, exc, lambda j: load(j, spec))
+
+    first = checked(0, spec)
     spec = spec.settle(first)
 
     def read(a: int, b: int) -> np.ndarray:
         out = np.empty((b - a, *first.shape), np.float32)
         for i in range(a, b):
-            img = load(i, spec)
+            img = checked(i, spec)
             if img.shape != first.shape:
                 raise UserError(f"array of shape {img.shape}, {files[i]}, expected {first.shape} "
                                 f"like {files[0]}")
@@ -216,6 +222,31 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
     return Shard(where, len(files), first.shape, np.dtype(np.float32), labels, read,
                  channels="last" if images_only else None, resized=resized if images_only else None,
                  files=list(files))
+
+
+SHOWN = 5  # files named in one error line; the rest are counted
+
+
+def _all_unreadable(files: list[str], bad: int, exc: UserError, load) -> None:
+    """Raise `exc` for file `bad`, or, when other files of the list cannot be read either (each
+    is tried now, on this failure only), one line naming the first few and counting them all, so
+    one run finds every file to fix."""
+    failed = [bad]
+    for j in range(len(files)):
+        if j != bad:
+            try:
+                load(j)
+            except UserError:
+                failed.append(j)
+    if len(failed) == 1:
+        raise exc
+    failed.sort()
+    names = ", ".join(files[j] for j in failed[:SHOWN])
+    more = f" and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
+    first = str(exc).split(f", {files[bad]}")[0][:300]  # what went wrong, without the path
+    raise UserError(f"{len(failed)} of {len(files)} files cannot be read (at {files[bad]}: "
+                    f"{first}), {names}{more}, expected every file to decode as a PNG, JPEG or "
+                    "TIFF image (or a numeric .npy array)") from None
 
 
 def read_image_folder(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
@@ -238,16 +269,22 @@ def _column_values(values: list[str]) -> np.ndarray:
     return np.array(values)
 
 
-def _inside(manifest: str, row: int, value: str) -> str:
-    """The file a manifest row names: resolved against the manifest's folder, and refused when
-    it leaves that folder (`../../etc/passwd`, an absolute path or a URL elsewhere)."""
+def _inside(manifest: str, row: int, value: str, root: Optional[str] = None) -> str:
+    """The file a manifest row names, resolved against `root` (`data.root`) when given, else the
+    manifest's folder, and refused when it leaves that folder (`../../etc/passwd`, an absolute
+    path or a URL elsewhere): the folder paths resolve against is the folder they stay in."""
     where = f"{manifest} row {row}"
+    if root:
+        base, shown, rule, place = root, root, "data.root", "data.root"
+    else:
+        base, rule, place = manifest, "the manifest", "the manifest's folder"
+        shown = os.path.dirname(manifest) or "."
     if not value.strip() or "\x00" in value:
         raise UserError(f"empty or malformed path {value[:100]!r}, {where}, expected a file path "
-                        "relative to the manifest's folder")
-    if "://" in manifest:  # gs://bucket/folder/m.csv: compare the paths after the scheme
-        scheme, _, rest = manifest.partition("://")
-        folder = posixpath.dirname(posixpath.normpath(rest))
+                        f"relative to {place}")
+    if "://" in base:  # gs://bucket/folder: compare the paths after the scheme
+        scheme, _, rest = base.partition("://")
+        folder = posixpath.normpath(rest) if root else posixpath.dirname(posixpath.normpath(rest))
         kind, sep, target = value.partition("://")
         if sep:
             resolved = posixpath.normpath(target) if kind == scheme else None
@@ -255,15 +292,14 @@ def _inside(manifest: str, row: int, value: str) -> str:
             resolved = posixpath.normpath(posixpath.join(folder, value))
         file = f"{scheme}://{resolved}"
     else:
-        folder = os.path.dirname(os.path.abspath(manifest))
+        folder = os.path.abspath(base) if root else os.path.dirname(os.path.abspath(base))
         resolved = None if "://" in value else os.path.normpath(os.path.join(folder, value))
         file = resolved
     if resolved is None or not resolved.startswith(folder.rstrip("/") + "/"):
-        raise UserError(f"path {value[:200]!r} leaves the manifest's folder, {where}, expected a "
-                        f"file inside {os.path.dirname(manifest) or '.'} (paths are relative to "
-                        "the manifest)")
+        raise UserError(f"path {value[:200]!r} leaves {place}, {where}, expected a file inside "
+                        f"{shown} (paths are relative to {rule})")
     if not storage.within(file, folder):  # through a link: the text alone is no confinement
-        raise UserError(f"path {value[:200]!r} leads out of the manifest's folder through a link "
+        raise UserError(f"path {value[:200]!r} leads out of {place} through a link "
                         f"(to {os.path.realpath(file)}), {where}, expected a file inside "
                         f"{os.path.realpath(folder)} (links are followed only within it)")
     return file
@@ -271,7 +307,8 @@ def _inside(manifest: str, row: int, value: str) -> str:
 
 def manifest_rows(path: str, text: str,
                   data: DataConfig) -> tuple[list[dict], list[str], list[str]]:
-    """A CSV manifest's rows, its columns and the file of each row, confined to its folder.
+    """A CSV manifest's rows, its columns and the file of each row, confined to its folder (or
+    to `data.root`, when set).
 
     Every row has exactly the header's cells, and every label cell a value: a spreadsheet's
     stray cell or gap is refused, not read as a shifted or empty label.
@@ -308,12 +345,13 @@ def manifest_rows(path: str, text: str,
         if empty is not None:
             raise UserError(f"empty {empty[:100]!r} cell, {path} row {i}, expected a label in "
                             "every row")
-    files = [_inside(path, i, r[data.path_column]) for i, r in enumerate(rows, 1)]
+    files = [_inside(path, i, r[data.path_column], data.root) for i, r in enumerate(rows, 1)]
     return rows, columns, files
 
 
 def read_csv(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
-    """A manifest of file paths (relative to the CSV, inside its folder) and label columns."""
+    """A manifest of file paths (relative to the CSV, inside its folder, or to `data.root`) and
+    label columns."""
     shards = []
     for path in paths:
         rows, columns, files = manifest_rows(path, storage.read_text(path), data)

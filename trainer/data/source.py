@@ -73,6 +73,7 @@ class Shard:
             raise UserError(f"samples of shape {tuple(self.sample_shape)} and "
                             f"{np.dtype(self.dtype)} are {size} bytes each, {self.path}, expected at most "
                             f"{MAX_SAMPLE_BYTES} bytes per sample")
+        check_labels(self.labels, self.path)
 
 
 def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
@@ -89,6 +90,26 @@ def group_names(values: np.ndarray, count: int, where: str) -> np.ndarray:
     if values.dtype.kind in "SO":
         return texts(values, where, "group names")
     return values.astype(str)
+
+
+def check_labels(labels: np.ndarray, where: str) -> None:
+    """Refuse a text label that is empty (or only spaces): the one rule of every reader (a CSV
+    cell, an npz/npy/HDF5 string array, a TFRecord feature), so an empty string never becomes a
+    class, or a target, of its own."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "USO" or labels.size == 0:
+        return
+    rows = labels.reshape(len(labels) if labels.ndim else 1, -1)
+    if labels.dtype.kind in "US":
+        empty = np.char.strip(rows) == ("" if labels.dtype.kind == "U" else b"")
+    else:  # objects: text or bytes among them is checked, anything else is the encoder's to refuse
+        empty = np.array([[isinstance(v, (str, bytes)) and not v.strip() for v in row]
+                          for row in rows], bool)
+    hits = np.flatnonzero(empty.any(axis=1))
+    if len(hits):
+        more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+        raise UserError(f"empty label at index {hits[0]}{more}, {where}, expected a label for "
+                        "every sample")
 
 
 def texts(values: np.ndarray, where: str, what: str) -> np.ndarray:

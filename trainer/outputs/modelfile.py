@@ -269,3 +269,62 @@ def check_metadata(model: keras.Model, metadata: dict, path: str) -> None:
     count = metadata.get("num_outputs")
     if "num_outputs" in metadata and (isinstance(count, bool) or count != width):
         raise refuse("num_outputs", f"{width}, the model's output width")
+
+
+def round_trip(model: keras.Model, name: str) -> None:
+    """Refuse, before training, a model that the end of the run could not write: its float32
+    copy is saved as `.h5` in a temporary folder, loaded back, and must give the same prediction
+    on zeros. A layer that cannot be rebuilt from its saved config (a `Lambda` holding a Python
+    `lambda` under mixed precision, an unregistered layer class) is named, with the builder."""
+    from trainer.models import as_float32  # the copy the run saves, made the same way
+
+    import numpy as np
+
+    zeros = np.zeros((1, *model.input_shape[1:]), np.float32)
+    with tempfile.TemporaryDirectory(prefix="trainer-round-trip-") as tmp:
+        path = os.path.join(tmp, "model.h5")
+        try:
+            copy = as_float32(model)
+            save(copy, path, {})
+            back = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+            before = np.asarray(copy(zeros, training=False), np.float64)
+            after = np.asarray(back(zeros, training=False), np.float64)
+        except Exception as exc:  # noqa: BLE001 - the user's layers may fail in any way
+            if storage.out_of_space(exc):
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = reason.split(". ")[0].rstrip(".")[:200]  # its first sentence
+            raise UserError(f"model {name!r} cannot be saved and loaded back as model.h5 "
+                            f"({_culprit(model, str(exc))}: {reason}), model.name={name}, expected "
+                            "layers that Keras can save and rebuild (built-in layers, or classes "
+                            "registered with keras.saving.register_keras_serializable; no "
+                            "Lambda holding a Python lambda)") from None
+    if before.shape != after.shape or not np.allclose(before, after, rtol=1e-4, atol=1e-5,
+                                                      equal_nan=True):
+        raise UserError(f"model {name!r} predicts differently once saved and loaded back as "
+                        f"model.h5 (on zeros: {before.reshape(-1)[:4]} before, "
+                        f"{after.reshape(-1)[:4]} after), model.name={name}, expected layers "
+                        "whose saved config and weights rebuild them (get_config returning every "
+                        "constructor argument)")
+
+
+def _culprit(model: keras.Model, error: str) -> str:
+    """The layer that does not rebuild: the first whose own config does not deserialize, else
+    the first named in the error, else the model as a whole."""
+    import re
+
+    from trainer.models import _float32_config
+
+    layers = [m for m in model.submodules  # the layers inside, not the models holding them
+              if isinstance(m, keras.layers.Layer) and not isinstance(m, keras.Model)]
+    for layer in layers:
+        try:
+            keras.layers.deserialize(_float32_config(keras.layers.serialize(layer)),
+                                     custom_objects=CUSTOM_OBJECTS)
+        except Exception:  # noqa: BLE001 - this layer is the one
+            return f"layer {layer.name!r} of class {type(layer).__name__}"
+    for layer in layers:
+        for word in (layer.name, type(layer).__name__):
+            if re.search(rf"\b{re.escape(word)}\b", error):
+                return f"layer {layer.name!r} of class {type(layer).__name__}"
+    return "the model"

@@ -22,7 +22,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import fsspec
 import numpy as np
@@ -408,8 +408,12 @@ def _copy_rows(path, starts, offsets, size, dest, dest_offsets) -> int:
     return done
 
 
-def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:
-    """Resolve paths and globs to a sorted list of files; each pattern must match something."""
+def expand(patterns: Union[str, Iterable[str]], what: str,
+           skip: Optional[Callable[[str], bool]] = None) -> list[str]:
+    """Resolve paths and globs to a sorted list of files; each pattern must match something.
+
+    `skip(relative)` drops a file found by searching a folder or glob, given its `/`-separated
+    path below the folder searched (a file named on its own is always kept)."""
     if isinstance(patterns, str):
         patterns = [patterns]
     found: list[str] = []
@@ -427,12 +431,25 @@ def expand(patterns: Union[str, Iterable[str]], what: str) -> list[str]:
                 root, matches = None, [p]  # named by the user: whatever it links to
             else:
                 root, matches = None, []
+        skipped = 0
+        if root is not None and skip is not None:
+            kept = [m for m in matches if not skip(_below(m, root))]
+            matches, skipped = kept, len(matches) - len(kept)
         if not matches:
-            raise UserError(f"no files found, {what}={pattern}, expected an existing path or glob")
+            also = f" ({skipped} system or hidden files skipped)" if skipped else ""
+            raise UserError(f"no files found{also}, {what}={pattern}, expected an existing path "
+                            "or glob")
         for m in matches if root is not None else ():
             confine(m, root, f" ({what}={pattern})")
         found.extend(_unstrip(pattern, m) for m in matches)
     return found
+
+
+def _below(match: str, root: str) -> str:
+    """`match`'s path below the folder `root` it was found in, `/`-separated."""
+    if os.path.isabs(match) or os.path.isabs(root):
+        return os.path.relpath(os.path.abspath(match), os.path.abspath(root)).replace(os.sep, "/")
+    return match[len(root.rstrip("/")) + 1:] if match.startswith(root.rstrip("/") + "/") else match
 
 
 def _glob_root(pattern: str) -> str:
@@ -581,9 +598,11 @@ def put_file(local_path: str, dest: str) -> None:
             os.chmod(tmp, 0o666 & ~_umask())
             shutil.copyfile(local_path, tmp)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:  # copyfile names the source
+                raise OSError(exc.errno, exc.strerror, dest) from None
             raise
         return
     fs, p = _fs(dest)

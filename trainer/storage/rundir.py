@@ -13,8 +13,10 @@ Two things can move where files go, without the code that writes them knowing:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import tempfile
 from typing import Mapping, Optional
 
@@ -43,6 +45,13 @@ class RunDir:
         # A worker's private stand-in for the run; inside staging, so cleanup removes it.
         self._private = None if chief else os.path.join(self.staging, ".worker-run")
         self._published: dict[str, tuple[int, int]] = {}
+        # The outermost folder of a local run's path that does not exist yet: a new run that
+        # fails removes what it made, up to there (`remove_new`).
+        self._made_from = None
+        if chief and storage.is_local(self.url):
+            path = os.path.abspath(self.url.removeprefix("file://"))
+            while not os.path.lexists(path) and os.path.dirname(path) != path:
+                self._made_from, path = path, os.path.dirname(path)
 
     def check_writable(self) -> None:
         """Refuse, before any data is read, a run folder (or platform folder) the chief cannot
@@ -105,6 +114,56 @@ class RunDir:
         dest = self.local(*rel)
         storage.get_file(src, dest)
         return dest
+
+    def remove_new(self) -> None:
+        """Delete a new run's folder, and the folders above it that this run made and that
+        nothing else has filled since."""
+        storage.remove_tree(self.url)
+        if self._made_from is None:
+            return
+        folder = os.path.dirname(os.path.abspath(self.url.removeprefix("file://")))
+        while len(folder) >= len(self._made_from) and folder.startswith(self._made_from):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
+    def committed_epoch(self) -> Optional[int]:
+        """The epoch of the run's committed checkpoint (`checkpoints/state.json`), or None."""
+        path = self.remote("checkpoints", "state.json")
+        if not storage.exists(path):
+            return None
+        try:
+            epoch = json.loads(storage.read_text(path)).get("epoch")
+        except (ValueError, AttributeError, UserError):
+            return None
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+    def trim_records(self, rel: str) -> list[str]:
+        """Cut each file of the local live folder `rel` (TensorBoard's event files, TFRecord
+        framing: length, its CRC, data, its CRC) after its last whole record, as a full disk
+        leaves a record half-written; returns the files cut. A staged (remote) folder is left
+        alone: it is uploaded only as whole files."""
+        root = self.remote(rel)
+        cut = []
+        if not storage.is_local(root) or not os.path.isdir(root):
+            return cut
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                with open(path, "r+b") as f:
+                    size, end = os.fstat(f.fileno()).st_size, 0
+                    while end + 12 <= size:
+                        f.seek(end)
+                        (length,) = struct.unpack("<Q", f.read(8))
+                        if end + 16 + length > size:
+                            break
+                        end += 16 + length
+                    if end < size:
+                        f.truncate(end)
+                        cut.append(path)
+        return cut
 
     def cleanup(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

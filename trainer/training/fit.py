@@ -25,6 +25,7 @@ from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import Dynamics, HistogramLogger
 from trainer.models import build_model, compile_model
 from trainer.runtime import devices, logs
+from trainer.outputs import modelfile
 from trainer.storage.rundir import RunDir
 from trainer.training.callback_list import fit_callbacks
 from trainer.training.checkpoints import CheckpointStore
@@ -68,6 +69,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     from which the checkpoint state counts the run's wall time."""
     t = config.train
     scaling = plan_scaling(t, strategy)
+    if ":" in config.model.name:  # the user's builder: what the run's end needs, checked first
+        check_builder(config, splits, scaling)
     train_opts = pipeline_options(config, scaling.global_batch, shuffle=True)
     eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
@@ -107,6 +110,17 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        dynamics=next((c.dynamics for c in callbacks
                                       if isinstance(c, HistogramLogger) and c.dynamics.epochs),
                                      None))
+
+
+def check_builder(config: Config, splits: Splits, scaling: Scaling) -> None:
+    """Build the user's model as training will (its precision policy) and refuse it when the
+    saved model.h5 could not be written and loaded back, before the data's statistics pass and
+    the first epoch, instead of after the last one. The weights this draws are reseeded away,
+    so the model that trains starts as it would without the check."""
+    model = build_model(config, splits.input_shape, splits.num_outputs,
+                        policy=scaling.precision_policy)
+    modelfile.round_trip(model, config.model.name)
+    devices.seed_everything(config.train.seed, scaling.deterministic)
 
 
 def standardization_stats(config: Config, splits: Splits, opts: PipelineOptions
