@@ -111,12 +111,11 @@ def _load_mat_hdf5(data: bytes, path: str) -> dict[str, np.ndarray]:
     refused as for HDF5 data (`trainer.data.readers`)."""
     import h5py
 
-    from trainer.data.readers import _stored_inside
+    from trainer.storage.hdf5 import check_inside
 
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
-            for key in f:
-                _stored_inside(f, key, path)
+            check_inside(f, path)
             return {key: np.asarray(item[()]).T for key, item in f.items()
                     if isinstance(item, h5py.Dataset) and not key.startswith("#")}
     except OSError as exc:
