@@ -408,7 +408,7 @@ def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
         from trainer import storage
 
         source = path
-        raw = parse_yaml(storage.read_text(path), source)
+        raw = parse_yaml(storage.read_text(path, storage.CONFIG_LIMIT, "a config"), source)
     for item in overrides:
         apply_override(raw, item)
     if output_dir:

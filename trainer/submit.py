@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 
 import yaml
@@ -142,6 +143,8 @@ def submit(args: flags.FlagValues) -> int:
         local, staged = model, staged_config_url(model, args.staging_bucket or "", "models")
         job = build_predict_job(args, staged, display_name)
     else:
+        if args.gcloud_yaml:  # before anything is staged
+            storage.check_output(args.gcloud_yaml, f"--gcloud_yaml={args.gcloud_yaml}")
         cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
         preflight.check(cfg, args.config)
         display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -155,8 +158,11 @@ def submit(args: flags.FlagValues) -> int:
         print(f"{'model' if args.predict else 'config'}: {staged}")
     if args.gcloud_yaml:
         spec = json.loads(vertex_job.to_json(job))["jobSpec"]
-        with open(args.gcloud_yaml, "w") as f:
-            yaml.safe_dump(spec, f, sort_keys=False)
+        with tempfile.TemporaryDirectory() as tmp:  # published whole, as every output is
+            local_yaml = os.path.join(tmp, "job.yaml")
+            with open(local_yaml, "w") as f:
+                yaml.safe_dump(spec, f, sort_keys=False)
+            storage.put_file(local_yaml, args.gcloud_yaml)
         print(gcloud_command(args, display_name, args.gcloud_yaml))
         return 0
     created = send(job, args.project, args.region, args.api_endpoint)
