@@ -205,6 +205,7 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
     try:
         if not out:
             raise UserError("no output folder, --out, expected a local path or gs:// URL")
+        storage.check_writable(out)  # a file, device or pipe there: one line, before any work
         cfg = config_mod.load(config_path, overrides)
         if videos:
             if not labels:

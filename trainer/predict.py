@@ -101,6 +101,7 @@ class SavedModel:
 def model_file(path: str) -> str:
     """The model file `path` names: itself, or its run directory's `model.h5`; it must exist."""
     if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
+        storage.confine(storage.join(path, "model.h5"), path, f" (--model={path})")
         path = storage.join(path, "model.h5")  # a run directory names its model
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
         raise UserError(f"file not found, --model={path}, expected a model.h5 written by "

@@ -251,8 +251,12 @@ def read_bytes(path: str, limit: int = READ_LIMIT, what: str = "a file read whol
     size before a byte is read, a remote one after at most one byte more than the bound."""
     if is_local(path):
         with os.fdopen(_open_regular(path), "rb") as f:
-            check_size(path, os.fstat(f.fileno()).st_size, limit, what)
-            return f.read(limit + 1)  # a file growing meanwhile stops at the bound
+            size = os.fstat(f.fileno()).st_size
+            check_size(path, size, limit, what)
+            data = f.read(size)  # no more than was checked, should the file grow meanwhile
+            if f.read(1):
+                raise UserError(f"file grew while it was read, {path}, expected a finished file")
+            return data
     fs, p = _fs(path)
     bound, why = _bound(limit, what)
     try:
@@ -639,7 +643,11 @@ def put_file(local_path: str, dest: str) -> None:
         check_output(dest)
         if os.path.abspath(local_path) == os.path.abspath(dest):
             return
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"output folder is not a folder, {os.path.dirname(dest)}, expected a "
+                            "folder, or a name where one can be made") from None
         fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(os.path.abspath(dest)))
         os.close(fd)
         try:
