@@ -226,8 +226,9 @@ CONFIG_LIMIT = 16 << 20  # a config: a few kilobytes in practice
 
 
 def _size_text(nbytes: int) -> str:
-    return f"{nbytes} bytes ({nbytes / 2**30:.3g} GiB)" if nbytes >= 2**30 else (
-        f"{nbytes} bytes ({nbytes / 2**20:.3g} MiB)")
+    if nbytes >= 2**30:
+        return f"{nbytes} bytes ({nbytes / 2**30:.3g} GiB)"
+    return f"{nbytes} bytes ({nbytes / 2**20:.3g} MiB)" if nbytes >= 2**20 else f"{nbytes} bytes"
 
 
 def _bound(limit: int, what: str) -> tuple[int, str]:
@@ -261,7 +262,12 @@ def read_bytes(path: str, limit: int = READ_LIMIT, what: str = "a file read whol
     bound, why = _bound(limit, what)
     try:
         with _fetching("reading", path):
-            data = fs.cat_file(p, start=0, end=bound + 1, **_limit(fs))
+            try:
+                data = fs.cat_file(p, start=0, end=bound + 1, **_limit(fs))
+            except Exception as exc:  # noqa: BLE001 - one answer is handled, others re-raised
+                if getattr(exc, "code", None) != 416:
+                    raise
+                data = b""  # an empty object has no byte 0 to range over (HTTP 416)
     except IsADirectoryError:
         raise UserError(f"path is a directory, {path}, expected a file") from None
     if len(data) > bound:
