@@ -103,6 +103,8 @@ def model_file(path: str) -> str:
     if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
         storage.confine(storage.join(path, "model.h5"), path, f" (--model={path})")
         path = storage.join(path, "model.h5")  # a run directory names its model
+    if storage.is_local(path) and os.path.exists(path) and not os.path.isdir(path):
+        storage.check_regular(path)  # a device or a pipe (behind a link too): says which
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
         raise UserError(f"file not found, --model={path}, expected a model.h5 written by "
                         "trainer.task")
