@@ -247,7 +247,10 @@ def test_a_curation_job_with_a_local_model_through_the_client_library(capsys, gc
                                                                       recorder):
     run = tmp_path / "contact"
     run.mkdir()
-    (run / "model.h5").write_bytes(b"the model's bytes")
+    import h5py
+
+    with h5py.File(run / "model.h5", "w") as f:  # checked before it is uploaded: an HDF5 file
+        f["weights"] = [1.0, 2.0]
     staging = gcs.url(f"staging/{tmp_path.name}")
     code = submit.main(_predict_args("--model", str(run), "--staging_bucket", staging,
                                      "--display_name", "curate-1", "--api_endpoint",
@@ -261,7 +264,7 @@ def test_a_curation_job_with_a_local_model_through_the_client_library(capsys, gc
     model_url = pool.container_spec.args[1]
     assert model_url.startswith(f"{staging}/models/") and model_url.endswith("-model.h5")
     blob = gcs.client().bucket(gcs.bucket).blob(model_url.split("/", 3)[3])
-    assert blob.download_as_bytes() == b"the model's bytes"
+    assert blob.download_as_bytes() == (run / "model.h5").read_bytes()
     assert f"model: {model_url}" in out and "outputs: gs://b/curated/" in out
     assert "job: projects/my-project/locations/europe-west4/customJobs/123" in out
 

@@ -44,8 +44,11 @@ class Run:
     history: list[dict]
 
 
-def _read_optional(url: str) -> Optional[str]:
-    return storage.read_text(url) if storage.exists(url) else None
+def _read_optional(url: str, run: str) -> Optional[str]:
+    if not storage.exists(url):
+        return None
+    storage.confine(url, run, " (a run's own files)")  # a link inside the run leads nowhere else
+    return storage.read_text(url)
 
 
 def load_run(url: str) -> Run:
@@ -54,14 +57,15 @@ def load_run(url: str) -> Run:
     if not storage.exists(metrics_url):
         raise UserError(f"no metrics.json in {url}, run directory, expected the folder of a "
                         "finished run (<output.dir>/<name>/)")
+    storage.confine(metrics_url, url, " (a run's own files)")
     try:
         metrics = json.loads(storage.read_text(metrics_url))
     except json.JSONDecodeError:
         raise UserError(f"metrics.json is not JSON, {metrics_url}, expected the file trainer.task "
                         "writes") from None
-    text = _read_optional(storage.join(url, "config.yaml"))
+    text = _read_optional(storage.join(url, "config.yaml"), url)
     config = yaml.safe_load(text) if text else {}
-    text = _read_optional(storage.join(url, "history.csv"))
+    text = _read_optional(storage.join(url, "history.csv"), url)
     history = [{k: float(v) for k, v in row.items() if v not in ("", None)}
                for row in csv.DictReader(io.StringIO(text))] if text else []
     return Run(url, url.rsplit("/", 1)[-1], metrics, config or {}, history)

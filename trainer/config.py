@@ -455,7 +455,7 @@ def load_raw(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
         from trainer import storage
 
         source = path
-        raw = parse_yaml(storage.read_text(path), source)
+        raw = parse_yaml(storage.read_text(path, storage.CONFIG_LIMIT, "a config"), source)
     for item in overrides:
         apply_override(raw, item)
     return raw, source

@@ -320,6 +320,7 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
     try:
         if not out:
             raise UserError("no output folder, --out, expected a local path or gs:// URL")
+        storage.check_writable(out)  # a file, device or pipe there: one line, before any work
         raw, _ = config_mod.load_raw(config_path, overrides)
         asked = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         match = like(like_path) if like_path else None

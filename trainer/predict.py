@@ -17,6 +17,7 @@ video) gives one line on stdout and one CSV row; a long video's progress goes to
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 import tempfile
@@ -46,8 +47,10 @@ flags.DEFINE_string("out", None, "Batch curation: write each input's results to 
 flags.DEFINE_float("poll_seconds", 30.0, "With --out on several replicas: how often replica 0, "
                    "which ends the job, checks whether the others' results are all there.",
                    lower_bound=0.0, flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 256, "Images (or video frames) per prediction batch.",
-                     lower_bound=1, flag_values=FLAGS)
+MAX_BATCH = 1 << 16
+flags.DEFINE_integer("batch_size", 256, "Images (or video frames) per prediction batch (at most "
+                     f"{MAX_BATCH}, and what fits in memory).", lower_bound=1,
+                     upper_bound=MAX_BATCH, flag_values=FLAGS)
 flags.DEFINE_integer("progress_every", 1000, "A progress line on stderr every this many frames "
                      "of a video.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_enum("nonfinite", "error", ["error", "zero"], "What an input with NaN or Inf "
@@ -98,7 +101,10 @@ class SavedModel:
 def model_file(path: str) -> str:
     """The model file `path` names: itself, or its run directory's `model.h5`; it must exist."""
     if not path.endswith(".h5") and storage.exists(storage.join(path, "model.h5")):
+        storage.confine(storage.join(path, "model.h5"), path, f" (--model={path})")
         path = storage.join(path, "model.h5")  # a run directory names its model
+    if storage.is_local(path) and os.path.exists(path) and not os.path.isdir(path):
+        storage.check_regular(path)  # a device or a pipe (behind a link too): says which
     if not storage.exists(path) or (storage.is_local(path) and not os.path.isfile(path)):
         raise UserError(f"file not found, --model={path}, expected a model.h5 written by "
                         "trainer.task")
@@ -167,7 +173,8 @@ def read_image(path: str, shape: tuple[int, ...]) -> np.ndarray:
     the same decoder, to the height, width and channels the model was trained on."""
     from trainer.data import images
 
-    return images.decode(storage.read_bytes(path), _image_spec(path, shape), path)
+    return images.decode(storage.read_bytes(path, what="an image"), _image_spec(path, shape),
+                         path)
 
 
 def read_video(path: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
@@ -386,6 +393,7 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
         raise UserError(f"no videos among the inputs, --mat={mat_path}, expected video files "
                         f"({', '.join(video.VIDEO_EXTENSIONS)}) to write per-frame labels for")
     saved = load(model_path, allow_unsafe)
+    check_batch(saved, batch_size)
     tally = Tally("the inputs", nonfinite, "--nonfinite")
     with tempfile.TemporaryDirectory() as tmp:
         results = Results(saved, tmp, frames=bool(videos))
@@ -398,6 +406,15 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
     return results
 
 
+def check_batch(saved: SavedModel, batch_size: int) -> None:
+    """Refuse a `--batch_size` whose batch (held twice while stacked) would not fit in memory."""
+    from trainer.runtime import memory
+
+    nbytes = 2 * batch_size * math.prod(int(d or 1) for d in saved.input_shape) * 4
+    memory.check_fits(nbytes, f"a batch of {batch_size} inputs of shape {saved.input_shape} in "
+                      "float32 (twice, while stacked)", f"--batch_size={batch_size}")
+
+
 def check_output_path(path: str, flag: str = "csv") -> None:
     """Refuse a `--csv` (or `--mat`) the predictions could not be written to, before any is
     made: a folder, a path under a file, or a folder this process cannot write to (probed by
@@ -405,6 +422,7 @@ def check_output_path(path: str, flag: str = "csv") -> None:
     expected = f"--{flag}={path}, expected a file name in a folder this process can write to"
     if path.endswith(("/", os.sep)) or (storage.is_local(path) and os.path.isdir(path)):
         raise UserError(f"path is a directory, {expected}")
+    storage.check_output(path, f"--{flag}={path}")
     if not storage.is_local(path):
         return
     folder = os.path.dirname(os.path.abspath(path.removeprefix("file://")))
@@ -447,6 +465,7 @@ def curate_from_flags(inputs: list[str]) -> str:
     files = input_files(inputs)
     platform = detect()
     saved = load(model_path, FLAGS.allow_unsafe_model)
+    check_batch(saved, FLAGS.batch_size)
     tally = Tally("the inputs", FLAGS.nonfinite, "--nonfinite")
     summary = curation.curate(saved, files, FLAGS.out, platform.replica_index,
                               platform.replica_count, FLAGS.batch_size, tally,

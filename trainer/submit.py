@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -105,7 +106,11 @@ def staged_config_url(config_path: str, staging_bucket: str, folder: str = "conf
     where they are."""
     if not storage.is_local(config_path):
         return storage.normalize(config_path)
-    digest = hashlib.sha256(storage.read_bytes(config_path)).hexdigest()[:12]
+    digest = hashlib.sha256()
+    with storage.open_read(config_path) as f:  # a model may be large: hashed as it is read
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    digest = digest.hexdigest()[:12]
     return storage.join(staging_bucket, folder, f"{digest}-{os.path.basename(config_path)}")
 
 
@@ -177,6 +182,7 @@ def build_job(args: flags.FlagValues, config_url: str, display_name: str,
                         "gs://BUCKET[/PREFIX]")
     overrides = [*args.set, *(logged.overrides() if logged else [])]
     container_args = ["--config", config_url, *[a for s in overrides for a in ("--set", s)]]
+    _check_base_output_dir(args)
     base = args.base_output_dir or storage.join(args.staging_bucket, "jobs", display_name)
     machines = machine_flags.machines(args)
     if logged and logged.tensorboard:
@@ -191,6 +197,14 @@ def build_job(args: flags.FlagValues, config_url: str, display_name: str,
     return v1.CustomJob(display_name=display_name, job_spec=spec)
 
 
+def _check_base_output_dir(args: flags.FlagValues) -> None:
+    """The job writes its outputs there, on Vertex AI: a bucket, never a path on this machine."""
+    if args.base_output_dir and not storage.normalize(args.base_output_dir).startswith("gs://"):
+        raise UserError(f"local output folder {args.base_output_dir!r}, --base_output_dir, "
+                        "expected gs://BUCKET/PATH (or /gcs/BUCKET/PATH), where the job on "
+                        "Vertex AI writes")
+
+
 # Run in the training image in place of its entry point (`python -m trainer.task`).
 PREDICT_COMMAND = ["python", "-m", "trainer.predict"]
 
@@ -200,6 +214,7 @@ def build_predict_job(args: flags.FlagValues, model_url: str, display_name: str)
     from google.cloud import aiplatform_v1 as v1
 
     container_args = ["--model", model_url, "--out", storage.normalize(args.out), *args.inputs]
+    _check_base_output_dir(args)
     base = args.base_output_dir or storage.normalize(args.out)
     spec = vertex_job.job_spec(machine_flags.machines(args), container_args, base,
                                command=PREDICT_COMMAND)
@@ -222,10 +237,16 @@ def submit(args: flags.FlagValues) -> int:
         from trainer.predict import model_file
 
         model = model_file(args.model) if storage.is_local(args.model) else args.model
+        if storage.is_local(model):  # checked here, not on the cloud after an upload
+            from trainer.outputs import modelfile
+
+            modelfile.check_inside(model)
         display_name = args.display_name or f"curate-{time.strftime('%Y%m%d-%H%M%S')}"
         local, staged = model, staged_config_url(model, args.staging_bucket or "", "models")
         job = build_predict_job(args, staged, display_name)
     else:
+        if args.gcloud_yaml:  # before anything is staged
+            storage.check_output(args.gcloud_yaml, f"--gcloud_yaml={args.gcloud_yaml}")
         cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
         preflight.check(cfg, args.config)
         display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -246,8 +267,11 @@ def submit(args: flags.FlagValues) -> int:
         print(f"experiment run: {logged.url()}")
     if args.gcloud_yaml:
         spec = json.loads(vertex_job.to_json(job))["jobSpec"]
-        with open(args.gcloud_yaml, "w") as f:
-            yaml.safe_dump(spec, f, sort_keys=False)
+        with tempfile.TemporaryDirectory() as tmp:  # published whole, as every output is
+            local_yaml = os.path.join(tmp, "job.yaml")
+            with open(local_yaml, "w") as f:
+                yaml.safe_dump(spec, f, sort_keys=False)
+            storage.put_file(local_yaml, args.gcloud_yaml)
         print(gcloud_command(args, display_name, args.gcloud_yaml))
         return 0
     created = send(job, args.project, args.region, args.api_endpoint)

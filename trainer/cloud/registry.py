@@ -51,6 +51,10 @@ def read_run(url: str) -> Run:
     if not storage.exists(storage.join(model, servable.LAST)):
         raise UserError(f"no {servable.FOLDER}/{servable.LAST} in the run, {flag}, expected a run "
                         "folder written with output.saved_model: true (the default)")
+    for rel in (servable.INFO, "metrics.json", "config.yaml"):  # the run's own, not links out
+        path = storage.join(model if rel == servable.INFO else url, rel)
+        if storage.exists(path):
+            storage.confine(path, url, f" ({flag})")
     info = _json(storage.join(model, servable.INFO), flag)
     metrics = _json(storage.join(url, "metrics.json"), flag) if storage.exists(
         storage.join(url, "metrics.json")) else {}
@@ -150,6 +154,7 @@ def copy_saved_model(run: Run, dest: str) -> None:
     local = run.saved_model.removeprefix("file://")
     try:
         for rel in servable.files(local):
+            storage.confine(os.path.join(local, rel), local, f" (--upload_model={run.url})")
             storage.put_file(os.path.join(local, rel), storage.join(dest, *rel.split(os.sep)))
     except OSError as exc:  # no such bucket, or no permission to write there
         raise UserError(f"cannot copy the run's saved_model/ ({type(exc).__name__}: "

@@ -9,6 +9,7 @@ and keeps its bit depth the same way in training and in prediction.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -63,8 +64,11 @@ def open_image(data: bytes, where: str) -> Image.Image:
         raise UserError(f"cannot decode image (not a {' or '.join(FORMATS)} file), {where}, "
                         f"{EXPECTED}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UserError(f"image too large ({_reason(exc)}), {where}, expected at most "
-                        f"{MAX_PIXELS} pixels") from None
+        # Pillow's text names its own threshold (twice ours for the error): only its count
+        count = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{count.group(1)} pixels" if count else f"more than {MAX_PIXELS} pixels"
+        raise UserError(f"image too large ({size}), {where}, expected at most {MAX_PIXELS} "
+                        "pixels") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise UserError(f"cannot decode image ({_reason(exc)}), {where}, {EXPECTED}") from None
     width, height = img.size

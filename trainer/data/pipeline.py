@@ -216,6 +216,20 @@ class Buffers:
         return len(self._pool)
 
 
+def window_buffers(view: View, opts: PipelineOptions, rows: int) -> Buffers:
+    """The pool of a pass's window buffers, each of `rows` rows, or of the view's rows where it
+    has fewer (a window never holds more); checked against the memory there is before any is
+    made, so samples of a huge declared shape end in one line, not in an allocation error."""
+    from trainer.runtime import memory
+
+    rows = max(1, min(rows, len(view)))
+    memory.check_fits(rows * 4 * int(np.prod(view.stored_shape)),
+                      f"a read window of {rows} samples of shape {tuple(view.stored_shape)} in "
+                      "float32", f"{view.name} (data.shuffle_block={opts.block}, "
+                      f"train.batch_size={opts.batch_size})")
+    return Buffers(view.stored_shape, rows)
+
+
 def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
             buffers: Optional[Buffers] = None, tally: Optional[Tally] = None,
             share: Share = WHOLE, rows_read: Optional[RowsRead] = None
@@ -233,7 +247,7 @@ def windows(view: View, y: np.ndarray, opts: PipelineOptions, epoch: int,
     rows, batch = window_rows(view, opts), opts.batch_size // share.pipelines  # rows a step
     plan = plan_windows(blocks, rows, batch)
     if buffers is None:
-        buffers = Buffers(view.stored_shape, rows + opts.block + batch)
+        buffers = window_buffers(view, opts, rows + opts.block + batch)
     with ThreadPoolExecutor(max(1, opts.threads)) as pool:
 
         def start(w: int):
@@ -291,7 +305,7 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
     # Windows hold rows as the files store them; channel-first rows are turned per batch below.
     signature = (tf.TensorSpec((None, *view.stored_shape), tf.float32), label_spec)
     batch = opts.batch_size
-    buffers = Buffers(view.stored_shape, window_rows(view, opts) + opts.block + batch)
+    buffers = window_buffers(view, opts, window_rows(view, opts) + opts.block + batch)
     channels_first = view.source.channels_first
     tally = Tally(split or view.name, opts.nonfinite)  # one for all epochs: logged once
     pieces = share.local_replicas  # batches a step: one per replica this pipeline feeds

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from trainer import storage
+from trainer.storage import hdf5
 from trainer.config import DataConfig
 from trainer.data import images, tfrecords
 from trainer.data.labels import is_number
@@ -100,34 +101,6 @@ def read_npy(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list
     return shards
 
 
-def _stored_inside(handle: h5py.File, key: str, path: str) -> None:
-    """Refuse a dataset whose bytes live outside the file: reached through an external link,
-    virtual (mapped from other files), or with external raw storage (`external=[...]`, any
-    host file). Each would let a data file make the job read, train on and show in its report
-    whatever file it names."""
-    parts = [p for p in key.split("/") if p]
-    for i in range(len(parts)):  # a link anywhere along the path, before h5py follows it
-        name = "/".join(parts[:i + 1])
-        if isinstance(handle.get(name, getlink=True), h5py.ExternalLink):
-            raise UserError(f"dataset {key!r} is an external link ({name!r} points into another "
-                            f"file), {path}, expected datasets stored inside the file")
-        if handle.get(name, getlink=True) is None:
-            return
-    item = handle.get(key)
-    if not isinstance(item, h5py.Dataset):
-        return
-    if item.file.id.fileno != handle.id.fileno:  # a soft link into an external link's file
-        raise UserError(f"dataset {key!r} lies in another file, {path}, expected datasets stored "
-                        "inside the file")
-    if item.is_virtual:
-        raise UserError(f"dataset {key!r} is virtual (mapped from other files), {path}, expected "
-                        "datasets stored inside the file")
-    if item.id.get_create_plist().get_external_count():
-        raise UserError(f"dataset {key!r} has external storage (its bytes are in "
-                        f"{item.id.get_create_plist().get_external(0)[0].decode(errors='replace')!r}"
-                        f"), {path}, expected datasets stored inside the file")
-
-
 def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> list[Shard]:
     """Named datasets `data.x_key` / `data.y_key`; images are sliced lazily from the file."""
     shards = []
@@ -138,8 +111,7 @@ def read_hdf5(paths: list[str], data: DataConfig, spec: images.ImageSpec) -> lis
         except OSError as exc:
             raise UserError(f"cannot open HDF5 file ({str(exc).splitlines()[0]}), {path}, expected "
                             "an HDF5 file") from None
-        for key in (data.x_key, data.y_key, data.group_key):
-            _stored_inside(handle, key, path)
+        hdf5.check_inside(handle, path, (data.x_key, data.y_key, data.group_key))
         for key in (data.x_key, data.y_key):
             if not isinstance(handle.get(key), h5py.Dataset):
                 raise UserError(f"dataset {key!r} missing, {path}, expected datasets "
@@ -190,11 +162,11 @@ def _file_shard(files: list[str], labels: np.ndarray, spec: images.ImageSpec, wh
     def load(i: int, spec: images.ImageSpec) -> np.ndarray:
         path = files[i]
         if path.lower().endswith(".npy"):
-            a = array_from_bytes(storage.read_bytes(path), path)
+            a = array_from_bytes(storage.read_bytes(path, what="an array"), path)
             if a.dtype.kind not in "biuf":
                 raise UserError(f"array of dtype {a.dtype}, {path}, expected a numeric .npy array")
             return (a[..., np.newaxis] if a.ndim == 2 else a).astype(np.float32)
-        img = images.open_image(storage.read_bytes(path), path)
+        img = images.open_image(storage.read_bytes(path, what="an image"), path)
         size = (img.height, img.width)
         if spec.size is not None and size != tuple(spec.size):
             resized[i] = size  # one entry per file: re-reads in later epochs do not add

@@ -152,11 +152,14 @@ def _load_mat_hdf5(data: bytes, path: str) -> dict[str, MatValue]:
     """A v7.3 MAT-file's top-level variables. MATLAB stores arrays column-major, so h5py sees
     each one transposed; a cell is a dataset of references into `#refs#`, a struct a group of
     its fields, text uint16 character codes. Bytes outside the file (links, external storage)
-    are refused as for HDF5 data (`trainer.data.readers`)."""
+    are refused as for HDF5 data (`trainer.storage.hdf5`)."""
     import h5py
+
+    from trainer.storage.hdf5 import check_inside
 
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
+            check_inside(f, path)  # every object, cells' `#refs#` too, before a byte is read
             return {key: _from_hdf5(f, key, path, 0) for key in f if not key.startswith("#")}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
@@ -166,12 +169,9 @@ def _load_mat_hdf5(data: bytes, path: str) -> dict[str, MatValue]:
 def _from_hdf5(f, name: str, path: str, depth: int) -> MatValue:
     import h5py
 
-    from trainer.data.readers import _stored_inside
-
     if depth > 8:
         raise UserError(f"variable {name!r} nests cells or structs more than 8 deep, {path}, "
                         "expected label vectors")
-    _stored_inside(f, name, path)
     item = f[name]
     kind = item.attrs.get("MATLAB_class", b"")
     kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)

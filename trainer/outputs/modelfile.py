@@ -32,6 +32,7 @@ from typing import Any, Iterator, Optional
 import h5py
 
 from trainer import storage
+from trainer.storage import hdf5
 from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
 from trainer.models import CUSTOM_OBJECTS, resolve_builder
@@ -77,11 +78,31 @@ def _known(class_name: str) -> bool:
         keras.layers, keras.initializers, keras.regularizers, keras.constraints))
 
 
+# A model file is read by Keras into memory; larger than this is no model this package wrote.
+MODEL_LIMIT = 8 << 30
+
+
+def check_inside(local: str, where: Optional[str] = None) -> None:
+    """Refuse a model file that is not a regular file, is too large, or whose datasets are kept
+    outside it (HDF5 external storage, links, virtual datasets: `storage.hdf5`), which Keras
+    would read as weights. Runs whatever `--allow_unsafe_model` says."""
+    path = where or local
+    storage.check_regular(local)
+    storage.check_size(path, os.stat(local).st_size, MODEL_LIMIT, "a model file")
+    try:
+        with h5py.File(local, "r") as f:
+            hdf5.check_inside(f, path)
+    except OSError as exc:
+        raise UserError(f"cannot open model ({str(exc).splitlines()[0]}), {path}, expected a "
+                        "model.h5 written by this package") from None
+
+
 def check(path: str, where: Optional[str] = None) -> None:
     """Refuse a model whose layers carry code or are not known to Keras, naming the layer and
     the opt-in flag that skips this check. Messages name `where` (default: the local `path`)."""
     flag = OPT_IN_FLAG
     local, path = path, where or path
+    check_inside(local, path)
     try:
         with h5py.File(local, "r") as f:
             text = f.attrs.get("model_config")
@@ -200,13 +221,15 @@ def load(path: str, allow_unsafe: bool = False) -> tuple[keras.Model, dict]:
     if not storage.is_local(path):
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "model.h5")
-            storage.get_file(path, local)
+            storage.get_file(path, local, MODEL_LIMIT, "a model file")
             return _load_local(local, allow_unsafe, path)
     return _load_local(path, allow_unsafe, path)
 
 
 def _load_local(local: str, allow_unsafe: bool, path: str) -> tuple[keras.Model, dict]:
-    if not allow_unsafe:
+    if allow_unsafe:
+        check_inside(local, path)  # code is the user's to trust; reading other files is not
+    else:
         check(local, path)
     try:
         with h5py.File(local, "r") as f:

@@ -218,21 +218,67 @@ def confine(path: str, root: str, context: str = "") -> None:
                         f"{os.path.realpath(_local(root))}{context}")
 
 
-def read_bytes(path: str) -> bytes:
+# Files read whole are refused above these sizes (and above the memory there is), by their size
+# before a byte is read: a damaged or hostile file cannot take the machine's memory.
+READ_LIMIT = 1 << 30  # an image, a single-array .npy, a .mat of labels
+TEXT_LIMIT = 256 << 20  # a CSV manifest, a JSON or YAML file
+CONFIG_LIMIT = 16 << 20  # a config: a few kilobytes in practice
+
+
+def _size_text(nbytes: int) -> str:
+    if nbytes >= 2**30:
+        return f"{nbytes} bytes ({nbytes / 2**30:.3g} GiB)"
+    return f"{nbytes} bytes ({nbytes / 2**20:.3g} MiB)" if nbytes >= 2**20 else f"{nbytes} bytes"
+
+
+def _bound(limit: int, what: str) -> tuple[int, str]:
+    """The bound on a file read whole: `limit`, or the memory there is where that is less."""
+    from trainer.runtime import memory
+
+    have = memory.available()
+    return (limit, what) if limit <= have else (have, "the memory available")
+
+
+def check_size(path: str, size: int, limit: int, what: str = "a file read whole") -> None:
+    """Refuse a file of `size` bytes over `limit`, or over the memory this process may use."""
+    bound, why = _bound(limit, what)
+    if size > bound:
+        raise UserError(f"file too large ({_size_text(size)}), {path}, expected at most "
+                        f"{_size_text(bound)} for {why}")
+
+
+def read_bytes(path: str, limit: int = READ_LIMIT, what: str = "a file read whole") -> bytes:
+    """A whole file, refused when over `limit` (or the memory there is): a local file by its
+    size before a byte is read, a remote one after at most one byte more than the bound."""
     if is_local(path):
         with os.fdopen(_open_regular(path), "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            check_size(path, size, limit, what)
+            data = f.read(size)  # no more than was checked, should the file grow meanwhile
+            if f.read(1):
+                raise UserError(f"file grew while it was read, {path}, expected a finished file")
+            return data
     fs, p = _fs(path)
+    bound, why = _bound(limit, what)
     try:
         with _fetching("reading", path):
-            return fs.cat_file(p, **_limit(fs))
+            try:
+                data = fs.cat_file(p, start=0, end=bound + 1, **_limit(fs))
+            except Exception as exc:  # noqa: BLE001 - one answer is handled, others re-raised
+                if getattr(exc, "code", None) != 416:
+                    raise
+                data = b""  # an empty object has no byte 0 to range over (HTTP 416)
     except IsADirectoryError:
         raise UserError(f"path is a directory, {path}, expected a file") from None
+    if len(data) > bound:
+        raise UserError(f"file too large (more than {_size_text(bound)}), {path}, expected at "
+                        f"most {_size_text(bound)} for {why}")
+    return data
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, limit: int = TEXT_LIMIT, what: str = "a text file") -> str:
     try:
-        return read_bytes(path).decode("utf-8")
+        return read_bytes(path, limit, what).decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"file is not UTF-8 text, {path}, expected a text file") from None
 
@@ -408,6 +454,12 @@ def _copy_rows(path, starts, offsets, size, dest, dest_offsets) -> int:
     return done
 
 
+# Names of files, not folders: a folder named so is a mistake (refused, naming it, rather than
+# searched, which would end in a message about whatever file lies inside).
+FILE_SUFFIXES = (".npz", ".npy", ".h5", ".hdf5", ".tfrecord", ".tfrecords", ".csv", ".png", ".jpg",
+                 ".jpeg", ".tif", ".tiff", ".mp4", ".avi", ".mat", ".yaml", ".yml", ".json")
+
+
 def expand(patterns: Union[str, Iterable[str]], what: str,
            skip: Optional[Callable[[str], bool]] = None) -> list[str]:
     """Resolve paths and globs to a sorted list of files; each pattern must match something.
@@ -425,6 +477,10 @@ def expand(patterns: Union[str, Iterable[str]], what: str,
                 root = _glob_root(p)
                 matches = sorted(m for m in fs.glob(p, **limit) if fs.isfile(m, **limit))
             elif fs.isdir(p, **limit):
+                if p.rstrip("/").lower().endswith(FILE_SUFFIXES):  # not a folder of such files
+                    suffix = os.path.splitext(p.rstrip("/"))[1]
+                    raise UserError(f"path is a directory, {what}={pattern}, expected a {suffix} "
+                                    f"file (a folder of files is named without {suffix})")
                 root = p
                 matches = _walk(p) if is_local(pattern) else sorted(fs.find(p, **limit))
             elif fs.exists(p, **limit):
@@ -583,20 +639,48 @@ def _umask() -> int:
     return mask
 
 
+def check_output(dest: str, what: str = "") -> None:
+    """Refuse a local output name that holds anything but a regular file (links followed): a
+    device, a named pipe, a socket, a folder. Publishing renames a finished file onto the name,
+    which would replace `/dev/full` itself with a regular file, or swallow the output in a
+    pipe. An absent name (or a link to nothing) is fine. `what` names it (`--csv=...`)."""
+    if not is_local(dest):
+        return
+    try:
+        mode = os.stat(_local(dest)).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise UserError(f"cannot look at the output ({exc.strerror}), {what or dest}, expected a "
+                        "file name in a folder this process can write to") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = "a directory" if stat.S_ISDIR(mode) else _kind(mode)
+    raise UserError(f"output is {kind}, {what or dest}, expected a regular file or a new file "
+                    "name (devices, pipes, sockets and folders are never written over)")
+
+
 def put_file(local_path: str, dest: str) -> None:
-    """Copy a finished local file to `dest` whole; readers never see a partial file."""
+    """Copy a finished local file to `dest` whole; readers never see a partial file. A local
+    `dest` must be a regular file or absent (`check_output`)."""
     dest = normalize(dest)
     if is_local(dest):
         dest = dest.removeprefix("file://")
+        check_output(dest)
         if os.path.abspath(local_path) == os.path.abspath(dest):
             return
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"output folder is not a folder, {os.path.dirname(dest)}, expected a "
+                            "folder, or a name where one can be made") from None
         fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(os.path.abspath(dest)))
         os.close(fd)
         try:
             # mkstemp makes it private (0600); a run folder may be shared, as the umask says
             os.chmod(tmp, 0o666 & ~_umask())
             shutil.copyfile(local_path, tmp)
+            check_output(dest)  # again, just before: nothing swapped in meanwhile
             os.replace(tmp, dest)
         except BaseException as exc:
             if os.path.exists(tmp):
@@ -651,9 +735,12 @@ def _gcs_upload_with_md5(fs, local_path: str, path: str, timeout=None) -> None:
     fs.invalidate_cache(path)
 
 
-def get_file(src: str, local_path: str) -> None:
+def get_file(src: str, local_path: str, limit: Optional[int] = None, what: str = "") -> None:
+    """Download `src` to `local_path`; with `limit`, refused first when larger (`check_size`)."""
     fs, p = _fs(src)
     with _fetching("downloading", src):
+        if limit is not None:
+            check_size(src, int(fs.size(p, **_limit(fs)) or 0), limit, what)
         fs.get_file(p, local_path, **_limit(fs))
 
 
