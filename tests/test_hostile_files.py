@@ -78,7 +78,8 @@ def test_the_file_flags_are_found_from_the_definitions():
     flags = {(f["command"], f["flag"]): f for f in file_flags()}
     known_inputs = [("trainer.task", "config"), ("trainer.predict", "model"),
                     ("trainer.predict", ARGS), ("trainer.convert", "video"),
-                    ("trainer.convert", "labels"), ("trainer.compare", ARGS),
+                    ("trainer.convert", "labels"), ("trainer.convert", "like"),
+                    ("trainer.compare", ARGS),
                     ("trainer.tune.__main__", "space"), ("trainer.submit", "config"),
                     ("trainer.submit", "upload_model")]
     known_outputs = [("trainer.task", "output_dir"), ("trainer.predict", "csv"),

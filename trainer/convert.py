@@ -58,8 +58,8 @@ flags.DEFINE_multi_string("labels", [], "MATLAB .mat file with one label per vid
 flags.DEFINE_string("labels_key", None, "Variable in --labels holding the labels (default: "
                     "the only one, or those named after the videos).", flag_values=FLAGS)
 flags.DEFINE_string("like", None, "Earlier shards (their manifest.json or its folder) or a run "
-                    "folder: write shards of the same format, image size and colour, which "
-                    "train together with them.", flag_values=FLAGS)
+                    "folder, read for their format, image size and colour: the new shards take "
+                    "them, so that both train together.", flag_values=FLAGS)
 
 
 CHUNK = 256  # rows per read: the unit of streaming
