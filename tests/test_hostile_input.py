@@ -202,9 +202,13 @@ def test_a_model_built_by_this_package_passes_the_check_and_nothing_hides_in_it(
     assert saved.class_names == ["a", "b"] and saved.input_shape == (8, 8, 1)
     with h5py.File(path, "a") as f:  # a Lambda where no layer list is: inside an initializer
         arch = json.loads(f.attrs["model_config"])
-        body = next(layer for layer in arch["config"]["layers"]
-                    if layer["class_name"] == "Sequential")  # the architecture, nested
-        dense = next(layer for layer in body["config"]["layers"] if layer["class_name"] == "Dense")
+
+        def layers(config):  # every layer, nested models' too (model.h5 is written flat)
+            for layer in config["config"].get("layers", []):
+                yield layer
+                yield from layers(layer)
+
+        dense = next(layer for layer in layers(arch) if layer["class_name"] == "Dense")
         dense["config"]["kernel_initializer"] = {"class_name": "Lambda", "config": {
             "name": "hidden", "function": ["4wAAAAAAAAAA", None, None], "function_type": "lambda"}}
         f.attrs["model_config"] = json.dumps(arch)

@@ -185,6 +185,7 @@ def test_time_and_throughput_figures_agree_everywhere_and_span_a_resume(tmp_path
     run_job(tmp_path, *common, "train.epochs=2")
     run = tmp_path / "r"
     first = json.loads((run / "metrics.json").read_text())["training"]
+    caplog.clear()  # the resumed session's lines alone
     with caplog.at_level(logging.INFO, logger="trainer"):
         run_job(tmp_path, *common, "train.epochs=4")  # resumes after epoch 2
     training = json.loads((run / "metrics.json").read_text())["training"]
