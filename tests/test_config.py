@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import os
 import re
@@ -134,7 +135,7 @@ def test_image_size_decided_by_the_data_is_recorded():
 def test_format_names_come_from_the_one_registry():
     from trainer.data import formats
 
-    field = {f.name: f for f in config.dataclasses.fields(config.DataConfig)}["format"]
+    field = {f.name: f for f in dataclasses.fields(config.DataConfig)}["format"]
     assert field.metadata["choices"] == formats.names()
     assert {"npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"} == set(formats.names())
     for name, entry in formats.FORMATS.items():  # each entry names a reader that exists
