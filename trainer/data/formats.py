@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
-    from trainer.config import DataConfig
     from trainer.data.images import ImageSpec
     from trainer.data.source import Shard
 
-# files (expanded from data.train/val/test), the data config, the image size and colour asked
-# for -> the shards of those files
-Reader = Callable[[list[str], "DataConfig", "ImageSpec"], list["Shard"]]
+# files (expanded from data.train/val/test), the config's data section (its `DataConfig`, not
+# named here: the config imports this module, which stays below it), the image size and colour
+# asked for -> the shards of those files
+Reader = Callable[[list[str], Any, "ImageSpec"], list["Shard"]]
 
 
 @dataclass(frozen=True)
