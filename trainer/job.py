@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import storage
+from trainer import models, storage
 from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
@@ -55,6 +55,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     devices.seed_everything(config.train.seed,
                            devices.deterministic(config.train.deterministic, devices.accelerators()))
+    models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
     run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
                      chief=platform.is_chief)
     try:

@@ -168,9 +168,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _doc(
-        "A registered architecture (`contact_cnn`, `hexagonal_cnn`, `raccoon`, `penguin`, "
-        "`shapes_cnn`, `blueprint_cnn`, `tiny_cnn`) or `package.module:function`, your own builder "
-        "called as `function(input_shape, num_outputs, **params)`.",
+        "A registered architecture (the table under [Models](#models), listed from the "
+        "registry) or `package.module:function`, your own builder called as "
+        "`function(input_shape, num_outputs, **params)`. Checked, with its parameters, before "
+        "any data is read.",
         default="shapes_cnn",
     )
     dropout: Optional[float] = _doc(
