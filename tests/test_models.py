@@ -223,3 +223,14 @@ def test_the_model_list_is_the_registry():
     doc = {key: f for key, f, _ in config.leaves()}["model.name"].metadata["doc"]
     assert not [name for name in models.REGISTRY if name in doc]
 
+
+def test_every_loss_and_metric_the_config_accepts_is_one_keras_knows():
+    """The config checks `train.loss` and `train.metrics` when it loads, against the names that
+    fit the task; compiling checks nothing more, so each of those names must resolve."""
+    from trainer.kerasflavor import keras
+
+    for task in ("classification", "regression"):
+        for name in config.TASK_LOSSES[task]:
+            assert name in models.CUSTOM_OBJECTS or callable(keras.losses.get(name)), name
+        for name in config.TASK_METRICS[task]:
+            assert keras.metrics.get(name) is not None, name

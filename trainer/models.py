@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from trainer.config import DEFAULT_LOSS, Config, ModelConfig
+from trainer.config import Config, ModelConfig
 from trainer.errors import UserError
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
@@ -402,19 +402,8 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
     scale = target_scale(model)
-    # Keras resolves names lazily, at the first batch; check them now so a typo fails at once.
-    for kind, names, lookup in (("train.loss", [loss_name], keras.losses.get),
-                                ("train.metrics", metrics, keras.metrics.get)):
-        for item in names:
-            if item in CUSTOM_OBJECTS:
-                continue
-            try:
-                lookup(item)
-            except ValueError:
-                raise UserError(f"unknown name {item!r}, {kind}, expected a Keras "
-                                f"{kind.split('.')[1].rstrip('s')} name such as "
-                                f"{DEFAULT_LOSS[config.task] if kind == 'train.loss' else 'accuracy, mae'}"
-                                ) from None
+    # The names were checked when the config loaded: only those that fit the task, each one
+    # Keras knows (config.TASK_LOSSES, TASK_METRICS; a test resolves every one of them).
     if scale is not None and loss_name not in RELATIVE_LOSSES:
         loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
     try:
