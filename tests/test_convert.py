@@ -156,7 +156,7 @@ def test_video_frames_are_sized_and_coloured_as_image_files_are(tmp_path):
             buf = io.BytesIO()
             frame.to_image().save(buf, format="PNG")
             pngs.append(buf.getvalue())
-    spec = images.spec_from_config(config.data.image_size, config.data.color)
+    spec = images.spec_from_config(config.data)
     expected = np.stack([images.decode(png, spec, "frame.png") for png in pngs])
     assert x.dtype == np.uint8 and x.shape == (3, 12, 10, 1)
     np.testing.assert_array_equal(x, expected)

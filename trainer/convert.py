@@ -235,8 +235,7 @@ def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: 
     from trainer.data import video
 
     segments = video.label_segments(videos, [labels] if isinstance(labels, str) else labels, key)
-    spec = video.settled(segments, images.spec_from_config(config.data.image_size,
-                                                           config.data.color))
+    spec = video.settled(segments, images.spec_from_config(config.data))
     return {"train": video.frames(segments, spec, CHUNK, sizes)}
 
 

@@ -62,7 +62,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
         if config.data.image_size is not None:  # before any image is decoded to that size
-            channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
+            channels = config.data.channel_count() or 1  # `auto`: at least one
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")
         splits = load_splits(config)
         _check_batch(config, tuple(splits.input_shape), "the data")

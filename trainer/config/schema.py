@@ -111,7 +111,8 @@ class DataConfig:
         "(empty: 32x32).", default=None, length=2, min=1, max=16384
     )
     color: str = _doc(
-        "Channels of images from files: `grey` (1), `rgb` (3) or `auto` (as the first image).",
+        "Channels of the images: `grey` (1), `rgb` (3) or `auto` (as the first image; the "
+        "generated `shapes` are RGB).",
         default="auto", choices=("auto", "grey", "rgb"),
     )
     path_column: str = _doc("`csv`: the column holding file paths (relative to the CSV file, or "
@@ -163,6 +164,12 @@ class DataConfig:
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
+
+    def channel_count(self) -> Optional[int]:
+        """The channels of the images, where the config decides them: 1 for `color: grey`, 3
+        for `rgb`; for `auto`, the format's own (the generated `shapes` are RGB), else None:
+        the first image decides."""
+        return {"grey": 1, "rgb": 3}.get(self.color, formats.FORMATS[self.format].channels)
 
 
 @dataclass(frozen=True)

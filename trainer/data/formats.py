@@ -33,6 +33,7 @@ class Format:
     # The image size it makes when data.image_size is empty (data that it draws itself); None:
     # the first image decides.
     image_size: Optional[tuple[int, int]] = None
+    channels: Optional[int] = None  # the channels of the images it makes; None: the data's own
 
 
 FORMATS: dict[str, Format] = {
@@ -55,7 +56,7 @@ FORMATS: dict[str, Format] = {
     "shapes": Format("trainer.data.demo:read_shapes",
                      "the generated demo set of circles, squares and triangles",
                      no_groups="the generated demo set has none",
-                     reads_files=False, image_size=(32, 32)),
+                     reads_files=False, image_size=(32, 32), channels=3),
 }
 
 
