@@ -40,10 +40,7 @@ from trainer.data.stats import RunningStats
 from trainer.errors import UserError
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "YAML config whose data section names the input.",
-                    flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).",
-                          flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The YAML config file whose data section names the input.")
 flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.",
                     flag_values=FLAGS)
 flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write (default: "
