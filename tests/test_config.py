@@ -348,7 +348,10 @@ def test_overlapping_row_ranges_of_the_same_files_are_refused(data, overlap):
     {"train_rows": [0, 100], "val_rows": [100, 120], "test_rows": [120, 130]},
 ])
 def test_disjoint_row_ranges_load(data):
-    config.from_dict({"data": {"format": "npz", "train": "t.npz", **data}})
+    """Disjoint ranges load as given, and a split given rows is read from them, not carved."""
+    cfg = config.from_dict({"data": {"format": "npz", "train": "t.npz", **data}})
+    assert {k: getattr(cfg.data, k) for k in data} == data
+    assert config.carved_splits(cfg.data) == []
 
 
 @pytest.mark.parametrize("task, train, key, name", [

@@ -236,12 +236,6 @@ def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: 
     return {"train": video.frames(segments, spec, CHUNK, sizes)}
 
 
-def config_mod_load(overrides: Sequence[str], path: Optional[str] = None) -> Config:
-    from trainer import config as config_mod
-
-    return config_mod.load(path, overrides)
-
-
 @dataclass(frozen=True)
 class Like:
     """What `--like` asks of new shards: the format, compression and sample shape of earlier
