@@ -22,7 +22,6 @@ from trainer.config.values import check_value, shown
 from trainer.errors import UserError
 
 
-
 def load(path: Optional[str] = None, overrides: typing.Sequence[str] = (),
          output_dir: Optional[str] = None) -> Config:
     """Build the run's config from an optional YAML file (any storage path) and `--set` overrides."""
@@ -43,7 +42,7 @@ def load_raw(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
     raw: dict = {}
     source = "--set" if overrides else "the built-in demo config"
     if path:
-        from trainer import storage
+        from trainer import storage  # here: a config without a file loads without numpy
 
         source = path
         raw = parse_yaml(storage.read_text(path, storage.CONFIG_LIMIT, "a config"), source)

@@ -28,6 +28,8 @@ _REPR.maxlevel = 3
 
 
 def check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: str) -> Any:
+    """`value` as key `key` of type `kind` takes it, checked against its field's metadata
+    (`choices`, `words`, `length`, `min`/`max`, `pattern`); the first problem is a UserError."""
     if kind is str and value is False and "off" in (meta.get("choices") or ()):
         value = "off"  # YAML 1.1 reads a bare `off` as false
     value = coerce(value, kind, key, source)
@@ -51,6 +53,7 @@ def check_value(value: Any, kind: Any, meta: typing.Mapping, key: str, source: s
 
 
 def check_range(value: Any, meta: typing.Mapping, key: str, source: str) -> None:
+    """A number is finite and within the field's `min` (or above, `exclusive_min`) and `max`."""
     low, high = meta.get("min"), meta.get("max")
     if isinstance(value, float) and not math.isfinite(value):
         raise invalid(value, key, source, "a finite number")
@@ -63,10 +66,12 @@ def check_range(value: Any, meta: typing.Mapping, key: str, source: str) -> None
 
 
 def invalid(value: Any, key: str, source: str, expected: str) -> UserError:
+    """The one wording of a bad value, for every check of the config."""
     return UserError(f"invalid value {shown(value)} for '{key}', {source}, expected {expected}")
 
 
 def check_choice(value: Any, choices: Optional[tuple], key: str, source: str) -> None:
+    """`value` is one of `choices` (when there are any); the error names the nearest."""
     # `True == 1`, so compare types too: `jit_compile: 1` is not `true`.
     if choices and not any(value == c and type(value) is type(c) for c in choices):
         names = [yaml.safe_dump(c).split("\n")[0] if isinstance(c, bool) else c for c in choices]
@@ -76,6 +81,7 @@ def check_choice(value: Any, choices: Optional[tuple], key: str, source: str) ->
 
 
 def type_name(kind: Any) -> str:
+    """A field's type in words (`a list of a string`, `an integer or a string`)."""
     origin = typing.get_origin(kind)
     if origin in (Union, types.UnionType):
         names = [type_name(a) for a in typing.get_args(kind) if a is not type(None)]
@@ -87,6 +93,8 @@ def type_name(kind: Any) -> str:
 
 
 def coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+    """`value` as type `kind` (an Optional, a Union, a list of a type): exactly that type, never
+    a silent conversion, but for the YAML quirks users do not mean (`1e-3` read as a string)."""
     origin = typing.get_origin(kind)
     if origin in (Union, types.UnionType):
         args = typing.get_args(kind)
