@@ -98,3 +98,36 @@ def test_bad_command_lines_are_one_redacted_error_line_and_status_2(capsys, argv
     err = capsys.readouterr().err
     assert err.startswith("error: " + message) and len(err.splitlines()) == 1, err
     assert "hunter22secret" not in err
+
+
+def test_every_command_that_takes_a_config_takes_it_one_way():
+    """`--config` and `--set` are defined once (cli.define_config_flags): every command that
+    takes a config lists them among its own flags and reads them alike, and no command defines
+    them itself."""
+    import importlib
+    import os
+    import re
+
+    from conftest import ROOT
+
+    taking = [m for m, names in COMMANDS.items() if "config" in names]
+    tools = 0
+    for module in {"trainer.tune.__main__" if m == "trainer.tune" else m for m in taking}:
+        command = importlib.import_module(module)
+        if not hasattr(command, "FLAGS"):  # a wrapper of trainer.task, with its flags
+            continue
+        tools += 1
+        own = {f.name for f in command.FLAGS.flags_by_module_dict().get(module, [])}
+        assert {"config", "set"} <= own, module
+        command.FLAGS(["prog", "--config", "c.yaml", "--set", "a=1", "--set=b.c=[2, 3]"])
+        assert command.FLAGS.config == "c.yaml" and command.FLAGS.set == ["a=1", "b.c=[2, 3]"]
+        assert command.FLAGS["set"].help.startswith("Override one config key, e.g. --set ")
+        command.FLAGS.unparse_flags()
+    defined = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "trainer")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name)) as f:
+                    text = f.read()
+                defined += [name] * len(re.findall(r'DEFINE_\w+\(\s*"(?:config|set)"', text))
+    assert tools == 5 and defined == ["cli.py", "cli.py"]

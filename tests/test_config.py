@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import os
 import re
@@ -134,7 +135,7 @@ def test_image_size_decided_by_the_data_is_recorded():
 def test_format_names_come_from_the_one_registry():
     from trainer.data import formats
 
-    field = {f.name: f for f in config.dataclasses.fields(config.DataConfig)}["format"]
+    field = {f.name: f for f in dataclasses.fields(config.DataConfig)}["format"]
     assert field.metadata["choices"] == formats.names()
     assert {"npz", "npy", "tfrecord", "image_folder", "csv", "hdf5", "shapes"} == set(formats.names())
     for name, entry in formats.FORMATS.items():  # each entry names a reader that exists
@@ -347,7 +348,10 @@ def test_overlapping_row_ranges_of_the_same_files_are_refused(data, overlap):
     {"train_rows": [0, 100], "val_rows": [100, 120], "test_rows": [120, 130]},
 ])
 def test_disjoint_row_ranges_load(data):
-    config.from_dict({"data": {"format": "npz", "train": "t.npz", **data}})
+    """Disjoint ranges load as given, and a split given rows is read from them, not carved."""
+    cfg = config.from_dict({"data": {"format": "npz", "train": "t.npz", **data}})
+    assert {k: getattr(cfg.data, k) for k in data} == data
+    assert config.carved_splits(cfg.data) == []
 
 
 @pytest.mark.parametrize("task, train, key, name", [
@@ -403,3 +407,17 @@ def test_a_left_out_validation_split_has_no_val_quantities_to_monitor():
     with pytest.raises(UserError, match=r"'train.monitor', .*expected one of loss, accuracy$"):
         config.from_dict({"data": {"format": "npz", "train": "t/*.npz", "validation_split": 0},
                           "train": {"monitor": "val_acc"}})
+
+
+def test_the_config_package_is_in_no_import_circle():
+    """The config sits below everything that reads it: none of its modules imports one that
+    imports it back, not even for type checking or inside a function."""
+    import import_graph
+
+    graph = import_graph.edges()
+    assert {"trainer.config.schema", "trainer.config.loading", "trainer.data.formats"} <= set(graph)
+    assert "trainer.data.formats" in graph["trainer.config.schema"]  # the graph sees the edge
+    touching = [c for c in import_graph.circles() if any(m.startswith("trainer.config") for m in c)]
+    assert touching == []
+    # the package's own modules import one another one way: schema at the bottom
+    assert not any(m.startswith("trainer.config") for m in graph["trainer.config.schema"])

@@ -12,7 +12,7 @@ import scipy.io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer import convert, predict
+from trainer import config, convert, predict
 from trainer.data import images, load_splits, video
 from trainer.errors import UserError
 
@@ -64,7 +64,7 @@ def test_videos_and_mat_labels_become_shards(tmp_path):
     manifest = convert.convert(
         convert.video_splits([str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")],
                              str(tmp_path / "labels.mat"), None,
-                             convert.config_mod_load(["data.color=grey", "data.image_size=[16, 16]"])),
+                             config.load(None, ["data.color=grey", "data.image_size=[16, 16]"])),
         str(tmp_path / "out"), "npz", shard_size=8)
     assert manifest["splits"]["train"]["count"] == 11 and manifest["sample_shape"] == [16, 16, 1]
     assert manifest["class_names"] == ["0", "1"]
@@ -85,9 +85,9 @@ def test_frames_keep_their_video_as_group_through_every_conversion(tmp_path):
                    "--shard_size", "5", module="trainer.convert")
     assert proc.returncode == 0, proc.stderr
     assert "train: 12 samples in 3 shards from 3 groups" in proc.stdout
-    cfg = convert.config_mod_load(["data.format=tfrecord", f"data.train={tmp_path}/tf/train-*",
-                                   "data.split_by=group", "data.validation_split=0.34",
-                                   "data.test_split=0.34"])
+    cfg = config.load(None, ["data.format=tfrecord", f"data.train={tmp_path}/tf/train-*",
+                             "data.split_by=group", "data.validation_split=0.34",
+                             "data.test_split=0.34"])
     splits = load_splits(cfg)
     for part in (splits.train, splits.val, splits.test):  # one whole video each
         assert len(part) == 4 and len(set(part.view.groups)) == 1
@@ -123,8 +123,8 @@ def _peak_converting(tmp_path, n):
     np.save(folder / "x0.npy", x)
     np.save(folder / "y0.npy", np.arange(n) % 2)
     del x
-    cfg = convert.config_mod_load(["data.format=npy", f"data.train={folder}/x0.npy",
-                                   "data.validation_split=0.1", "data.test_split=0.1"])
+    cfg = config.load(None, ["data.format=npy", f"data.train={folder}/x0.npy",
+                             "data.validation_split=0.1", "data.test_split=0.1"])
     tracemalloc.start()
     splits, _ = convert.config_splits(cfg)
     convert.convert(splits, str(tmp_path / f"out{n}"), "npz", shard_size=250)
@@ -147,16 +147,16 @@ def test_video_frames_are_sized_and_coloured_as_image_files_are(tmp_path):
     rng = np.random.default_rng(8)
     write_video(tmp_path / "n.mp4", [rng.integers(0, 256, (32, 32, 3), np.uint8)] * 3)
     scipy.io.savemat(tmp_path / "l.mat", {"y": np.array([0.0, 1.0, 0.0])})
-    config = convert.config_mod_load(["data.color=grey", "data.image_size=[12, 10]"])
+    cfg = config.load(None, ["data.color=grey", "data.image_size=[12, 10]"])
     [(x, _, _)] = convert.video_splits([str(tmp_path / "n.mp4")], str(tmp_path / "l.mat"), None,
-                                       config)["train"]
+                                       cfg)["train"]
     with av.open(str(tmp_path / "n.mp4")) as video:
         pngs = []
         for frame in video.decode(video=0):
             buf = io.BytesIO()
             frame.to_image().save(buf, format="PNG")
             pngs.append(buf.getvalue())
-    spec = images.spec_from_config(config.data.image_size, config.data.color)
+    spec = images.spec_from_config(cfg.data)
     expected = np.stack([images.decode(png, spec, "frame.png") for png in pngs])
     assert x.dtype == np.uint8 and x.shape == (3, 12, 10, 1)
     np.testing.assert_array_equal(x, expected)

@@ -1,9 +1,11 @@
 """Each kind of bad input ends with exit status 2 and one `error: <what>, <where>, <expected>` line."""
 
+import inspect
 import os
 import re
 
 import numpy as np
+import pytest
 
 from trainer import task
 
@@ -58,6 +60,33 @@ def test_too_few_samples_for_the_splits(capsys, tmp_path):
 def test_unknown_model_name(capsys, tmp_path):
     line = _run(capsys, tmp_path, "model.name=resnet9000")
     assert "unknown model 'resnet9000', model.name" in line
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.name=shape_cnn"], "model.name"),  # one letter off: the nearest is suggested too
+    (["model.name=resnet9000"], "model.name"),
+    (["model.params={widht: 8}"], "model.params.widht"),
+    (["model.name=shapes_cnn", "model.layer_param=8"], "model.layer_param"),
+])
+@pytest.mark.parametrize("data", ["absent", "unreadable"])
+def test_the_model_is_checked_before_any_data_is_read(capsys, tmp_path, overrides, key, data):
+    """A misspelt model name or parameter ends the run with one line naming the key and every
+    name it could have been, before the data is touched: missing or unreadable, the data is
+    never reached, and no run folder is left."""
+    from trainer import models
+
+    train = tmp_path / "d" / "x.npz"
+    if data == "unreadable":
+        train.parent.mkdir()
+        train.write_bytes(b"not an npz file")
+    line = _run(capsys, tmp_path, "data.format=npz", f"data.train={train}", *overrides)
+    assert f", {key}, expected one of" in line, line
+    name = next((o.split("=")[1] for o in overrides if o.startswith("model.name=")), "tiny_cnn")
+    known = (list(models.REGISTRY) if key == "model.name" else
+             [p for p in inspect.signature(models.REGISTRY[name]).parameters
+              if p not in ("input_shape", "num_outputs")])
+    assert known and all(k in line for k in known), line
+    assert not (tmp_path / "out" / "bad").exists()
 
 
 def test_missing_npy_partner(capsys, tmp_path):

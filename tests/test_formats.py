@@ -218,3 +218,21 @@ def test_npz_arrays_are_named_by_x_key_and_y_key(tmp_path):
                        r"and 'y' \(or 'pixels_train' and 'y_train'\) \(found: "):
         load_splits(config.load(None, ["data.format=npz", f"data.train={tmp_path}/X.npz",
                                        "data.x_key=pixels"]))
+
+
+@pytest.mark.parametrize("color", ["grey", "rgb", "auto"])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_the_config_s_channel_count_is_what_the_data_has(tmp_path, color, mode):
+    """`DataConfig.channel_count` is the one channel count the config gives (the memory check
+    before any image is decoded and the decoder both take it): images read with `color: grey`
+    or `rgb` have that many channels whatever the files hold, `auto` leaves it to the first
+    image, and the generated `shapes` follow `color` too, RGB for `auto`."""
+    _image_folder(tmp_path / "img", n=2, mode=mode, sizes=((12, 10),))
+    splits = _splits(format="image_folder", train=str(tmp_path / "img"), color=color,
+                     validation_split=0, test_split=0)
+    asked = config.from_dict({"data": {"format": "image_folder", "train": "x", "color": color}})
+    own = {"L": 1, "RGB": 3}[mode]
+    assert splits.input_shape[-1] == (asked.data.channel_count() or own)
+    shapes = config.from_dict({"data": {"color": color}})
+    drawn = _splits(format="shapes", color=color, samples_per_class=4, image_size=[8, 8])
+    assert drawn.input_shape[-1] == shapes.data.channel_count() == {"grey": 1}.get(color, 3)

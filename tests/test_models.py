@@ -106,7 +106,8 @@ def test_user_builder_from_module(tmp_path, monkeypatch, blob_npz):
 
 
 def test_model_name_errors(monkeypatch, tmp_path):
-    with pytest.raises(UserError, match="unknown model 'shape_cnn', model.name, did you mean 'shapes_cnn'"):
+    with pytest.raises(UserError, match="unknown model 'shape_cnn', model.name, expected one of "
+                       ".* or package.module:function \\(did you mean 'shapes_cnn'\\?\\)"):
         models.resolve_builder("shape_cnn")
     with pytest.raises(UserError, match="cannot import 'no_such_module'"):
         models.resolve_builder("no_such_module:f")
@@ -203,3 +204,33 @@ def test_a_lambda_under_mixed_precision_fails_before_the_first_epoch(tmp_path, m
                            "model.h5 (layer 'doubled' of class Lambda: ")
     assert "epoch 1/1" not in captured.err + captured.out  # refused before training
     assert not (tmp_path / "out" / "lam").exists()
+
+
+def test_the_model_list_is_the_registry():
+    """docs/reference.md lists the registered architectures as the registry has them, and the
+    config's own documentation of `model.name` names none of them (one list, not two)."""
+    import os
+
+    from conftest import ROOT
+
+    table = models.reference_markdown()
+    with open(os.path.join(ROOT, "docs", "reference.md")) as f:
+        assert table in f.read(), (
+            "docs/reference.md's model table is stale: paste `python -c 'from trainer import "
+            "models; print(models.reference_markdown())'` into it")
+    rows = table.splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == list(models.REGISTRY)
+    doc = {key: f for key, f, _ in config.leaves()}["model.name"].metadata["doc"]
+    assert not [name for name in models.REGISTRY if name in doc]
+
+
+def test_every_loss_and_metric_the_config_accepts_is_one_keras_knows():
+    """The config checks `train.loss` and `train.metrics` when it loads, against the names that
+    fit the task; compiling checks nothing more, so each of those names must resolve."""
+    from trainer.kerasflavor import keras
+
+    for task in ("classification", "regression"):
+        for name in config.TASK_LOSSES[task]:
+            assert name in models.CUSTOM_OBJECTS or callable(keras.losses.get(name)), name
+        for name in config.TASK_METRICS[task]:
+            assert keras.metrics.get(name) is not None, name

@@ -207,7 +207,7 @@ def test_an_image_decodes_alike_for_training_and_for_prediction(tmp_path, color,
     else:
         files = [f for f in files if Image.open(f).size == (8, 8)]
     config = DataConfig(format="image_folder", image_size=size, color=color)
-    shard = readers.read_image_folder(files, config, images.spec_from_config(size, color))[0]
+    shard = readers.read_image_folder(files, config, images.spec_from_config(config))[0]
     trained = shard.read(0, len(files))
     assert trained.max() > 255  # 16-bit values kept
     for path, expected in zip(files, trained):

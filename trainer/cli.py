@@ -34,6 +34,10 @@ from trainer.runtime import secrets
 
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
+# The flags this module defines for a command (`define_config_flags`) belong to that command, as
+# if it had defined them: listed with its own in `--help`, and found among its own flags.
+flags.disclaim_key_flags()
+
 
 def new_flags() -> flags.FlagValues:
     """A tool's own flag set, which also takes absl's logging flags (`-v`, `--verbosity`, ...)."""
@@ -42,6 +46,17 @@ def new_flags() -> flags.FlagValues:
         values[flag.name] = flag
         values.register_flag_by_module(absl.logging.__name__, flag)
     return values
+
+
+def define_config_flags(values: flags.FlagValues, config_help: str, set_note: str = "") -> None:
+    """`--config FILE` and `--set key=value` (repeatable), defined here once for every command
+    that takes a config: `config_help` says what the config is to the command, `set_note` adds
+    to `--set`'s help. Both are listed among the calling command's own flags."""
+    flags.DEFINE_string("config", None, f"{config_help} A local path, gs:// URL or /gcs/ path.",
+                        flag_values=values)
+    flags.DEFINE_multi_string("set", [], "Override one config key, e.g. --set train.epochs=3 "
+                              f"(the value parsed as YAML).{set_note}",
+                              flag_values=values)
 
 
 def print_error(problem: object) -> None:

@@ -40,10 +40,7 @@ from trainer.data.stats import RunningStats
 from trainer.errors import UserError
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "YAML config whose data section names the input.",
-                    flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).",
-                          flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The YAML config file whose data section names the input.")
 flags.DEFINE_string("out", None, "Output folder: local path, gs:// URL or /gcs/ path.",
                     flag_values=FLAGS)
 flags.DEFINE_enum("to", "tfrecord", ["tfrecord", "npz"], "Shard format to write (default: "
@@ -235,15 +232,8 @@ def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: 
     from trainer.data import video
 
     segments = video.label_segments(videos, [labels] if isinstance(labels, str) else labels, key)
-    spec = video.settled(segments, images.spec_from_config(config.data.image_size,
-                                                           config.data.color))
+    spec = video.settled(segments, images.spec_from_config(config.data))
     return {"train": video.frames(segments, spec, CHUNK, sizes)}
-
-
-def config_mod_load(overrides: Sequence[str], path: Optional[str] = None) -> Config:
-    from trainer import config as config_mod
-
-    return config_mod.load(path, overrides)
 
 
 @dataclass(frozen=True)

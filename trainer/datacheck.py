@@ -30,10 +30,8 @@ from trainer.data import groups, neardup
 from trainer.data.groups import overstated
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path).",
-                    flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one config key (as in trainer.task).",
-                          flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The YAML config whose data to look at; without it, the "
+                        "embedded demo.")
 flags.DEFINE_string("out", None, "Where the sample grid goes (default: "
                     "<output.dir>/<name>-datacheck).", flag_values=FLAGS)
 flags.DEFINE_float("near", neardup.THRESHOLD, "Fingerprint distance under which an evaluation "

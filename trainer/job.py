@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import storage
+from trainer import models, storage
 from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
@@ -55,13 +55,14 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
     devices.seed_everything(config.train.seed,
                            devices.deterministic(config.train.deterministic, devices.accelerators()))
+    models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
     run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
                      chief=platform.is_chief)
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
         if config.data.image_size is not None:  # before any image is decoded to that size
-            channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
+            channels = config.data.channel_count() or 1  # `auto`: at least one
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")
         splits = load_splits(config)
         _check_batch(config, tuple(splits.input_shape), "the data")

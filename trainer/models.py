@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from trainer.config import DEFAULT_LOSS, Config
+from trainer.config import Config, ModelConfig
 from trainer.errors import UserError
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
@@ -176,15 +176,35 @@ def resolve_builder(name: str) -> Builder:
         return builder
     if name not in REGISTRY:
         near = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
-        hint = f"did you mean '{near[0]}'?" if near else (
-            f"expected one of {', '.join(sorted(REGISTRY))} or package.module:function")
-        raise UserError(f"unknown model {name!r}, model.name, {hint}")
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise UserError(f"unknown model {name!r}, model.name, expected one of "
+                        f"{', '.join(sorted(REGISTRY))} or package.module:function{hint}")
     return REGISTRY[name]
 
 
-def _builder_kwargs(builder: Builder, config: Config) -> dict:
+def check_config(model: ModelConfig) -> None:
+    """`model.name` and the parameters set for it (`model.params`, `model.dropout`,
+    `model.layer_param`), checked through the registry's own lookup and the builder's signature.
+    The config cannot check them when it loads (the registry needs TensorFlow, and loading a config
+    does not), so a run does it first, before it reads any data: a misspelt name costs nothing."""
+    _builder_kwargs(resolve_builder(model.name), model)
+
+
+def reference_markdown() -> str:
+    """The registered architectures as a Markdown table (name, parameters and their defaults,
+    the builder's docstring), for docs/reference.md: the one list of model names."""
+    rows = ["| `model.name` | parameters | what it is |", "| --- | --- | --- |"]
+    for name, builder in REGISTRY.items():
+        params = [f"`{p.name}`" if p.default is p.empty else f"`{p.name}={p.default}`"
+                  for p in inspect.signature(builder).parameters.values()
+                  if p.name not in ("input_shape", "num_outputs")]
+        doc = " ".join(inspect.getdoc(builder).split("\n\n")[0].split())
+        rows.append(f"| `{name}` | {', '.join(params) or 'none'} | {doc} |")
+    return "\n".join(rows)
+
+
+def _builder_kwargs(builder: Builder, m: ModelConfig) -> dict:
     """The config's model parameters that this builder accepts; a set one it cannot take is an error."""
-    m = config.model
     wanted = dict(m.params)
     if m.dropout is not None:
         wanted["dropout"] = m.dropout
@@ -233,7 +253,7 @@ def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
 def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed: bool,
            targets=(None, None)) -> keras.Model:
     builder = resolve_builder(config.model.name)
-    kwargs = _builder_kwargs(builder, config)
+    kwargs = _builder_kwargs(builder, config.model)
     try:
         body = builder(tuple(input_shape), num_outputs, **kwargs)
     except UserError:
@@ -382,19 +402,8 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
     loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
     scale = target_scale(model)
-    # Keras resolves names lazily, at the first batch; check them now so a typo fails at once.
-    for kind, names, lookup in (("train.loss", [loss_name], keras.losses.get),
-                                ("train.metrics", metrics, keras.metrics.get)):
-        for item in names:
-            if item in CUSTOM_OBJECTS:
-                continue
-            try:
-                lookup(item)
-            except ValueError:
-                raise UserError(f"unknown name {item!r}, {kind}, expected a Keras "
-                                f"{kind.split('.')[1].rstrip('s')} name such as "
-                                f"{DEFAULT_LOSS[config.task] if kind == 'train.loss' else 'accuracy, mae'}"
-                                ) from None
+    # The names were checked when the config loaded: only those that fit the task, each one
+    # Keras knows (config.TASK_LOSSES, TASK_METRICS; a test resolves every one of them).
     if scale is not None and loss_name not in RELATIVE_LOSSES:
         loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
     try:

@@ -45,10 +45,8 @@ from trainer.errors import UserError
 
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "The job's YAML config: a local file (uploaded), gs:// or "
-                    "/gcs/.", flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Config override KEY=VALUE passed on to the job; may repeat.",
-                          flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The job's YAML config file (a local one is uploaded).",
+                        " Passed on to the job.")
 machine_flags.define(FLAGS)
 flags.DEFINE_string("staging_bucket", None, "gs://BUCKET[/PREFIX] for the uploaded config and, by "
                     "default, the outputs.", flag_values=FLAGS)

@@ -23,10 +23,7 @@ if TYPE_CHECKING:
     from trainer.job import RunResult
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "YAML config file: local path, gs:// URL or /gcs/ path.",
-                    flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one config key, e.g. --set train.epochs=3 "
-                          "(value parsed as YAML). May repeat.", flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The run's YAML config file; without it, the embedded demo.")
 flags.DEFINE_string("output_dir", None, "Where the run goes (overrides output.dir and, on "
                     "Vertex AI, the AIP_* directories).", flag_values=FLAGS)
 flags.DEFINE_enum("log_format", "auto", ["auto", "text", "json"],

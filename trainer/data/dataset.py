@@ -183,7 +183,7 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
     """The three splits as views, how they were made (`given`, `random` or `group`), and the
     fractions asked of the carved ones."""
     d = config.data
-    spec = images.spec_from_config(d.image_size, d.color)
+    spec = images.spec_from_config(d)
     train_src = open_source(config, d.train, "train", spec)
     if len(train_src) == 0:
         raise UserError(f"no samples, data.train={train_src.description}, expected at least one image")

@@ -56,4 +56,6 @@ def read_shapes(paths: list[str], data: DataConfig, spec: ImageSpec) -> list[Sha
     memory.check_fits(2 * count * size[0] * size[1] * 3, f"{count} generated RGB images of size "
                       f"{list(size)} (twice, while stacked)", "data.samples_per_class, data.image_size")
     x, y = generate(data.samples_per_class, size, SEED)
+    if spec.channels == 1:  # `data.color: grey`: each image as a grey file of it would read
+        x = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in x])[..., None]
     return [array_shard(x, y, "generated shapes")]

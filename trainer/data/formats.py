@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
-    from trainer.config import DataConfig
     from trainer.data.images import ImageSpec
     from trainer.data.source import Shard
 
-# files (expanded from data.train/val/test), the data config, the image size and colour asked
-# for -> the shards of those files
-Reader = Callable[[list[str], "DataConfig", "ImageSpec"], list["Shard"]]
+# files (expanded from data.train/val/test), the config's data section (its `DataConfig`, not
+# named here: the config imports this module, which stays below it), the image size and colour
+# asked for -> the shards of those files
+Reader = Callable[[list[str], Any, "ImageSpec"], list["Shard"]]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Format:
     # The image size it makes when data.image_size is empty (data that it draws itself); None:
     # the first image decides.
     image_size: Optional[tuple[int, int]] = None
+    channels: Optional[int] = None  # the channels of the images it makes; None: the data's own
 
 
 FORMATS: dict[str, Format] = {
@@ -55,7 +56,7 @@ FORMATS: dict[str, Format] = {
     "shapes": Format("trainer.data.demo:read_shapes",
                      "the generated demo set of circles, squares and triangles",
                      no_groups="the generated demo set has none",
-                     reads_files=False, image_size=(32, 32)),
+                     reads_files=False, image_size=(32, 32), channels=3),
 }
 
 

@@ -13,7 +13,7 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,10 +45,10 @@ class ImageSpec:
                          self.channels or int(first.shape[2]))
 
 
-def spec_from_config(image_size: Optional[list[int]], color: str) -> ImageSpec:
-    """The spec that `data.image_size` and `data.color` ask for."""
-    return ImageSpec(tuple(image_size) if image_size else None,
-                     {"grey": 1, "rgb": 3}.get(color))
+def spec_from_config(data: Any) -> ImageSpec:
+    """The spec that the config's data section (its `DataConfig`) asks for: `data.image_size`,
+    and the channels that `DataConfig.channel_count` decides."""
+    return ImageSpec(tuple(data.image_size) if data.image_size else None, data.channel_count())
 
 
 def open_image(data: bytes, where: str) -> Image.Image:

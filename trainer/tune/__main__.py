@@ -18,10 +18,8 @@ from trainer.cloud import machine_flags, vertex_job
 from trainer.errors import UserError
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "Base YAML config (local path, gs:// URL or /gcs/ path); "
-                    "without it, the embedded demo.", flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one key of the base config, as in trainer.task.",
-                          flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The base YAML config of every trial; without it, the embedded "
+                        "demo.")
 flags.DEFINE_string("space", None, "The search space YAML (see trainer/tune/space.py).",
                     flag_values=FLAGS)
 flags.DEFINE_integer("trials", None, "Trials in all (default: the whole grid, or 10 when "

@@ -1,7 +1,7 @@
 """The search itself: an Optuna study in `<study dir>/study.db` (SQLite), worked by one or more
 processes, each trial an ordinary run in `<study dir>/trial-NNNN/`.
 
-Resumption rests on three rules:
+Resumption rests on five rules:
 - A finished trial (complete, pruned or failed) is a row in the database and is never run again.
 - A trial still marked running when a search starts belongs to a search that was killed (the
   study lock below guarantees no live process works on it). It is marked failed and enqueued
