@@ -124,8 +124,11 @@ class Command:
 
     def help(self, doc: Optional[str]) -> str:
         """What the program's docstring says, then its flags (absl's logging flags last)."""
-        text = self.flags.get_help(include_special_flags=False)
-        for module in self.flags.flags_by_module_dict():
+        # The tool's own flags first, whichever module defines them (absl's `get_help` puts first
+        # only those of the script it was started as, not those of a package's command module).
+        modules = sorted(self.flags.flags_by_module_dict(), key=lambda m: m == absl.logging.__name__)
+        text = "\n".join(self.flags.module_help(module) for module in modules)
+        for module in modules:
             heading = "logging flags:" if module == absl.logging.__name__ else "flags:"
             text = text.replace(f"\n{module}:\n", f"\n{heading}\n", 1)
         return f"{(doc or self.program).strip()}\n{text}"
