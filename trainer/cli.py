@@ -126,7 +126,8 @@ class Command:
         """What the program's docstring says, then its flags (absl's logging flags last)."""
         # The tool's own flags first, whichever module defines them (absl's `get_help` puts first
         # only those of the script it was started as, not those of a package's command module).
-        modules = sorted(self.flags.flags_by_module_dict(), key=lambda m: m == absl.logging.__name__)
+        modules = sorted(self.flags.flags_by_module_dict(),
+                         key=lambda module: module == absl.logging.__name__)
         text = "\n".join(self.flags.module_help(module) for module in modules)
         for module in modules:
             heading = "logging flags:" if module == absl.logging.__name__ else "flags:"

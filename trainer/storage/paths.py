@@ -38,6 +38,14 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
+def parent(path: str) -> str:
+    """The folder `path` lies in (a local one made absolute)."""
+    path = normalize(path)
+    if is_local(path):
+        return os.path.dirname(os.path.abspath(os_path(path)))
+    return path.rstrip("/").rsplit("/", 1)[0]
+
+
 def os_path(path: str) -> str:
     return normalize(path).removeprefix("file://")
 

@@ -9,6 +9,7 @@ import errno
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 from trainer.errors import UserError
 from trainer.storage import gcs
@@ -18,15 +19,29 @@ from trainer.storage.paths import call_options, filesystem, is_local, join, norm
 
 
 def check_writable(folder: str) -> None:
-    """Refuse, as one error, an output folder that cannot be written: a file, a place where no
+    """Refuse, as one error, an output folder that cannot be written (`unwritable` says why)."""
+    folder = normalize(folder)
+    reason = unwritable(folder)
+    if reason is None:
+        return
+    if is_local(folder):
+        raise UserError(
+            f"output folder not writable ({reason}), {_local_folder(folder)}, expected a folder "
+            f"that uid {os.geteuid()} can create and write (for a host folder mounted into the "
+            "container, run it with --user $(id -u) or chown the folder to that uid)")
+    raise UserError(f"output location not writable ({reason}), {folder}, expected a bucket that "
+                    "exists and that this account may write")
+
+
+def unwritable(folder: str) -> Optional[str]:
+    """Why nothing can be written in `folder`, or None when it can: a file, a place where no
     folder can be made, a read-only or full disk, a folder owned by another uid (a mounted host
-    folder in a container), a bucket that refuses this account. Probes by writing a small file
-    (an object on a bucket) and deleting it; leaves nothing behind, not even the folders made
-    for the probe."""
+    folder in a container), a bucket that refuses this account. The one write probe: writes a
+    small file (an object on a bucket) and deletes it; leaves nothing behind, not even the
+    folders made for the probe."""
     folder = normalize(folder)
     if is_local(folder):
-        _check_local_folder(os.path.abspath(folder.removeprefix("file://")))
-        return
+        return _local_problem(_local_folder(folder))
     probe = join(folder, f".write-probe-{os.getpid()}-{os.urandom(4).hex()}")
     fs, p = filesystem(probe)
     try:
@@ -34,14 +49,18 @@ def check_writable(folder: str) -> None:
             fs.pipe_file(p, b"probe", **call_options(fs))
             fs.rm_file(p, **call_options(fs))
     except (FileNotFoundError, PermissionError) as exc:
-        raise UserError(f"output location not writable ({type(exc).__name__}: {exc}), {folder}, "
-                        "expected a bucket that exists and that this account may write") from None
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _local_folder(folder: str) -> str:
+    return os.path.abspath(folder.removeprefix("file://"))
 
 
 _PROBE_BYTES = 4096  # a disk too full for one block refuses it
 
 
-def _check_local_folder(path: str) -> None:
+def _local_problem(path: str) -> Optional[str]:
     made: list[str] = []
     try:
         missing, parent = [], path
@@ -61,15 +80,12 @@ def _check_local_folder(path: str) -> None:
             os.close(fd)
             os.unlink(probe)
     except OSError as exc:
-        reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else exc
-        raise UserError(
-            f"output folder not writable ({reason}), {path}, expected a folder that uid "
-            f"{os.geteuid()} can create and write (for a host folder mounted into the container, "
-            "run it with --user $(id -u) or chown the folder to that uid)") from None
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
     finally:
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
+    return None
 
 
 def _umask() -> int:
