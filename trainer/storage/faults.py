@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Optional
 
+from fsspec.exceptions import FSTimeoutError
+
 from trainer.errors import StorageUnavailable, UserError
 from trainer.storage import options
 from trainer.storage.paths import is_local
@@ -23,11 +25,11 @@ from trainer.storage.paths import is_local
 
 def transient(exc: BaseException) -> bool:
     """What the storage library itself retries (its own `is_retriable`), or a spent budget."""
-    from fsspec.exceptions import FSTimeoutError
-
     if isinstance(exc, FSTimeoutError):
         return True
-    if "gcsfs" not in sys.modules:  # imported lazily: it reads its settings when first imported
+    # gcsfs is imported by fsspec when a gs:// path is first used, and reads its settings (the
+    # emulator's switches, options.py) then: never earlier, and never here for a local fault.
+    if "gcsfs" not in sys.modules:
         return False
     from gcsfs.retry import is_retriable
 

@@ -56,7 +56,9 @@ def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     protocol = path.split("://", 1)[0] if "://" in path else "file"
     try:
         return fsspec.core.url_to_fs(path, **options.storage_options(protocol))
-    except Exception as exc:  # noqa: BLE001 - narrowed below; google.auth is imported only here
+    except Exception as exc:  # noqa: BLE001 - narrowed below
+        # google.auth comes with gcsfs: imported when a connection fails, so that a local
+        # path never loads it
         from google.auth.exceptions import GoogleAuthError
 
         if not isinstance(exc, (ValueError, OSError, KeyError, GoogleAuthError)):

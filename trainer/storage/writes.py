@@ -1,6 +1,7 @@
 """Writes: never streamed into their final name. A file is finished locally, then copied whole
 (`put_file`), so an interruption leaves either the old object or the new one, never a truncated
-one. `check_writable` probes an output folder before any data is read."""
+one. `unwritable` is the one write probe: a run's folders are probed with it before any data is
+read (`check_writable`), and predict's `--csv`/`--mat`/`--out` before the model is loaded."""
 
 from __future__ import annotations
 
