@@ -67,7 +67,10 @@ class Command:
         self.flags = flag_values
         self.takes_args = takes_args
         self.required = required if callable(required) else tuple(required)
-        self.program = f"python -m {body.__module__}"  # how the tool is started; see `run`
+        # How the tool is started (see `run`): a package's command, in its `command` or
+        # `__main__` module, runs as `python -m PACKAGE`.
+        module = body.__module__.removesuffix(".__main__").removesuffix(".command")
+        self.program = f"python -m {module}"
 
     def __call__(self, argv: Sequence[str]) -> int:
         """Run the tool in this process on `argv` (without the program name); the exit status."""
