@@ -51,6 +51,19 @@ def test_an_unknown_flag_is_one_error_line_and_exit_2(module):
     assert proc.stdout == ""
 
 
+def test_a_command_in_a_package_names_the_package_in_this_process_too(capsys):
+    """A command kept in a package's `command` or `__main__` module is started as
+    `python -m PACKAGE`, and its error lines say so when run in this process as well."""
+    import trainer.tune.__main__ as tune_command
+    from trainer.predict import command as predict_command
+
+    for main, package in ((predict_command.main, "trainer.predict"),
+                          (tune_command.main, "trainer.tune")):
+        assert main(["--no_such_flag=1"]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert f"`python -m {package} --help`" in line, line
+
+
 # -- a tool of its own, in this process ------------------------------------------------------------
 
 

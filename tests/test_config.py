@@ -407,17 +407,3 @@ def test_a_left_out_validation_split_has_no_val_quantities_to_monitor():
     with pytest.raises(UserError, match=r"'train.monitor', .*expected one of loss, accuracy$"):
         config.from_dict({"data": {"format": "npz", "train": "t/*.npz", "validation_split": 0},
                           "train": {"monitor": "val_acc"}})
-
-
-def test_the_config_package_is_in_no_import_circle():
-    """The config sits below everything that reads it: none of its modules imports one that
-    imports it back, not even for type checking or inside a function."""
-    import import_graph
-
-    graph = import_graph.edges()
-    assert {"trainer.config.schema", "trainer.config.loading", "trainer.data.formats"} <= set(graph)
-    assert "trainer.data.formats" in graph["trainer.config.schema"]  # the graph sees the edge
-    touching = [c for c in import_graph.circles() if any(m.startswith("trainer.config") for m in c)]
-    assert touching == []
-    # the package's own modules import one another one way: schema at the bottom
-    assert not any(m.startswith("trainer.config") for m in graph["trainer.config.schema"])

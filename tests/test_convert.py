@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainer import config, convert, predict
+from trainer.predict import command as predict_command
 from trainer.data import images, load_splits, video
 from trainer.errors import UserError
 
@@ -512,7 +513,7 @@ def test_curated_videos_convert_back_into_shards_that_train_with_the_earlier_one
                         f"data.train={first}/train-*.npz", "model.name=tiny_cnn", "train.epochs=1",
                         "output.plots=false", "output.report=false")
     new = write_video(tmp_path / "new.mp4", contact_frames(20, seed=30, size=40)[0])
-    assert predict.main(["--model", result.run_dir, new, "--mat", str(tmp_path / "curated.mat")]) == 0
+    assert predict_command.main(["--model", result.run_dir, new, "--mat", str(tmp_path / "curated.mat")]) == 0
     earlier = json.loads((first / "manifest.json").read_text())
     for k, like in enumerate([str(first), str(first / "manifest.json"), result.run_dir]):
         again = tmp_path / f"curated{k}"

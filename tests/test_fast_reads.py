@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from trainer import storage
+from trainer.storage import reads
 from trainer.data import formats, pipeline, tfrecords
 from trainer.data.images import ImageSpec
 from trainer.data.pipeline import PipelineOptions, make_dataset
@@ -16,13 +17,13 @@ from conftest import write_npz
 N_SHARDS, PER_SHARD = 4, 300
 
 
-@pytest.mark.parametrize("where", ["libc", "os.preadv", "fsspec"])
+@pytest.mark.parametrize("where", ["libc", "no libc preadv", "fsspec"])
 def test_read_rows_into_copies_each_row_to_its_place(tmp_path, monkeypatch, where):
     data = np.random.default_rng(0).integers(0, 255, 100_000, dtype=np.uint8)
     path = str(tmp_path / "f")
     data.tofile(path)
-    if where == "os.preadv":
-        monkeypatch.setattr(storage, "_PREADV", None)
+    if where == "no libc preadv":  # a local file is read in spans, as a remote one
+        monkeypatch.setattr(reads, "_PREADV", None)
     if where == "fsspec":
         with fsspec.open("memory://rows/f", "wb") as f:
             f.write(data.tobytes())

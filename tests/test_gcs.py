@@ -108,6 +108,7 @@ def test_training_from_and_into_a_bucket_survives_a_kill_and_resumes(gcs, tmp_pa
 
 def test_an_upload_killed_midway_leaves_the_old_model(gcs, tmp_path):
     from trainer import storage
+    from trainer.storage.paths import filesystem
 
     dest = gcs.url("killed/run/model.h5")
     old, new = os.urandom(1 << 20), os.urandom(12 << 20)
@@ -134,7 +135,7 @@ def test_an_upload_killed_midway_leaves_the_old_model(gcs, tmp_path):
 
     # Why the package never streams into the final name: an error inside an open-for-write
     # commits what was written so far (NOTES.md), and this emulator shows it.
-    fs, path = storage._fs(gcs.url("killed/streamed/model.h5"))
+    fs, path = filesystem(gcs.url("killed/streamed/model.h5"))
     with pytest.raises(RuntimeError):
         with fs.open(path, "wb") as f:
             f.write(new[:1000])

@@ -33,7 +33,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import ROOT, write_video  # noqa: E402
 
-COMMANDS = ("trainer.task", "trainer.predict", "trainer.convert", "trainer.datacheck",
+COMMANDS = ("trainer.task", "trainer.predict.command", "trainer.convert", "trainer.datacheck",
             "trainer.compare", "trainer.tune.__main__", "trainer.submit")
 ARGS = "ARGS"  # the positional arguments of a command that takes them (inputs, run folders)
 MEMORY_LIMIT = 6 << 30  # bytes of address space for the runner: TensorFlow starts, no bomb fits
@@ -76,14 +76,14 @@ def file_flags() -> list[dict]:
 
 def test_the_file_flags_are_found_from_the_definitions():
     flags = {(f["command"], f["flag"]): f for f in file_flags()}
-    known_inputs = [("trainer.task", "config"), ("trainer.predict", "model"),
-                    ("trainer.predict", ARGS), ("trainer.convert", "video"),
+    known_inputs = [("trainer.task", "config"), ("trainer.predict.command", "model"),
+                    ("trainer.predict.command", ARGS), ("trainer.convert", "video"),
                     ("trainer.convert", "labels"), ("trainer.convert", "like"),
                     ("trainer.compare", ARGS),
                     ("trainer.tune.__main__", "space"), ("trainer.submit", "config"),
                     ("trainer.submit", "upload_model")]
-    known_outputs = [("trainer.task", "output_dir"), ("trainer.predict", "csv"),
-                     ("trainer.predict", "mat"), ("trainer.predict", "out"),
+    known_outputs = [("trainer.task", "output_dir"), ("trainer.predict.command", "csv"),
+                     ("trainer.predict.command", "mat"), ("trainer.predict.command", "out"),
                      ("trainer.convert", "out"), ("trainer.datacheck", "out"),
                      ("trainer.compare", "out"), ("trainer.tune.__main__", "output_dir"),
                      ("trainer.submit", "gcloud_yaml")]
@@ -91,7 +91,7 @@ def test_the_file_flags_are_found_from_the_definitions():
         assert flags[key]["role"] == "input", key
     for key in known_outputs:
         assert flags[key]["role"] == "output", key
-    assert not flags[("trainer.predict", "csv")]["folder"]
+    assert not flags[("trainer.predict.command", "csv")]["folder"]
     assert flags[("trainer.task", "output_dir")]["folder"]
     for not_a_path in ("labels_key", "project", "display_name", "api_endpoint", "study_name"):
         assert not [k for k in flags if k[1] == not_a_path], not_a_path
@@ -159,7 +159,7 @@ def external_model(model: str, dest: str) -> str:
 # A flag of another mode (convert --video, submit --predict) brings its mode's line.
 BASES = {
     "trainer.task": [{"config": "{config}", "output_dir": "{case}/runs"}],
-    "trainer.predict": [{"model": "{model}", ARGS: ["{image}"]}],
+    "trainer.predict.command": [{"model": "{model}", ARGS: ["{image}"]}],
     "trainer.convert": [{"config": "{config}", "out": "{case}/out", "to": "npz"},
                         {"video": ["{video}"], "labels": ["{labels}"], "out": "{case}/out",
                          "to": "npz"}],
@@ -208,13 +208,13 @@ def _argv(base: dict, flag: str, value, paths: dict, case: str) -> list[str]:
 def _ext(flag: dict) -> str:
     """The file name ending the flag's help asks for."""
     if flag["flag"] == ARGS:
-        return ".png" if flag["command"] == "trainer.predict" else ""
+        return ".png" if flag["command"] == "trainer.predict.command" else ""
     text = flag["help"]
     for pattern, ext in ((r"\.h5\b", ".h5"), (r"\bMATLAB\b|\.mat\b", ".mat"), (r"\bYAML\b", ".yaml"),
                          (r"\bCSV\b", ".csv"), (r"\bvideo\b", ".mp4")):
         if re.search(pattern, text):
             return ext
-    return ".png" if flag["command"] == "trainer.predict" else ".dat"
+    return ".png" if flag["command"] == "trainer.predict.command" else ".dat"
 
 
 def _sparse(case, flag, paths):
@@ -667,7 +667,7 @@ def test_a_folder_named_like_a_data_file_is_named_as_a_folder(tmp_path):
 def test_predict_batch_size_is_bounded_on_the_command_line(model_file, tmp_path, capsys):
     from PIL import Image
 
-    from trainer import predict
+    from trainer.predict import command as predict
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     for size in (65537, 10**9):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import ROOT, blob_images, error_line, run_cli, run_job, write_npz
 from trainer import config, datacheck, job, predict
+from trainer.predict import command as predict_command
 from trainer.data import load_splits
 from trainer.data.pipeline import make_dataset, pipeline_options
 from trainer.errors import UserError
@@ -73,7 +74,7 @@ def _hexagonal_csv(samples, cfg, result, metrics):
     assert low <= scores["overall"]["rmse"] <= high
     out = samples / "pred.csv"
     image = samples / "local" / "data" / "hexagonal_csv" / "images" / "lattice_00000.npy"
-    predict.run(result.run_dir, [str(image)], str(out), batch_size=4)
+    predict_command.run(result.run_dir, [str(image)], str(out), batch_size=4)
     assert next(csv.reader(open(out))) == ["input", "spacing", "angle"]
 
 

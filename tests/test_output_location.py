@@ -21,6 +21,7 @@ import pytest
 from conftest import blob_images, error_line, run_cli, write_npz
 from trainer import storage, task
 from trainer.errors import UserError
+from trainer.runtime.platform import Platform
 
 # Data that does not exist: the folder's check must come first, so no data error can show.
 NO_DATA = ["data.format=npz", "data.train=/nonexistent/never-read/*.npz", "model.name=tiny_cnn",
@@ -129,6 +130,21 @@ def test_a_root_owned_folder_and_a_user_who_is_not_root():
         assert os.listdir(shared) == []
     finally:
         os.rmdir(shared)
+
+
+def test_output_dir_on_the_command_line_wins_over_the_platforms_folder(capsys, tmp_path):
+    """`task.train` hands the flag to the one rule (`rundir.locate`): with both an AIP_MODEL_DIR
+    and --output_dir, the run goes to the flag's folder, else to the platform's; each is seen
+    here by the folder the refusal names (both cannot be written, so nothing trains)."""
+    (tmp_path / "flag").write_text("a file, not a folder")
+    vertex = Platform(model_dir=str(tmp_path / "flag" / "aip-model"))  # as AIP_MODEL_DIR sets
+    for flag, refused in ((str(tmp_path / "flag"), tmp_path / "flag" / "run"),
+                          (None, tmp_path / "flag" / "aip-model")):
+        code = task.train(None, NO_DATA, flag, platform=vertex)
+        captured = capsys.readouterr()
+        assert code == 2, captured
+        line = error_line(captured.err)
+        assert line.startswith("error: output folder not writable") and f", {refused}," in line
 
 
 def test_a_bucket_is_probed_with_an_object_it_then_deletes(gcs):

@@ -16,6 +16,7 @@ import scipy.io
 from PIL import Image
 
 from trainer import convert, predict
+from trainer.predict import command as predict_command
 from trainer.data import demo
 from trainer.errors import UserError
 from trainer.outputs import modelfile
@@ -101,7 +102,7 @@ def test_a_regression_models_frames_in_the_mat_are_rows_of_its_outputs(models, t
     x, _, _ = blob_images(6, seed=12)
     frames = np.repeat((np.clip(x, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
     path = write_video(tmp_path / "v.mp4", frames)
-    assert predict.main(["--model", str(models / "reg"), path, "--csv", str(tmp_path / "p.csv"),
+    assert predict_command.main(["--model", str(models / "reg"), path, "--csv", str(tmp_path / "p.csv"),
                          "--mat", str(tmp_path / "p.mat")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert list(rows[0]) == ["input", "frame", "target_0", "target_1"]
@@ -242,7 +243,7 @@ def test_prediction_loads_the_model_file_without_training_report_or_plots(models
 @pytest.mark.parametrize("make, message", [
     (lambda d: (d / "out").mkdir() or d / "out", "is a directory"),
     (lambda d: f"{d / 'new'}/", "is a directory"),
-    (lambda d: (d / "f.txt").write_text("x") and d / "f.txt" / "p.csv", "is not a directory"),
+    (lambda d: (d / "f.txt").write_text("x") and d / "f.txt" / "p.csv", "Not a directory"),
     (lambda d: "/proc/p.csv", "cannot write there"),
     (lambda d: "/proc/self/new/p.csv", "cannot write there"),
 ])
@@ -250,12 +251,34 @@ def test_a_csv_output_path_that_cannot_be_written(models, tmp_path, capsys, make
     x, _ = demo.generate(2, (32, 32), seed=1)
     np.save(tmp_path / "x.npy", x)
     out = str(make(tmp_path))
-    code = predict.main(["--model", str(models / "shapes"), str(tmp_path / "x.npy"), "--csv", out])
+    code = predict_command.main(["--model", str(models / "shapes"), str(tmp_path / "x.npy"), "--csv", out])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     line = error_line(captured.err)
     assert line.startswith("error: ") and message in line and f"--csv={out}," in line
     assert line.endswith("expected a file name in a folder this process can write to")
+
+
+def test_an_output_on_a_bucket_is_probed_before_the_model_loads(models, gcs, tmp_path, capsys):
+    """`--csv`/`--mat` on a bucket go through the storage layer's one write probe, as a run's
+    folder does: a bucket that cannot take them is one error line before anything is predicted,
+    and one that can is left with the predictions alone."""
+    x, _ = demo.generate(2, (32, 32), seed=1)
+    np.save(tmp_path / "x.npy", x)
+    for flag, out in (("csv", "gs://no-such-bucket-for-predictions/p.csv"),
+                      ("csv", "gs://no-such-bucket-for-predictions/a/b/p.csv"),
+                      ("mat", "gs://no-such-bucket-for-predictions/labels.mat")):
+        code = predict_command.main(["--model", str(models / "shapes"), str(tmp_path / "x.npy"),
+                                     f"--{flag}", out])
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == "", captured
+        line = error_line(captured.err)
+        assert line.startswith("error: cannot write there (") and f"--{flag}={out}," in line, line
+    out = gcs.url("predict-probe", "p.csv")
+    assert predict_command.main(["--model", str(models / "shapes"), str(tmp_path / "x.npy"),
+                                 "--csv", out]) == 0
+    assert [b.name for b in gcs.client().list_blobs(gcs.bucket, prefix="predict-probe/")] == [
+        "predict-probe/p.csv"]
 
 
 def test_an_edited_model_file_on_the_command_line(models, tmp_path):
@@ -311,7 +334,7 @@ def test_new_videos_are_curated_frame_by_frame_into_csv_and_mat(contact_run, tmp
         new.append(write_video(tmp_path / name, frames))
         truth.extend(touch)
     out_csv, out_mat = tmp_path / "curated" / "frames.csv", tmp_path / "curated" / "labels.mat"
-    assert predict.main(["--model", result.run_dir, *new, "--csv", str(out_csv), "--mat",
+    assert predict_command.main(["--model", result.run_dir, *new, "--csv", str(out_csv), "--mat",
                          str(out_mat), "--progress_every", "16", "--batch_size", "8"]) == 0
     stdout, stderr = capsys.readouterr()
     rows = list(csv.DictReader(open(out_csv)))
@@ -388,7 +411,7 @@ def test_bad_video_inputs_are_one_line_and_write_nothing(contact_run, tmp_path, 
          "--out FOLDER (results per input) or --csv/--mat (one file for all)"),
     ]
     for args, expected in cases:
-        assert predict.main(["--model", result.run_dir, *args]) == 2
+        assert predict_command.main(["--model", result.run_dir, *args]) == 2
         assert error_line(capsys.readouterr().err).startswith(expected)
     assert (tmp_path / "old.mat").read_bytes() == b"the labels of an earlier run"
     assert not (tmp_path / "p.csv").exists()
@@ -432,7 +455,7 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
         bucket.blob(f"curate/in/img/p{k}.png").upload_from_filename(str(tmp_path / f"p{k}.png"))
     model, inputs = gcs.url("curate/model.h5"), gcs.url("curate/in")
 
-    assert predict.main(["--model", model, "--out", gcs.url("curate/one"), inputs]) == 0
+    assert predict_command.main(["--model", model, "--out", gcs.url("curate/one"), inputs]) == 0
     capsys.readouterr()
 
     def results(prefix):
@@ -449,7 +472,7 @@ def test_two_replicas_one_killed_and_restarted_curate_every_input_once(contact_r
     assert "c3_long.mp4.csv" not in results("curate/two/")
     assert chief.poll() is None  # replica 0 waits for every result: it ends the job
     monkeypatch.setenv("CLUSTER_SPEC", _cluster_spec(1))  # restarted (here, in this process)
-    assert predict.main(_replica_args(model, inputs, out)) == 0
+    assert predict_command.main(_replica_args(model, inputs, out)) == 0
     w_out, w_err = capsys.readouterr()
     c_out, c_err = chief.communicate(timeout=240)
     assert chief.returncode == 0, c_err[-2000:]

@@ -89,7 +89,7 @@ def bucket_data(gcs, tmp_path_factory) -> str:
 
 def test_gcsfs_really_uses_the_planted_storage_token(gcs, key_file):
     """The storage options reach gcsfs: its credentials are the planted token, not anonymous."""
-    code = ("from trainer import storage; fs, _ = storage._fs('gs://b/x'); "
+    code = ("from trainer.storage.paths import filesystem; fs, _ = filesystem('gs://b/x'); "
             "print(fs.credentials.credentials.token)")
     proc = python(code, {**gcs.env(), **planted_env(key_file)})
     assert proc.returncode == 0, proc.stderr
@@ -253,9 +253,10 @@ def test_a_piece_of_a_used_url_password_is_redacted_from_a_traceback():
     `Sup3r`); the storage layer notes the URL's password before handing it over. Tracebacks of
     the main thread, of other threads and of finalizers are redacted alike, and so are warnings
     and the records of a library's logger that has no handler."""
-    code = ("import threading\nfrom trainer import storage\nfrom trainer.runtime import secrets\n"
+    code = ("import threading\nfrom trainer.storage.paths import filesystem\n"
+            "from trainer.runtime import secrets\n"
             "secrets.install_excepthook()\n"
-            "storage._fs('https://alice:Sup3r/S3cretPw@host/x.npz')\n"
+            "filesystem('https://alice:Sup3r/S3cretPw@host/x.npz')\n"
             "t = threading.Thread(target=lambda: int('Sup3r'))\nt.start()\nt.join()\n"
             "import logging, warnings\nwarnings.warn('port Sup3r of host S3cretPw')\n"
             "logging.getLogger('a.library').error('no port Sup3r')\n"

@@ -237,7 +237,7 @@ def test_a_curation_job_runs_predict_on_every_replica(capsys):
     assert job.job_spec.scheduling.restart_job_on_worker_restart  # a preempted job runs again
     assert job.display_name.startswith("curate-")
     # the arguments are trainer.predict's own: the job does not fail on a flag it lacks
-    from trainer import predict
+    from trainer.predict import command as predict
 
     assert predict.main.parse(list(container.args)) == ["gs://b/videos/*.mp4", "/gcs/b/more/"]
     assert (predict.FLAGS.out, predict.FLAGS.model) == ("gs://b/curated/", "gs://b/runs/contact")

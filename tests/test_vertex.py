@@ -4,6 +4,7 @@ Vertex AI sets."""
 
 import csv
 import io
+import itertools
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from conftest import run_cli
 from trainer.runtime import logs
 from trainer.runtime.platform import Platform, detect
 from trainer.errors import UserError
-from trainer.storage.rundir import RunDir
+from trainer.storage.rundir import RunDir, locate
 
 JOB_ID = "4242"
 
@@ -100,8 +101,10 @@ def test_platform_from_vertex_variables():
     p = detect({"CLOUD_ML_JOB_ID": "7", "AIP_MODEL_DIR": "gs://b/j/model/",
                 "AIP_CHECKPOINT_DIR": "gs://b/j/checkpoints/"})
     assert p.vertex and p.job_id == "7" and p.is_chief and not p.multi_worker
-    assert p.run_homes() == {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
-    assert p.without_output_dirs().run_homes() == {}
+    assert (p.model_dir, p.checkpoint_dir, p.tensorboard_dir) == ("gs://b/j/model/",
+                                                                  "gs://b/j/checkpoints/", None)
+    assert locate("runs", "x", p) == {"": "gs://b/j/model", "checkpoints": "gs://b/j/checkpoints"}
+    assert locate("runs", "x", p.with_output_dir("out")) == {"": os.path.join("out", "x")}
     assert not detect({}).vertex and detect({}).is_chief
 
 
@@ -169,9 +172,36 @@ def test_a_cluster_spec_without_its_own_task_is_a_user_error():
         detect({"CLUSTER_SPEC": "{}"})
 
 
+def test_the_output_location_rule_over_every_combination():
+    """Which folder wins, the one rule (`locate`): --output_dir over every AIP_* folder, each
+    AIP_* folder over the config's output.dir, and a folder the platform leaves unset inside
+    the run; a run folder (`RunDir`) publishes where the rule says."""
+    given = {"flag": [None, "/flag"], "model": [None, "gs://b/j/model/"],
+             "checkpoints": [None, "gs://b/j/checkpoints/"], "tensorboard": [None, "gs://b/j/logs"]}
+    for flag, model, checkpoints, tensorboard in itertools.product(*given.values()):
+        platform = Platform(model_dir=model, checkpoint_dir=checkpoints,
+                            tensorboard_dir=tensorboard).with_output_dir(flag)
+        homes = locate("cfg-out", "x", platform)
+        run = RunDir("cfg-out", "x", platform=platform)
+        try:
+            if flag:
+                expected = {"": "/flag/x"}
+            else:
+                placed = {"checkpoints": checkpoints, "tensorboard": tensorboard}
+                expected = {"": (model or "cfg-out/x").rstrip("/"),
+                            **{k: v.rstrip("/") for k, v in placed.items() if v}}
+            assert homes == expected, (flag, model, checkpoints, tensorboard)
+            assert run.url == expected[""]
+            for folder in ("checkpoints", "tensorboard"):
+                home = expected.get(folder) or f"{expected['']}/{folder}"
+                assert run.remote(folder, "f") == f"{home}/f"
+        finally:
+            run.cleanup()
+
+
 def test_run_dir_homes_and_a_workers_private_copy(tmp_path):
-    homes = {"": "gs://b/j/model/", "checkpoints": "gs://b/j/checkpoints/"}
-    chief = RunDir("runs", "x", homes=homes)
+    platform = Platform(model_dir="gs://b/j/model/", checkpoint_dir="gs://b/j/checkpoints/")
+    chief = RunDir("runs", "x", platform=platform)
     assert chief.url == "gs://b/j/model"
     assert chief.remote("checkpoints", "state.json") == "gs://b/j/checkpoints/state.json"
     assert chief.remote("tensorboard") == "gs://b/j/model/tensorboard"

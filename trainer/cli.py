@@ -82,7 +82,10 @@ class Command:
         self.flags = flag_values
         self.takes_args = takes_args
         self.required = required if callable(required) else tuple(required)
-        self.program = f"python -m {body.__module__}"  # how the tool is started; see `run`
+        # How the tool is started (see `run`): a package's command, in its `command` or
+        # `__main__` module, runs as `python -m PACKAGE`.
+        module = body.__module__.removesuffix(".__main__").removesuffix(".command")
+        self.program = f"python -m {module}"
 
     def __call__(self, argv: Sequence[str]) -> int:
         """Run the tool in this process on `argv` (without the program name); the exit status."""
@@ -139,8 +142,12 @@ class Command:
 
     def help(self, doc: Optional[str]) -> str:
         """What the program's docstring says, then its flags (absl's logging flags last)."""
-        text = self.flags.get_help(include_special_flags=False)
-        for module in self.flags.flags_by_module_dict():
+        # The tool's own flags first, whichever module defines them (absl's `get_help` puts first
+        # only those of the script it was started as, not those of a package's command module).
+        modules = sorted(self.flags.flags_by_module_dict(),
+                         key=lambda module: module == absl.logging.__name__)
+        text = "\n".join(self.flags.module_help(module) for module in modules)
+        for module in modules:
             heading = "logging flags:" if module == absl.logging.__name__ else "flags:"
             text = text.replace(f"\n{module}:\n", f"\n{heading}\n", 1)
         return f"{(doc or self.program).strip()}\n{text}"

@@ -26,7 +26,10 @@ from trainer import storage
 from trainer.data import video
 from trainer.data.finite import Tally
 from trainer.errors import UserError
-from trainer.predict import Progress, Results, SavedModel, predict_files
+from trainer.predict.batching import predict_files
+from trainer.predict.model import SavedModel
+from trainer.predict.readers import Progress
+from trainer.predict.results import Results
 
 
 def result_names(files: Sequence[str]) -> dict[str, str]:

@@ -56,8 +56,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     devices.seed_everything(config.train.seed,
                            devices.deterministic(config.train.deterministic, devices.accelerators()))
     models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
-    run_dir = RunDir(config.output.dir, config.name, homes=platform.run_homes(),
-                     chief=platform.is_chief)
+    run_dir = RunDir(config.output.dir, config.name, platform=platform, chief=platform.is_chief)
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model

@@ -47,8 +47,7 @@ def train(config_path: Optional[str], overrides: Sequence[str], output_dir: Opti
         if platform.vertex:
             log.info("Vertex AI job %s%s", platform.job_id or "(no CLOUD_ML_JOB_ID)",
                      f", trial {platform.trial_id}" if platform.trial_id else "")
-        if output_dir:
-            platform = platform.without_output_dirs()
+        platform = platform.with_output_dir(output_dir)
         cfg = config_mod.load(config_path, overrides, output_dir)
         from trainer import job
 

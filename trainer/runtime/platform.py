@@ -26,6 +26,7 @@ class Platform:
     model_dir: Optional[str] = None      # AIP_MODEL_DIR: the run's own folder (model.h5, ...)
     checkpoint_dir: Optional[str] = None  # AIP_CHECKPOINT_DIR: `checkpoints/` goes here
     tensorboard_dir: Optional[str] = None  # AIP_TENSORBOARD_LOG_DIR: `tensorboard/` goes here
+    output_dir: Optional[str] = None     # --output_dir, given on the command line
     workers: int = 1                     # processes training together (chief + workers)
     task_type: str = "chief"
     task_index: int = 0
@@ -43,15 +44,10 @@ class Platform:
     def multi_worker(self) -> bool:
         return self.workers > 1
 
-    def run_homes(self) -> dict[str, str]:
-        """Folders of the run placed elsewhere by the platform ("" is the run itself)."""
-        homes = {"": self.model_dir, "checkpoints": self.checkpoint_dir,
-                 "tensorboard": self.tensorboard_dir}
-        return {k: v for k, v in homes.items() if v}
-
-    def without_output_dirs(self) -> "Platform":
-        """An explicit --output_dir wins over the AIP_* folders."""
-        return replace(self, model_dir=None, checkpoint_dir=None, tensorboard_dir=None)
+    def with_output_dir(self, output_dir: Optional[str]) -> "Platform":
+        """This platform with the command line's --output_dir (None or "": not given); where it
+        takes the run is decided in one place, `trainer.storage.rundir.locate`."""
+        return replace(self, output_dir=output_dir or None)
 
     def log_labels(self) -> dict[str, str]:
         """Labels every structured log record carries, to tell jobs, trials and replicas apart."""

@@ -5,7 +5,8 @@ URL (local or `gs://`), so readers of the run directory never see a half-written
 
 Two things can move where files go, without the code that writes them knowing:
 - the platform may place the run or its top-level folders elsewhere (`homes`): Vertex AI's
-  AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR;
+  AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR, unless the command line's
+  --output_dir says where the run goes (`locate`, the one rule);
 - in a multi-worker job only the chief publishes to the run. The other workers run the same
   saving code (collective ops need every worker in step) into a private folder that `cleanup`
   deletes, and read the chief's run (to resume from its checkpoints).
@@ -18,10 +19,11 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Mapping, Optional
+from typing import Optional
 
 from trainer import storage
 from trainer.errors import UserError
+from trainer.runtime.platform import Platform
 
 
 def _clean(url: str) -> str:
@@ -29,11 +31,30 @@ def _clean(url: str) -> str:
     return url.rstrip("/") if url.rstrip("/") else url
 
 
+def locate(output_dir: str, name: str, platform: Optional[Platform] = None) -> dict[str, str]:
+    """Where a run's files go, the one rule: "" is the run's own folder; `checkpoints` and
+    `tensorboard`, when present, are those folders placed elsewhere. In this order:
+    1. `--output_dir` given on the command line (`platform.output_dir`): `<it>/<name>`, with
+       every folder inside, whatever the platform sets;
+    2. the platform's folders, each where it sets one: Vertex AI's AIP_MODEL_DIR for the run
+       itself, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR for those two folders;
+    3. `<output_dir>/<name>`, `output_dir` being the config's `output.dir`."""
+    platform = platform or Platform()
+    if platform.output_dir:
+        return {"": storage.join(storage.normalize(platform.output_dir), name)}
+    homes = {"": platform.model_dir, "checkpoints": platform.checkpoint_dir,
+             "tensorboard": platform.tensorboard_dir}
+    homes = {k: _clean(v) for k, v in homes.items() if v}
+    return {"": storage.join(storage.normalize(output_dir), name), **homes}
+
+
 class RunDir:
-    def __init__(self, output_dir: str, name: str, *, homes: Optional[Mapping[str, str]] = None,
+    def __init__(self, output_dir: str, name: str, *, platform: Optional[Platform] = None,
                  chief: bool = True):
-        homes = {k: _clean(v) for k, v in (homes or {}).items()}
-        self.url = homes.pop("", None) or storage.join(storage.normalize(output_dir), name)
+        """The run `name` in `output_dir` (the config's `output.dir`), or where `platform` puts
+        it (`locate`); `chief` is false on the other workers of a multi-worker job."""
+        homes = locate(output_dir, name, platform)
+        self.url = homes.pop("")
         self.homes = homes
         self.chief = chief
         try:
