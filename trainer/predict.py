@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Optional, Sequence, TextIO
 import numpy as np
 from absl import flags
 
-from trainer import cli, storage
+from trainer import cli, review, smoothing, storage
 from trainer.data.finite import Tally
 from trainer.errors import UserError
 
@@ -61,6 +61,17 @@ flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lamb
                   "code stored in the file) or layer classes Keras does not know, importing the "
                   "builder module its metadata names. Only for model files you trust.",
                   flag_values=FLAGS)
+flags.DEFINE_integer("review", None, "Also pick the N frames (or images) most likely wrong, for a "
+                     "person to check: review.csv, review.mat and contact sheets in --review_out "
+                     "(see trainer.review).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("review_out", None, "Folder for --review's files (local or gs://).",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("review_by", "uncertainty", ["uncertainty", "random"], "How --review ranks: "
+                  "where the model is least sure or its label flips in time (regression: its "
+                  "spread under test-time augmentation), or at random (a baseline).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("smooth", None, "Smooth each video's per-frame probabilities over time: "
+                    "median:K, hmm:P or hmm (see trainer.smoothing).", flag_values=FLAGS)
 
 SHARD_EXTENSIONS = (".npz", ".npy")
 
@@ -266,6 +277,7 @@ class Prediction:
     input: str
     frame: Optional[int]
     values: list
+    spread: Optional[float] = None  # under test-time augmentation, when `--review` asks
 
     @property
     def name(self) -> str:
@@ -295,22 +307,25 @@ def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256,
 
 
 def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256,
-                  tally: Optional[Tally] = None, progress: Optional[Progress] = None
-                  ) -> Iterator[Prediction]:
-    """`predict` on files `input_files` has found already (not listed again)."""
+                  tally: Optional[Tally] = None, progress: Optional[Progress] = None,
+                  spread=None) -> Iterator[Prediction]:
+    """`predict` on files `input_files` has found already (not listed again); `spread(model,
+    batch)`, when given, gives each row's spread (`trainer.review.spread`)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
     items = read_inputs(files, saved.input_shape, progress)
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()
         out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
-        for (name, frame), row in zip(keys, out):
+        spreads = spread(saved.model, x) if spread else [None] * len(out)
+        for (name, frame), row, row_spread in zip(keys, out, spreads):
             if saved.class_names:
                 k = int(row.argmax())
                 values = [saved.class_names[k], float(row[k]), *map(float, row)]
             else:
                 values = list(map(float, row))
-            yield Prediction(name, frame, values)
+            yield Prediction(name, frame, values,
+                             None if row_spread is None else float(row_spread))
 
 
 def format_row(prediction: Prediction, classification: bool) -> str:
@@ -376,7 +391,8 @@ class Results:
 
 def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
         allow_unsafe: bool = False, nonfinite: str = "error", mat_path: Optional[str] = None,
-        progress_every: int = 1000) -> "Results":
+        progress_every: int = 1000, smooth: Optional[str] = None,
+        review_options=None) -> "Results":
     """Predict and print; returns the results (their counts; the files are gone). Inputs with
     NaN or Inf stop it under `nonfinite="error"` (before the CSV is written); under `zero`
     stderr says how many values were replaced. Nothing is written unless every input was
@@ -392,15 +408,25 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
     if mat_path and not videos:
         raise UserError(f"no videos among the inputs, --mat={mat_path}, expected video files "
                         f"({', '.join(video.VIDEO_EXTENSIONS)}) to write per-frame labels for")
+    if review_options:
+        review.check_out(review_options)
     saved = load(model_path, allow_unsafe)
     check_batch(saved, batch_size)
     tally = Tally("the inputs", nonfinite, "--nonfinite")
+    smoother = smoothing.for_model(smooth, model_path, saved)
     with tempfile.TemporaryDirectory() as tmp:
         results = Results(saved, tmp, frames=bool(videos))
-        for prediction in predict_files(saved, files, batch_size, tally, Progress(progress_every)):
+        ranker = review.ranker(review_options, saved)
+        predictions = predict_files(saved, files, batch_size, tally, Progress(progress_every),
+                                    review.spread_for(ranker))
+        for prediction in smoothing.apply(predictions, smoother, saved.class_names):
             print(format_row(prediction, bool(saved.class_names)), flush=False)
             results.add(prediction)
+            if ranker:
+                ranker.add(prediction)
         results.publish(csv_path, mat_path)
+        if ranker:
+            results.reviewed = review.publish(ranker, review_options, saved, files)
     if tally.found:
         print(tally.summary(), file=sys.stderr)
     return results
@@ -448,10 +474,13 @@ def predict_from_flags(inputs: list[str]) -> int:
         print(curate_from_flags(inputs), file=sys.stderr)
         return 0
     results = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model,
-                  FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every)
+                  FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every, FLAGS.smooth,
+                  review.options_from(FLAGS.review, FLAGS.review_out, FLAGS.review_by))
     written = [p for p in (FLAGS.csv, FLAGS.mat) if p]
     print(results.summary() + (f", written to {' and '.join(written)}" if written else ""),
           file=sys.stderr)
+    if getattr(results, "reviewed", None):
+        print(results.reviewed, file=sys.stderr)
     return 0
 
 
@@ -461,6 +490,9 @@ def curate_from_flags(inputs: list[str]) -> str:
     from trainer.runtime.platform import detect
 
     curation.check_out(FLAGS.out, FLAGS.csv, FLAGS.mat)
+    if FLAGS.review is not None:
+        raise UserError(f"--review with --out={FLAGS.out}, command line, expected --review with "
+                        "--csv/--mat (one run over the inputs), not with batch curation")
     model_path = model_file(FLAGS.model)
     files = input_files(inputs)
     platform = detect()
@@ -469,7 +501,8 @@ def curate_from_flags(inputs: list[str]) -> str:
     tally = Tally("the inputs", FLAGS.nonfinite, "--nonfinite")
     summary = curation.curate(saved, files, FLAGS.out, platform.replica_index,
                               platform.replica_count, FLAGS.batch_size, tally,
-                              Progress(FLAGS.progress_every), FLAGS.poll_seconds)
+                              Progress(FLAGS.progress_every), FLAGS.poll_seconds,
+                              smoothing.for_model(FLAGS.smooth, model_path, saved))
     return summary + (f"; {tally.summary()}" if tally.found else "")
 
 
