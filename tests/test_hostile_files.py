@@ -142,6 +142,9 @@ def _fixtures(folder: str) -> dict:
     import scipy.io
 
     scipy.io.savemat(p["labels"], {"contacts": np.zeros((3, 1))})
+    p["review"] = os.path.join(folder, "review.csv")  # predict --review's file, corrected
+    with open(p["review"], "w") as f:
+        f.write(f"input,frame,predicted,probability,score,reason\n{p['video']},0,1,0.5,0.9,x\n")
     os.makedirs(p["run"])
     with open(os.path.join(p["run"], "metrics.json"), "w") as f:
         json.dump({"val": {"loss": 1.0, "accuracy": 0.5}}, f)
@@ -159,9 +162,13 @@ def external_model(model: str, dest: str) -> str:
 # A flag of another mode (convert --video, submit --predict) brings its mode's line.
 BASES = {
     "trainer.task": [{"config": "{config}", "output_dir": "{case}/runs"}],
-    "trainer.predict": [{"model": "{model}", ARGS: ["{image}"]}],
+    "trainer.predict": [{"model": "{model}", ARGS: ["{image}"]},
+                        {"model": "{model}", ARGS: ["{video}"], "review": "2",
+                         "review_out": "{case}/review"}],
     "trainer.convert": [{"config": "{config}", "out": "{case}/out", "to": "npz"},
                         {"video": ["{video}"], "labels": ["{labels}"], "out": "{case}/out",
+                         "to": "npz"},
+                        {"video": ["{video}"], "review": "{review}", "out": "{case}/out",
                          "to": "npz"}],
     "trainer.datacheck": [{"config": "{config}", "out": "{case}/check"}],
     "trainer.compare": [{ARGS: ["{run}", "{run}"], "out": "{case}/compare"}],

@@ -12,7 +12,7 @@ of a touch is almost always the model's error. Two smoothers:
   `hmm:P` gives P itself; `hmm` reads it from `smoothing.json` beside the model, which
   `python -m trainer.smoothing --model RUN --video V --labels L.mat` fits on labelled videos
   that training did not see (the validation videos): it predicts them and picks the P, on a
-  grid, that gives the best frame accuracy.
+  grid, under which the smoothed probabilities give their labels the least log loss.
 
 Why a command, not training: training sees frames as samples (shards keep a frame's video as its
 group, not its place in time), so the fit needs the videos themselves, in order, with labels.
@@ -200,15 +200,27 @@ def accuracy(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     return right / max(total, 1)
 
 
+def log_loss(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+             smoother: Optional[Smoother] = None) -> float:
+    """Mean -log of the (smoothed) probability of each frame's true class (NaN: left out)."""
+    total, count = 0.0, 0
+    for p, y in zip(probs, labels):
+        p = smoother(p) if smoother else p
+        keep = np.isfinite(y)
+        picked = p[np.flatnonzero(keep), y[keep].astype(int)]
+        total += float(-np.log(np.clip(picked, 1e-9, 1.0)).sum())
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
 def fit(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[float, float]:
-    """The switching probability of `GRID` with the best frame accuracy on the videos (class
-    indices per frame), the least smoothing among equals; returns it and that accuracy."""
-    best = (-1.0, 0.0)
-    for switch in sorted(GRID, reverse=True):
-        acc = accuracy(probs, labels, Smoother("hmm", switch=switch))
-        if acc > best[0] + 1e-12:
-            best = (acc, switch)
-    return best[1], best[0]
+    """The switching probability of `GRID` under which the smoothed probabilities give the
+    labelled frames (class indices per frame) the least log loss: the likelihood fit of the
+    HMM's one parameter, which, unlike accuracy, also weighs how sure the smoothed frames are.
+    Returns it and the frame accuracy it gives."""
+    losses = {switch: log_loss(probs, labels, Smoother("hmm", switch=switch)) for switch in GRID}
+    switch = min(GRID, key=lambda s: (losses[s], -s))
+    return switch, accuracy(probs, labels, Smoother("hmm", switch=switch))
 
 
 FLAGS = cli.new_flags()
