@@ -12,8 +12,8 @@ test. Then it prints:
 - errors found per 100 frames reviewed: the `--review` frames ranked by `trainer.review`
   against `--review_by random`, on the test videos (goal: at least 5 times random);
 - the smoothing table on the test videos: frame accuracy and touch-onset error (each true
-  onset's distance in frames to the nearest predicted one), with no smoothing, `median:5` and
-  `hmm` (the fitted switching probability).
+  onset's distance in frames to the nearest predicted one), with no smoothing, `median:5`,
+  `hmm` with the fitted switching probability, and `hmm:0.01`.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main() -> None:
     print(f"errors found per 100 frames reviewed ({args.review} reviewed):")
     expected = 100.0 * len(wrong) / frames  # what random review finds on average
     print(f"  ranked (trainer.review):     {found['uncertainty']:6.1f}")
-    print(f"  random (--review_by random): {found['random']:6.1f} (expected {expected:.1f})")
+    print(f"  random (--review_by random): {found['random']:6.1f} (one draw; on average random "
+          f"review finds the error rate, {expected:.1f})")
     if expected:
         print(f"  ranked / random: {found['uncertainty'] / expected:.1f}x the expected random "
               "rate (goal: at least 5x)")
@@ -158,7 +159,8 @@ def main() -> None:
     print("| smoothing | frame accuracy | touch-onset error, frames (mean) | onsets found/true |")
     print("| --- | ---: | ---: | ---: |")
     smoothers = {"none": None, "median:5": smoothing.parse("median:5"),
-                 "hmm": smoothing.Smoother("hmm", switch=fit["switch_probability"])}
+                 "hmm (fitted)": smoothing.Smoother("hmm", switch=fit["switch_probability"]),
+                 "hmm:0.01": smoothing.parse("hmm:0.01")}
     for name, smoother in smoothers.items():
         right = total = 0
         errors, found_onsets, true_onsets = [], 0, 0

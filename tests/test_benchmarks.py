@@ -102,4 +102,5 @@ def test_review_prints_both_rates_and_the_smoothing_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ranked (trainer.review)" in proc.stdout and "ranked / random" in proc.stdout
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in table[2:]] == ["| none", "| median:5", "| hmm"]
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| none", "| median:5", "| hmm (fitted)",
+                                                          "| hmm:0.01"]
