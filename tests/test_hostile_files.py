@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import ROOT, write_video  # noqa: E402
 
 COMMANDS = ("trainer.task", "trainer.predict", "trainer.convert", "trainer.datacheck",
-            "trainer.compare", "trainer.tune.__main__", "trainer.submit")
+            "trainer.compare", "trainer.tune.__main__", "trainer.submit", "trainer.smoothing")
 ARGS = "ARGS"  # the positional arguments of a command that takes them (inputs, run folders)
 MEMORY_LIMIT = 6 << 30  # bytes of address space for the runner: TensorFlow starts, no bomb fits
 SPARSE = 6 << 30  # a "huge" file: a hole of this many bytes
@@ -171,6 +171,8 @@ BASES = {
                         {"video": ["{video}"], "review": "{review}", "out": "{case}/out",
                          "to": "npz"}],
     "trainer.datacheck": [{"config": "{config}", "out": "{case}/check"}],
+    "trainer.smoothing": [{"model": "{model}", "video": ["{video}"], "labels": ["{labels}"],
+                           "out": "{case}/smoothing.json"}],
     "trainer.compare": [{ARGS: ["{run}", "{run}"], "out": "{case}/compare"}],
     "trainer.tune.__main__": [{"config": "{config}", "space": "{space}",
                                "output_dir": "{case}/tune", "trials": "1"}],

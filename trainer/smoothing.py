@@ -226,14 +226,15 @@ def fit(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[floa
 FLAGS = cli.new_flags()
 flags.DEFINE_string("model", None, "model.h5 (or its run folder) whose predictions are smoothed.",
                     flag_values=FLAGS)
-flags.DEFINE_multi_string("video", [], "A labelled video training did not see (repeat).",
+flags.DEFINE_multi_string("video", [], "A labelled video file training did not see (repeat).",
                           flag_values=FLAGS)
-flags.DEFINE_multi_string("labels", [], "Its labels, as trainer.convert --labels reads them.",
+flags.DEFINE_multi_string("labels", [], "MATLAB .mat file of the videos' labels, once for all or "
+                          "once per --video, as trainer.convert --labels reads them.",
                           flag_values=FLAGS)
 flags.DEFINE_string("labels_key", None, "Variable in --labels holding the labels.",
                     flag_values=FLAGS)
-flags.DEFINE_string("out", None, f"Where to write the fit (default: {FIT_FILE} beside the model, "
-                    "where predict --smooth hmm reads it).", flag_values=FLAGS)
+flags.DEFINE_string("out", None, f"File to write the fit to, local or gs:// (default: {FIT_FILE} "
+                    "beside the model, where predict --smooth hmm reads it).", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 256, "Frames per prediction batch.", lower_bound=1,
                      flag_values=FLAGS)
 
@@ -246,7 +247,7 @@ def fit_videos(model: str, videos: Sequence[str], labels: Sequence[str],
 
     model_path = predict.model_file(model)
     out = out or fit_path(model_path)
-    storage.check_output(out, f"--out={out}")
+    predict.check_output_path(out, "out")
     segments = video.label_segments(videos, labels, labels_key)
     saved = predict.load(model_path)
     if not saved.class_names:
