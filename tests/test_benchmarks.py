@@ -95,12 +95,3 @@ def test_remote_pipeline_prints_local_and_bucket_rates():
         assert abs(far / local - far_local) < 0.01 and abs(far / near - far_near) < 0.01
     assert "load average" in proc.stdout  # the machine's load beside the figures
 
-
-def test_review_prints_both_rates_and_the_smoothing_table(tmp_path):
-    proc = _run("--dir", str(tmp_path), "--frames", "90", "--epochs", "1", "--review", "20",
-                script="benchmarks/review.py")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ranked (trainer.review)" in proc.stdout and "ranked / random" in proc.stdout
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in table[2:]] == ["| none", "| median:5", "| hmm (fitted)",
-                                                          "| hmm:0.01"]
