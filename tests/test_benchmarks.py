@@ -94,4 +94,3 @@ def test_remote_pipeline_prints_local_and_bucket_rates():
         assert min(local, near, far) > 0
         assert abs(far / local - far_local) < 0.01 and abs(far / near - far_near) < 0.01
     assert "load average" in proc.stdout  # the machine's load beside the figures
-

@@ -171,8 +171,9 @@ def test_a_long_video_keeps_the_state_bounded():
     assert len(ranker.finish()) == 20
 
 
-def test_regression_frames_rank_by_their_spread_under_augmentation():
+def test_regression_rows_rank_by_their_spread_under_augmentation(tmp_path):
     from trainer.kerasflavor import keras
+    from trainer.outputs import modelfile
 
     inputs = keras.Input((8, 8, 1))
     dense = keras.layers.Dense(1)
@@ -180,11 +181,20 @@ def test_regression_frames_rank_by_their_spread_under_augmentation():
     weights = np.zeros((64, 1))
     weights[3 * 8 + 3] = 1.0  # the value is pixel (3, 3): a shift changes it where it is an edge
     dense.set_weights([weights, np.zeros(1)])
-    flat = np.full((1, 8, 8, 1), 5.0, np.float32)
-    edge = flat.copy()
-    edge[0, 3, 3, 0] = 50.0
-    spread = review.spread(net, np.concatenate([flat, edge]))
-    assert spread[0] == pytest.approx(0.0) and spread[1] > 10
+    modelfile.save(net, str(tmp_path / "model.h5"), {"task": "regression", "input_shape": [8, 8, 1],
+                                                     "num_outputs": 1})
+    x = np.full((12, 8, 8, 1), 5.0, np.float32)
+    sharp = {2: 50.0, 9: 20.0}  # rows whose value a one-pixel shift changes, most for row 2
+    for row, value in sharp.items():
+        x[row, 3, 3, 0] = value
+    np.savez(tmp_path / "rows.npz", x=x, y=np.zeros(12))
+    assert predict.main(["--model", str(tmp_path / "model.h5"), str(tmp_path / "rows.npz"),
+                         "--review", "3", "--review_out", str(tmp_path / "review")]) == 0
+    rows = _rows(tmp_path / "review" / "review.csv")
+    assert [r["input"] for r in rows[:2]] == [f"{tmp_path / 'rows.npz'}[{k}]" for k in sharp]
+    assert all(r["reason"].startswith("spread") and r["frame"] == "" for r in rows)
+    assert float(rows[1]["score"]) > 0 == float(rows[2]["score"])
+    assert sorted(os.listdir(tmp_path / "review")) == ["review.csv", "sheet-001.png"]
 
 
 # ----------------------------------------------------------------------------------------------
