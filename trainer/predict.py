@@ -352,6 +352,7 @@ class Results:
         self._writer.writerow(["input", "frame", *saved.value_columns] if frames
                               else saved.columns)
         self.labels: dict[str, list] = {}
+        self.reviewed: Optional[str] = None  # what `--review` wrote, in a line
 
     def add(self, prediction: Prediction) -> None:
         frame = [] if not self.frames else ["" if prediction.frame is None else prediction.frame]
@@ -479,7 +480,7 @@ def predict_from_flags(inputs: list[str]) -> int:
     written = [p for p in (FLAGS.csv, FLAGS.mat) if p]
     print(results.summary() + (f", written to {' and '.join(written)}" if written else ""),
           file=sys.stderr)
-    if getattr(results, "reviewed", None):
+    if results.reviewed:
         print(results.reviewed, file=sys.stderr)
     return 0
 
