@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import ROOT, write_video  # noqa: E402
 
 COMMANDS = ("trainer.task", "trainer.predict.command", "trainer.convert", "trainer.datacheck",
-            "trainer.compare", "trainer.tune.__main__", "trainer.submit")
+            "trainer.compare", "trainer.tune.__main__", "trainer.submit", "trainer.smoothing")
 ARGS = "ARGS"  # the positional arguments of a command that takes them (inputs, run folders)
 MEMORY_LIMIT = 6 << 30  # bytes of address space for the runner: TensorFlow starts, no bomb fits
 SPARSE = 6 << 30  # a "huge" file: a hole of this many bytes
@@ -142,6 +142,9 @@ def _fixtures(folder: str) -> dict:
     import scipy.io
 
     scipy.io.savemat(p["labels"], {"contacts": np.zeros((3, 1))})
+    p["review"] = os.path.join(folder, "review.csv")  # predict --review's file, corrected
+    with open(p["review"], "w") as f:
+        f.write(f"input,frame,predicted,probability,score,reason\n{p['video']},0,1,0.5,0.9,x\n")
     os.makedirs(p["run"])
     with open(os.path.join(p["run"], "metrics.json"), "w") as f:
         json.dump({"val": {"loss": 1.0, "accuracy": 0.5}}, f)
@@ -159,11 +162,17 @@ def external_model(model: str, dest: str) -> str:
 # A flag of another mode (convert --video, submit --predict) brings its mode's line.
 BASES = {
     "trainer.task": [{"config": "{config}", "output_dir": "{case}/runs"}],
-    "trainer.predict.command": [{"model": "{model}", ARGS: ["{image}"]}],
+    "trainer.predict.command": [{"model": "{model}", ARGS: ["{image}"]},
+                                {"model": "{model}", ARGS: ["{video}"], "review": "2",
+                                 "review_out": "{case}/review"}],
     "trainer.convert": [{"config": "{config}", "out": "{case}/out", "to": "npz"},
                         {"video": ["{video}"], "labels": ["{labels}"], "out": "{case}/out",
+                         "to": "npz"},
+                        {"video": ["{video}"], "review": "{review}", "out": "{case}/out",
                          "to": "npz"}],
     "trainer.datacheck": [{"config": "{config}", "out": "{case}/check"}],
+    "trainer.smoothing": [{"model": "{model}", "video": ["{video}"], "labels": ["{labels}"],
+                           "out": "{case}/smoothing.json"}],
     "trainer.compare": [{ARGS: ["{run}", "{run}"], "out": "{case}/compare"}],
     "trainer.tune.__main__": [{"config": "{config}", "space": "{space}",
                                "output_dir": "{case}/tune", "trials": "1"}],

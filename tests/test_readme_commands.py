@@ -279,12 +279,24 @@ def test_seed_003s_grid_is_a_valid_space():
 def test_seed_001s_commands_name_convert_and_task_flags():
     section = _seed_sections()["Seed 001"]
     commands = _commands_in(section)
-    (convert,) = _module_args("trainer.convert", commands)
+    (convert, again) = _module_args("trainer.convert", commands)
     assert "--video" in convert and "--labels" in convert
-    (train,) = _module_args("trainer.task", commands)
+    (train, retrain) = _module_args("trainer.task", commands)
     out = convert[convert.index("--out") + 1]
     assert f"data.train={out}train-*.npz" in train  # the shards convert writes: <split>-NNNNN.npz
     assert "data.split_by=group" in train
+    # The curation loop: the review predict writes is what convert reads back, and the new
+    # shards train with the first ones.
+    from trainer import convert as convert_mod, predict
+
+    (curate,) = _module_args("trainer.predict", commands)
+    predict.main.parse(curate)
+    convert_mod.main.parse(again)
+    review = again[again.index("--review") + 1]
+    assert review == curate[curate.index("--review_out") + 1] + "review.csv"
+    new_out = again[again.index("--out") + 1]
+    assert any(f"{new_out}train-*.npz" in word and f"{out}train-*.npz" in word
+               for word in retrain)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ flags.DEFINE_string("labels_key", None, "Variable in --labels holding the labels
 flags.DEFINE_string("like", None, "Earlier shards (their manifest.json or its folder) or a run "
                     "folder, read for their format, image size and colour: the new shards take "
                     "them, so that both train together.", flag_values=FLAGS)
+flags.DEFINE_string("review", None, "A corrected review.csv or review.mat (predict --review): "
+                    "its frames' labels replace the --labels ones.", flag_values=FLAGS)
+flags.DEFINE_enum("unreviewed", "skip", ["skip", "predicted"], "With --review: the frames it "
+                  "does not list are left out (skip) or keep their --labels (predicted).",
+                  flag_values=FLAGS)
 
 
 CHUNK = 256  # rows per read: the unit of streaming
@@ -225,13 +230,20 @@ def checked(view, split: str, policy: str, notes: list[str]) -> Iterator[Chunk]:
 
 
 def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: Optional[str],
-                 config: Config, sizes: Optional[dict] = None) -> dict[str, Iterator]:
+                 config: Config, sizes: Optional[dict] = None, review_path: Optional[str] = None,
+                 unreviewed: str = "skip") -> dict[str, Iterator]:
     """The `train` split of the videos' frames; `labels`: one .mat for all, or one per video.
     Frames are `data.image_size` (empty: the first frame's size) and `data.color`; `sizes`
     counts them by their own size (`video.resize_line`)."""
     from trainer.data import video
 
-    segments = video.label_segments(videos, [labels] if isinstance(labels, str) else labels, key)
+    labels = [labels] if isinstance(labels, str) else labels
+    if review_path:  # a person's corrections (trainer.review)
+        from trainer import review
+
+        segments = review.corrected_segments(videos, labels, key, review_path, unreviewed)
+    else:
+        segments = video.label_segments(videos, labels, key)
     spec = video.settled(segments, images.spec_from_config(config.data))
     return {"train": video.frames(segments, spec, CHUNK, sizes)}
 
@@ -302,7 +314,8 @@ def _settings(match: Like, to: Optional[str], gz: Optional[bool], asked: dict
 
 def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str],
         to: Optional[str], shard_size: int, gz: Optional[bool], videos: Sequence[str],
-        labels: Sequence[str], labels_key: Optional[str], like_path: Optional[str] = None) -> int:
+        labels: Sequence[str], labels_key: Optional[str], like_path: Optional[str] = None,
+        review_path: Optional[str] = None, unreviewed: str = "skip") -> int:
     """The command. `to` and `gz` None: not given (then `--like`'s, else tfrecord, no GZIP)."""
     from trainer import config as config_mod
 
@@ -320,16 +333,18 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
         to, gz = to or "tfrecord", bool(gz)
         cfg = config_mod.load(config_path, overrides)
         if videos:
-            if not labels:
+            if not labels and not review_path:
                 raise UserError("no labels for the videos, --labels, expected a .mat file with one "
-                                "label per frame")
+                                "label per frame (or --review)")
             if asked.get("image_size") is None and match is None:  # not the demo's 32x32
                 cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=None))
             sizes: dict = {}
-            splits, source = video_splits(videos, labels, labels_key, cfg, sizes), ", ".join(videos)
+            splits = video_splits(videos, labels, labels_key, cfg, sizes, review_path, unreviewed)
+            source = ", ".join(videos)
         else:
-            if labels:
-                raise UserError("--labels without --video, command line, expected a --video for "
+            if labels or review_path:
+                flag = "--labels" if labels else "--review"
+                raise UserError(f"{flag} without --video, command line, expected a --video for "
                                 "the labels' frames (or --config without --labels)")
             if not config_path and not overrides:
                 raise UserError("nothing to convert, --config, expected a config file or --video")
@@ -355,7 +370,8 @@ def run(config_path: Optional[str], overrides: Sequence[str], out: Optional[str]
 def _convert_from_flags(args: list[str]) -> int:
     return run(FLAGS.config, FLAGS.set, FLAGS.out, FLAGS.to if FLAGS["to"].present else None,
                FLAGS.shard_size, FLAGS.gzip if FLAGS["gzip"].present else None,
-               FLAGS.video, FLAGS.labels, FLAGS.labels_key, FLAGS.like)
+               FLAGS.video, FLAGS.labels, FLAGS.labels_key, FLAGS.like, FLAGS.review,
+               FLAGS.unreviewed)
 
 
 main = cli.Command(_convert_from_flags, FLAGS)

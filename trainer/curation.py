@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import storage
+from trainer import smoothing, storage
 from trainer.data import video
 from trainer.data.finite import Tally
 from trainer.errors import UserError
@@ -53,7 +53,8 @@ class _Counts:
 
 def curate(saved: SavedModel, files: Sequence[str], out: str, replica: int = 0, replicas: int = 1,
            batch_size: int = 256, tally: Optional[Tally] = None,
-           progress: Optional[Progress] = None, poll_seconds: float = 30.0) -> str:
+           progress: Optional[Progress] = None, poll_seconds: float = 30.0,
+           smoother=None) -> str:
     """Predict this replica's share of `files` into `out`, input by input; returns a summary."""
     files = list(dict.fromkeys(files))  # an input two patterns match is still one input
     names = result_names(files)
@@ -68,7 +69,8 @@ def curate(saved: SavedModel, files: Sequence[str], out: str, replica: int = 0, 
         mat_dest = storage.join(out, names[path] + ".mat") if is_video else None
         with tempfile.TemporaryDirectory(prefix="curate-") as tmp:
             results = Results(saved, tmp, frames=is_video)
-            for prediction in predict_files(saved, [path], batch_size, tally, progress):
+            predictions = predict_files(saved, [path], batch_size, tally, progress)
+            for prediction in smoothing.apply(predictions, smoother, saved.class_names):
                 results.add(prediction)
             results.publish(csv_dest, mat_dest)
         frames = sum(map(len, results.labels.values()))

@@ -14,8 +14,9 @@ from trainer.predict.batching import Prediction, format_row, predict, predict_fi
 from trainer.predict.inputs import SHARD_EXTENSIONS, input_files
 from trainer.predict.model import SavedModel, load, model_file
 from trainer.predict.readers import Progress, read_image, read_inputs, read_shard, read_video
-from trainer.predict.results import Results
+from trainer.predict.results import Results, check_output_path
 
-__all__ = ["SHARD_EXTENSIONS", "Prediction", "Progress", "Results", "SavedModel", "format_row",
+__all__ = ["SHARD_EXTENSIONS", "Prediction", "Progress", "Results", "SavedModel", "check_output_path",
+           "format_row",
            "input_files", "load", "model_file", "predict", "predict_files", "read_image",
            "read_inputs", "read_shard", "read_video"]

@@ -22,6 +22,7 @@ class Prediction:
     input: str
     frame: Optional[int]
     values: list
+    spread: Optional[float] = None  # under test-time augmentation, when `--review` asks
 
     @property
     def name(self) -> str:
@@ -51,22 +52,25 @@ def predict(saved: SavedModel, inputs: Sequence[str], batch_size: int = 256,
 
 
 def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256,
-                  tally: Optional[Tally] = None, progress: Optional[Progress] = None
-                  ) -> Iterator[Prediction]:
-    """`predict` on files `input_files` has found already (not listed again)."""
+                  tally: Optional[Tally] = None, progress: Optional[Progress] = None,
+                  spread=None) -> Iterator[Prediction]:
+    """`predict` on files `input_files` has found already (not listed again); `spread(model,
+    batch)`, when given, gives each row's spread (`trainer.review.spread`)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
     items = read_inputs(files, saved.input_shape, progress)
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()
         out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
-        for (name, frame), row in zip(keys, out):
+        spreads = spread(saved.model, x) if spread else [None] * len(out)
+        for (name, frame), row, row_spread in zip(keys, out, spreads):
             if saved.class_names:
                 k = int(row.argmax())
                 values = [saved.class_names[k], float(row[k]), *map(float, row)]
             else:
                 values = list(map(float, row))
-            yield Prediction(name, frame, values)
+            yield Prediction(name, frame, values,
+                             None if row_spread is None else float(row_spread))
 
 
 def format_row(prediction: Prediction, classification: bool) -> str:

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 from absl import flags
 
-from trainer import cli, curation, storage
+from trainer import cli, curation, review, smoothing, storage
 from trainer.data import video
 from trainer.data.finite import Tally
 from trainer.errors import UserError
@@ -32,7 +32,7 @@ from trainer.predict.batching import format_row, predict_files
 from trainer.predict.inputs import input_files
 from trainer.predict.model import SavedModel, load, model_file
 from trainer.predict.readers import Progress
-from trainer.predict.results import Results
+from trainer.predict.results import Results, check_output_path
 from trainer.runtime import memory
 from trainer.runtime.platform import detect
 
@@ -66,11 +66,23 @@ flags.DEFINE_bool("allow_unsafe_model", False, "Load a model even if it has Lamb
                   "code stored in the file) or layer classes Keras does not know, importing the "
                   "builder module its metadata names. Only for model files you trust.",
                   flag_values=FLAGS)
+flags.DEFINE_integer("review", None, "Also pick the N frames (or images) most likely wrong, for a "
+                     "person to check: review.csv, review.mat and contact sheets in --review_out "
+                     "(see trainer.review).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("review_out", None, "Folder for --review's files (local or gs://).",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("review_by", "uncertainty", ["uncertainty", "random"], "How --review ranks: "
+                  "where the model is least sure or its label flips in time (regression: its "
+                  "spread under test-time augmentation), or at random (a baseline).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("smooth", None, "Smooth each video's per-frame probabilities over time: "
+                    "median:K, hmm:P or hmm (see trainer.smoothing).", flag_values=FLAGS)
 
 
 def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_size: int,
         allow_unsafe: bool = False, nonfinite: str = "error", mat_path: Optional[str] = None,
-        progress_every: int = 1000) -> "Results":
+        progress_every: int = 1000, smooth: Optional[str] = None,
+        review_options=None) -> "Results":
     """Predict and print; returns the results (their counts; the files are gone). Inputs with
     NaN or Inf stop it under `nonfinite="error"` (before the CSV is written); under `zero`
     stderr says how many values were replaced. Nothing is written unless every input was
@@ -84,15 +96,25 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
     if mat_path and not videos:
         raise UserError(f"no videos among the inputs, --mat={mat_path}, expected video files "
                         f"({', '.join(video.VIDEO_EXTENSIONS)}) to write per-frame labels for")
+    if review_options:
+        review.check_out(review_options)
     saved = load(model_path, allow_unsafe)
     check_batch(saved, batch_size)
     tally = Tally("the inputs", nonfinite, "--nonfinite")
+    smoother = smoothing.for_model(smooth, model_path, saved)
     with tempfile.TemporaryDirectory() as tmp:
         results = Results(saved, tmp, frames=bool(videos))
-        for prediction in predict_files(saved, files, batch_size, tally, Progress(progress_every)):
+        ranker = review.ranker(review_options, saved)
+        predictions = predict_files(saved, files, batch_size, tally, Progress(progress_every),
+                                    review.spread_for(ranker))
+        for prediction in smoothing.apply(predictions, smoother, saved.class_names):
             print(format_row(prediction, bool(saved.class_names)), flush=False)
             results.add(prediction)
+            if ranker:
+                ranker.add(prediction)
         results.publish(csv_path, mat_path)
+        if ranker:
+            results.reviewed = review.publish(ranker, review_options, saved, files)
     if tally.found:
         print(tally.summary(), file=sys.stderr)
     return results
@@ -105,19 +127,6 @@ def check_batch(saved: SavedModel, batch_size: int) -> None:
                       "float32 (twice, while stacked)", f"--batch_size={batch_size}")
 
 
-def check_output_path(path: str, flag: str = "csv") -> None:
-    """Refuse a `--csv` (or `--mat`) the predictions could not be written to, before any is
-    made: a folder, a device, a path under a file, or a folder (a bucket) this process cannot
-    write to (storage's write probe, as for a run's folder)."""
-    expected = f"--{flag}={path}, expected a file name in a folder this process can write to"
-    if path.endswith(("/", os.sep)) or (storage.is_local(path) and os.path.isdir(path)):
-        raise UserError(f"path is a directory, {expected}")
-    storage.check_output(path, f"--{flag}={path}")
-    reason = storage.unwritable(storage.parent(path))
-    if reason:
-        raise UserError(f"cannot write there ({reason}), {expected}")
-
-
 def predict_from_flags(inputs: list[str]) -> int:
     if not FLAGS.model:
         raise UserError("no model given, --model, expected the path or gs:// URL of a model.h5")
@@ -128,16 +137,22 @@ def predict_from_flags(inputs: list[str]) -> int:
         print(curate_from_flags(inputs), file=sys.stderr)
         return 0
     results = run(FLAGS.model, inputs, FLAGS.csv, FLAGS.batch_size, FLAGS.allow_unsafe_model,
-                  FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every)
+                  FLAGS.nonfinite, FLAGS.mat, FLAGS.progress_every, FLAGS.smooth,
+                  review.options_from(FLAGS.review, FLAGS.review_out, FLAGS.review_by))
     written = [p for p in (FLAGS.csv, FLAGS.mat) if p]
     print(results.summary() + (f", written to {' and '.join(written)}" if written else ""),
           file=sys.stderr)
+    if results.reviewed:
+        print(results.reviewed, file=sys.stderr)
     return 0
 
 
 def curate_from_flags(inputs: list[str]) -> str:
     """`--out`: this replica's share of the inputs, each input's results published whole."""
     curation.check_out(FLAGS.out, FLAGS.csv, FLAGS.mat)
+    if FLAGS.review is not None:
+        raise UserError(f"--review with --out={FLAGS.out}, command line, expected --review with "
+                        "--csv/--mat (one run over the inputs), not with batch curation")
     model_path = model_file(FLAGS.model)
     files = input_files(inputs)
     platform = detect()
@@ -146,7 +161,8 @@ def curate_from_flags(inputs: list[str]) -> str:
     tally = Tally("the inputs", FLAGS.nonfinite, "--nonfinite")
     summary = curation.curate(saved, files, FLAGS.out, platform.replica_index,
                               platform.replica_count, FLAGS.batch_size, tally,
-                              Progress(FLAGS.progress_every), FLAGS.poll_seconds)
+                              Progress(FLAGS.progress_every), FLAGS.poll_seconds,
+                              smoothing.for_model(FLAGS.smooth, model_path, saved))
     return summary + (f"; {tally.summary()}" if tally.found else "")
 
 

@@ -29,6 +29,7 @@ class Results:
         self._writer.writerow(["input", "frame", *saved.value_columns] if frames
                               else saved.columns)
         self.labels: dict[str, list] = {}
+        self.reviewed: Optional[str] = None  # what `--review` wrote, in a line
 
     def add(self, prediction: Prediction) -> None:
         frame = [] if not self.frames else ["" if prediction.frame is None else prediction.frame]
@@ -62,3 +63,16 @@ class Results:
                 raise UserError(f"cannot write the predictions ({exc.strerror or exc}), "
                                 f"--{flag}={dest}, expected a file name in a folder this process "
                                 "can write to") from None
+
+
+def check_output_path(path: str, flag: str = "csv") -> None:
+    """Refuse a `--csv` (or `--mat`) the predictions could not be written to, before any is
+    made: a folder, a device, a path under a file, or a folder (a bucket) this process cannot
+    write to (storage's write probe, as for a run's folder)."""
+    expected = f"--{flag}={path}, expected a file name in a folder this process can write to"
+    if path.endswith(("/", os.sep)) or (storage.is_local(path) and os.path.isdir(path)):
+        raise UserError(f"path is a directory, {expected}")
+    storage.check_output(path, f"--{flag}={path}")
+    reason = storage.unwritable(storage.parent(path))
+    if reason:
+        raise UserError(f"cannot write there ({reason}), {expected}")
