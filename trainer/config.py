@@ -326,6 +326,22 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    threshold: Union[float, str] = _doc(
+        "Two classes: the decision threshold, the second class's probability from which a "
+        "sample is called that class: a number, or chosen on the validation split: `f1` (best "
+        "F1), `precision@P` (the most recall at precision >= P), `recall@R` (the most "
+        "precision at recall >= R). Stored in `model.h5` and applied by `trainer.predict`, "
+        "batch curation and the served model; `metrics.json` gives it as `threshold`.",
+        default=0.5, min=0.0, max=1.0, resume="free")
+    calibrate: str = _doc(
+        "`temperature`: fit one temperature dividing the logits on the validation split and "
+        "store it inside the model, so saved, served and predicted probabilities are "
+        "calibrated (`metrics.json` `calibration`); `none`: probabilities as trained.",
+        default="none", choices=("none", "temperature"), resume="free")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = _doc(
         "The run's name and the name of its folder: 1 to 128 letters, digits, `.`, `_` or `-`, "
@@ -341,6 +357,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -890,6 +907,15 @@ def _names_fit_the_task(cfg: Config, source: str) -> None:
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if not names or twice is not None or any(not n.strip() for n in names):
             raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
+
+
+@_rule
+def _threshold_is_a_rule(cfg: Config, source: str) -> None:
+    from trainer.evaluation import thresholds
+
+    if thresholds.parse(cfg.eval.threshold) is None:
+        raise _invalid(cfg.eval.threshold, "eval.threshold", source, "a number from 0 to 1, f1, "
+                       "precision@P or recall@R with P, R from 0 to 1 (e.g. precision@0.9)")
 
 
 def logged_quantities(cfg: Config) -> list[str]:

@@ -31,6 +31,7 @@ from absl import flags
 from trainer import cli, storage
 from trainer.data.finite import Tally
 from trainer.errors import UserError
+from trainer.evaluation import thresholds
 
 FLAGS = cli.new_flags()
 flags.DEFINE_string("model", None, "model.h5 written by trainer.task (or its run folder): local "
@@ -74,6 +75,7 @@ class SavedModel:
     class_names: Optional[list[str]]
     input_shape: tuple[int, ...]  # (H, W, C)
     target_names: Optional[list[str]] = None  # regression: the targets' names, as trained
+    threshold: Optional[float] = None  # two classes: the second's probability that calls it
 
     @property
     def value_columns(self) -> list[str]:
@@ -125,7 +127,7 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
                         "written by trainer.task (it carries the task and class names)")
     shape = tuple(meta.get("input_shape") or model.input_shape[1:])
     return SavedModel(model, meta["task"], meta.get("class_names"), shape,
-                      meta.get("target_names"))
+                      meta.get("target_names"), thresholds.from_metadata(meta, path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,9 +306,10 @@ def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()
         out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
-        for (name, frame), row in zip(keys, out):
+        labels = thresholds.decide(out, saved.threshold)
+        for (name, frame), row, k in zip(keys, out, labels):
             if saved.class_names:
-                k = int(row.argmax())
+                k = int(k)
                 values = [saved.class_names[k], float(row[k]), *map(float, row)]
             else:
                 values = list(map(float, row))

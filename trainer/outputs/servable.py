@@ -12,8 +12,10 @@ Two signatures:
   as `trainer.predict` hands them to `model.h5`.
 
 Both return, for classification, `classes` (the class names, per instance), `probabilities`,
-`predicted` (the likeliest class) and `probability` (its probability); for regression one output
-per target, named after it. The standardisation is a layer inside the model, as in `model.h5`.
+`predicted` (the likeliest class, or for two classes the second where its probability reaches
+the model's stored `eval.threshold`) and `probability` (the predicted class's probability); for
+regression one output per target, named after it. The standardisation is a layer inside the
+model, as in `model.h5`.
 
 `assets.extra/trainer.json` records what the registry needs (the TensorFlow version that wrote
 the model, the task, names and input shape) without TensorFlow. A model that cannot be exported
@@ -95,9 +97,12 @@ def _write(model, metadata: dict, shape: tuple, path: str,
             return {key: values[:, k] for k, key in enumerate(keys)}
         names = tf.constant(class_names)
         best = tf.argmax(values, axis=1)
+        if metadata.get("threshold") is not None and len(class_names) == 2:
+            # two classes: the stored decision threshold, as trainer.predict applies it
+            best = tf.cast(values[:, 1] >= metadata["threshold"], tf.int64)
         return {"classes": tf.tile(names[None, :], [tf.shape(values)[0], 1]),
                 "probabilities": values, "predicted": tf.gather(names, best),
-                "probability": tf.reduce_max(values, axis=1)}
+                "probability": tf.gather(values, best, axis=1, batch_dims=1)}
 
     image = tf.TensorSpec((height, width, channels), tf.float32)
 
@@ -121,6 +126,7 @@ def _write(model, metadata: dict, shape: tuple, path: str,
     with open(os.path.join(path, INFO), "w") as f:
         json.dump({"tensorflow": tf.__version__, "task": metadata.get("task"),
                    "name": metadata.get("name"), "class_names": class_names,
+                   "threshold": metadata.get("threshold"),
                    "outputs": keys, "input_shape": list(shape),
                    "signatures": {BYTES_SIGNATURE: BYTES_INPUT, ARRAYS_SIGNATURE: ARRAYS_INPUT}},
                   f, indent=2)
