@@ -169,6 +169,12 @@ class DataConfig:
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
+    fold: Optional[list[int]] = _doc(
+        "`[k, K]`: this run is fold k (from 0) of a K-fold cross-validation "
+        "(`trainer.crossval` sets it): the k-th of K parts of `train` is the test split, by "
+        "whole groups with `split_by: group`, else by sample, drawn from `train.seed`; "
+        "validation is carved from the rest. Empty: no cross-validation.",
+        default=None, length=2, min=0, max=1000)
 
 
 @dataclass(frozen=True)
@@ -907,6 +913,19 @@ def _names_fit_the_task(cfg: Config, source: str) -> None:
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if not names or twice is not None or any(not n.strip() for n in names):
             raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
+
+
+@_rule
+def _fold_is_a_fold(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.fold is None:
+        return
+    if not (d.fold[1] >= 2 and d.fold[0] < d.fold[1]):
+        raise _invalid(d.fold, "data.fold", source, "[k, K] with K >= 2 and 0 <= k < K")
+    if d.test is not None or d.test_rows is not None or not formats.FORMATS[d.format].reads_files:
+        raise _invalid(d.fold, "data.fold", source, "no data.test or data.test_rows and a "
+                       "format that reads files (the fold is the test split, taken from "
+                       "data.train)")
 
 
 @_rule

@@ -209,6 +209,13 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
             taken = _row_range(given_rows, len(train_src), f"{key}_rows", train_src.description)
             views[key] = View(train_src, taken, f"{train_src.description} rows {given_rows}")
             rows = np.setdiff1d(rows, taken)  # never train on evaluation rows
+    if d.fold is not None:  # cross-validation: this fold's rows are the test split
+        from trainer import crossval
+
+        held = np.intersect1d(crossval.fold_rows(train_src, train_rows, config), rows)
+        views["test"] = View(train_src, held, f"{train_src.description} (fold {d.fold[0]} of "
+                             f"{d.fold[1]})")
+        rows, carve = np.setdiff1d(rows, held), [k for k in carve if k != "test"]
     by_group = bool(carve) and d.split_by == "group"
     if carve:
         kept, val_rows, test_rows = (
