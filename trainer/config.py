@@ -169,6 +169,12 @@ class DataConfig:
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
+    frame_context: int = _doc(
+        "Video frames (a group per video, frames in file order, as `trainer.convert --video` "
+        "writes them): the model sees frames t-K..t+K stacked as the channels of frame t's "
+        "sample, the video's first or last frame repeated at its edges. `trainer.predict` and "
+        "the served model (whose instances are then one video's consecutive frames) stack the "
+        "same way. 0: one frame per sample.", default=0, min=0, max=50)
     fold: Optional[list[int]] = _doc(
         "`[k, K]`: this run is fold k (from 0) of a K-fold cross-validation "
         "(`trainer.crossval` sets it): the k-th of K parts of `train` is the test split, by "
@@ -913,6 +919,16 @@ def _names_fit_the_task(cfg: Config, source: str) -> None:
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if not names or twice is not None or any(not n.strip() for n in names):
             raise _invalid(names, f"data.{key}", source, "distinct, non-empty names")
+
+
+@_rule
+def _frame_context_needs_videos(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.frame_context and formats.FORMATS[d.format].groups is None:
+        raise UserError(f"no group per sample (data.frame_context={d.frame_context}), "
+                        f"data.format={d.format}, {source}, expected "
+                        f"{formats.groups_expected(d.format, d.group_key)} (the video of each "
+                        "frame)")
 
 
 @_rule

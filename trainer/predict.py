@@ -31,6 +31,7 @@ from absl import flags
 from trainer import cli, storage
 from trainer.data.finite import Tally
 from trainer.errors import UserError
+from trainer.data import context
 from trainer.evaluation import thresholds
 
 FLAGS = cli.new_flags()
@@ -76,6 +77,7 @@ class SavedModel:
     input_shape: tuple[int, ...]  # (H, W, C)
     target_names: Optional[list[str]] = None  # regression: the targets' names, as trained
     threshold: Optional[float] = None  # two classes: the second's probability that calls it
+    frame_context: int = 0  # data.frame_context: frames t-K..t+K stacked as channels
 
     @property
     def value_columns(self) -> list[str]:
@@ -127,7 +129,8 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
                         "written by trainer.task (it carries the task and class names)")
     shape = tuple(meta.get("input_shape") or model.input_shape[1:])
     return SavedModel(model, meta["task"], meta.get("class_names"), shape,
-                      meta.get("target_names"), thresholds.from_metadata(meta, path))
+                      meta.get("target_names"), thresholds.from_metadata(meta, path),
+                      context.from_metadata(meta, shape, path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +304,10 @@ def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256
                   ) -> Iterator[Prediction]:
     """`predict` on files `input_files` has found already (not listed again)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
-    items = read_inputs(files, saved.input_shape, progress)
+    k = saved.frame_context  # each frame read alone, then stacked with its neighbours
+    shape = context.frame_shape(saved.input_shape, k)
+    items = (item for path in files  # each file one sequence of frames
+             for item in context.stream(read_inputs([path], shape, progress), k))
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()

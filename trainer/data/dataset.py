@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.config import Config, absent_splits, carved_splits
-from trainer.data import formats, groups, images, labels, litter
+from trainer.data import context, formats, groups, images, labels, litter
 from trainer.data.source import Source, View
 from trainer.errors import UserError
 
@@ -235,6 +235,7 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
 
 def load_splits(config: Config) -> Splits:
     views, method, asked = split_views(config)
+    views = context.wrap(views, config.data.frame_context)  # frames t-K..t+K as channels
     class_names = None
     built: dict[str, Optional[SplitData]] = {"val": None, "test": None}
     for key in (k for k in SPLITS if k in views):

@@ -41,7 +41,8 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
                 "target_names": splits.target_names,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
                 "model": config.model.name, "name": config.name,
-                "threshold": result.judged.threshold if result.judged else None}
+                "threshold": result.judged.threshold if result.judged else None,
+                "frame_context": config.data.frame_context}
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
     model = as_float32(result.model)
     modelfile.save(model, run.local("model.h5"), metadata)

@@ -32,6 +32,7 @@ import shutil
 from typing import Optional, Sequence
 
 from trainer import storage
+from trainer.data import context
 
 log = logging.getLogger("trainer")
 
@@ -62,7 +63,8 @@ def export(model, metadata: dict, path: str, target_names: Optional[Sequence[str
            ) -> Optional[str]:
     """Write the SavedModel to the local folder `path`; returns None, or why it was not written
     (then `path` does not exist)."""
-    shape = tuple(int(d) for d in metadata["input_shape"])
+    shape = context.frame_shape(tuple(int(d) for d in metadata["input_shape"]),
+                                metadata.get("frame_context") or 0)  # what a request sends
     if len(shape) != 3 or shape[2] not in (1, 3):
         return (f"the model takes inputs of shape {shape}; image files decode to (H, W, 1) or "
                 "(H, W, 3)")
@@ -92,6 +94,8 @@ def _write(model, metadata: dict, shape: tuple, path: str,
     module.weights = list(model.weights)
 
     def outputs(images):
+        if metadata.get("frame_context"):  # one video's consecutive frames, stacked
+            images = context.stack_tf(images, metadata["frame_context"])
         values = tf.cast(model(images, training=False), tf.float32)
         if not class_names:
             return {key: values[:, k] for k, key in enumerate(keys)}
