@@ -304,10 +304,10 @@ def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256
                   ) -> Iterator[Prediction]:
     """`predict` on files `input_files` has found already (not listed again)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
-    k = saved.frame_context  # each frame read alone, then stacked with its neighbours
-    shape = context.frame_shape(saved.input_shape, k)
-    items = (item for path in files  # each file one sequence of frames
-             for item in context.stream(read_inputs([path], shape, progress), k))
+    # Each frame read alone, then stacked with its neighbours (data.frame_context).
+    shape = context.frame_shape(saved.input_shape, saved.frame_context)
+    items = context.stream_files(files, lambda path: read_inputs([path], shape, progress),
+                                 saved.frame_context)
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()

@@ -123,6 +123,12 @@ def stream(items: Iterable[tuple[str, Optional[int], np.ndarray]], k: int
         done += 1
 
 
+def stream_files(files, read, k: int) -> Iterator[tuple[str, Optional[int], np.ndarray]]:
+    """`stream` over each file's items (`read(path)`), each file one sequence of frames."""
+    for path in files:
+        yield from stream(read(path), k)
+
+
 def stack_tf(images, k: int):
     """The served model's twin of `stream` over one request: the instances are consecutive
     frames of one video, each stacked with its neighbours, the edge instances repeated."""
