@@ -21,6 +21,7 @@ import numpy as np
 
 from trainer.config import Config, ModelConfig
 from trainer.errors import UserError
+from trainer.evaluation import calibration
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
 
@@ -361,7 +362,10 @@ def rmse(y_true, y_pred):
     return tf.sqrt(tf.reduce_mean(tf.square(y_pred - y_true)))
 
 
-CUSTOM_OBJECTS = {"rmse": rmse}
+# The project's own objects a model file may name (`eval.calibrate` on a network that ends in
+# a softmax adds the last).
+CUSTOM_OBJECTS = {"rmse": rmse,
+                  "TemperatureOnProbabilities": calibration.TemperatureOnProbabilities}
 
 # Losses that are relative errors already, scale-free per target: computed on the targets' own
 # values even when the model learns them standardised (standardised targets cross zero).

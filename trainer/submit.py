@@ -1,4 +1,5 @@
 """`python -m trainer.submit --config FILE ...`: run the training job as a Vertex AI CustomJob.
+`python -m trainer.submit --config FILE --crossval K ...`: a cross-validation, one job per fold.
 `python -m trainer.submit --upload_model RUN ...`: register a run's SavedModel in the Model Registry.
 `python -m trainer.submit --predict --model MODEL --inputs 'gs://b/videos/*.mp4' --out gs://b/curated/`:
 run `trainer.predict --out` (batch curation) as a CustomJob in the same training image, its
@@ -80,6 +81,9 @@ flags.DEFINE_string("experiment_run", None, "With --experiment: the run's name (
 flags.register_multi_flags_validator(
     ["dry_run", "gcloud_yaml"], lambda given: not (given["dry_run"] and given["gcloud_yaml"]),
     "--dry_run and --gcloud_yaml exclude each other", flag_values=FLAGS)
+flags.DEFINE_integer("crossval", None, "Cross-validation: one job per fold of K folds (see "
+                     "trainer.crossval), each with the machines asked for.", lower_bound=2,
+                     upper_bound=1000, flag_values=FLAGS)
 flags.DEFINE_string("upload_model", None, "Register this run's saved_model/ in the Vertex AI "
                     "Model Registry instead of training: a run folder, local or gs://.",
                     flag_values=FLAGS)
@@ -227,7 +231,8 @@ def gcloud_command(args: flags.FlagValues, display_name: str, yaml_path: str) ->
 def submit(args: flags.FlagValues) -> int:
     logged = None
     if args.predict:
-        for flag in ("tensorboard", "experiment", "experiment_run", "reduction_server"):
+        for flag in ("tensorboard", "experiment", "experiment_run", "reduction_server",
+                     "crossval"):
             if args[flag].value:
                 raise UserError(f"--{flag} with --predict, command line, expected it only for "
                                 "a training job (a curation job trains nothing)")
@@ -248,6 +253,11 @@ def submit(args: flags.FlagValues) -> int:
         cfg = config_mod.load(args.config, args.set)  # a bad config fails here, not on the cloud
         preflight.check(cfg, args.config)
         display_name = args.display_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if args.crossval:
+            from trainer.cloud import crossval_jobs
+
+            return crossval_jobs.submit(args, cfg, args.config, staged_config_url(
+                args.config, args.staging_bucket), display_name)
         logged = experiment(args, display_name)
         local, staged = args.config, staged_config_url(args.config, args.staging_bucket)
         job = build_job(args, staged, display_name, logged)

@@ -17,12 +17,12 @@ from trainer.config.loading import (MAX_VALUES, apply_override, from_dict, load,
 from trainer.config.resuming import flat, resume_kinds
 from trainer.config.rules import (DEFAULT_LOSS, DEFAULT_METRICS, RULES, TASK_LOSSES, TASK_METRICS,
                                   absent_splits, carved_splits, logged_quantities)
-from trainer.config.schema import (Config, DataConfig, ModelConfig, OutputConfig, PathList,
-                                   TrainConfig, leaves, monitor_mode)
+from trainer.config.schema import (Config, DataConfig, EvalConfig, ModelConfig, OutputConfig,
+                                   PathList, TrainConfig, leaves, monitor_mode)
 
 __all__ = [
     "MAX_VALUES", "DEFAULT_LOSS", "DEFAULT_METRICS", "RULES", "TASK_LOSSES", "TASK_METRICS",
-    "Config", "DataConfig", "ModelConfig", "OutputConfig", "PathList", "TrainConfig",
+    "Config", "DataConfig", "EvalConfig", "ModelConfig", "OutputConfig", "PathList", "TrainConfig",
     "absent_splits", "apply_override", "carved_splits", "flat", "from_dict", "leaves", "load",
     "load_raw", "logged_quantities", "monitor_mode", "parse_yaml", "reference_markdown",
     "resume_kinds", "resume_markdown", "set_key", "with_values",

@@ -11,7 +11,7 @@ import re
 from typing import Callable
 
 from trainer.config.schema import Config, DataConfig
-from trainer.config.values import check_choice, invalid
+from trainer.config.values import check_choice, invalid, parse_threshold
 from trainer.data import formats
 from trainer.errors import UserError
 
@@ -183,6 +183,36 @@ def _names_fit_the_task(cfg: Config, source: str) -> None:
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if not names or twice is not None or any(not n.strip() for n in names):
             raise invalid(names, f"data.{key}", source, "distinct, non-empty names")
+
+
+@_rule
+def _frame_context_needs_videos(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.frame_context and formats.FORMATS[d.format].groups is None:
+        raise UserError(f"no group per sample (data.frame_context={d.frame_context}), "
+                        f"data.format={d.format}, {source}, expected "
+                        f"{formats.groups_expected(d.format, d.group_key)} (the video of each "
+                        "frame)")
+
+
+@_rule
+def _fold_is_a_fold(cfg: Config, source: str) -> None:
+    d = cfg.data
+    if d.fold is None:
+        return
+    if not (d.fold[1] >= 2 and d.fold[0] < d.fold[1]):
+        raise invalid(d.fold, "data.fold", source, "[k, K] with K >= 2 and 0 <= k < K")
+    if d.test is not None or d.test_rows is not None or not formats.FORMATS[d.format].reads_files:
+        raise invalid(d.fold, "data.fold", source, "no data.test or data.test_rows and a "
+                      "format that reads files (the fold is the test split, taken from "
+                      "data.train)")
+
+
+@_rule
+def _threshold_is_a_rule(cfg: Config, source: str) -> None:
+    if parse_threshold(cfg.eval.threshold) is None:
+        raise invalid(cfg.eval.threshold, "eval.threshold", source, "a number from 0 to 1, f1, "
+                      "precision@P or recall@R with P, R from 0 to 1 (e.g. precision@0.9)")
 
 
 def logged_quantities(cfg: Config) -> list[str]:

@@ -164,6 +164,18 @@ class DataConfig:
     samples_per_class: int = _doc(
         "Number of generated `shapes` images per class.", default=400, min=1, max=1_000_000
     )
+    frame_context: int = _doc(
+        "Video frames (a group per video, frames in file order, as `trainer.convert --video` "
+        "writes them): the model sees frames t-K..t+K stacked as the channels of frame t's "
+        "sample, the video's first or last frame repeated at its edges. `trainer.predict` and "
+        "the served model (whose instances are then one video's consecutive frames) stack the "
+        "same way. 0: one frame per sample.", default=0, min=0, max=50)
+    fold: Optional[list[int]] = _doc(
+        "`[k, K]`: this run is fold k (from 0) of a K-fold cross-validation "
+        "(`trainer.crossval` sets it): the k-th of K parts of `train` is the test split, by "
+        "whole groups with `split_by: group`, else by sample, drawn from `train.seed`; "
+        "validation is carved from the rest. Empty: no cross-validation.",
+        default=None, length=2, min=0, max=1000)
 
     def channel_count(self) -> Optional[int]:
         """The channels of the images, where the config decides them: 1 for `color: grey`, 3
@@ -328,6 +340,22 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    threshold: Union[float, str] = _doc(
+        "Two classes: the decision threshold, the second class's probability from which a "
+        "sample is called that class: a number, or chosen on the validation split: `f1` (best "
+        "F1), `precision@P` (the most recall at precision >= P), `recall@R` (the most "
+        "precision at recall >= R). Stored in `model.h5` and applied by `trainer.predict`, "
+        "batch curation and the served model; `metrics.json` gives it as `threshold`.",
+        default=0.5, min=0.0, max=1.0, resume="free")
+    calibrate: str = _doc(
+        "`temperature`: fit one temperature dividing the logits on the validation split and "
+        "store it inside the model, so saved, served and predicted probabilities are "
+        "calibrated (`metrics.json` `calibration`); `none`: probabilities as trained.",
+        default="none", choices=("none", "temperature"), resume="free")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = _doc(
         "The run's name and the name of its folder: 1 to 128 letters, digits, `.`, `_` or `-`, "
@@ -343,6 +371,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -129,3 +129,20 @@ def coerce(value: Any, kind: Any, key: str, source: str) -> Any:
     if not ok:
         raise invalid(value, key, source, type_name(kind))
     return float(value) if kind is float else value
+
+
+# `eval.threshold`: a number, or a rule chosen on validation (`trainer.evaluation.thresholds`).
+THRESHOLD_RULE = re.compile(r"(f1)|(precision|recall)@(0?\.\d+|1(\.0*)?|0)")
+
+
+def parse_threshold(value: Union[str, float]) -> tuple[str, Optional[float]]:
+    """(rule, target): `("value", t)` for a number, `("f1", None)`, `("precision", 0.9)`;
+    None where the text is no rule (config validation names the key)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "value", float(value)
+    match = THRESHOLD_RULE.fullmatch(str(value).strip())
+    if match is None:
+        return None  # type: ignore[return-value]
+    if match.group(1):
+        return "f1", None
+    return match.group(2), float(match.group(3))

@@ -15,7 +15,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.config import Config, absent_splits, carved_splits
-from trainer.data import formats, groups, images, labels, litter
+from trainer.data import context, folds, formats, groups, images, labels, litter
 from trainer.data.source import Source, View
 from trainer.errors import UserError
 
@@ -209,6 +209,11 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
             taken = _row_range(given_rows, len(train_src), f"{key}_rows", train_src.description)
             views[key] = View(train_src, taken, f"{train_src.description} rows {given_rows}")
             rows = np.setdiff1d(rows, taken)  # never train on evaluation rows
+    if d.fold is not None:  # cross-validation: this fold's rows are the test split
+        held = np.intersect1d(folds.fold_rows(train_src, train_rows, config), rows)
+        views["test"] = View(train_src, held, f"{train_src.description} (fold {d.fold[0]} of "
+                             f"{d.fold[1]})")
+        rows, carve = np.setdiff1d(rows, held), [k for k in carve if k != "test"]
     by_group = bool(carve) and d.split_by == "group"
     if carve:
         kept, val_rows, test_rows = (
@@ -228,6 +233,7 @@ def split_views(config: Config) -> tuple[dict[str, View], str, dict[str, float]]
 
 def load_splits(config: Config) -> Splits:
     views, method, asked = split_views(config)
+    views = context.wrap(views, config.data.frame_context)  # frames t-K..t+K as channels
     class_names = None
     built: dict[str, Optional[SplitData]] = {"val": None, "test": None}
     for key in (k for k in SPLITS if k in views):

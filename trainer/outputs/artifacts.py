@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from trainer.evaluation import probabilities, thresholds
 from trainer.outputs import modelfile
 from trainer.outputs import plots
 from trainer.outputs import report
@@ -39,7 +40,9 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     metadata = {"task": config.task, "class_names": splits.class_names,
                 "target_names": splits.target_names,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
-                "model": config.model.name, "name": config.name}
+                "model": config.model.name, "name": config.name,
+                "threshold": result.judged.threshold if result.judged else None,
+                "frame_context": config.data.frame_context}
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
     model = as_float32(result.model)
     modelfile.save(model, run.local("model.h5"), metadata)
@@ -71,7 +74,7 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     matrix: Optional[np.ndarray] = None
     held = getattr(splits, splits.held_out) if splits.held_out else None
     if splits.class_names and result.test_predictions is not None and held is not None:
-        predicted = result.test_predictions.argmax(axis=1)
+        predicted = thresholds.decide(result.test_predictions, metadata["threshold"])
         matrix = plots.confusion_matrix(held.y, predicted, splits.num_outputs)
         metrics["confusion_matrix"] = {"labels": splits.class_names, "matrix": matrix.tolist(),
                                        "split": splits.held_out}
@@ -92,6 +95,10 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
             plots.confusion_plot(matrix, splits.class_names, run.local("plots", "confusion_matrix.png"),
                                  f"{config.name}: {report.SPLIT_TITLES[splits.held_out]} set")
             run.publish("plots", "confusion_matrix.png")
+        if result.judged is not None:
+            for name in probabilities.draw(result.judged, splits.class_names,
+                                           lambda n: run.local("plots", n), config.name):
+                run.publish("plots", name)
         out["plots"] = run.remote("plots")
     if config.output.report:
         try:

@@ -12,6 +12,7 @@ import base64
 import datetime
 import html
 import io
+import json
 import os
 import tempfile
 from typing import Callable, Optional
@@ -173,6 +174,19 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     return "".join(parts)
+
+
+def probabilities_section(judged, class_names: list[str], name: str) -> str:
+    """ROC, precision-recall and reliability plots with the threshold and calibration."""
+    from trainer.evaluation import probabilities
+
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = probabilities.draw(judged, class_names, lambda n: os.path.join(tmp, n), name)
+        images = {n: open(p, "rb").read() for n, p in drawn.items()}
+    rows = [[k, json.dumps(v)] for k, v in judged.metrics.items()
+            if k in ("threshold", "calibration")]
+    return ((_table(["", "value"], rows) if rows else "")
+            + "".join(_img(png, n) for n, png in images.items()))
 
 
 def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
@@ -366,6 +380,9 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         else:
             sections.append(("errors", "Regression: predictions against truth",
                              _regression_section(splits, result.test_predictions, config.name)))
+    if result.judged is not None and result.judged.probabilities:
+        sections.append(("probabilities", "Probabilities: ranking, calibration, threshold",
+                         probabilities_section(result.judged, splits.class_names, config.name)))
     if all(name in figures for name in plots.DYNAMICS_FILES):
         sections.append(("dynamics", "Weights, gradients and activations",
                          _dynamics_section(figures)))

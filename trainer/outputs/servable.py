@@ -12,8 +12,10 @@ Two signatures:
   as `trainer.predict` hands them to `model.h5`.
 
 Both return, for classification, `classes` (the class names, per instance), `probabilities`,
-`predicted` (the likeliest class) and `probability` (its probability); for regression one output
-per target, named after it. The standardisation is a layer inside the model, as in `model.h5`.
+`predicted` (the likeliest class, or for two classes the second where its probability reaches
+the model's stored `eval.threshold`) and `probability` (the predicted class's probability); for
+regression one output per target, named after it. The standardisation is a layer inside the
+model, as in `model.h5`.
 
 `assets.extra/trainer.json` records what the registry needs (the TensorFlow version that wrote
 the model, the task, names and input shape) without TensorFlow. A model that cannot be exported
@@ -30,6 +32,7 @@ import shutil
 from typing import Optional, Sequence
 
 from trainer import storage
+from trainer.data import context
 
 log = logging.getLogger("trainer")
 
@@ -60,7 +63,8 @@ def export(model, metadata: dict, path: str, target_names: Optional[Sequence[str
            ) -> Optional[str]:
     """Write the SavedModel to the local folder `path`; returns None, or why it was not written
     (then `path` does not exist)."""
-    shape = tuple(int(d) for d in metadata["input_shape"])
+    shape = context.frame_shape(tuple(int(d) for d in metadata["input_shape"]),
+                                metadata.get("frame_context") or 0)  # what a request sends
     if len(shape) != 3 or shape[2] not in (1, 3):
         return (f"the model takes inputs of shape {shape}; image files decode to (H, W, 1) or "
                 "(H, W, 3)")
@@ -90,14 +94,19 @@ def _write(model, metadata: dict, shape: tuple, path: str,
     module.weights = list(model.weights)
 
     def outputs(images):
+        if metadata.get("frame_context"):  # one video's consecutive frames, stacked
+            images = context.stack_tf(images, metadata["frame_context"])
         values = tf.cast(model(images, training=False), tf.float32)
         if not class_names:
             return {key: values[:, k] for k, key in enumerate(keys)}
         names = tf.constant(class_names)
         best = tf.argmax(values, axis=1)
+        if metadata.get("threshold") is not None and len(class_names) == 2:
+            # two classes: the stored decision threshold, as trainer.predict applies it
+            best = tf.cast(values[:, 1] >= metadata["threshold"], tf.int64)
         return {"classes": tf.tile(names[None, :], [tf.shape(values)[0], 1]),
                 "probabilities": values, "predicted": tf.gather(names, best),
-                "probability": tf.reduce_max(values, axis=1)}
+                "probability": tf.gather(values, best, axis=1, batch_dims=1)}
 
     image = tf.TensorSpec((height, width, channels), tf.float32)
 
@@ -121,6 +130,7 @@ def _write(model, metadata: dict, shape: tuple, path: str,
     with open(os.path.join(path, INFO), "w") as f:
         json.dump({"tensorflow": tf.__version__, "task": metadata.get("task"),
                    "name": metadata.get("name"), "class_names": class_names,
+                   "threshold": metadata.get("threshold"),
                    "outputs": keys, "input_shape": list(shape),
                    "signatures": {BYTES_SIGNATURE: BYTES_INPUT, ARRAYS_SIGNATURE: ARRAYS_INPUT}},
                   f, indent=2)

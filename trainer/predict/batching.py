@@ -8,7 +8,9 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from trainer.data import context
 from trainer.data.finite import Tally
+from trainer.evaluation import thresholds
 from trainer.predict.inputs import input_files
 from trainer.predict.model import SavedModel
 from trainer.predict.readers import Item, Progress, read_inputs
@@ -57,15 +59,19 @@ def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256
     """`predict` on files `input_files` has found already (not listed again); `spread(model,
     batch)`, when given, gives each row's spread (`trainer.review.spread`)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
-    items = read_inputs(files, saved.input_shape, progress)
+    # Each frame read alone, then stacked with its neighbours (data.frame_context).
+    shape = context.frame_shape(saved.input_shape, saved.frame_context)
+    items = context.stream_files(files, lambda path: read_inputs([path], shape, progress),
+                                 saved.frame_context)
     for keys, x in _batches(items, batch_size):
         x = tally.scan(x, lambda i: Prediction(*keys[i], []).name, writable=True)
         tally.check()
         out = np.asarray(saved.model.predict_on_batch(x), dtype=np.float64)
         spreads = spread(saved.model, x) if spread else [None] * len(out)
-        for (name, frame), row, row_spread in zip(keys, out, spreads):
+        labels = thresholds.decide(out, saved.threshold)
+        for (name, frame), row, row_spread, k in zip(keys, out, spreads, labels):
             if saved.class_names:
-                k = int(row.argmax())
+                k = int(k)
                 values = [saved.class_names[k], float(row[k]), *map(float, row)]
             else:
                 values = list(map(float, row))

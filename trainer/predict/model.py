@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from trainer import storage
+from trainer.data import context
 from trainer.errors import UserError
+from trainer.evaluation import thresholds
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class SavedModel:
     class_names: Optional[list[str]]
     input_shape: tuple[int, ...]  # (H, W, C)
     target_names: Optional[list[str]] = None  # regression: the targets' names, as trained
+    threshold: Optional[float] = None  # two classes: the second's probability that calls it
+    frame_context: int = 0  # data.frame_context: frames t-K..t+K stacked as channels
 
     @property
     def value_columns(self) -> list[str]:
@@ -71,4 +75,5 @@ def load(path: str, allow_unsafe: bool = False) -> SavedModel:
                         "written by trainer.task (it carries the task and class names)")
     shape = tuple(meta.get("input_shape") or model.input_shape[1:])
     return SavedModel(model, meta["task"], meta.get("class_names"), shape,
-                      meta.get("target_names"))
+                      meta.get("target_names"), thresholds.from_metadata(meta, path),
+                      context.from_metadata(meta, shape, path))

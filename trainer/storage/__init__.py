@@ -12,14 +12,14 @@ Only re-exports the names its callers use; each lives in the module of its job:
 """
 
 from trainer.storage.faults import out_of_space
-from trainer.storage.guards import (CONFIG_LIMIT, check_output, check_regular, check_size, confine,
-                                    within)
+from trainer.storage.guards import (CONFIG_LIMIT, READ_LIMIT, TEXT_LIMIT, check_output,
+                                    check_regular, check_size, confine, within)
 from trainer.storage.listing import expand
 from trainer.storage.paths import is_local, join, normalize, parent
 from trainer.storage.reads import exists, get_file, open_read, read_bytes, read_rows_into, read_text
 from trainer.storage.writes import check_writable, put_file, remove, remove_tree, unwritable
 
-__all__ = ["CONFIG_LIMIT", "check_output", "check_regular", "check_size", "check_writable",
+__all__ = ["CONFIG_LIMIT", "READ_LIMIT", "TEXT_LIMIT", "check_output", "check_regular", "check_size", "check_writable",
            "confine", "exists", "expand", "get_file", "is_local", "join", "normalize", "open_read",
            "out_of_space", "parent", "put_file", "read_bytes", "read_rows_into", "read_text",
            "remove", "remove_tree", "unwritable", "within"]

@@ -20,6 +20,7 @@ from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, data
                                    make_dataset, pipeline_options, share_of, steps, window_rows)
 from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats, target_stats
+from trainer.evaluation import probabilities
 from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import Dynamics, HistogramLogger
@@ -56,6 +57,7 @@ class TrainResult:
     earlier_wall_time_s: float = 0.0  # the sessions before this one (their checkpoint state)
     dynamics: Optional[Dynamics] = None  # train.histograms: per-layer figures of this session
     kept: dict = field(default_factory=dict)  # keys changed too late to take effect: their values
+    judged: Optional[probabilities.Judged] = None  # classification: curves, threshold, calibration
 
 
 def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
@@ -92,12 +94,18 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                    scaling.replicas)
     best_epoch = restore_best_epoch(config, store, strategy)
     metrics = evaluate(store.model, held)
+    # Classification: calibration, curves and the threshold (`eval`), which may change the model.
+    judged = probabilities.judge_splits(config, splits, store.model, held, predict)
+    if judged is not None:
+        for key, value in judged.metrics.items():
+            metrics[key] = {**metrics.get(key, {}), **value} if key in held else value
     # The final figures' split: test, or validation where there is no test split.
-    predictions = predict(store.model, held[splits.held_out]) if splits.held_out else None
+    predictions = (judged.probabilities.get(splits.held_out) if judged is not None
+                   else predict(store.model, held[splits.held_out]) if splits.held_out else None)
     if predictions is not None and splits.task == "regression":
         log_per_target(splits.held_out, per_target_scores(
             getattr(splits, splits.held_out).y, predictions, target_names(splits)))
-    return TrainResult(model=store.model, history=list(store.state["history"]),
+    return TrainResult(model=judged.model if judged is not None else store.model, history=list(store.state["history"]),
                        resumed_from_epoch=start.epoch if start.resumed else None,
                        best_epoch=best_epoch,
                        stopped_early=bool(store.state.get("stopped_early")),
@@ -109,7 +117,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        earlier_wall_time_s=store.earlier_wall_time_s,
                        dynamics=next((c.dynamics for c in callbacks
                                       if isinstance(c, HistogramLogger) and c.dynamics.epochs),
-                                     None))
+                                     None),
+                       judged=judged)
 
 
 def check_builder(config: Config, splits: Splits, scaling: Scaling) -> None:
