@@ -175,8 +175,11 @@ class DataConfig:
 class ModelConfig:
     name: str = _doc(
         "A registered architecture (`contact_cnn`, `hexagonal_cnn`, `raccoon`, `penguin`, "
-        "`shapes_cnn`, `blueprint_cnn`, `tiny_cnn`) or `package.module:function`, your own builder "
-        "called as `function(input_shape, num_outputs, **params)`.",
+        "`shapes_cnn`, `blueprint_cnn`, `tiny_cnn`), a backbone of keras.applications under the "
+        "task's head (`resnet50v2`, `efficientnet_b0`, `efficientnetv2_b0`, `mobilenet_v3_small`, "
+        "`mobilenet_v3_large`, `convnext_tiny`; see docs/few-labels.md) or "
+        "`package.module:function`, your own builder called as "
+        "`function(input_shape, num_outputs, **params)`.",
         default="shapes_cnn",
     )
     dropout: Optional[float] = _doc(
@@ -188,8 +191,17 @@ class ModelConfig:
         default=None, min=1, max=512,
     )
     params: dict = _doc(
-        "Extra keyword arguments passed to the builder (for your own `module:function`).",
+        "Extra keyword arguments passed to the builder (for your own `module:function`); for a "
+        "backbone, its keras.applications options (`alpha`, `minimalistic`, "
+        "`drop_connect_rate`, ...) and `image_size`, the size it resizes the images to (at "
+        "least 32; default: the images' own, at least 32).",
         default_factory=dict,
+    )
+    weights: str = _doc(
+        "A backbone's starting weights: `none` (random), `imagenet` (Keras's download, once per "
+        "job), or a weights file (path, `gs://` or `/gcs/` URL; the backbone's `save_weights`), "
+        "checked against the architecture before any data is read.",
+        default="none",
     )
 
 

@@ -153,6 +153,11 @@ def tiny_cnn(input_shape, num_outputs: int, dropout: float = 0.0) -> keras.Model
     ], "tiny_cnn")
 
 
+from trainer import backbones  # noqa: E402 - the keras.applications backbones, by name
+
+backbones.register_all(register)
+
+
 def resolve_builder(name: str) -> Builder:
     """A registered name, or `package.module:function` imported from the user's code."""
     if ":" in name:
@@ -190,6 +195,8 @@ def _builder_kwargs(builder: Builder, config: Config) -> dict:
         wanted["dropout"] = m.dropout
     if m.layer_param is not None:
         wanted["layer_param"] = m.layer_param
+    if backbones.is_backbone(m.name):
+        wanted.update(backbones.builder_kwargs(config))
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return wanted
@@ -341,7 +348,7 @@ def rmse(y_true, y_pred):
     return tf.sqrt(tf.reduce_mean(tf.square(y_pred - y_true)))
 
 
-CUSTOM_OBJECTS = {"rmse": rmse}
+CUSTOM_OBJECTS = {"rmse": rmse, **backbones.custom_objects()}
 
 # Losses that are relative errors already, scale-free per target: computed on the targets' own
 # values even when the model learns them standardised (standardised targets cross zero).
