@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import backbones, storage
+from trainer import backbones, init_from, storage
 from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
@@ -61,6 +61,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
         backbones.prepare(config, run_dir)  # a backbone's weights: fetched and checked first
+        init_from.fetch(config)  # an earlier run's model.h5: fetched and checked first
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = 3 if config.data.color == "rgb" or config.data.format == "shapes" else 1
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")
