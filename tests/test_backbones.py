@@ -116,3 +116,28 @@ def test_weights_need_a_backbone_and_params_reach_it(tmp_path):
     assert inner.input_shape == (None, 48, 48, 3)
     default = backbones.construct(SMALL, (48, 48))
     assert inner.count_params() < default.count_params()  # alpha 0.75 is narrower than 1.0
+
+
+def test_a_backbone_too_large_for_memory_is_refused_before_data(tmp_path):
+    missing = str(tmp_path / "no-such-data.npz")
+    proc = run_cli("--set", "data.format=npz", "--set", f"data.train={missing}",
+                   "--set", f"model.name={SMALL}", "--set", "model.params.image_size=224",
+                   "--set", "train.batch_size=65536", "--output_dir", str(tmp_path / "runs"))
+    line = error_line(proc.stderr)
+    assert proc.returncode == 2
+    assert f"model '{SMALL}' at 224x224x3" in line and "train.batch_size" in line
+    assert "no-such-data" not in line
+
+
+def test_flops_and_datacheck_show_what_the_backbone_sees(tmp_path):
+    # MobileNetV3-Small at 224: about 56 M multiply-adds (its paper), counted by the same rule
+    # as the seed nets (convolutions, depthwise convolutions, dense layers).
+    flops = utilisation.forward_flops_per_sample(backbones.construct(SMALL, (224, 224)))
+    assert 0.8 * 2 * 56e6 < flops < 1.25 * 2 * 56e6, flops
+    from trainer import datacheck
+
+    x, label, _ = blob_images(40, size=16, seed=4)
+    data = write_npz(tmp_path, "d.npz", x[..., None], label)
+    cfg = config.load(None, ["data.format=npz", f"data.train={data}", f"model.name={SMALL}"])
+    lines = datacheck.check(cfg, None)
+    assert f"model {SMALL} sees 32x32x3 images (grey as 3 channels, resized from 16x16)" in lines

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 
@@ -17,6 +16,7 @@ from trainer.training import finetune
 from trainer.training.preemption import RESTART_EXIT_CODE
 
 from conftest import ROOT, blob_images, error_line, run_cli, write_npz
+from test_preemption import backup_position, weights
 
 FAST = ["model.name=tiny_cnn", "train.batch_size=8", "train.steps_per_execution=1",
         "train.early_stopping_patience=0", "output.plots=false", "output.report=false",
@@ -33,15 +33,7 @@ def _run(out, name, data, *extra):
     sets = [a for o in [f"name={name}", f"data.train={data}", *FAST, *extra] for a in ("--set", o)]
     proc = run_cli("--output_dir", str(out), *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out / name
-
-
-def _weights(path):
-    found = {}
-    with h5py.File(path, "r") as f:
-        f["model_weights"].visititems(
-            lambda n, o: found.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return found
+    return out / name, proc.stdout + proc.stderr
 
 
 def _layer(weights, kind):
@@ -52,24 +44,25 @@ def _layer(weights, kind):
 def earlier(tmp_path_factory):
     """A finished two-class run: the model the new runs start from."""
     root = tmp_path_factory.mktemp("earlier")
-    return _run(root, "a", _data(root, 2), "train.epochs=1")
+    return _run(root, "a", _data(root, 2), "train.epochs=1")[0]
 
 
 def test_init_from_takes_the_fitting_layers_and_a_new_head_learns_the_new_classes(
         earlier, tmp_path):
-    run = _run(tmp_path, "b", _data(tmp_path, 3, seed=1), f"model.init_from={earlier}",
-               "train.epochs=1", "train.freeze_epochs=1")
+    run, said = _run(tmp_path, "b", _data(tmp_path, 3, seed=1), f"model.init_from={earlier}",
+                     "train.epochs=1", "train.freeze_epochs=1", "output.report=true")
     got = json.loads((run / "metrics.json").read_text())["training"]["init_from"]
     assert got["source"] == str(earlier) and got["standardization"] == "the new data's"
     assert len(got["taken"]) == 1 and len(got["new"]) == 1  # the conv; the 3-class dense head
-    before, after = _weights(earlier / "model.h5"), _weights(run / "model.h5")
+    before, after = weights(earlier / "model.h5"), weights(run / "model.h5")
     # Frozen for its one epoch: the taken convolution is the earlier run's, bit for bit.
     (old_conv,), (new_conv,) = _layer(before, "conv2d").values(), _layer(after, "conv2d").values()
     np.testing.assert_array_equal(old_conv, new_conv)
     (head,) = _layer(after, "dense").values()
     assert head.shape[-1] == 3
-    log = (run / "train.log").read_text() if (run / "train.log").exists() else ""
-    assert not log or "1 layers took its weights" in log
+    said_line = f"init_from {earlier}: 1 layers took its weights ({got['taken'][0]}); 1 new"
+    assert said_line in said
+    assert "started from" in (run / "report.html").read_text()  # the report says it too
 
 
 def test_init_from_errors_are_one_line(earlier, tmp_path):
@@ -108,29 +101,32 @@ def test_a_run_stopped_on_either_side_of_the_unfreeze_resumes_bit_for_bit(earlie
     data = _data(tmp_path, 3, seed=1)
     extra = [f"data.train={data}", f"model.init_from={earlier}", "train.epochs=3",
              "train.freeze_epochs=1", "train.lr_schedule=cosine"]
-    whole = _run(tmp_path, "whole", data, *extra[1:])
-    steps = int(json.loads((whole / "checkpoints" / "state.json").read_text())["history"][0]
-                .get("steps", 0) or 0)
-    reference = _weights(whole / "model.h5")
+    whole, _ = _run(tmp_path, "whole", data, *extra[1:])
+    reference = weights(whole / "model.h5")
     # SIGTERM inside the frozen epoch (backup mid-epoch 1); SIGKILL inside epoch 2 (resumes from
     # the last frozen epoch's checkpoint, the unfreeze itself); SIGTERM inside epoch 2 (a backup
     # with the fine-tuning optimizer).
-    for name, sig, when in (("frozen", "SIGTERM", 2), ("boundary", "SIGKILL", 8),
-                            ("tuned", "SIGTERM", 9)):
+    for name, sig, when, epoch in (("frozen", "SIGTERM", 2, 1), ("boundary", "SIGKILL", 8, 2),
+                                   ("tuned", "SIGTERM", 9, 2)):
         cut = _interrupt(tmp_path, name, sig, when, extra)
         assert cut.returncode in (RESTART_EXIT_CODE, -9), (name, cut.stderr[-2000:])
-        resumed = _run(tmp_path, name, data, *extra[1:])
-        got = _weights(resumed / "model.h5")
+        if sig == "SIGTERM":  # a backup inside the frozen epoch, or inside the first tuned one
+            assert backup_position(cut.stdout)[0] == epoch, cut.stdout[-2000:]
+        resumed, said = _run(tmp_path, name, data, *extra[1:])
+        if sig == "SIGKILL":  # from the last frozen epoch's checkpoint: the unfreeze itself
+            assert "from epoch 1 (of 3)" in said, said[-2000:]
+        assert f"init_from {earlier}: 1 layers" in said  # recalled from the checkpoint state
+        got = weights(resumed / "model.h5")
         assert got.keys() == reference.keys()
         differ = [k for k in got if not np.array_equal(got[k], reference[k])]
-        assert not differ, (name, steps, differ)
+        assert not differ, (name, differ)
 
 
 def test_a_frozen_backbone_keeps_its_weights_and_trainable_from_unfreezes_the_top(tmp_path):
     small = "mobilenet_v3_small"
-    weights = str(tmp_path / "w.h5")
-    backbones.construct(small, (32, 32)).save_weights(weights)
-    cfg = config.load(None, [f"model.name={small}", f"model.weights={weights}",
+    file = str(tmp_path / "w.h5")
+    backbones.construct(small, (32, 32)).save_weights(file)
+    cfg = config.load(None, [f"model.name={small}", f"model.weights={file}",
                              "train.freeze_epochs=1", "model.trainable_from=expanded_conv_10/expand"])
     model = models.build_model(cfg, (16, 16, 1), 2)
     finetune.set_phase(model, cfg, frozen=True)

@@ -324,12 +324,50 @@ def prepare(config, run_dir=None) -> Optional[str]:
     if run_dir is not None and run_dir.committed_epoch() is not None:
         _LOCAL[(config.model.name, weights_setting(config))] = None
         return None
+    size = input_size(config.data.image_size or (MIN_SIZE, MIN_SIZE), config.model.params)
+    backbone = construct(config.model.name, size, **_options(config.model.params))
+    check_memory(backbone, config, size)
     local = local_weights(config)
     if local is not None:
-        backbone = construct(config.model.name, (MIN_SIZE, MIN_SIZE), **_options(config.model.params))
         check_weights(backbone, local, f"model.weights={weights_setting(config)}")
-        del backbone
     return local
+
+
+def memory_need(backbone: keras.Model, batch: int) -> int:
+    """Bytes to train `backbone`: each weight four times (the weights, their gradients and
+    Adam's two moments, float32), and each layer's outputs for a batch twice (kept for the
+    backward pass, and their gradients)."""
+    activations = 0
+    for layer in backbone.layers:
+        shapes = layer.output_shape if isinstance(layer.output_shape, list) else [layer.output_shape]
+        activations += sum(int(np.prod([d for d in shape[1:] if d])) for shape in shapes
+                           if isinstance(shape, tuple))
+    return 16 * backbone.count_params() + 2 * 4 * batch * activations
+
+
+def check_memory(backbone: keras.Model, config, size: tuple[int, int]) -> None:
+    """The backbone at the size it will see, checked against memory before data is read, as
+    the seed nets are when built."""
+    from trainer.runtime import memory
+
+    batch = config.train.batch_size
+    memory.check_fits(memory_need(backbone, batch),
+                      f"model {config.model.name!r} at {size[0]}x{size[1]}x3 "
+                      f"({backbone.count_params()} parameters with their gradients and Adam's "
+                      f"moments, and the activations of a batch of {batch})",
+                      "model.name, train.batch_size, data.image_size")
+
+
+def seen_line(input_shape, params: dict, name: str) -> str:
+    """What `datacheck` says about a backbone's input."""
+    h, w = input_size(input_shape, params)
+    notes = []
+    if int(input_shape[-1]) == 1:
+        notes.append("grey as 3 channels")
+    if (h, w) != (int(input_shape[0]), int(input_shape[1])):
+        notes.append(f"resized from {input_shape[0]}x{input_shape[1]}")
+    return (f"model {name} sees {h}x{w}x3 images"
+            + (f" ({', '.join(notes)})" if notes else ""))
 
 
 def builder_kwargs(config) -> dict:

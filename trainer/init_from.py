@@ -100,11 +100,8 @@ def transfer(model: keras.Model, config) -> dict:
         raise UserError(f"no layer of the earlier model fits the new one (kinds and weight "
                         f"shapes differ from the first layer on), {KEY}={source}, expected a "
                         f"model of the same architecture ({config.model.name})")
-    record = {"source": source, "taken": taken, "new": new,
-              "standardization": "kept" if keep else "the new data's"}
-    for line in lines(record):
-        log.info("%s", line)
-    return record
+    return {"source": source, "taken": taken, "new": new,
+            "standardization": "kept" if keep else "the new data's"}
 
 
 def lines(record: dict) -> list[str]:
@@ -131,6 +128,7 @@ def start(model: keras.Model, config, run, resuming: bool) -> Optional[dict]:
     """A fresh run takes the earlier weights; a resumed one only recalls what it took."""
     if not getattr(config.model, "init_from", None):
         return None
-    if resuming:
-        return recorded(run)
-    return transfer(model, config)
+    record = recorded(run) if resuming else transfer(model, config)
+    for line in lines(record) if record else ():
+        log.info("%s", line)
+    return record
