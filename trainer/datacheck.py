@@ -176,6 +176,10 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     from trainer.data.dataset import resize_lines
 
     lines.append(f"layout: {splits.layout}")
+    from trainer import backbones
+
+    if backbones.is_backbone(config.model.name):  # the size the backbone will see
+        lines.append(backbones.seen_line(splits.input_shape, config.model.params, config.model.name))
     lines += splits.absent_lines(config.train.monitor)
     for key, part in splits.present.items():
         s = scans[key] = _scan(part, names, block)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import models, storage
+from trainer import backbones, init_from, models, storage
 from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
@@ -60,6 +60,8 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
+        backbones.prepare(config, run_dir)  # a backbone's weights: fetched and checked first
+        init_from.fetch(config)  # an earlier run's model.h5: fetched and checked first
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = config.data.channel_count() or 1  # `auto`: at least one
             _check_batch(config, (*config.data.image_size, channels), "data.image_size")

@@ -154,6 +154,11 @@ def tiny_cnn(input_shape, num_outputs: int, dropout: float = 0.0) -> keras.Model
     ], "tiny_cnn")
 
 
+from trainer import backbones  # noqa: E402 - the keras.applications backbones, by name
+
+backbones.register_all(register)
+
+
 def resolve_builder(name: str) -> Builder:
     """A registered name, or `package.module:function` imported from the user's code."""
     if ":" in name:
@@ -198,19 +203,24 @@ def reference_markdown() -> str:
     for name, builder in REGISTRY.items():
         params = [f"`{p.name}`" if p.default is p.empty else f"`{p.name}={p.default}`"
                   for p in inspect.signature(builder).parameters.values()
-                  if p.name not in ("input_shape", "num_outputs")]
+                  if p.name not in ("input_shape", "num_outputs", *backbones.SET_BY_THE_TRAINER)
+                  and p.kind is not p.VAR_KEYWORD]
+        if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values()):
+            params.append("the backbone's own options")
         doc = " ".join(inspect.getdoc(builder).split("\n\n")[0].split())
         rows.append(f"| `{name}` | {', '.join(params) or 'none'} | {doc} |")
     return "\n".join(rows)
 
 
-def _builder_kwargs(builder: Builder, m: ModelConfig) -> dict:
-    """The config's model parameters that this builder accepts; a set one it cannot take is an error."""
+def _builder_kwargs(builder: Builder, m: ModelConfig, decided: Optional[dict] = None) -> dict:
+    """The config's model parameters that this builder accepts; a set one it cannot take is an
+    error. `decided`: what the trainer sets besides them (a backbone's weights and input)."""
     wanted = dict(m.params)
     if m.dropout is not None:
         wanted["dropout"] = m.dropout
     if m.layer_param is not None:
         wanted["layer_param"] = m.layer_param
+    wanted.update(decided or {})
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return wanted
@@ -254,7 +264,8 @@ def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
 def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed: bool,
            targets=(None, None)) -> keras.Model:
     builder = resolve_builder(config.model.name)
-    kwargs = _builder_kwargs(builder, config.model)
+    kwargs = _builder_kwargs(builder, config.model, backbones.builder_kwargs(config)
+                             if backbones.is_backbone(config.model.name) else None)
     try:
         body = builder(tuple(input_shape), num_outputs, **kwargs)
     except UserError:
@@ -363,9 +374,10 @@ def rmse(y_true, y_pred):
 
 
 # The project's own objects a model file may name (`eval.calibrate` on a network that ends in
-# a softmax adds the last).
+# a softmax adds the one of `trainer.evaluation`; the backbones add Keras's own layers).
 CUSTOM_OBJECTS = {"rmse": rmse,
-                  "TemperatureOnProbabilities": calibration.TemperatureOnProbabilities}
+                  "TemperatureOnProbabilities": calibration.TemperatureOnProbabilities,
+                  **backbones.custom_objects()}
 
 # Losses that are relative errors already, scale-free per target: computed on the targets' own
 # values even when the model learns them standardised (standardised targets cross zero).

@@ -187,8 +187,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _doc(
-        "A registered architecture (the table under [Models](#models), listed from the "
-        "registry) or `package.module:function`, your own builder called as "
+        "A registered architecture or keras.applications backbone under the task's head (the "
+        "table under [Models](#models), listed from the registry; docs/few-labels.md) or `package.module:function`, your own builder called as "
         "`function(input_shape, num_outputs, **params)`. Checked, with its parameters, before "
         "any data is read.",
         default="shapes_cnn",
@@ -202,8 +202,35 @@ class ModelConfig:
         default=None, min=1, max=512,
     )
     params: dict = _doc(
-        "Extra keyword arguments passed to the builder (for your own `module:function`).",
+        "Extra keyword arguments passed to the builder (for your own `module:function`); for a "
+        "backbone, its keras.applications options (`alpha`, `minimalistic`, "
+        "`drop_connect_rate`, ...) and `image_size`, the size it resizes the images to (at "
+        "least 32; default: the images' own, at least 32).",
         default_factory=dict,
+    )
+    init_from: Optional[str] = _doc(
+        "Start from an earlier run's weights: its folder or its `model.h5` (path, `gs://` or "
+        "`/gcs/` URL). Its layers pair with this model's in order; each pair of the same kind "
+        "and weight shapes takes the earlier weights, the others (a head with another number of "
+        "classes or targets) are new. The log, `metrics.json` and the report list both.",
+        default=None,
+    )
+    keep_standardization: bool = _doc(
+        "With `init_from`: keep the earlier model's input standardisation (and targets' scale) "
+        "instead of the new data's.",
+        default=False,
+    )
+    trainable_from: Optional[str] = _doc(
+        "Fine-tuning: the pretrained part (a backbone's layers, or those `init_from` filled) "
+        "trains from this layer up; the layers below it stay frozen. Empty: all of it trains "
+        "(after `train.freeze_epochs`).",
+        default=None,
+    )
+    weights: str = _doc(
+        "A backbone's starting weights: `none` (random), `imagenet` (Keras's download, once per "
+        "job), or a weights file (path, `gs://` or `/gcs/` URL; the backbone's `save_weights`), "
+        "checked against the architecture before any data is read.",
+        default="none",
     )
 
 
@@ -217,6 +244,17 @@ class TrainConfig:
         default=32, min=1, max=65_536, resume="recorded")
     learning_rate: float = _doc("Adam's learning rate.", default=1e-3, min=0.0, exclusive_min=True,
                                 resume="recorded")
+    freeze_epochs: int = _doc(
+        "Fine-tuning: train only the head for this many epochs, the pretrained part (a "
+        "backbone, or the layers `model.init_from` filled) frozen with its BatchNorm in "
+        "inference mode; then train it too, at `finetune_learning_rate`. 0: no frozen phase.",
+        default=0, min=0, max=100_000)
+    finetune_learning_rate: float = _doc(
+        "Adam's learning rate once the pretrained part is unfrozen (a fresh Adam, its "
+        "`lr_schedule` over the epochs left). 1e-5, a hundredth of the head's rate, as the Keras "
+        "transfer-learning guide uses: pretrained features move a little instead of being "
+        "overwritten by the large gradients of a new head.",
+        default=1e-5, min=0.0, exclusive_min=True, resume="recorded")
     seed: int = _doc(
         "Seed of the splits, shuffling, weight initialisation and dropout.", default=0, min=0,
         max=2**32 - 1,

@@ -113,6 +113,10 @@ def _metrics_section(metrics: dict) -> str:
     if t.get("resumed_from_epoch") is not None:  # a fresh run did not resume
         facts.append(["resumed from epoch", t["resumed_from_epoch"]])
     facts += [["changed on resuming", line] for line in t.get("config_changes") or ()]
+    if isinstance(t.get("init_from"), dict):  # model.init_from: the layers taken and the new
+        from trainer.init_from import lines as init_lines
+
+        facts += [["started from", line] for line in init_lines(t["init_from"])]
     facts.append(["wall_time_s (every session)", round(float(t.get("wall_time_s", 0.0)), 1)])
     if t.get("session_wall_time_s") is not None and t.get("resumed_from_epoch") is not None:
         facts.append(["session_wall_time_s (this session)", round(float(t["session_wall_time_s"]), 1)])

@@ -8,6 +8,7 @@ from its preemption backup inside the next epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -24,6 +25,7 @@ from trainer.evaluation import probabilities
 from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import Dynamics, HistogramLogger
+from trainer import init_from
 from trainer.models import build_model, compile_model
 from trainer.runtime import devices, logs
 from trainer.outputs import modelfile
@@ -34,7 +36,7 @@ from trainer.training.class_weights import training_class_weights, with_sample_w
 from trainer.training.evaluation import evaluate, log_per_target, per_target_scores, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
-from trainer.training import schedule, utilisation
+from trainer.training import finetune, schedule, utilisation
 from trainer.training.scaling import Scaling, plan_scaling
 
 log = logging.getLogger("trainer")
@@ -110,7 +112,10 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
                        best_epoch=best_epoch,
                        stopped_early=bool(store.state.get("stopped_early")),
                        replicas=scaling.replicas, global_batch=scaling.global_batch,
-                       runtime={**scaling.runtime(), **usage.runtime()}, metrics=metrics,
+                       runtime={**scaling.runtime(), **usage.runtime(),
+                                **({"init_from": store.state["init_from"]}
+                                   if store.state.get("init_from") else {})},
+                       metrics=metrics,
                        test_predictions=predictions,
                        trained=trained, changes=change_lines(store.state.get("changes", [])),
                        kept={} if trained else {c["key"]: c["from"] for c in store.pending_changes},
@@ -243,17 +248,36 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
                  "execution: %d; learning rate schedule: %s", flops / 1e6,
                  scaling.precision_policy, _gflops(peak), usage.steps_per_execution,
                  t.lr_schedule)
-        compile_model(model, config, jit_compile=scaling.xla,
-                      learning_rate=schedule.learning_rate(t, scaling.learning_rate,
-                                                           steps_per_epoch),
-                      steps_per_execution=usage.steps_per_execution)
+        committed = run.committed_epoch()
+        done = committed or 0
+        init = init_from.start(model, config, run, resuming=committed is not None)
+        taken = init["taken"] if init else None
+
+        def compile_phase(epochs_done: int) -> float:
+            """Compile for the fine-tuning phase after `epochs_done`; returns its peak rate."""
+            phase, peak = finetune.learning_rate_config(config, scaling.learning_rate, epochs_done)
+            compile_model(model, config, jit_compile=scaling.xla,
+                          learning_rate=schedule.learning_rate(phase, peak, steps_per_epoch),
+                          steps_per_execution=usage.steps_per_execution)
+            return peak
+
+        if finetune.active(config):  # frozen or not as the epochs trained say, before loading
+            finetune.set_phase(model, config, finetune.frozen_at(config, done), taken)
+        peak = compile_phase(done)
         now = identity(config, splits.input_shape, splits.class_names)
         store = CheckpointStore(run, model, config.train.monitor, now, started)
         resumed = store.load(check=lambda state: check_continuity(run, state, now))
+        if init:
+            store.state["init_from"] = init  # kept with every epoch: a resumed run reports it
+        if t.freeze_epochs and 0 < t.freeze_epochs < t.epochs:
+            store.finetune = finetune.Plan(t.freeze_epochs, lambda: compile_phase(t.freeze_epochs),
+                                           taken)
+            if resumed and store.state["epoch"] == t.freeze_epochs:
+                store.finetune.recompile()  # the unfreeze's fresh optimizer, as in one session
         if resumed and t.lr_schedule == "constant":
             # The optimizer's checkpoint holds the old rate; a re-run may set another. (A
             # schedule computes its rate from the step; the plateau's rate is its own state.)
-            model.optimizer.learning_rate.assign(scaling.learning_rate)
+            model.optimizer.learning_rate.assign(peak)
     return store, resumed, usage
 
 
@@ -281,11 +305,28 @@ def fit(store: CheckpointStore, config: Config, splits: Splits, train_opts: Pipe
     train_ds, class_weight = training_input(strategy, splits, train_opts, start, t.epochs,
                                             training_class_weights(config, splits), rows_read)
     fitting = sigterm.deferred() if sigterm is not None else contextlib.nullcontext()
+    plan = getattr(store, "finetune", None)  # train.freeze_epochs: the unfreeze inside this fit
+    end = plan.unfreeze_epoch if plan and start.epoch < plan.unfreeze_epoch else t.epochs
     with data_errors(), fitting:
-        store.model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
+        store.model.fit(train_ds, validation_data=val_ds, epochs=end,
                         initial_epoch=start.epoch, steps_per_epoch=steps_per_epoch,
                         class_weight=class_weight, callbacks=callbacks,
                         verbose=1 if logs.interactive() else 0)
+        preempted = sigterm is not None and sigterm.received.is_set()
+        if end < t.epochs and not store.model.stop_training and not preempted:
+            # The unfreeze, as a resume from the frozen phase's last checkpoint would do it.
+            plan.unfreeze(store.model, config)
+            after = dataclasses.replace(start, epoch=end, step=0)
+            train_ds, class_weight = training_input(strategy, splits, train_opts, after, t.epochs,
+                                                    training_class_weights(config, splits),
+                                                    rows_read)
+            for callback in callbacks:
+                if hasattr(callback, "resume_from"):
+                    callback.resume_from(store.state["history"])
+            store.model.fit(train_ds, validation_data=val_ds, epochs=t.epochs,
+                            initial_epoch=end, steps_per_epoch=steps_per_epoch,
+                            class_weight=class_weight, callbacks=callbacks,
+                            verbose=1 if logs.interactive() else 0)
     stopped = [c.stopped_epoch for c in callbacks
                if isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch > 0]
     if stopped:
