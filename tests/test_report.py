@@ -214,3 +214,43 @@ def test_time_and_throughput_figures_agree_everywhere_and_span_a_resume(tmp_path
     wall = round(training["wall_time_s"], 1)
     assert f'<td>wall_time_s (every session)</td><td class="num">{wall:.4g}</td>' in html
     assert "Mean " not in html  # no second, differently defined rate
+
+
+def _imports(path: str, package: str) -> set[str]:
+    """The trainer modules a file imports, at its top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("trainer"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("trainer"))
+    return found
+
+
+def test_the_outputs_modules_import_no_circle():
+    """No module of trainer/outputs imports, however indirectly, a module that imports it back
+    (report.html shows config.yaml's text: both import it from `configfile`, below them)."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainer")
+    modules = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, name), os.path.dirname(root))
+                mod = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                modules[mod] = os.path.join(folder, name)
+    graph = {m: {i for i in _imports(p, m) if i in modules and i != m}
+             for m, p in modules.items()}
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    circles = [m for m in modules if m.startswith("trainer.outputs.") and m in reaches(m)]
+    assert not circles, f"import circles through {circles}"
