@@ -166,7 +166,7 @@ def test_channel_first_arrays_reach_the_model_channel_last(tmp_path, fmt, channe
     view = splits.train.view
     expected = np.moveaxis(x[view.rows], 1, -1)
     np.testing.assert_array_equal(view.array(), expected)  # View.read
-    opts = pipeline_options(cfg, 5, shuffle=False)
+    opts = pipeline_options(cfg.data, cfg.train.seed, 5, shuffle=False)
     batches = np.concatenate([b[0].numpy() for b in make_dataset(view, splits.train.y, opts)])
     np.testing.assert_array_equal(batches, expected)  # the pipeline, per batch in TensorFlow
 

@@ -38,7 +38,8 @@ def _store(cfg, splits):
 def test_one_replica_keeps_the_batch_and_the_learning_rate(demo):
     cfg, _ = demo
     scaling = plan_scaling(cfg.train, tf.distribute.get_strategy())
-    assert (scaling.replicas, scaling.global_batch) == (1, cfg.train.batch_size)
+    size = cfg.train.batch_size
+    assert (scaling.replicas, scaling.per_replica_batch, scaling.global_batch) == (1, size, size)
     assert scaling.learning_rate == cfg.train.learning_rate
     assert set(scaling.runtime()) == {"precision_policy", "deterministic", "xla", "learning_rate",
                                       "devices"}

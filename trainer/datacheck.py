@@ -165,62 +165,90 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
     from trainer.data import load_splits
 
     splits = load_splits(config)  # before TensorFlow is imported: a data error ends at once
-    from trainer.data.pipeline import (count_samples, data_errors, make_dataset, pipeline_options,
-                                       window_rows)
-
-    names = splits.class_names
-    lines: list[str] = []
-    scans = {}
-    opts = pipeline_options(config, config.train.batch_size, shuffle=True)
-    block = window_rows(splits.train.view, opts)
     from trainer.data.dataset import resize_lines
+    from trainer.data.pipeline import pipeline_options, window_rows
 
-    lines.append(f"layout: {splits.layout}")
-    from trainer import backbones
-
-    if backbones.is_backbone(config.model.name):  # the size the backbone will see
-        lines.append(backbones.seen_line(splits.input_shape, config.model.params, config.model.name))
-    lines += splits.absent_lines(config.train.monitor)
+    # One replica's batch: the pipeline as a run on one device reads it.
+    opts = pipeline_options(config.data, config.train.seed, config.train.batch_size, shuffle=True)
+    block = window_rows(splits.train.view, opts)
+    lines = [f"layout: {splits.layout}", *_backbone_lines(config, splits),
+             *splits.absent_lines(config.train.monitor)]
+    scans = {}
     for key, part in splits.present.items():
-        s = scans[key] = _scan(part, names, block)
-        lines.append(f"{key}: {len(part)} samples, shape {splits.input_shape}, dtype "
-                     f"{part.view.source.dtype}, values {s['low']:.4g}..{s['high']:.4g} "
-                     f"({part.source})")
-        if names:
-            counts = np.bincount(part.y, minlength=len(names))
-            lines.append("  labels: " + ", ".join(f"{n} {c} ({c / len(part):.0%})"
-                                                  for n, c in zip(names, counts)))
-            present = counts[counts > 0]
-            if len(present) < len(names) or present.max() >= IMBALANCE * present.min():
-                lines.append(f"  warning: heavy class imbalance in {key} (largest {counts.max()}, "
-                             f"smallest {counts.min()}); consider train.class_weight: balanced")
-        else:
-            lines.append("  targets: " + ", ".join(
-                f"{n} {lo:.4g}..{hi:.4g}" for n, lo, hi in
-                zip(splits.target_names, part.y.min(axis=0), part.y.max(axis=0))))
-        lines.append(f"  NaN: {s['nan']}, Inf: {s['inf']}")
-        if s["nan"] or s["inf"]:
-            lines.append(f"  warning: {key} has non-finite values; training stops unless "
-                         "data.nonfinite: zero")
+        scans[key] = _scan(part, splits.class_names, block)
+        lines += _split_lines(key, part, splits, scans[key])
     lines += resize_lines(splits)
+    lines += _shared_lines(scans, config.task)
+    lines += _group_lines(splits, config.task)
+    lines += _leak_lines(splits, scans, near, config.train.seed, config.task)
+    dest = out or storage.join(config.output.dir, f"{config.name}-datacheck")
+    lines.append(_write_grid(scans["train"]["examples"], splits.class_names, dest))
+    lines.append(_pipeline_line(splits, opts))
+    return lines
+
+
+def _backbone_lines(config: Config, splits) -> list[str]:
+    """A backbone's input: the size it will see, and how the images get there."""
+    from trainer import backbones  # TensorFlow: after the data has loaded
+
+    if not backbones.is_backbone(config.model.name):
+        return []
+    return [backbones.seen_line(splits.input_shape, config.model.params, config.model.name)]
+
+
+def _split_lines(key: str, part, splits, scan: dict) -> list[str]:
+    """One split's size, shape, dtype and value range; its labels (warning on heavy imbalance)
+    or target ranges; its NaN and Inf counts (warning when there are any)."""
+    names = splits.class_names
+    lines = [f"{key}: {len(part)} samples, shape {splits.input_shape}, dtype "
+             f"{part.view.source.dtype}, values {scan['low']:.4g}..{scan['high']:.4g} "
+             f"({part.source})"]
+    if names:
+        counts = np.bincount(part.y, minlength=len(names))
+        lines.append("  labels: " + ", ".join(f"{n} {c} ({c / len(part):.0%})"
+                                              for n, c in zip(names, counts)))
+        present = counts[counts > 0]
+        if len(present) < len(names) or present.max() >= IMBALANCE * present.min():
+            lines.append(f"  warning: heavy class imbalance in {key} (largest {counts.max()}, "
+                         f"smallest {counts.min()}); consider train.class_weight: balanced")
+    else:
+        lines.append("  targets: " + ", ".join(
+            f"{n} {lo:.4g}..{hi:.4g}" for n, lo, hi in
+            zip(splits.target_names, part.y.min(axis=0), part.y.max(axis=0))))
+    lines.append(f"  NaN: {scan['nan']}, Inf: {scan['inf']}")
+    if scan["nan"] or scan["inf"]:
+        lines.append(f"  warning: {key} has non-finite values; training stops unless "
+                     "data.nonfinite: zero")
+    return lines
+
+
+def _shared_lines(scans: dict, task: str) -> list[str]:
+    """Exact copies (by a hash of the bytes) found in two splits, per pair of splits."""
+    lines = []
     for a, b in itertools.combinations(scans, 2):
         shared = len(scans[a]["hashes"] & scans[b]["hashes"])
         lines.append(f"samples in both {a} and {b}: {shared}" +
-                     (f"  warning: {overstated(config.task)}" if shared else ""))
-    lines += _group_lines(splits, config.task)
-    lines += _leak_lines(splits, scans, near, config.train.seed, config.task)
+                     (f"  warning: {overstated(task)}" if shared else ""))
+    return lines
 
-    dest = out or storage.join(config.output.dir, f"{config.name}-datacheck")
+
+def _write_grid(examples: dict, class_names: Optional[list[str]], dest: str) -> str:
+    """`samples.png` in `dest` (a folder or bucket URL); the line that says where."""
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "samples.png")
-        _grid(scans["train"]["examples"], names, local)
+        _grid(examples, class_names, local)
         storage.put_file(local, storage.join(dest, "samples.png"))
-    lines.append(f"sample grid: {storage.join(dest, 'samples.png')}")
+    return f"sample grid: {storage.join(dest, 'samples.png')}"
+
+
+def _pipeline_line(splits, opts) -> str:
+    """The training pipeline's throughput: a warm pass first (tracing, the reader threads, the
+    first window), then the timed one. The steady rate is what training sees epoch after
+    epoch; the start-up is paid once a run."""
+    from trainer.data.pipeline import count_samples, data_errors, make_dataset
 
     # A throughput probe, not a check: NaN and Inf are reported above, not refused here.
     ds = make_dataset(splits.train.view, splits.train.y, dataclasses.replace(opts, nonfinite="zero"))
-    # A warm pass first (tracing, the reader threads, the first window), then the timed one:
-    # the steady rate is what training sees epoch after epoch; the start-up is paid once a run.
     with data_errors():
         started = time.perf_counter()
         count_samples(ds)
@@ -228,9 +256,8 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
         started = time.perf_counter()
         count = count_samples(ds)
         steady = time.perf_counter() - started
-    lines.append(f"input pipeline: {count / steady:.0f} samples/s steady (a warm pass, then a "
-                 f"timed one); start-up {max(0.0, first - steady):.2f} s")
-    return lines
+    return (f"input pipeline: {count / steady:.0f} samples/s steady (a warm pass, then a "
+            f"timed one); start-up {max(0.0, first - steady):.2f} s")
 
 
 def _check_from_flags(args: list[str]) -> int:

@@ -14,14 +14,14 @@ from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
 from trainer.runtime.platform import Platform
-from trainer.config import Config
-from trainer.data import groups, load_splits
+from trainer.config import Config, TrainConfig
+from trainer.data import Splits, groups, load_splits
 from trainer.data.dataset import resize_lines
 from trainer.errors import OutOfSpace, StorageUnavailable, TrainingDiverged, UserError
 from trainer.training.preemption import SigtermWatch
 from trainer.storage.rundir import RunDir
 from trainer.training import resume
-from trainer.training.fit import train_and_evaluate
+from trainer.training.fit import TrainResult, train_and_evaluate
 
 log = logging.getLogger("trainer")
 
@@ -50,13 +50,45 @@ def run(config: Config, platform: Platform, callbacks: Sequence = ()) -> RunResu
 
 def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: SigtermWatch,
          started: float) -> RunResult:
-    # First: the multi-worker strategy must set up the runtime before any other TensorFlow work.
-    strategy = devices.choose_strategy(config.train.strategy, platform)
-    sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
-    devices.seed_everything(config.train.seed,
-                           devices.deterministic(config.train.deterministic, devices.accelerators()))
+    strategy = _start_runtime(config.train, platform, sigterm)
     models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
     run_dir = RunDir(config.output.dir, config.name, platform=platform, chief=platform.is_chief)
+    splits = _checked_data(config, run_dir)
+    _log_data(config, splits)
+    fresh = platform.is_chief and not storage.exists(run_dir.url)
+    try:
+        result = _train(config, splits, run_dir, strategy, platform, callbacks, sigterm, started)
+        for line in resize_lines(splits):
+            log.warning("%s", line)
+        outputs = artifacts.write_all(config, splits, result, run_dir, platform,
+                                      wall_time_s=time.perf_counter() - started)
+    except Exception as exc:  # noqa: BLE001 - tidied, then re-raised (a full disk translated)
+        kept = _after_failure(run_dir, fresh, exc)
+        full = storage.out_of_space(exc)
+        if full is None:
+            raise
+        raise _out_of_space(run_dir, full, kept, fresh) from None
+    finally:
+        run_dir.cleanup()
+    # A non-chief's own files are gone with its staging folder; the run is the chief's.
+    return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
+                     metrics=result.metrics)
+
+
+def _start_runtime(train: TrainConfig, platform: Platform, sigterm: SigtermWatch):
+    """The distribution strategy, then the seeds: the multi-worker strategy must set up the
+    runtime before any other TensorFlow work."""
+    strategy = devices.choose_strategy(train.strategy, platform)
+    sigterm.install()  # again: a multi-worker runtime has just put its own handler in place
+    devices.seed_everything(train.seed, devices.deterministic(train.deterministic,
+                                                              devices.accelerators()))
+    return strategy
+
+
+def _checked_data(config: Config, run_dir: RunDir) -> Splits:
+    """The splits, after the checks that need no data (a writable run folder, a re-run that
+    would train another model, a batch that fits in memory); nothing is left behind when one
+    of them, or the data, fails."""
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
@@ -64,12 +96,17 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
         init_from.fetch(config)  # an earlier run's model.h5: fetched and checked first
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = config.data.channel_count() or 1  # `auto`: at least one
-            _check_batch(config, (*config.data.image_size, channels), "data.image_size")
+            _check_batch(config.train, (*config.data.image_size, channels), "data.image_size")
         splits = load_splits(config)
-        _check_batch(config, tuple(splits.input_shape), "the data")
+        _check_batch(config.train, tuple(splits.input_shape), "the data")
     except BaseException:
         run_dir.cleanup()
         raise
+    return splits
+
+
+def _log_data(config: Config, splits: Splits) -> None:
+    """The data's one-line summary, the splits it lacks, then the group report and its warnings."""
     summary = splits.summary()
     log.info("data: %s samples of shape %s (%s split; %s)%s",
              ", ".join(f"{k} {len(p)}" for k, p in splits.present.items()), splits.input_shape,
@@ -81,48 +118,42 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     for i, line in enumerate(groups.report_lines(summary, config.task)):  # the report, then its warnings
         (log.warning if i else log.info)("%s", line)
     log.debug("data summary: %s", summary)
-    fresh = platform.is_chief and not storage.exists(run_dir.url)
-    try:
-        log.info("run %s: model %s, task %s, %d epochs%s", run_dir.url, config.model.name,
-                 config.task, config.train.epochs,
-                 "" if platform.is_chief else
-                 f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
-        experiment = vertex_experiment.from_config(config, platform)
-        result = train_and_evaluate(config, splits, run_dir, strategy,
-                                    extra_callbacks=[*_platform_callbacks(config, platform),
-                                                     *([experiment] if experiment else []),
-                                                     *callbacks],
-                                    sigterm=sigterm, started=started)
-        if experiment is not None:  # the final figures; the run's page goes into the report
-            experiment.log_final(result.metrics)
-            if experiment.url and not experiment.failed:
-                result.runtime["experiment_run"] = experiment.url
-        for line in resize_lines(splits):
-            log.warning("%s", line)
-        outputs = artifacts.write_all(config, splits, result, run_dir, platform,
-                                      wall_time_s=time.perf_counter() - started)
-    except Exception as exc:  # noqa: BLE001 - tidied, then re-raised (a full disk translated)
-        kept = _after_failure(run_dir, fresh, exc)
-        full = storage.out_of_space(exc)
-        if full is None:
-            raise
-        if kept is not None:
-            left = (f"its last checkpoint, epoch {kept}, is intact and the TensorBoard logs end "
-                    "at their last whole record: free some space and re-run the same name to "
-                    "resume from it")
-        elif fresh:
-            left = "the new run's folder was removed: free some space and run it again"
-        else:
-            left = "what was there before this run is intact: free some space and re-run it"
-        raise OutOfSpace(
-            f"out of disk space while writing the run ({full}), {run_dir.url} (staged under "
-            f"{os.path.dirname(run_dir.staging)}), expected room for the run's files "
-            f"({left})") from None
-    finally:
-        run_dir.cleanup()
-    # A non-chief's own files are gone with its staging folder; the run is the chief's.
-    return RunResult(run_dir=run_dir.url, outputs=outputs if platform.is_chief else {},
-                     metrics=result.metrics)
+
+
+def _train(config: Config, splits: Splits, run_dir: RunDir, strategy, platform: Platform,
+           callbacks: Sequence, sigterm: SigtermWatch, started: float) -> TrainResult:
+    """Train and evaluate with the platform's callbacks (the tuner's report, the experiment's
+    log) and the caller's; the experiment gets the final figures, the result its page."""
+    log.info("run %s: model %s, task %s, %d epochs%s", run_dir.url, config.model.name,
+             config.task, config.train.epochs,
+             "" if platform.is_chief else
+             f" ({platform.task_type} {platform.task_index}: the chief writes the run)")
+    experiment = vertex_experiment.from_config(config, platform)
+    result = train_and_evaluate(config, splits, run_dir, strategy,
+                                extra_callbacks=[*_platform_callbacks(config, platform),
+                                                 *([experiment] if experiment else []),
+                                                 *callbacks],
+                                sigterm=sigterm, started=started)
+    if experiment is not None:  # the final figures; the run's page goes into the report
+        experiment.log_final(result.metrics)
+        if experiment.url and not experiment.failed:
+            result.runtime["experiment_run"] = experiment.url
+    return result
+
+
+def _out_of_space(run_dir: RunDir, full: str, kept: Optional[int], fresh: bool) -> OutOfSpace:
+    """The error for a disk that filled up while writing the run, saying what is left."""
+    if kept is not None:
+        left = (f"its last checkpoint, epoch {kept}, is intact and the TensorBoard logs end "
+                "at their last whole record: free some space and re-run the same name to "
+                "resume from it")
+    elif fresh:
+        left = "the new run's folder was removed: free some space and run it again"
+    else:
+        left = "what was there before this run is intact: free some space and re-run it"
+    return OutOfSpace(
+        f"out of disk space while writing the run ({full}), {run_dir.url} (staged under "
+        f"{os.path.dirname(run_dir.staging)}), expected room for the run's files ({left})")
 
 
 def _after_failure(run_dir: RunDir, fresh: bool, exc: Exception) -> Optional[int]:
@@ -151,9 +182,9 @@ def _after_failure(run_dir: RunDir, fresh: bool, exc: Exception) -> Optional[int
     return kept
 
 
-def _check_batch(config: Config, sample_shape: tuple, where: str) -> None:
-    """One batch of float32 samples must fit in memory (the pipeline holds a few)."""
-    size = config.train.batch_size
+def _check_batch(train: TrainConfig, sample_shape: tuple, where: str) -> None:
+    """One replica's batch of float32 samples must fit in memory (the pipeline holds a few)."""
+    size = train.batch_size
     memory.check_fits(size * math.prod(sample_shape) * 4,
                       f"train.batch_size {size} of samples {sample_shape} in float32",
                       f"{where}, train.batch_size")

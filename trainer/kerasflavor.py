@@ -83,16 +83,7 @@ with _start_up_notices_caught():
 if _min_log_level() > 0:
     logging.getLogger("tensorflow").addFilter(_AtTheLevel(_min_log_level()))
 
+# The dropout state a checkpoint carries is a tf-keras internal: see `trainer.kerasinternals`.
+from trainer.kerasinternals import dropout_generators  # noqa: E402
+
 __all__ = ["dropout_generators", "keras", "tf"]
-
-
-def dropout_generators(model: keras.Model) -> list:
-    """The dropout layers' random generators. tf-keras keeps them out of the model's own
-    checkpoint dependencies, so a checkpoint names them itself: without their state, a resumed
-    run would drop other units than an uninterrupted one."""
-    found = []
-    for layer in model.submodules:
-        rng = getattr(layer, "_random_generator", None)
-        if rng is not None and getattr(rng, "_generator", None) is not None:
-            found.append(rng._generator)
-    return found

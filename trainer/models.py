@@ -24,6 +24,7 @@ from trainer.errors import UserError
 from trainer.evaluation import calibration
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
+from trainer.kerasinternals import replace_loss_tracker
 
 layers = keras.layers
 Builder = Callable[..., keras.Model]
@@ -431,9 +432,5 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
         raise UserError(f"cannot compile ({exc}), train.loss={loss_name} train.metrics={metrics}, "
                         "expected Keras loss and metric names") from None
     if loss_name == "rmse":
-        # tf-keras's loss tracker (`Mean(name="loss")` of its LossesContainer), made whole-split.
-        if not isinstance(getattr(model.compiled_loss, "_total_loss_mean", None),
-                          keras.metrics.Mean):
-            raise RuntimeError("this tf-keras keeps its loss figure elsewhere: the rmse loss "
-                               "figure would be a mean of per-batch RMSEs")
-        model.compiled_loss._total_loss_mean = RootMeanSquare(name="loss")
+        # tf-keras's loss tracker, made whole-split.
+        replace_loss_tracker(model, lambda: RootMeanSquare(name="loss"), keras.metrics.Mean)

@@ -4,6 +4,7 @@ stopped at any moment, and what was logged up to the last finished epoch is then
 from __future__ import annotations
 
 from trainer.kerasflavor import keras
+from trainer.kerasinternals import tensorboard_writers
 from trainer.storage.rundir import RunDir
 
 
@@ -17,7 +18,7 @@ class LiveTensorBoard(keras.callbacks.TensorBoard):
         self.run = run
 
     def _publish(self) -> None:
-        for writer in self._writers.values():
+        for writer in tensorboard_writers(self):
             writer.flush()
         self.run.publish_tree("tensorboard")
 

@@ -9,7 +9,8 @@ import sys
 from typing import Optional
 
 from trainer import storage
-from trainer.kerasflavor import dropout_generators, keras, tf
+from trainer import kerasinternals as internals
+from trainer.kerasflavor import keras, tf
 from trainer.storage.rundir import RunDir
 from trainer.training.preemption import (BACKUP, RESTART_EXIT_CODE, STATE_FILE, Preempted,
                                          SigtermWatch, backup_dir)
@@ -48,24 +49,21 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._since_backup = 0
         self._epoch_end: Optional[int] = None  # the epoch whose end is being checked
 
-    def _implements_train_batch_hooks(self):
-        return True
-
     def on_train_begin(self, logs=None):
         self.watch.install()
         super().on_train_begin(logs)
         # The backup also carries the dropout generators (see `dropout_generators`); restore
         # again now that the checkpoint names them.
-        checkpoint = self._training_state.read_checkpoint_manager.checkpoint
-        checkpoint.random = dropout_generators(self.model)
-        self._training_state.restore()
+        state = internals.backup_state(self)
+        state.read_checkpoint_manager.checkpoint.random = internals.dropout_generators(self.model)
+        state.restore()
         strategy = self.model.distribute_strategy
         config = tf.distribute.experimental.TerminationConfig(
             termination_watcher_fn=self.watch.is_set, exit_fn=self._exit, grace_period=0,
             save_fn=self._save)
         self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
             getattr(strategy, "cluster_resolver", None),
-            self._training_state.write_checkpoint_manager, termination_config=config)
+            state.write_checkpoint_manager, termination_config=config)
 
     def on_train_batch_begin(self, batch, logs=None):
         # BackupAndRestore assigns its batch variable here, every batch; a variable assign is
@@ -75,8 +73,8 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
     def _save(self) -> None:
         if self._epoch_end is not None:
             return  # the epoch checkpoint, already written, is the save
-        self._training_state._ckpt_saved_batch.assign(self._batch)
-        self._training_state.write_checkpoint_manager.save()
+        internals.set_backup_batch(self, self._batch)
+        internals.backup_state(self).write_checkpoint_manager.save()
 
     def on_train_batch_end(self, batch, logs=None):
         self._batch = batch  # the last batch of this call: the state is after it
@@ -88,7 +86,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         self._since_backup += batch - self._call_start + 1
         if self.every_steps and self._since_backup >= self.every_steps:
             self._since_backup = 0
-            self._backup(epoch=self._current_epoch, batch=batch)
+            self.backup(epoch=internals.backup_epoch(self), batch=batch)
         self.handler.save_checkpoint_if_preempted()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -106,9 +104,10 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
         finally:
             self._epoch_end = None
 
-    def _backup(self, epoch, batch=0):
-        self._training_state._ckpt_saved_batch.assign(batch)
-        super()._backup(epoch, batch)
+    def backup(self, epoch: int, batch: int) -> None:
+        """Back up the state after `batch` of `epoch` (both 0-based), and upload it."""
+        internals.set_backup_batch(self, batch)
+        internals.backup_state(self).back_up(epoch=epoch, batch=batch)
         self._upload()
 
     def _exit(self) -> None:
@@ -120,8 +119,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
                         self.run.url, RESTART_EXIT_CODE)
             raise Preempted(f"preempted after epoch {self._epoch_end + 1}")
         self._upload()
-        epoch = int(self._training_state._ckpt_saved_epoch.numpy())
-        batch = int(self._training_state._ckpt_saved_batch.numpy())
+        epoch, batch = internals.backup_point(self)
         where = self.run.remote(*BACKUP) if self.run.chief else "the chief's backup"
         log.warning("preempted: backup after epoch %d batch %d/%d saved to %s; exiting with %d "
                     "so that the platform restarts the job", epoch + 1, batch + 1,
@@ -130,7 +128,7 @@ class PreemptionBackup(keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         # The handler's watcher thread would poll a finished run's flag for good.
-        self.handler._stop_poll_termination_signal_thread()
+        internals.stop_watching(self.handler)
         super().on_train_end(logs)  # deletes the local backup
         if self.run.chief:
             storage.remove_tree(self.run.remote(*BACKUP))

@@ -39,7 +39,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from trainer.config import Config
+from trainer.config import DataConfig
 from trainer.data.finite import Tally
 from trainer.data.source import Block, View
 from trainer.errors import StorageUnavailable, UserError
@@ -135,10 +135,12 @@ class PipelineOptions:
     nonfinite: str = "error"  # `data.nonfinite`: what a NaN or Inf read from the data gets
 
 
-def pipeline_options(config: Config, batch_size: int, shuffle: bool) -> PipelineOptions:
-    """The input pipeline's settings from the config; evaluation neither shuffles nor augments."""
-    d = config.data
-    return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=config.train.seed,
+def pipeline_options(d: DataConfig, seed: int, batch_size: int, shuffle: bool
+                     ) -> PipelineOptions:
+    """The input pipeline's settings from the `data` section, `train.seed` and the batch the
+    pipeline makes (the global batch: `trainer.training.scaling`); evaluation neither shuffles
+    nor augments."""
+    return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=seed,
                            window=d.shuffle_window, block=d.shuffle_block, threads=d.read_threads,
                            augment=tuple(d.augment) if shuffle else (), nonfinite=d.nonfinite)
 

@@ -19,10 +19,10 @@ from trainer.outputs import modelfile
 from trainer.outputs import plots
 from trainer.outputs import report
 from trainer.outputs import servable
+from trainer.outputs.configfile import config_yaml
 from trainer.outputs.table import write_csv
 from trainer.runtime import secrets
 from trainer.runtime.platform import Platform
-from trainer import config as config_module
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.models import as_float32
@@ -36,7 +36,24 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
               platform: Platform, wall_time_s: float) -> dict[str, str]:
     """Write and publish every artefact; returns what went where. `wall_time_s` is this
     session's; metrics.json's `wall_time_s` adds the sessions a resumed run had before."""
-    out: dict[str, str] = {}
+    out = write_model(config, splits, result, run)
+    out["config"] = write_config(config, splits, result, run)
+    if result.history:
+        write_csv(result.history, run.local("history.csv"))
+        out["history"] = run.publish("history.csv")
+    metrics, matrix = run_metrics(splits, result, run, wall_time_s)
+    out["metrics"] = write_metrics(metrics, run)
+    figures = write_figures(config, result, run) if platform.is_chief else {}
+    if config.output.plots:
+        out["plots"] = write_plots(config, splits, result, matrix, run)
+    if config.output.report:
+        out.update(write_report(config, splits, result, metrics, run, platform, figures))
+    return out
+
+
+def write_model(config: Config, splits: Splits, result: TrainResult, run: RunDir
+                ) -> dict[str, str]:
+    """`model.h5`, and with `output.saved_model` the `saved_model/` folder; what went where."""
     metadata = {"task": config.task, "class_names": splits.class_names,
                 "target_names": splits.target_names,
                 "input_shape": list(splits.input_shape), "num_outputs": splits.num_outputs,
@@ -46,68 +63,98 @@ def write_all(config: Config, splits: Splits, result: TrainResult, run: RunDir,
     # Saved in float32 whatever the training precision, so it loads and predicts on any machine.
     model = as_float32(result.model)
     modelfile.save(model, run.local("model.h5"), metadata)
-    out["model"] = run.publish("model.h5")
+    out = {"model": run.publish("model.h5")}
     if config.output.saved_model:
         exported = write_saved_model(model, metadata, run)
         if exported:
             out["saved_model"] = exported
+    return out
 
+
+def write_config(config: Config, splits: Splits, result: TrainResult, run: RunDir) -> str:
     with open(run.local("config.yaml"), "w") as f:
         f.write(config_yaml(config, splits, result))
-    out["config"] = run.publish("config.yaml")
+    return run.publish("config.yaml")
 
-    if result.history:
-        write_csv(result.history, run.local("history.csv"))
-        out["history"] = run.publish("history.csv")
 
+def run_metrics(splits: Splits, result: TrainResult, run: RunDir, wall_time_s: float
+                ) -> tuple[dict, Optional[np.ndarray]]:
+    """metrics.json's content (passwords in data URLs redacted), and the confusion matrix of
+    the held-out split when the task has classes."""
     metrics = dict(result.metrics)
     metrics["data"] = splits.summary()
-    metrics["training"] = {"epochs_trained": len(result.history), "best_epoch": result.best_epoch,
-                           "resumed_from_epoch": result.resumed_from_epoch,
-                           "stopped_early": result.stopped_early,
-                           "wall_time_s": result.earlier_wall_time_s + wall_time_s,
-                           "session_wall_time_s": wall_time_s,
-                           "replicas": result.replicas, "global_batch": result.global_batch,
-                           "config_changes": result.changes, **result.runtime}
+    metrics["training"] = training_figures(result, run, wall_time_s)
+    held_out, matrix = held_out_figures(splits, result)
+    metrics.update(held_out)
+    return secrets.redact(metrics), matrix  # data sources are URLs, which may carry a password
+
+
+def training_figures(result: TrainResult, run: RunDir, wall_time_s: float) -> dict:
+    training = {"epochs_trained": len(result.history), "best_epoch": result.best_epoch,
+                "resumed_from_epoch": result.resumed_from_epoch,
+                "stopped_early": result.stopped_early,
+                "wall_time_s": result.earlier_wall_time_s + wall_time_s,
+                "session_wall_time_s": wall_time_s,
+                "replicas": result.replicas, "global_batch": result.global_batch,
+                "config_changes": result.changes, **result.runtime}
     if not result.trained:  # a finished run re-run: the figures of the session that trained
-        metrics["training"].update(_trained_figures(run))
-    matrix: Optional[np.ndarray] = None
+        training.update(_trained_figures(run))
+    return training
+
+
+def held_out_figures(splits: Splits, result: TrainResult) -> tuple[dict, Optional[np.ndarray]]:
+    """The held-out split's confusion matrix (classes) or per-target scores (regression), as
+    metrics.json keys, and the matrix; nothing without predictions on a held-out split."""
     held = getattr(splits, splits.held_out) if splits.held_out else None
-    if splits.class_names and result.test_predictions is not None and held is not None:
-        predicted = thresholds.decide(result.test_predictions, metadata["threshold"])
+    if result.test_predictions is None or held is None:
+        return {}, None
+    if splits.class_names:
+        # Labels at the run's decision threshold (`eval.threshold`), as predict gives them.
+        predicted = thresholds.decide(result.test_predictions,
+                                      result.judged.threshold if result.judged else None)
         matrix = plots.confusion_matrix(held.y, predicted, splits.num_outputs)
-        metrics["confusion_matrix"] = {"labels": splits.class_names, "matrix": matrix.tolist(),
-                                       "split": splits.held_out}
-    elif splits.target_names and result.test_predictions is not None and held is not None:
-        metrics["per_target"] = {"split": splits.held_out, **report.per_target_scores(
-            held.y, result.test_predictions, splits.target_names)}
-    metrics = secrets.redact(metrics)  # data sources are URLs, which may carry a password
+        return {"confusion_matrix": {"labels": splits.class_names, "matrix": matrix.tolist(),
+                                     "split": splits.held_out}}, matrix
+    if splits.target_names:
+        return {"per_target": {"split": splits.held_out, **report.per_target_scores(
+            held.y, result.test_predictions, splits.target_names)}}, None
+    return {}, None
+
+
+def write_metrics(metrics: dict, run: RunDir) -> str:
     with open(run.local("metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    out["metrics"] = run.publish("metrics.json")
+    return run.publish("metrics.json")
 
-    figures = write_figures(config, result, run) if platform.is_chief else {}
-    if config.output.plots:
-        if result.history:
-            plots.history_plot(result.history, run.local("plots", "history.png"), config.name)
-            run.publish("plots", "history.png")
-        if matrix is not None:
-            plots.confusion_plot(matrix, splits.class_names, run.local("plots", "confusion_matrix.png"),
-                                 f"{config.name}: {report.SPLIT_TITLES[splits.held_out]} set")
-            run.publish("plots", "confusion_matrix.png")
-        if result.judged is not None:
-            for name in probabilities.draw(result.judged, splits.class_names,
-                                           lambda n: run.local("plots", n), config.name):
-                run.publish("plots", name)
-        out["plots"] = run.remote("plots")
-    if config.output.report:
-        try:
-            report.write_report(run.local("report.html"), config, splits, result, metrics, run.url,
-                                platform, figures)
-            out["report"] = run.publish("report.html")
-        except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
-            log.exception("report.html could not be written")
-    return out
+
+def write_plots(config: Config, splits: Splits, result: TrainResult,
+                matrix: Optional[np.ndarray], run: RunDir) -> str:
+    """`plots/history.png`, `plots/confusion_matrix.png` and the probabilities' curves (ROC,
+    precision-recall, reliability), those that apply; the folder."""
+    if result.history:
+        plots.history_plot(result.history, run.local("plots", "history.png"), config.name)
+        run.publish("plots", "history.png")
+    if matrix is not None:
+        plots.confusion_plot(matrix, splits.class_names, run.local("plots", "confusion_matrix.png"),
+                             f"{config.name}: {report.SPLIT_TITLES[splits.held_out]} set")
+        run.publish("plots", "confusion_matrix.png")
+    if result.judged is not None:
+        for name in probabilities.draw(result.judged, splits.class_names,
+                                       lambda n: run.local("plots", n), config.name):
+            run.publish("plots", name)
+    return run.remote("plots")
+
+
+def write_report(config: Config, splits: Splits, result: TrainResult, metrics: dict,
+                 run: RunDir, platform: Platform, figures: dict[str, bytes]) -> dict[str, str]:
+    """`report.html`; nothing, and the error logged, when the page cannot be made."""
+    try:
+        report.write_report(run.local("report.html"), config, splits, result, metrics, run.url,
+                            platform, figures)
+        return {"report": run.publish("report.html")}
+    except Exception:  # noqa: BLE001 - the model and metrics are saved; a page must not fail the run
+        log.exception("report.html could not be written")
+        return {}
 
 
 def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str, bytes]:
@@ -157,17 +204,6 @@ def write_saved_model(model, metadata: dict, run: RunDir) -> Optional[str]:
     for rel in servable.files(local):
         run.publish(servable.FOLDER, *rel.split(os.sep))
     return run.remote(servable.FOLDER)
-
-
-def config_yaml(config: Config, splits: Splits, result: TrainResult) -> str:
-    """The config the run used (`data.image_size` as the data decided; keys changed in a re-run
-    with nothing left to train keep the values the epochs had), headed by the changes it
-    resumed with, as comments: the file stays a config `--config` loads."""
-    used = config_module.with_values(config, result.kept) if result.kept else config
-    header = "".join(f"# {line}\n" for line in result.changes)
-    if header:
-        header = "# resumed with changes, each in effect from the epoch named:\n" + header
-    return header + used.with_data_shape(splits.input_shape).to_yaml()
 
 
 def _trained_figures(run: RunDir) -> dict:

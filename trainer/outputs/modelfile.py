@@ -35,6 +35,7 @@ from trainer import storage
 from trainer.storage import hdf5
 from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
+from trainer.kerasinternals import graph_nodes
 from trainer.models import CUSTOM_OBJECTS, resolve_builder
 from trainer.runtime import secrets
 
@@ -192,21 +193,21 @@ def flattened(model: keras.Model) -> keras.Model:
 def _replay(model: keras.Model, inputs: list) -> list:
     """Call `model`'s layers on `inputs` in its graph's order (as tf-keras's own
     `Functional._run_internal_graph` does), nested graphs layer by layer; the outputs."""
-    if not getattr(model, "_is_graph_network", False):
+    nodes = graph_nodes(model)
+    if nodes is None:
         raise TypeError(f"{model.name} is not a graph of layers")
     tensors = _Replayed((str(id(ref)), x) for ref, x in zip(model.inputs, inputs))
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            layer = node.layer
-            if isinstance(layer, keras.Model) and not kwargs:
-                out = _replay(layer, tf.nest.flatten(args))
-            else:
-                out = layer(*args, **kwargs)
-            for key, value in zip(node.flat_output_ids, tf.nest.flatten(out)):
-                dict.__setitem__(tensors, key, value)
+    for node in nodes:
+        if node.is_input:
+            continue
+        args, kwargs = node.map_arguments(tensors)
+        layer = node.layer
+        if isinstance(layer, keras.Model) and not kwargs:
+            out = _replay(layer, tf.nest.flatten(args))
+        else:
+            out = layer(*args, **kwargs)
+        for key, value in zip(node.flat_output_ids, tf.nest.flatten(out)):
+            dict.__setitem__(tensors, key, value)
     return [dict.__getitem__(tensors, str(id(ref))) for ref in model.outputs]
 
 

@@ -24,6 +24,7 @@ from trainer.runtime.platform import Platform
 from trainer.runtime import secrets
 from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
+from trainer.outputs.configfile import config_yaml
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.data.finite import zeroed
@@ -367,8 +368,6 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     """The whole page as a string. `figures`: the files of `plots/` already drawn (by name),
     embedded rather than drawn again."""
     figures = figures or {}
-    from trainer.outputs.artifacts import config_yaml  # the same text as config.yaml (a cycle)
-
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)
          + "".join(f'<p class="sub">{_esc(line)}</p>'

@@ -26,7 +26,8 @@ from typing import Callable, Optional
 from trainer import storage
 from trainer.config import monitor_mode
 from trainer.errors import UserError
-from trainer.kerasflavor import dropout_generators, keras, tf
+from trainer.kerasflavor import keras, tf
+from trainer.kerasinternals import dropout_generators
 from trainer.storage.rundir import RunDir
 
 log = logging.getLogger("trainer")

@@ -75,8 +75,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     scaling = plan_scaling(t, strategy)
     if ":" in config.model.name:  # the user's builder: what the run's end needs, checked first
         check_builder(config, splits, scaling)
-    train_opts = pipeline_options(config, scaling.global_batch, shuffle=True)
-    eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
+    train_opts = pipeline_options(config.data, t.seed, scaling.global_batch, shuffle=True)
+    eval_opts = pipeline_options(config.data, t.seed, scaling.global_batch, shuffle=False)
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     store, resumed, usage = build_and_restore(config, splits, run, strategy, scaling,
                                               standardization_stats(config, splits, train_opts),
@@ -243,7 +243,7 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
         peak = utilisation.matmul_peak(scaling.precision_policy)
         several_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         usage = DeviceUse(flops, peak, utilisation.steps_per_execution(
-            t.steps_per_execution, flops, t.batch_size, peak, several_workers))
+            t.steps_per_execution, flops, scaling.per_replica_batch, peak, several_workers))
         log.info("model: %.3g MFLOP per training sample; matmul peak (%s): %s; steps per "
                  "execution: %d; learning rate schedule: %s", flops / 1e6,
                  scaling.precision_policy, _gflops(peak), usage.steps_per_execution,

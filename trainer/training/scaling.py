@@ -1,5 +1,9 @@
 """How a run fits its devices: precision, XLA, the global batch and the learning rate.
 
+`plan_scaling` is the one place that turns `train.batch_size` (per replica) into the global
+batch the input pipeline makes; the steps after it take both from `Scaling`. (The checks before
+the strategy exists, memory per batch and `datacheck`, read it as one replica's batch.)
+
 Decided once, before the model is built, and logged, so that a run's speed and results can be
 explained from its log; `metrics.json` records them as the run's runtime.
 """
@@ -23,7 +27,8 @@ class Scaling:
     deterministic: bool
     xla: bool
     replicas: int
-    global_batch: int
+    per_replica_batch: int  # `train.batch_size`
+    global_batch: int  # what the input pipeline batches: per replica x replicas
     learning_rate: float
 
     def runtime(self) -> dict:
@@ -43,12 +48,13 @@ def plan_scaling(train: TrainConfig, strategy: tf.distribute.Strategy) -> Scalin
                       precision_policy=devices.precision_policy(train.mixed_precision, acc),
                       deterministic=devices.deterministic(train.deterministic, acc),
                       xla=devices.use_xla(train.jit_compile, acc), replicas=replicas,
+                      per_replica_batch=train.batch_size,
                       global_batch=train.batch_size * replicas,
                       learning_rate=train.learning_rate * (replicas if scaled else 1))
     log.info("devices: %s; precision policy: %s; deterministic ops: %s; XLA: %s; replicas in "
              "sync: %d", scaling.devices, scaling.precision_policy,
              "on" if scaling.deterministic else "off", "on" if scaling.xla else "off", replicas)
     log.info("global batch: %d (%d per replica x %d); learning rate: %g%s", scaling.global_batch,
-             train.batch_size, replicas, scaling.learning_rate,
+             scaling.per_replica_batch, replicas, scaling.learning_rate,
              " (scaled with replicas)" if scaled else "")
     return scaling
