@@ -24,7 +24,10 @@ def test_demo_reaches_95_percent_and_writes_every_artefact(tmp_path):
         assert (run / rel).is_file(), rel
     assert any((run / "tensorboard" / "train").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"loss", "accuracy"} and set(metrics["val"]) == {"loss", "accuracy"}
+    # Keras's figures, then the probabilities' (three classes: macro areas, calibration error)
+    for split in ("val", "test"):
+        assert set(metrics[split]) == {"loss", "accuracy", "roc_auc", "pr_auc", "ece"}, split
+        assert set(metrics["per_class_auc"][split]) == {"circle", "square", "triangle"}
     assert metrics["confusion_matrix"]["labels"] == ["circle", "square", "triangle"]
     assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == metrics["data"]["test"]["samples"]
     rows = list(csv.DictReader(open(run / "history.csv")))

@@ -83,7 +83,5 @@ with _start_up_notices_caught():
 if _min_log_level() > 0:
     logging.getLogger("tensorflow").addFilter(_AtTheLevel(_min_log_level()))
 
-# The dropout state a checkpoint carries is a tf-keras internal: see `trainer.kerasinternals`.
-from trainer.kerasinternals import dropout_generators  # noqa: E402
 
-__all__ = ["dropout_generators", "keras", "tf"]
+__all__ = ["keras", "tf"]

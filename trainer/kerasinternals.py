@@ -10,13 +10,15 @@ of the installed tf-keras, so a version bump that renames or removes one fails t
 instead of inside a preempted job.
 
 This is kept apart from `kerasflavor`, which chooses and imports the Keras flavour: that module
-changes when the flavour does, this one with every tf-keras version. Nothing here imports Keras
-at import time, so `kerasflavor` can re-export from it.
+changes when the flavour does, this one with every tf-keras version. It sits above
+`kerasflavor` and imports Keras through it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
+
+from trainer.kerasflavor import keras
 
 # "owner.attribute" for every internal the functions below reach (owner: the tf-keras or
 # TensorFlow class whose instances carry it), with the attributes of the private classes they
@@ -49,8 +51,6 @@ class KerasInternalMissing(RuntimeError):
 
 
 def tf_keras_version() -> str:
-    from trainer.kerasflavor import keras  # here: kerasflavor re-exports from this module
-
     return getattr(keras, "__version__", "unknown")
 
 
