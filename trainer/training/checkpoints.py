@@ -28,6 +28,7 @@ from trainer.config import monitor_mode
 from trainer.errors import UserError
 from trainer.kerasflavor import dropout_generators, keras, tf
 from trainer.storage.rundir import RunDir
+from trainer.training import ema
 
 log = logging.getLogger("trainer")
 
@@ -169,7 +170,8 @@ class CheckpointStore:
         new_best = value is not None and self.is_improvement(value)
         if new_best:
             name = f"best-{epoch:04d}"
-            self._write(name, with_optimizer=False)
+            with ema.averaged(self.model):  # `train.ema`: the weights that were validated
+                self._write(name, with_optimizer=False)
             self.state["best"] = {"name": name, "epoch": epoch, "value": value}
         last = f"epoch-{epoch:04d}"
         self._write(last, with_optimizer=True)

@@ -33,7 +33,7 @@ from trainer.training.class_weights import training_class_weights, with_sample_w
 from trainer.training.evaluation import evaluate, log_per_target, per_target_scores, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
-from trainer.training import schedule, utilisation
+from trainer.training import ema, schedule, utilisation
 from trainer.training.scaling import Scaling, plan_scaling
 
 log = logging.getLogger("trainer")
@@ -71,7 +71,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     scaling = plan_scaling(t, strategy)
     if ":" in config.model.name:  # the user's builder: what the run's end needs, checked first
         check_builder(config, splits, scaling)
-    train_opts = pipeline_options(config, scaling.global_batch, shuffle=True)
+    train_opts = pipeline_options(config, scaling.global_batch, shuffle=True,
+                                  classes=splits.num_outputs)
     eval_opts = pipeline_options(config, scaling.global_batch, shuffle=False)
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     store, resumed, usage = build_and_restore(config, splits, run, strategy, scaling,
@@ -91,6 +92,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     usage.measured([c for c in callbacks if isinstance(c, EpochTimer)][0].train_rates,
                    scaling.replicas)
     best_epoch = restore_best_epoch(config, store, strategy)
+    if best_epoch is None and not trained:  # `fit` puts `train.ema`'s average in at its end
+        with strategy.scope():
+            ema.finalize(store.model)
     metrics = evaluate(store.model, held)
     # The final figures' split: test, or validation where there is no test split.
     predictions = predict(store.model, held[splits.held_out]) if splits.held_out else None
