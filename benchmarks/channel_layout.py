@@ -41,7 +41,7 @@ def throughput(pattern: str, channels: str) -> float:
                              "data.validation_split=0", "data.test_split=0",
                              f"train.batch_size={BATCH}"])
     splits = load_splits(cfg)
-    ds = make_dataset(splits.train.view, splits.train.y, pipeline_options(cfg, BATCH, shuffle=True))
+    ds = make_dataset(splits.train.view, splits.train.y, pipeline_options(cfg.data, cfg.train.seed, BATCH, shuffle=True))
     count_samples(ds)  # warm-up: page cache, tracing
     best = 0.0
     for _ in range(3):

@@ -1,6 +1,7 @@
 """Input-pipeline throughput against the raw read limit (figures, not tests).
 
     python benchmarks/input_pipeline.py [--dir /tmp/trainer-bench] [--samples 200000] [--shards 16]
+                                        [--augment '[flip_left_right, rotate, mixup]']
 
 Writes 32x32x1 float32 samples with labels in 16 shards as npz, paired npy and TFRecord (raw and
 GZIP) on local disk, warms the page cache, then prints in one run:
@@ -12,6 +13,8 @@ GZIP) on local disk, warms the page cache, then prints in one run:
 - hexagonal_cnn training from the npz shards as a ratio to training on in-memory batches (the
   median of 4 alternating rounds);
 - peak resident memory of one epoch over this data set and one 4 times larger.
+With `--augment` (a `data.augment` list), the pipelines and the training from shards augment
+every batch as training does (the in-memory batches are not augmented).
 Compare with ../shared/NOTES.md (the seeds' own ways: 16,000 to 260,000 samples/s here).
 """
 
@@ -30,7 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer import config  # noqa: E402
-from trainer.data import tfrecords  # noqa: E402
+from trainer.data import augment_spec, tfrecords  # noqa: E402
 from trainer.data.dataset import load_splits  # noqa: E402
 from trainer.data.pipeline import PipelineOptions, make_dataset, steps  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
@@ -87,13 +90,14 @@ def splits_for(folder: str, fmt: str):
     return load_splits(cfg)
 
 
-def pipeline_rate(folder: str, fmt: str, standardise: bool, epochs: int = 3) -> float:
+def pipeline_rate(folder: str, fmt: str, standardise: bool, epochs: int = 3,
+                  augment: tuple = ()) -> float:
     """Samples/s of a shuffled epoch, optionally standardised: the best of `epochs` epochs after
     a first one that warms up, read by one iterator as `fit` reads them (as the raw limit, the
     best of 3)."""
     splits = splits_for(folder, fmt)
     view, y = splits.train.view, splits.train.y
-    opts = PipelineOptions(batch_size=BATCH, shuffle=True, seed=0)
+    opts = PipelineOptions(batch_size=BATCH, shuffle=True, seed=0, augment=augment, classes=2)
     ds = make_dataset(view, y, opts, epochs=epochs + 1)
     if standardise:
         layer = keras.layers.Normalization(axis=-1, mean=[0.5], variance=[0.04])
@@ -131,7 +135,8 @@ class _EpochClock(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def training_ratio(folder: str, batches: int = 50, rounds: int = 4) -> tuple[float, float, float]:
+def training_ratio(folder: str, batches: int = 50, rounds: int = 4,
+                   augment: list = ()) -> tuple[float, float, float]:
     """hexagonal_cnn samples/s fed from the npz shards and from one in-memory batch, and their ratio.
 
     Each `fit` runs a first epoch of `batches` steps (tracing, the pipeline filling) and a timed
@@ -142,11 +147,12 @@ def training_ratio(folder: str, batches: int = 50, rounds: int = 4) -> tuple[flo
     from trainer.models import build_model, compile_model
 
     cfg = config.from_dict({"task": "classification", "model": {"name": "hexagonal_cnn"},
-                            "train": {"batch_size": BATCH}})
+                            "train": {"batch_size": BATCH}, "data": {"augment": list(augment)}})
     splits = splits_for(folder, "npz")
     model = build_model(cfg, (32, 32, 1), 2, np.array([0.5], np.float32), np.array([0.04], np.float32))
     compile_model(model, cfg)
-    opts = PipelineOptions(batch_size=BATCH, shuffle=True, seed=0)
+    opts = PipelineOptions(batch_size=BATCH, shuffle=True, seed=0,
+                           augment=augment_spec.parse(augment), classes=2)
     x = np.random.default_rng(1).normal(0.5, 0.2, (BATCH, 32, 32, 1)).astype(np.float32)
     memory = tf.data.Dataset.from_tensors((x, splits.train.y[:BATCH])).repeat()
     rates: dict[str, list[float]] = {"memory": [], "shards": []}
@@ -182,23 +188,26 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--skip_memory", action="store_true", help="skip the 4x data set")
+    parser.add_argument("--augment", default="[]", help="a data.augment list, e.g. "
+                        "'[flip_left_right, rotate, mixup]'")
     args = parser.parse_args()
+    augment = config.load(None, [f"data.augment={args.augment}"]).data.augment
     small = os.path.join(args.dir, "small")
     write_data(small, args.samples, args.shards)
     print(f"data: {args.samples} samples of 32x32x1 float32 in {args.shards} shards, {small}; "
-          f"batch {BATCH}, {os.cpu_count()} cores")
+          f"batch {BATCH}, {os.cpu_count()} cores; augmentation: {augment or 'none'}")
     limits = {"npz": raw_limit(small, "npz"), "npy": raw_limit(small, "npy")}
     print(f"raw read limit, np.load of the npz shards: {limits['npz']:,.0f} samples/s")
     print(f"raw read limit, np.load of the npy shards: {limits['npy']:,.0f} samples/s")
     print(f"{'way':44} {'samples/s':>11} {'/ npz limit':>11} {'/ npy limit':>11}")
     for fmt in ("npz", "npy", "tfrecord", "tfrecord-gzip"):
         for std in (False, True):
-            rate = pipeline_rate(small, fmt, std)
+            rate = pipeline_rate(small, fmt, std, augment=augment_spec.parse(augment))
             label = f"{fmt} pipeline, shuffled" + (" + standardised on CPU" if std else "")
             print(f"{label:44} {rate:>11,.0f} {rate / limits['npz']:>11.2f} {rate / limits['npy']:>11.2f}")
     for name, rate in NOTES.items():
         print(f"{'NOTES: ' + name:44} {rate:>11,} {'':>11} {rate / 1_560_000:>11.3f}")
-    shards, memory, ratio = training_ratio(small)
+    shards, memory, ratio = training_ratio(small, augment=augment)
     print(f"hexagonal_cnn training: {shards:,.0f} samples/s from npz shards, {memory:,.0f} from "
           f"in-memory batches (medians of 4 alternating rounds), ratio {ratio:.2f} (median of the "
           "rounds' ratios)")

@@ -60,6 +60,10 @@ BROKEN_RULES = {
                                        "train.monitor=val_loss", "train.class_weight=balanced"],
                                       r"'train.class_weight', .*expected none for "
                                       "task=regression"),
+    "label mixing of a regression": (["task=regression", "train.metrics=null",
+                                      "train.monitor=val_loss", "train.class_weight=none",
+                                      "data.augment=[flip_up_down, cutmix: 0.5]"],
+                                     r"data.augment has cutmix, .*classification only"),
 }
 
 

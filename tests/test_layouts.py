@@ -56,7 +56,9 @@ def test_every_shipped_config_trains_on_its_sample_data(samples, path):
     name = os.path.splitext(os.path.basename(path))[0]
     cfg, result, metrics = _train(samples, name, f"output.report={name in ('shapes_folder',)}")
     assert metrics["training"]["epochs_trained"] == 1
-    assert metrics["test"] and all(np.isfinite(v) for v in metrics["test"].values())
+    # ROC and PR areas are null where the split holds one class only; the rest is finite
+    assert metrics["test"] and all(np.isfinite(v) for k, v in metrics["test"].items()
+                                   if not (k.endswith("_auc") and v is None))
     check = CHECKS.get(name)
     if check:
         check(samples, cfg, result, metrics)

@@ -3,6 +3,7 @@
 import optuna
 import pytest
 
+from trainer.errors import UserError
 from trainer import config
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
 from trainer.callbacks.epoch_checkpoint import EpochCheckpoint
@@ -119,7 +120,7 @@ def test_auto_patience_grows_with_the_run(epochs, patience):
 
 
 def test_a_word_other_than_auto_is_refused_for_a_number_key():
-    with pytest.raises(config.UserError, match="steps_per_execution.*expected one of auto"):
+    with pytest.raises(UserError, match="steps_per_execution.*expected one of auto"):
         config.load(None, ["train.steps_per_execution=fast"])
 
 

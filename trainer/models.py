@@ -25,6 +25,7 @@ from trainer.evaluation import calibration
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
 from trainer.kerasinternals import replace_loss_tracker
+from trainer.training import ema, soft_labels
 
 layers = keras.layers
 Builder = Callable[..., keras.Model]
@@ -423,9 +424,12 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     # Keras knows (config.TASK_LOSSES, TASK_METRICS; a test resolves every one of them).
     if scale is not None and loss_name not in RELATIVE_LOSSES:
         loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
+    if soft_labels.needed(config):  # label smoothing, mixup, cutmix
+        loss, metrics = soft_labels.loss_and_metrics(config)
     try:
         # Under a mixed_float16 policy tf-keras wraps the optimizer in a LossScaleOptimizer itself.
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate,
+                                                      **ema.optimizer_options(config.train.ema)),
                       loss=loss, metrics=list(metrics), jit_compile=jit_compile,
                       steps_per_execution=steps_per_execution)
     except ValueError as exc:

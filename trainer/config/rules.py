@@ -12,7 +12,7 @@ from typing import Callable
 
 from trainer.config.schema import Config, DataConfig
 from trainer.config.values import check_choice, invalid, parse_threshold
-from trainer.data import formats
+from trainer.data import augment_spec, formats
 from trainer.errors import UserError
 
 DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "regression": "rmse"}
@@ -121,6 +121,14 @@ def _groups_exist_for_split_by_group(cfg: Config, source: str) -> None:
     if d.split_by == "group" and carved_splits(d) and formats.FORMATS[d.format].groups is None:
         raise UserError(f"no group per sample (data.split_by=group), data.format={d.format}, "
                         f"{source}, expected {formats.groups_expected(d.format, d.group_key)}")
+
+
+@_rule
+def _regularisation_fits_the_task(cfg: Config, source: str) -> None:
+    augment_spec.check_task(augment_spec.parse(cfg.data.augment, source=source), cfg.task, source)
+    if cfg.train.label_smoothing and cfg.task != "classification":
+        raise invalid(cfg.train.label_smoothing, "train.label_smoothing", source,
+                      f"0 for task={cfg.task} (it smooths class labels; classification only)")
 
 
 @_rule

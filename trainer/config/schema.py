@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Union
 
 import yaml
 
-from trainer.data import formats
+from trainer.data import augment_spec, formats
 
 PathList = Union[str, list[str]]
 
@@ -100,11 +100,11 @@ class DataConfig:
         "test as they are read. `trainer.predict --nonfinite` does the same per input.",
         default="error", choices=("error", "zero"),
     )
-    augment: list[str] = _doc(
-        "Random transforms of training batches, drawn anew each epoch from `train.seed`: "
-        "`rot90` (a multiple of 90 degrees; square images), `flip_left_right`, `flip_up_down`.",
-        default_factory=list, choices=("rot90", "flip_left_right", "flip_up_down"),
-        resume="recorded")
+    augment: list[Union[str, dict]] = _doc(
+        "Random transforms of training batches, drawn anew each epoch from `train.seed`, in "
+        "tf.data's threads; each a name (its default strength) or `name: strength` "
+        "(docs/regularisation.md): " + augment_spec.described() + ".",
+        default_factory=list, resume="recorded")
     image_size: Optional[list[int]] = _doc(
         "`[height, width]` that images from files (`image_folder`, `csv`, PNG TFRecords) are "
         "resized to; empty means the first image's size. Also the size of the generated `shapes` "
@@ -335,6 +335,15 @@ class TrainConfig:
         "training state every so many steps, for machines that may die without warning; 0: "
         "only on preemption (a killed run then resumes from its last epoch).",
         default=0, min=0, max=10**12, resume="free")
+    label_smoothing: float = _doc(
+        "Classification: train towards `1 - s` on the true class and `s` spread evenly over all "
+        "classes, instead of one-hot labels (0: off; `val_loss` is the smoothed loss too).",
+        default=0.0, min=0.0, max=0.5, resume="recorded")
+    ema: float = _doc(
+        "An exponential moving average of the weights, updated every step with this momentum "
+        "(e.g. 0.99 or 0.999; 0: off). Validation, the best epoch, the final figures and the "
+        "saved model use the averaged weights; training goes on with its own; checkpoints "
+        "keep both.", default=0.0, min=0.0, max=0.99999)
     histograms: bool = _doc(
         "Write weight and gradient histograms and per-layer activation statistics to TensorBoard "
         "every epoch (one extra forward and backward pass on a fixed training batch per epoch), "

@@ -40,6 +40,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from trainer.config import DataConfig
+from trainer.data import augment_ops, augment_spec
 from trainer.data.finite import Tally
 from trainer.data.source import Block, View
 from trainer.errors import StorageUnavailable, UserError
@@ -131,18 +132,20 @@ class PipelineOptions:
     window: int = 16384
     block: int = 1024
     threads: int = 4
-    augment: Sequence[str] = ()
+    augment: Sequence = ()  # `data.augment`: names, or (name, strength) pairs
     nonfinite: str = "error"  # `data.nonfinite`: what a NaN or Inf read from the data gets
+    classes: int = 0  # classification: what mixup and cutmix turn labels into probabilities of
 
 
-def pipeline_options(d: DataConfig, seed: int, batch_size: int, shuffle: bool
-                     ) -> PipelineOptions:
+def pipeline_options(d: DataConfig, seed: int, batch_size: int, shuffle: bool,
+                     classes: int = 0) -> PipelineOptions:
     """The input pipeline's settings from the `data` section, `train.seed` and the batch the
     pipeline makes (the global batch: `trainer.training.scaling`); evaluation neither shuffles
-    nor augments."""
+    nor augments. `classes`: what mixup and cutmix turn class labels into probabilities of."""
     return PipelineOptions(batch_size=batch_size, shuffle=shuffle, seed=seed,
                            window=d.shuffle_window, block=d.shuffle_block, threads=d.read_threads,
-                           augment=tuple(d.augment) if shuffle else (), nonfinite=d.nonfinite)
+                           augment=augment_spec.parse(d.augment) if shuffle else (),
+                           nonfinite=d.nonfinite, classes=classes)
 
 
 def window_rows(view: View, opts: PipelineOptions) -> int:
@@ -300,7 +303,8 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
 
     With a `share` of several pipelines, this is one worker's pipeline: its part of each epoch,
     as `local_replicas` per-replica batches a step."""
-    if "rot90" in opts.augment and view.sample_shape[0] != view.sample_shape[1]:
+    square = view.sample_shape[0] == view.sample_shape[1]
+    if "rot90" in dict(augment_spec.parse(opts.augment)) and not square:
         raise UserError(f"images of shape {view.sample_shape[:2]} are not square, data.augment=rot90, "
                         "expected square images for 90-degree rotations")
     label_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
@@ -347,7 +351,7 @@ def make_dataset(view: View, y: np.ndarray, opts: PipelineOptions, first_epoch: 
             return i // pieces * share.replicas + first + i % pieces
 
         ds = ds.enumerate(start=start).map(
-            lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, key(i)),
+            lambda i, xy: augment(xy[0], xy[1], opts.augment, opts.seed, key(i), opts.classes),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if share == WHOLE:
         # A known length: Keras needs it to run several steps per call (`steps_per_execution`)
@@ -389,25 +393,11 @@ def steps(view: View, opts: PipelineOptions, replicas: int = 1) -> int:
     return whole + (rest >= replicas)
 
 
-def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence[str], seed: int, index: tf.Tensor):
-    """Per-sample random 90-degree rotations and flips of a batch, seeded by (seed, batch index)."""
-    n = tf.shape(x)[0]
-    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
-
-    def coin(salt: int) -> tf.Tensor:
-        return tf.random.stateless_uniform([n], key + salt) < 0.5
-
-    if "flip_left_right" in kinds:
-        x = tf.where(coin(1)[:, None, None, None], tf.reverse(x, [2]), x)
-    if "flip_up_down" in kinds:
-        x = tf.where(coin(2)[:, None, None, None], tf.reverse(x, [1]), x)
-    if "rot90" in kinds:
-        k = tf.random.stateless_uniform([n], key + 3, maxval=4, dtype=tf.int32)[:, None, None, None]
-        rotated = x
-        for turns in (1, 2, 3):
-            rotated = tf.where(k == turns, tf.image.rot90(x, turns), rotated)
-        x = rotated
-    return x, y
+def augment(x: tf.Tensor, y: tf.Tensor, kinds: Sequence, seed: int, index: tf.Tensor,
+            classes: int = 0):
+    """A batch transformed by `data.augment`'s kinds, seeded by (seed, batch index): see
+    `trainer.data.augment_ops`."""
+    return augment_ops.apply(x, y, augment_spec.parse(kinds), seed, index, classes)
 
 
 @contextlib.contextmanager

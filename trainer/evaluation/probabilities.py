@@ -45,6 +45,11 @@ def judge(model, probabilities: dict[str, np.ndarray], labels: dict[str, np.ndar
         y = labels[split]
         figures = curves.areas(p, y, class_names)
         per_class = figures.pop("per_class", None)
+        # An area a split cannot define (one class only in it) is null in JSON, not NaN.
+        figures = {k: curves.nan_to_none(v) for k, v in figures.items()}
+        if per_class:
+            per_class = {c: {k: curves.nan_to_none(v) for k, v in f.items()}
+                         for c, f in per_class.items()}
         out.reliability[split] = curves.reliability(p, y)
         out.metrics[split] = {**figures, "ece": out.reliability[split]["ece"]}
         if per_class:
@@ -61,7 +66,8 @@ def judge(model, probabilities: dict[str, np.ndarray], labels: dict[str, np.ndar
                  f": {chosen['note']}" if "note" in chosen else "")
     for split, m in out.metrics.items():
         if split in out.probabilities:
-            log.info("%s: %s", split, " ".join(f"{k}={v:.4g}" for k, v in m.items()))
+            log.info("%s: %s", split, " ".join(f"{k}={'undefined' if v is None else f'{v:.4g}'}"
+                                               for k, v in m.items()))
     return out
 
 
@@ -109,7 +115,9 @@ def draw(judged: Judged, class_names: list[str], folder_path, title: str) -> dic
                 xs, ys = curve(p[:, k], y == k)
                 ax.plot(xs, ys, label=class_names[k])
             key = "roc_auc" if name == "roc.png" else "pr_auc"
-            ax.set_title(f"{split}: {key} {judged.metrics[split][key]:.3f}")
+            area = judged.metrics[split][key]
+            ax.set_title(f"{split}: {key} " + ("undefined (one class)" if area is None
+                                                 else f"{area:.3f}"))
             ax.set_xlabel(axes[0])
             ax.set_ylabel(axes[1])
             ax.set_xlim(0, 1)

@@ -8,6 +8,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
+from trainer.callbacks.ema import AveragedValidation
 from trainer.callbacks.epoch_checkpoint import EpochCheckpoint
 from trainer.callbacks.epoch_log import EpochLog
 from trainer.callbacks.epoch_reads import EpochReads
@@ -49,6 +50,8 @@ def fit_callbacks(config: Config, splits: Splits, run: RunDir, store: Checkpoint
     if rows_read is not None:
         callbacks.append(EpochReads(rows_read))
     callbacks.append(keras.callbacks.TerminateOnNaN())
+    if t.ema:
+        callbacks.append(AveragedValidation())
     if t.lr_schedule == "plateau":  # before the checkpoint, which must hold the rate it sets
         callbacks.append(plateau_callback(t))
     callbacks.append(EpochCheckpoint(store))

@@ -29,6 +29,7 @@ from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
 from trainer.kerasinternals import dropout_generators
 from trainer.storage.rundir import RunDir
+from trainer.training import ema
 
 log = logging.getLogger("trainer")
 
@@ -170,7 +171,8 @@ class CheckpointStore:
         new_best = value is not None and self.is_improvement(value)
         if new_best:
             name = f"best-{epoch:04d}"
-            self._write(name, with_optimizer=False)
+            with ema.averaged(self.model):  # `train.ema`: the weights that were validated
+                self._write(name, with_optimizer=False)
             self.state["best"] = {"name": name, "epoch": epoch, "value": value}
         last = f"epoch-{epoch:04d}"
         self._write(last, with_optimizer=True)

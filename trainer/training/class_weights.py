@@ -35,4 +35,9 @@ def with_sample_weights(ds: tf.data.Dataset, weights: dict[int, float]) -> tf.da
     """(x, y) -> (x, y, each sample's class weight): what `fit(class_weight=...)` does, for a
     dataset that `fit` gets already distributed (one pipeline per worker), which it cannot map."""
     table = tf.constant([weights[i] for i in range(len(weights))], tf.float32)
-    return ds.map(lambda x, y: (x, y, tf.gather(table, tf.cast(y, tf.int32))))
+    def weighted(x, y):
+        # Mixup and cutmix's class probabilities weigh as their most likely class.
+        labels = tf.argmax(y, -1) if y.shape.rank == 2 and y.shape[-1] != 1 else y
+        return x, y, tf.gather(table, tf.cast(labels, tf.int32))
+
+    return ds.map(weighted)

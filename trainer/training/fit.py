@@ -36,7 +36,7 @@ from trainer.training.class_weights import training_class_weights, with_sample_w
 from trainer.training.evaluation import evaluate, log_per_target, per_target_scores, predict
 from trainer.training.preemption import SigtermWatch
 from trainer.training.resume import Start, change_lines, check_continuity, identity, resume_point
-from trainer.training import finetune, schedule, utilisation
+from trainer.training import ema, finetune, schedule, utilisation
 from trainer.training.scaling import Scaling, plan_scaling
 
 log = logging.getLogger("trainer")
@@ -75,7 +75,8 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     scaling = plan_scaling(t, strategy)
     if ":" in config.model.name:  # the user's builder: what the run's end needs, checked first
         check_builder(config, splits, scaling)
-    train_opts = pipeline_options(config.data, t.seed, scaling.global_batch, shuffle=True)
+    train_opts = pipeline_options(config.data, t.seed, scaling.global_batch, shuffle=True,
+                                  classes=splits.num_outputs)
     eval_opts = pipeline_options(config.data, t.seed, scaling.global_batch, shuffle=False)
     steps_per_epoch = steps(splits.train.view, train_opts, devices.input_replicas(strategy))
     store, resumed, usage = build_and_restore(config, splits, run, strategy, scaling,
@@ -95,6 +96,9 @@ def train_and_evaluate(config: Config, splits: Splits, run: RunDir,
     usage.measured([c for c in callbacks if isinstance(c, EpochTimer)][0].train_rates,
                    scaling.replicas)
     best_epoch = restore_best_epoch(config, store, strategy)
+    if best_epoch is None and not trained:  # `fit` puts `train.ema`'s average in at its end
+        with strategy.scope():
+            ema.finalize(store.model)
     metrics = evaluate(store.model, held)
     # Classification: calibration, curves and the threshold (`eval`), which may change the model.
     judged = probabilities.judge_splits(config, splits, store.model, held, predict)
