@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 # The suite's processes (pytest-xdist); each file's tests run in one of them, with its module
-# fixtures; 0 runs it in this one process. tests/conftest.py shares the cores out among them.
+# fixtures; 0 runs it in this one process. TensorFlow keeps its own thread pools in each: capping
+# them at a core per worker made training-heavy files slower.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test image clean

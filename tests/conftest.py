@@ -19,16 +19,6 @@ for _entry in sorted(os.scandir(os.path.join(ROOT, "tests")), key=lambda e: e.na
         sys.path.append(_entry.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Under pytest-xdist (`make test` runs `-n 2`), the workers share the machine's cores: each
-# worker, and every process it starts, gives TensorFlow its share of them rather than all of them
-# (TensorFlow reads these two at start-up). The inter-op pool keeps two threads, as some ops wait
-# on others in it.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    _share = max(1, len(os.sched_getaffinity(0)) // _workers)
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_share))
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(max(2, _share)))
-
 
 def blob_images(n: int, size: int = 16, seed: int = 0, channels: int = 0):
     """Images with one bright square; class = which half (left/right) it sits in, target = its x, y."""
