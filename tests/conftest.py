@@ -12,6 +12,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "local"))
+# One folder per module family (docs/architecture.md); each is on the path, as tests/ itself is,
+# so that a test module imports another's helpers by name wherever either of them lives.
+for _entry in sorted(os.scandir(os.path.join(ROOT, "tests")), key=lambda e: e.name):
+    if _entry.is_dir() and not _entry.name.startswith((".", "_")) and _entry.path not in sys.path:
+        sys.path.append(_entry.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -5,7 +5,7 @@ state in a checkpoint (a resumed run drops the same units), save and restore a m
 backup at a batch of our choosing, stop a preemption handler's watcher thread, flush the
 TensorBoard callback's writers before an upload, replay a model's graph to flatten it, and make
 the `rmse` loss figure whole-split. Each function here is the only place its internal is
-touched, and `INTERNALS` names every one. tests/test_kerasinternals.py checks each on real objects
+touched, and `INTERNALS` names every one. tests/training/test_kerasinternals.py checks each on real objects
 of the installed tf-keras, so a version bump that renames or removes one fails there, by name,
 instead of inside a preempted job.
 

@@ -2,8 +2,8 @@
 
 A served model receives encoded image bytes (Vertex AI online prediction sends them base64-encoded
 as `{"b64": ...}`) and must turn them into the array training saw, without Python or Pillow. Each
-step below is the TF-op twin of a step of `images.to_array`, and `tests/test_serving.py` checks
-that the two give the same values on 8- and 16-bit PNG, JPEG, grey and colour:
+step below is the TF-op twin of a step of `images.to_array`, and `tests/outputs/test_serving.py`
+checks that the two give the same values on 8- and 16-bit PNG, JPEG, grey and colour:
 
 - 16-bit greyscale PNG keeps its values (Pillow's mode `I;16`, converted to float); every other
   file is decoded to 8 bits, as Pillow does (16-bit colour PNG: the high byte);

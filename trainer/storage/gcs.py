@@ -8,7 +8,7 @@ does send the checksum for the server to check (`Blob.upload_from_filename`: in 
 a multipart upload, in `X-Goog-Hash` on a resumable one's last request), but it would need its
 own client and credentials beside gcsfs's, with other exceptions and retries. So the request is
 built here on gcsfs's private `_call` and `_location`, and setup.py holds gcsfs to the versions
-the tests ran it against (tests/test_gcs.py, on the GCS emulator).
+the tests ran it against (tests/storage/test_gcs.py, on the GCS emulator).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from trainer.training.preemption import RESTART_EXIT_CODE
 COMMON = ["model.name=hexagonal_cnn", "train.epochs=4", "train.batch_size=8",
           "train.steps_per_execution=1", "train.lr_schedule=cosine",
           "train.early_stopping_patience=0", "data.augment=[flip_left_right]",
-          "output.plots=false", "output.report=false"]
+          "output.plots=false", "output.report=false", "output.saved_model=false"]
 BACKUP = re.compile(r"preempted: backup after epoch (\d+) batch (\d+)/(\d+) saved")
 
 
@@ -363,7 +363,8 @@ def _finish(procs, timeout=400):
 
 
 TWO_WORKERS = ["model.name=hexagonal_cnn", "train.epochs=2", "train.batch_size=8",
-               "train.early_stopping_patience=0", "output.plots=false", "output.report=false"]
+               "train.early_stopping_patience=0", "output.plots=false", "output.report=false",
+               "output.saved_model=false"]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests/ itself, for conftest: the walk imports this module in a child process
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import ROOT, write_video  # noqa: E402
 
 COMMANDS = ("trainer.task", "trainer.predict.command", "trainer.convert", "trainer.datacheck",

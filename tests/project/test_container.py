@@ -238,8 +238,8 @@ def test_the_entrypoint_trains_as_the_image_user_without_root(tmp_path):
 
 
 def test_make_image_builds_with_the_build_args_of_cloudbuild(build):
-    """`make image` (the local build, and tests/test_image.py's) passes the same build args as
-    Cloud Build's build step, with the same defaults; BASE_IMAGE may be overridden."""
+    """`make image` (the local build, and tests/project/test_image.py's) passes the same build
+    args as Cloud Build's build step, with the same defaults; BASE_IMAGE may be overridden."""
     args = next(s["args"] for s in build["steps"] if s["id"] == "build")
     cloud = [args[i + 1] for i, a in enumerate(args) if a == "--build-arg"]
     defaults = {f"${{{k}}}": v for k, v in build["substitutions"].items()}

@@ -27,9 +27,7 @@ from trainer.config import DataConfig
 from trainer.data import images, npyfile, readers
 from trainer.errors import UserError
 
-from conftest import error_line, run_cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, error_line, run_cli
 
 
 def _limited(code: str, timeout: int = 60) -> str:
