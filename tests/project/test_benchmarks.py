@@ -66,10 +66,19 @@ def test_training_rate_prints_every_way_and_the_goals(tmp_path):
     assert [w.split(",")[1].strip() for w in ways[:4]] == ["float32"] * 2 + ["bfloat16"] * 2
     for row in report["results"]:
         assert row["samples_per_s"] > 0 and 0 < row["mfu"] < 1, row
+    assert ways[4] == "job, defaults, whole epoch (epoch_samples_per_s)"
+    # the job's epochs include validation and the checkpoint: a share of them is training
+    assert all(0 < share <= 1.05 for share in report["job_train_share"]), report["job_train_share"]
     assert report["flops"] == 3 * 12759168  # seed 000's net, counted by hand in test_training
-    # the peer runs where torch is installed, and is said to be left out where it is not
-    assert ("PyTorch peer, float32" in ways) == (report["torch"] is not None)
-    assert "the defaults on this machine" in proc.stdout
+    # the peer runs in each of its ways where torch is installed, and is said to be left out
+    # where it is not; the ratios are taken against its best way, round by round
+    assert (len(ways) == 5 + 8) == (report["torch"] is not None)
+    if report["torch"] is None:
+        assert "PyTorch peer: left out" in proc.stdout
+    else:
+        assert all(len(r["round_ratios"]) == 1 for r in report["results"])
+    assert "goal: the defaults' training steps" in proc.stdout
+    assert "load average" in proc.stdout
 
 
 def test_quality_prints_both_figures_per_task(tmp_path):
