@@ -21,9 +21,10 @@ training steps. The machine's load average is printed before and after.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import csv
+import json
+import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,13 @@ class JobRow:
         out = os.path.join(self.workdir, f"runs{self.rounds}")
         cfg = config_mod.load(self.config, self.overrides, output_dir=out)
         keras.backend.clear_session()
-        result = job.run(cfg, Platform())
+        quiet = logging.getLogger("trainer")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the job's own log lines: not in the benchmark's output
+        try:
+            result = job.run(cfg, Platform())
+        finally:
+            quiet.setLevel(level)
         with open(os.path.join(result.run_dir, "history.csv")) as f:
             later = list(csv.DictReader(f))[1:]
         self.train_share.append(float(np.median([float(e["epoch_samples_per_s"])

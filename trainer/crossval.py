@@ -33,12 +33,10 @@ from trainer.errors import UserError
 log = logging.getLogger("trainer")
 
 FLAGS = cli.new_flags()
-flags.DEFINE_string("config", None, "YAML config (local path, gs:// URL or /gcs/ path); without "
-                    "it, the embedded demo.", flag_values=FLAGS)
+cli.define_config_flags(FLAGS, "The YAML config to cross-validate; without it, the embedded "
+                        "demo.")
 flags.DEFINE_integer("folds", None, "Number of folds K (at least 2).", lower_bound=2,
                      upper_bound=1000, flag_values=FLAGS)
-flags.DEFINE_multi_string("set", [], "Override one config key, as in trainer.task.",
-                          flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Where `<name>-crossval/` goes (overrides output.dir).",
                     flag_values=FLAGS)
 

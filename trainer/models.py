@@ -25,7 +25,6 @@ from trainer.evaluation import calibration
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
 from trainer.kerasinternals import replace_loss_tracker
-from trainer.training import ema, soft_labels
 
 layers = keras.layers
 Builder = Callable[..., keras.Model]
@@ -424,6 +423,10 @@ def compile_model(model: keras.Model, config: Config, learning_rate=None,
     # Keras knows (config.TASK_LOSSES, TASK_METRICS; a test resolves every one of them).
     if scale is not None and loss_name not in RELATIVE_LOSSES:
         loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
+    # Compiling is training's business: imported here, so that loading a model to predict
+    # (`trainer.predict`) imports nothing of `trainer.training`.
+    from trainer.training import ema, soft_labels
+
     if soft_labels.needed(config):  # label smoothing, mixup, cutmix
         loss, metrics = soft_labels.loss_and_metrics(config)
     try:

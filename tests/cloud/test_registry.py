@@ -67,10 +67,12 @@ def test_dry_run_prints_the_model_of_a_run_in_a_bucket(bucket_run, capsys):
     assert model.container_spec.image_uri == "europe-docker.pkg.dev/p/r/serving:1"
     assert model.display_name == "Shapes.v2"
     metrics = json.loads(storage.read_text(bucket_run + "/metrics.json"))["test"]
+    # every numeric test figure (loss, accuracy, the probabilities' areas and calibration error)
+    assert {"loss", "accuracy", "roc_auc"} <= set(metrics)
     assert dict(model.labels) == {
         "run": "shapes_v2", "trainer_task": "classification",
-        "test_accuracy": registry.label_value(metrics["accuracy"]),
-        "test_loss": registry.label_value(metrics["loss"])}
+        **{f"test_{k}": registry.label_value(v) for k, v in metrics.items()
+           if isinstance(v, (int, float))}}
     for key, value in model.labels.items():  # Vertex AI's rules for labels
         assert key[0].isalpha() and len(key) <= 63 and len(value) <= 63
         assert all(c.islower() or c.isdigit() or c in "_-" for c in key + value), (key, value)

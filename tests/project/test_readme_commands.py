@@ -289,7 +289,8 @@ def test_seed_001s_commands_name_convert_and_task_flags():
     assert "data.split_by=group" in train
     # The curation loop: the review predict writes is what convert reads back, and the new
     # shards train with the first ones.
-    from trainer import convert as convert_mod, predict
+    from trainer import convert as convert_mod
+    from trainer.predict import command as predict
 
     (curate,) = _module_args("trainer.predict", commands)
     predict.main.parse(curate)
