@@ -70,7 +70,8 @@ def curate(saved: SavedModel, files: Sequence[str], out: str, replica: int = 0, 
         with tempfile.TemporaryDirectory(prefix="curate-") as tmp:
             results = Results(saved, tmp, frames=is_video)
             predictions = predict_files(saved, [path], batch_size, tally, progress)
-            for prediction in smoothing.apply(predictions, smoother, saved.class_names):
+            for prediction in smoothing.apply(predictions, smoother, saved.class_names,
+                                              saved.threshold):
                 results.add(prediction)
             results.publish(csv_dest, mat_dest)
         frames = sum(map(len, results.labels.values()))

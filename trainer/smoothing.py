@@ -153,10 +153,12 @@ def check(smoother: Smoother, classification: bool) -> None:
                         "classification model (or --smooth median:K)")
 
 
-def smooth(predictions: Iterable, smoother: Smoother, class_names: Optional[Sequence[str]]
-           ) -> Iterator:
+def smooth(predictions: Iterable, smoother: Smoother, class_names: Optional[Sequence[str]],
+           threshold: Optional[float] = None) -> Iterator:
     """The predictions with each video's values smoothed over its frames (see the module
-    docstring); other inputs pass through as they come."""
+    docstring); other inputs pass through as they come. A two-class model's `threshold`
+    (`eval.threshold`) calls the smoothed label as it calls an unsmoothed one."""
+    from trainer.evaluation import thresholds
     from trainer.predict import Prediction
 
     held: list = []
@@ -166,7 +168,7 @@ def smooth(predictions: Iterable, smoother: Smoother, class_names: Optional[Sequ
             return
         if class_names:
             values = smoother(np.array([p.values[2:] for p in held]))
-            k = values.argmax(axis=1)
+            k = thresholds.decide(values, threshold)
             rows = [[class_names[c], float(v[c]), *map(float, v)] for c, v in zip(k, values)]
         else:
             rows = smoother(np.array([p.values for p in held])).tolist()
@@ -307,5 +309,5 @@ def for_model(spec: Optional[str], model_path: str, saved) -> Optional[Smoother]
 
 
 def apply(predictions: Iterable, smoother: Optional[Smoother],
-          class_names: Optional[Sequence[str]]) -> Iterable:
-    return smooth(predictions, smoother, class_names) if smoother else predictions
+          class_names: Optional[Sequence[str]], threshold: Optional[float] = None) -> Iterable:
+    return smooth(predictions, smoother, class_names, threshold) if smoother else predictions

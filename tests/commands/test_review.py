@@ -298,6 +298,17 @@ def test_smoothing_removes_isolated_flips(seed, spec):
     assert np.all(smoothed.argmax(1)[~near] == truth[~near])
 
 
+def test_the_smoothed_label_obeys_the_models_threshold():
+    # eval.threshold stored in the model calls a frame touch from p(touch) >= 0.25: smoothed,
+    # the frames with p(touch) 0.3 stay touch, as they are unsmoothed; without it, argmax.
+    p1 = [0.3] * 6 + [0.1] * 6
+    frames = [Prediction("v.mp4", k, ["0", 0.0, 1 - p, p]) for k, p in enumerate(p1)]
+    smoother = smoothing.parse("median:3")
+    called = [r.values[0] for r in smoothing.apply(frames, smoother, ["0", "1"], 0.25)]
+    assert called == ["1"] * 6 + ["0"] * 6
+    assert {r.values[0] for r in smoothing.apply(frames, smoother, ["0", "1"])} == {"0"}
+
+
 def test_the_fit_prefers_smoothing_where_flips_are_noise():
     rng = np.random.default_rng(7)
     videos = [_flipped(rng, 300) for _ in range(2)]

@@ -107,7 +107,8 @@ def run(model_path: str, inputs: Sequence[str], csv_path: Optional[str], batch_s
         ranker = review.ranker(review_options, saved)
         predictions = predict_files(saved, files, batch_size, tally, Progress(progress_every),
                                     review.spread_for(ranker))
-        for prediction in smoothing.apply(predictions, smoother, saved.class_names):
+        for prediction in smoothing.apply(predictions, smoother, saved.class_names,
+                                          saved.threshold):
             print(format_row(prediction, bool(saved.class_names)), flush=False)
             results.add(prediction)
             if ranker:
