@@ -32,8 +32,11 @@ SIZE = 32
 POLE = (11, 25)  # row, column of the pole
 
 
-def whisker_video(path: str, frames: int, seed: int) -> np.ndarray:
-    """Write one video; returns its touch labels (0/1 per frame)."""
+def whisker_video(path: str, frames: int, seed: int, occlusion: float = 0.0) -> np.ndarray:
+    """Write one video; returns its touch labels (0/1 per frame). With `occlusion` > 0, that
+    share of frames starts an occlusion of 1 to 3 frames (something passes in front of the camera
+    and hides all but the whisker's base): such a frame alone cannot tell a touch, its
+    neighbours can."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -41,6 +44,7 @@ def whisker_video(path: str, frames: int, seed: int) -> np.ndarray:
     base = rng.integers(20, 70, (SIZE, SIZE)).astype(np.float64)
     phase, amplitude, touch = rng.uniform(0, 2 * np.pi), 0.45, []
     length = 26 + rng.uniform(-2, 2)
+    occluded = 0  # frames of the current occlusion left
     with av.open(path, "w", format="mp4") as out:
         stream = out.add_stream("mpeg4", rate=30)
         stream.width = stream.height = SIZE
@@ -61,37 +65,47 @@ def whisker_video(path: str, frames: int, seed: int) -> np.ndarray:
             for r, c in zip(16 + (tip[0] - 16) * t[:, 0], tip[1] * t[:, 0]):
                 img[int(round(r)) % SIZE, int(round(c)) % SIZE] = 230
             img[(rows - POLE[0]) ** 2 + (cols - POLE[1]) ** 2 <= 4] = 180
+            if occlusion and not occluded and rng.uniform() < occlusion:
+                occluded = int(rng.integers(1, 4))
+            if occluded:
+                img[:, 3:] = 120 + rng.normal(0, 12, (SIZE, SIZE - 3))
+                occluded -= 1
             rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         out.mux(stream.encode())
     return np.array(touch)
 
 
-def make_videos(folder: str, names: list[str], frames: int, seed: int) -> dict[str, np.ndarray]:
+def make_videos(folder: str, names: list[str], frames: int, seed: int,
+                occlusion: float = 0.0) -> dict[str, np.ndarray]:
     import scipy.io
 
     os.makedirs(folder, exist_ok=True)
     labels = {}
     for k, name in enumerate(names):
         path = os.path.join(folder, name + ".mp4")
-        labels[path] = whisker_video(path, frames, seed + k)
+        labels[path] = whisker_video(path, frames, seed + k, occlusion)
         scipy.io.savemat(os.path.join(folder, name + ".mat"),
                          {"touch": labels[path][:, None].astype(float)})
     return labels
 
 
-def train(folder: str, videos: dict, epochs: int) -> str:
+def train(folder: str, videos: dict, epochs: int, settings: tuple = (), name: str = "whisker",
+          convert_videos: bool = True) -> str:
+    """Convert the videos to shards (unless `convert_videos` is false: done before) and train
+    a run `name` on them, with `settings` (`--set` lines) added; returns the run folder."""
     from trainer import config, convert, job
     from trainer.runtime.platform import Platform
 
-    argv = ["--out", os.path.join(folder, "shards"), "--to", "npz", "--set", "data.color=grey"]
-    for path in videos:
-        argv += ["--video", path, "--labels", path[:-4] + ".mat"]
-    assert convert.main(argv) == 0
-    cfg = config.load(None, ["name=whisker", "model.name=tiny_cnn", "data.format=npz",
+    if convert_videos:
+        argv = ["--out", os.path.join(folder, "shards"), "--to", "npz", "--set", "data.color=grey"]
+        for path in videos:
+            argv += ["--video", path, "--labels", path[:-4] + ".mat"]
+        assert convert.main(argv) == 0
+    cfg = config.load(None, [f"name={name}", "model.name=tiny_cnn", "data.format=npz",
                              f"data.train={folder}/shards/train-*.npz", f"train.epochs={epochs}",
                              "train.learning_rate=0.003", "output.report=false",
-                             "output.plots=false", "output.saved_model=false"],
+                             "output.plots=false", "output.saved_model=false", *settings],
                       output_dir=os.path.join(folder, "runs"))
     return job.run(cfg, Platform()).run_dir
 

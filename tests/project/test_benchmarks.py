@@ -103,3 +103,19 @@ def test_remote_pipeline_prints_local_and_bucket_rates():
         assert min(local, near, far) > 0
         assert abs(far / local - far_local) < 0.01 and abs(far / near - far_near) < 0.01
     assert "load average" in proc.stdout  # the machine's load beside the figures
+
+
+def test_time_context_describes_itself_and_refuses_a_used_folder(tmp_path):
+    # The measurement itself trains three models (minutes, `--quick` 40 s): here its help and
+    # its refusals, which come before any video is written.
+    script = "benchmarks/time_context.py"
+    proc = _run("--help", script=script)
+    assert proc.returncode == 0 and "data.frame_context" in proc.stdout and "--quick" in proc.stdout
+    (tmp_path / "old").write_text("")
+    proc = _run("--dir", str(tmp_path), script=script)
+    assert proc.returncode == 2 and not list(tmp_path.glob("train*"))
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --dir={tmp_path} is not empty, expected a new folder (runs of the same name in "
+        "it would resume)"]
+    proc = _run("--contexts", "1,x", "--dir", str(tmp_path / "new"), script=script)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --contexts=1,x")
