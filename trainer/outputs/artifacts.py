@@ -165,7 +165,7 @@ def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str,
     cannot be drawn is logged, not fatal (the model and metrics are saved)."""
     drawn: dict[str, bytes] = {}
 
-    def architecture(path: str) -> None:
+    def draw_architecture(path: str) -> None:
         png, graphviz = architecture.architecture_png(result.model)
         if not graphviz:
             log.info("plots/architecture.png: %s", architecture.NO_GRAPHVIZ)
@@ -173,7 +173,7 @@ def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str,
             f.write(png)
 
     dynamics = result.dynamics
-    todo = [("architecture.png", architecture)] if config.output.plots else []
+    todo = [("architecture.png", draw_architecture)] if config.output.plots else []
     if dynamics is not None:
         todo.append(("layer_dynamics.csv", lambda path: write_csv(dynamics.rows(), path)))
         todo += [(name, lambda path, draw=draw: draw(dynamics, path, config.name))
