@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer import config as config_mod  # noqa: E402
 from trainer import models, storage  # noqa: E402
+from trainer.training import compiling  # noqa: E402
 from trainer.runtime import devices  # noqa: E402
 from trainer.data import load_splits  # noqa: E402
 from trainer.data.pipeline import PipelineOptions, make_dataset  # noqa: E402
@@ -87,7 +88,7 @@ def train_rate(case: Case, ds: tf.data.Dataset, policy: str, xla: bool, steps: i
     """Samples/s of `fit` after one warm-up epoch (tracing and XLA compilation excluded)."""
     cfg = config_mod.from_dict({"task": "regression", "model": {"name": case.model, **case.params}})
     model = models.build_model(cfg, (case.size, case.size, 1), 1, policy=policy)
-    models.compile_model(model, cfg, jit_compile=xla)
+    compiling.compile_model(model, cfg.train, jit_compile=xla)
     model.fit(ds, steps_per_epoch=max(2, steps // 5), epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)

@@ -144,13 +144,15 @@ def training_ratio(folder: str, batches: int = 50, rounds: int = 4,
     `rounds` times; the ratio is the median of each round's ratio (two runs close in time, so a
     busy moment of this shared machine hits both), the rates are the medians.
     """
-    from trainer.models import build_model, compile_model
+    from trainer.models import build_model
+    from trainer.training.compiling import compile_model
 
     cfg = config.from_dict({"task": "classification", "model": {"name": "hexagonal_cnn"},
                             "train": {"batch_size": BATCH}, "data": {"augment": list(augment)}})
     splits = splits_for(folder, "npz")
     model = build_model(cfg, (32, 32, 1), 2, np.array([0.5], np.float32), np.array([0.04], np.float32))
-    compile_model(model, cfg)
+    compile_model(model, cfg.train,
+                  mixed_labels=augment_spec.mixes_labels(augment_spec.parse(cfg.data.augment)))
     opts = PipelineOptions(batch_size=BATCH, shuffle=True, seed=0,
                            augment=augment_spec.parse(augment), classes=2)
     x = np.random.default_rng(1).normal(0.5, 0.2, (BATCH, 32, 32, 1)).astype(np.float32)

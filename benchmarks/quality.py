@@ -37,6 +37,7 @@ from trainer.data import load_splits  # noqa: E402
 from trainer.data.stats import channel_stats  # noqa: E402
 from trainer.kerasflavor import keras  # noqa: E402
 from trainer.runtime.platform import Platform  # noqa: E402
+from trainer.training import compiling  # noqa: E402
 from trainer.training.class_weights import training_class_weights  # noqa: E402
 
 TASKS = ["hexagonal", "contact", "shapes", "digits"]
@@ -77,7 +78,7 @@ def plain_script(cfg: config_mod.Config) -> float:
     model = models.build_model(cfg, splits.input_shape, splits.num_outputs, mean, var,
                                policy="float32")
     plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_schedule="constant"))
-    models.compile_model(model, plain)  # Adam at the config's rate, the task's loss and metrics
+    compiling.compile_model(model, plain.train)  # Adam at the config's rate, the task's loss and metrics
     model.fit(*arrays["train"], batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
               validation_data=arrays["val"], verbose=0,
               class_weight=training_class_weights(cfg, splits),

@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
 
-    from trainer import predict, review, smoothing
+    from trainer import predict, review_ranking, smoothing
 
     train_videos = make_videos(os.path.join(args.dir, "train"),
                                [f"train{k}" for k in range(6)], args.frames, 100)
@@ -147,8 +147,8 @@ def main() -> None:
     wrong = {k for k, p in zip(truth, predictions) if int(p.values[0]) != truth[k]}
 
     found = {}
-    for by in review.RANKINGS:
-        ranker = review.Ranker(args.review, by)
+    for by in review_ranking.RANKINGS:
+        ranker = review_ranking.Ranker(args.review, by)
         for p in predictions:
             ranker.add(p)
         picks = ranker.finish()

@@ -75,8 +75,9 @@ def worker(folder: str, way: str, epochs: int) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow work
     from trainer.config import DataConfig
     from trainer.data.images import ImageSpec
-    from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, make_dataset, share_of,
-                                       steps)
+    from trainer.data.pipeline import make_dataset, steps
+    from trainer.data.shares import WHOLE, share_of
+    from trainer.data.windows import PipelineOptions, RowsRead
     from trainer.data.readers import read_npy
     from trainer.data.source import Source, View
 

@@ -39,7 +39,7 @@ from trainer import config as config_mod, job, models  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
 from trainer.runtime import devices  # noqa: E402
 from trainer.runtime.platform import Platform  # noqa: E402
-from trainer.training import utilisation  # noqa: E402
+from trainer.training import compiling, utilisation  # noqa: E402
 
 SHAPE = (32, 32, 1)
 # The peer's ways: (dtype, memory layout, mode). The first is how the PyTorch seeds train.
@@ -60,7 +60,7 @@ class PackageRow:
         self.flops = utilisation.train_flops_per_sample(self.model)
         self.peak = utilisation.matmul_peak(policy)
         self.spe = utilisation.steps_per_execution(spe, self.flops, batch, self.peak)
-        models.compile_model(self.model, cfg, steps_per_execution=self.spe)
+        compiling.compile_model(self.model, cfg.train, steps_per_execution=self.spe)
         rng = np.random.default_rng(0)
         x = rng.random((batch * steps, *SHAPE), dtype=np.float32)
         y = rng.random((batch * steps, 2), dtype=np.float32)

@@ -238,10 +238,10 @@ def video_splits(videos: Sequence[str], labels: Union[str, Sequence[str]], key: 
     from trainer.data import video
 
     labels = [labels] if isinstance(labels, str) else labels
-    if review_path:  # a person's corrections (trainer.review)
-        from trainer import review
+    if review_path:  # a person's corrections (trainer.review_corrections)
+        from trainer import review_corrections
 
-        segments = review.corrected_segments(videos, labels, key, review_path, unreviewed)
+        segments = review_corrections.corrected_segments(videos, labels, key, review_path, unreviewed)
     else:
         segments = video.label_segments(videos, labels, key)
     spec = video.settled(segments, images.spec_from_config(config.data))

@@ -166,7 +166,8 @@ def check(config: Config, out: Optional[str], near: float = neardup.THRESHOLD) -
 
     splits = load_splits(config)  # before TensorFlow is imported: a data error ends at once
     from trainer.data.dataset import resize_lines
-    from trainer.data.pipeline import pipeline_options, window_rows
+    from trainer.data.pipeline import pipeline_options
+    from trainer.data.windows import window_rows
 
     # One replica's batch: the pipeline as a run on one device reads it.
     opts = pipeline_options(config.data, config.train.seed, config.train.batch_size, shuffle=True)

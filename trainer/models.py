@@ -7,7 +7,7 @@ for regression the targets' de-standardisation (`data.standardize_targets`): the
 standardised targets and the model outputs them in their own units.
 A user's own builder, `package.module:function`, is called the same way, so changing the network
 never needs a fork of this package (seed 001: "the only section of code where the design of the
-model itself is changed").
+model itself is changed"). Compiling the model for training is `trainer.training.compiling`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from trainer.errors import UserError
 from trainer.evaluation import calibration
 from trainer.runtime import memory
 from trainer.kerasflavor import keras, tf
-from trainer.kerasinternals import replace_loss_tracker
 
 layers = keras.layers
 Builder = Callable[..., keras.Model]
@@ -251,7 +250,9 @@ def build_model(config: Config, input_shape: tuple[int, ...], num_outputs: int,
     [-> de-standardise the targets, given their training mean and variance in `targets`].
 
     `policy` is the Keras dtype policy of the architecture's layers (`mixed_float16`,
-    `mixed_bfloat16`); standardisation and the outputs stay float32 whatever it is.
+    `mixed_bfloat16`); standardisation and the outputs stay float32 whatever it is. It takes the
+    whole config, not the `model` section: the head follows `task`, and a backbone's builder
+    takes `data.standardize` and its fetched weights from it too (`backbones.builder_kwargs`).
     """
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -379,65 +380,3 @@ def rmse(y_true, y_pred):
 CUSTOM_OBJECTS = {"rmse": rmse,
                   "TemperatureOnProbabilities": calibration.TemperatureOnProbabilities,
                   **backbones.custom_objects()}
-
-# Losses that are relative errors already, scale-free per target: computed on the targets' own
-# values even when the model learns them standardised (standardised targets cross zero).
-RELATIVE_LOSSES = ("mape", "msle", "mean_absolute_percentage_error",
-                   "mean_squared_logarithmic_error", "MeanAbsolutePercentageError",
-                   "MeanSquaredLogarithmicError")
-
-
-def _standardised(loss: Callable, scale: tuple[tf.Tensor, tf.Tensor]) -> Callable:
-    """`loss` over targets and outputs standardised by the training split's `scale`."""
-    mean, std = scale
-
-    def standardised_loss(y_true, y_pred):
-        y_true = tf.cast(y_true, y_pred.dtype)
-        return loss((y_true - mean) / std, (y_pred - mean) / std)
-
-    return standardised_loss
-
-
-class RootMeanSquare(keras.metrics.Mean):
-    """The loss figure of a root-mean-square loss: Keras averages each batch's loss weighted by
-    its size, which for `rmse` is the mean of per-batch RMSEs, not the split's RMSE. This
-    averages the squares (each batch's mean squared error) and takes the root at the end: the
-    RMSE over every sample of the split, under any batching, replica or worker count."""
-
-    def update_state(self, values, sample_weight=None):
-        return super().update_state(tf.square(values), sample_weight=sample_weight)
-
-    def result(self):
-        return tf.sqrt(super().result())
-
-
-def compile_model(model: keras.Model, config: Config, learning_rate=None,
-                  jit_compile: bool = False, steps_per_execution: int = 1) -> None:
-    """Adam at `learning_rate` (a number or a schedule; default: the config's), the task's loss
-    and metrics, optional XLA, and `steps_per_execution` training steps per call."""
-    learning_rate = config.train.learning_rate if learning_rate is None else learning_rate
-    loss_name, metrics = config.train.loss, config.train.metrics  # the config filled in defaults
-    loss = CUSTOM_OBJECTS.get(loss_name, loss_name)
-    scale = target_scale(model)
-    # The names were checked when the config loaded: only those that fit the task, each one
-    # Keras knows (config.TASK_LOSSES, TASK_METRICS; a test resolves every one of them).
-    if scale is not None and loss_name not in RELATIVE_LOSSES:
-        loss = _standardised(keras.losses.get(loss) if isinstance(loss, str) else loss, scale)
-    # Compiling is training's business: imported here, so that loading a model to predict
-    # (`trainer.predict`) imports nothing of `trainer.training`.
-    from trainer.training import ema, soft_labels
-
-    if soft_labels.needed(config):  # label smoothing, mixup, cutmix
-        loss, metrics = soft_labels.loss_and_metrics(config)
-    try:
-        # Under a mixed_float16 policy tf-keras wraps the optimizer in a LossScaleOptimizer itself.
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate,
-                                                      **ema.optimizer_options(config.train.ema)),
-                      loss=loss, metrics=list(metrics), jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution)
-    except ValueError as exc:
-        raise UserError(f"cannot compile ({exc}), train.loss={loss_name} train.metrics={metrics}, "
-                        "expected Keras loss and metric names") from None
-    if loss_name == "rmse":
-        # tf-keras's loss tracker, made whole-split.
-        replace_loss_tracker(model, lambda: RootMeanSquare(name="loss"), keras.metrics.Mean)

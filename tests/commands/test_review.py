@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from trainer import convert, predict, review, smoothing
+from trainer import convert, predict, review_ranking, smoothing
 from trainer.predict import Prediction
 from trainer.predict import command as predict_command
 
@@ -154,21 +154,21 @@ def test_the_streaming_ranking_equals_a_full_sort_in_state_bounded_by_n(seed):
     rng = np.random.default_rng(seed)
     stream = _stream(rng, videos=3, frames=int(rng.integers(5, 60)))
     count = int(rng.integers(1, 12))
-    ranker = review.Ranker(count)
+    ranker = review_ranking.Ranker(count)
     for p in stream:
         ranker.add(p)
-        assert ranker.state_size <= count + 2 * review.WINDOW + 1
+        assert ranker.state_size <= count + 2 * review_ranking.WINDOW + 1
     assert [(p.input, p.frame) for p in ranker.finish()] == _brute_force(stream, count,
-                                                                         review.WINDOW)
+                                                                         review_ranking.WINDOW)
 
 
 def test_a_long_video_keeps_the_state_bounded():
-    ranker, peak = review.Ranker(20), 0
+    ranker, peak = review_ranking.Ranker(20), 0
     for t in range(30_000):  # a long video's predictions, generated
         p = 0.5 + 0.5 * np.sin(t / 50.0)
         ranker.add(Prediction("long.mp4", t, [str(int(p > 0.5)), max(p, 1 - p), 1 - p, p]))
         peak = max(peak, ranker.state_size)
-    assert peak <= 20 + 2 * review.WINDOW + 1
+    assert peak <= 20 + 2 * review_ranking.WINDOW + 1
     assert len(ranker.finish()) == 20
 
 

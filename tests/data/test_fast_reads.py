@@ -6,7 +6,8 @@ import pytest
 
 from trainer import storage
 from trainer.storage import reads
-from trainer.data import formats, pipeline, tfrecords
+from trainer.data import formats, tfrecords
+from trainer.data import windows as window_reads
 from trainer.data.images import ImageSpec
 from trainer.data.pipeline import PipelineOptions, make_dataset
 from trainer.data.source import Source, View, array_shard
@@ -107,12 +108,12 @@ def test_other_dtypes_are_read_and_cast_into_place(tmp_path):
 def test_batches_held_by_the_consumer_are_never_overwritten(monkeypatch):
     made = []
 
-    class Counted(pipeline.Buffers):
+    class Counted(window_reads.Buffers):
         def __init__(self, *args):
             super().__init__(*args)
             made.append(self)
 
-    monkeypatch.setattr(pipeline, "Buffers", Counted)
+    monkeypatch.setattr(window_reads, "Buffers", Counted)
     ids = np.arange(3000)
     # 64-byte rows: every batch is an aligned slice, which TensorFlow takes without a copy
     x = np.broadcast_to(ids[:, None, None, None], (3000, 4, 4, 1)).astype(np.float32)

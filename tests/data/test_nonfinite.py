@@ -158,7 +158,7 @@ def test_huge_finite_values_and_integer_images_pass():
 def test_the_pipeline_checks_every_window_of_any_split(sizes, seed, keep, bad):
     """Shards, a carved split, shuffled windows smaller than the split, rows carried from one
     window to the next: the error names a bad row of the split; `zero` leaves none."""
-    from trainer.data.pipeline import PipelineOptions, windows
+    from trainer.data.windows import PipelineOptions, windows
     from trainer.data.source import Source, View, array_shard
 
     rng = np.random.default_rng(seed)

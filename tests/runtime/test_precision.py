@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from trainer import config, models
+from trainer.training import compiling
 from trainer.backbones import SPECS
 from trainer.outputs import modelfile
 from trainer.runtime import devices
@@ -66,7 +67,7 @@ def test_float16_graph_keeps_outputs_and_loss_in_float32(name, task):
                             if name in ("raccoon", "penguin") else {"name": name}})
     model = models.build_model(cfg, (32, 32, 1), 3, np.zeros(1, np.float32), np.ones(1, np.float32),
                                policy="mixed_float16")
-    models.compile_model(model, cfg)
+    compiling.compile_model(model, cfg.train)
     body = model.get_layer(name)
     computing = [layer for layer in body.layers if layer.weights]
     assert computing and all(layer.compute_dtype == "float16" for layer in computing)

@@ -336,7 +336,7 @@ def test_a_secret_pair_in_a_name_is_redacted_in_the_model_file_and_the_report(tm
     import h5py
 
     from trainer.kerasflavor import keras
-    from trainer.outputs import modelfile, report
+    from trainer.outputs import html_parts, modelfile
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     modelfile.save(model, str(tmp_path / "model.h5"),
@@ -344,4 +344,4 @@ def test_a_secret_pair_in_a_name_is_redacted_in_the_model_file_and_the_report(tm
     with h5py.File(tmp_path / "model.h5") as f:
         metadata = json.loads(f.attrs[modelfile.METADATA_ATTR])
     assert metadata == {"name": "run-password=[redacted]", "class_names": ["c: token=[redacted]"]}
-    assert report._esc(f"/x/run-password={CORE} <b>") == "/x/run-password=[redacted] &lt;b&gt;"
+    assert html_parts.esc(f"/x/run-password={CORE} <b>") == "/x/run-password=[redacted] &lt;b&gt;"

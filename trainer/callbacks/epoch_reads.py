@@ -3,7 +3,7 @@ worker of a multi-worker job reads its own share of the data, and no more."""
 
 from __future__ import annotations
 
-from trainer.data.pipeline import RowsRead
+from trainer.data.windows import RowsRead
 from trainer.kerasflavor import keras
 
 

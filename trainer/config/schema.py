@@ -5,6 +5,9 @@ a resume treats a change of it (`resume`), in its metadata.
 Defaults and their documentation live here and nowhere else: loading (`loading`) checks each
 value against this metadata, the configuration reference (`docs`) is generated from it, and the
 resume rules (`resuming`) read it. `leaves` is the one walk over the fields that they share.
+
+Longer than 400 lines on purpose: it is one job, the list of every key with its documentation,
+and splitting the sections over several files would only scatter the one place a new key goes.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 from trainer.evaluation import probabilities, thresholds
 from trainer.outputs import modelfile
 from trainer.outputs import plots
-from trainer.outputs import report
+from trainer.outputs import architecture, report
 from trainer.outputs import servable
 from trainer.outputs.configfile import config_yaml
 from trainer.outputs.table import write_csv
@@ -27,6 +27,7 @@ from trainer.config import Config
 from trainer.data import Splits
 from trainer.models import as_float32
 from trainer.storage.rundir import RunDir
+from trainer.training.evaluation import per_target_scores
 from trainer.training.fit import TrainResult
 
 log = logging.getLogger("trainer")
@@ -116,7 +117,7 @@ def held_out_figures(splits: Splits, result: TrainResult) -> tuple[dict, Optiona
         return {"confusion_matrix": {"labels": splits.class_names, "matrix": matrix.tolist(),
                                      "split": splits.held_out}}, matrix
     if splits.target_names:
-        return {"per_target": {"split": splits.held_out, **report.per_target_scores(
+        return {"per_target": {"split": splits.held_out, **per_target_scores(
             held.y, result.test_predictions, splits.target_names)}}, None
     return {}, None
 
@@ -164,15 +165,15 @@ def write_figures(config: Config, result: TrainResult, run: RunDir) -> dict[str,
     cannot be drawn is logged, not fatal (the model and metrics are saved)."""
     drawn: dict[str, bytes] = {}
 
-    def architecture(path: str) -> None:
-        png, graphviz = report.architecture_png(result.model)
+    def draw_architecture(path: str) -> None:
+        png, graphviz = architecture.architecture_png(result.model)
         if not graphviz:
-            log.info("plots/architecture.png: %s", report.NO_GRAPHVIZ)
+            log.info("plots/architecture.png: %s", architecture.NO_GRAPHVIZ)
         with open(path, "wb") as f:
             f.write(png)
 
     dynamics = result.dynamics
-    todo = [("architecture.png", architecture)] if config.output.plots else []
+    todo = [("architecture.png", draw_architecture)] if config.output.plots else []
     if dynamics is not None:
         todo.append(("layer_dynamics.csv", lambda path: write_csv(dynamics.rows(), path)))
         todo += [(name, lambda path, draw=draw: draw(dynamics, path, config.name))

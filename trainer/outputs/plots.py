@@ -269,7 +269,7 @@ def histogram_gif(dynamics, path, title: str) -> None:
 def architecture_plot(rows: list[list], path, title: str) -> None:
     """The model's layers as a column of boxes, top to bottom in the model's order (name, type,
     output shape, parameters): the diagram where Graphviz's `dot` is missing. `rows` are
-    `report.layer_rows`; a nested model's layers follow it, indented."""
+    `architecture.layer_rows`; a nested model's layers follow it, indented."""
     height = 0.42 * len(rows) + 0.8
     fig, ax = plt.subplots(figsize=(6.5, height))
     ax.set_xlim(0, 1)

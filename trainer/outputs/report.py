@@ -4,30 +4,29 @@ Everything a reviewer asks after a run (seeds 000 and 004 plotted it by hand eac
 the headline metrics, the curves, where the model goes wrong, what data it saw, the architecture,
 how fast it trained and on what. Images are embedded as base64 `data:` URIs and there is no
 script or external stylesheet, so the file can be mailed, opened from a bucket or archived alone.
+This module lays out the page and its sections; `html_parts.py` holds the pieces (escaping,
+tables, embedded images), `architecture.py` the model's table and diagram.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
-import io
 import json
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from trainer.runtime.platform import Platform
-from trainer.runtime import secrets
 from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
+from trainer.outputs.architecture import NO_GRAPHVIZ, architecture_png, graphviz_available, layer_rows
 from trainer.outputs.configfile import config_yaml
+from trainer.outputs.html_parts import cell, esc, image_png, img, png_of, table
 from trainer.config import Config
 from trainer.data import Splits
-from trainer.data.finite import zeroed
 from trainer.kerasflavor import keras
 from trainer.training.evaluation import per_target_scores
 from trainer.training.fit import TrainResult
@@ -47,57 +46,6 @@ img { max-width: 100%; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 nav a { margin-right: 1em; }
 """
-
-
-def _esc(value: object) -> str:
-    """Every text the page shows passes here: escaped, with credentials redacted (a run's name
-    or folder, a data URL, a class name may carry one)."""
-    return html.escape(secrets.redact_text(str(value)))
-
-
-def _img(png: bytes, alt: str, **attrs: str) -> str:
-    extra = "".join(f' {k}="{_esc(v)}"' for k, v in attrs.items())
-    return (f'<img alt="{_esc(alt)}" src="data:image/png;base64,'
-            f'{base64.b64encode(png).decode("ascii")}"{extra}>')
-
-
-def _png(draw: Callable[[io.BytesIO], None]) -> bytes:
-    """The PNG that a `plots` function writes, caught in memory instead of a file."""
-    buf = io.BytesIO()
-    draw(buf)
-    return buf.getvalue()
-
-
-def _cell(value: object) -> str:
-    """Numbers right-aligned (floats to 4 significant digits), everything else as text."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        return f"<td>{_esc(value)}</td>"
-    text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else f"{value:,}"
-    return f'<td class="num">{text}</td>'
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def image_png(image: np.ndarray, scale_to: int = 96) -> bytes:
-    """A (H, W, C) image of any range as a viewable PNG (min-max scaled, first 3 channels);
-    NaN and Inf show as 0, the value `data.nonfinite: zero` gave the model."""
-    x = zeroed(np.asarray(image, dtype=np.float32))
-    if x.ndim == 3 and x.shape[-1] not in (1, 3):
-        x = x[..., :1]
-    low, high = float(x.min()), float(x.max())
-    x = (x - low) / (high - low) * 255 if high > low else np.zeros_like(x)
-    x = x.astype(np.uint8)
-    img = Image.fromarray(x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x)
-    if max(img.size) < scale_to:
-        factor = max(1, scale_to // max(img.size))
-        img = img.resize((img.size[0] * factor, img.size[1] * factor), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,13 +69,13 @@ def _metrics_section(metrics: dict) -> str:
     facts.append(["wall_time_s (every session)", round(float(t.get("wall_time_s", 0.0)), 1)])
     if t.get("session_wall_time_s") is not None and t.get("resumed_from_epoch") is not None:
         facts.append(["session_wall_time_s (this session)", round(float(t["session_wall_time_s"]), 1)])
-    return _table(["split", *names], rows) + _table(["training", ""], facts)
+    return table(["split", *names], rows) + table(["training", ""], facts)
 
 
 def _curves_section(history: list[dict], name: str) -> str:
     if not history:
         return "<p>No epochs were trained in this run.</p>"
-    return _img(_png(lambda f: plots.history_plot(history, f, name)), "training curves")
+    return img(png_of(lambda f: plots.history_plot(history, f, name)), "training curves")
 
 
 def per_class_scores(matrix: np.ndarray) -> list[tuple[float, float, float, int]]:
@@ -154,14 +102,14 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
     split = SPLIT_TITLES[splits.held_out]
     y = held.y
     predicted = probs.argmax(axis=1)
-    confusion = _png(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: {split} set"))
+    confusion = png_of(lambda f: plots.confusion_plot(matrix, names, f, f"{name}: {split} set"))
     scores = per_class_scores(matrix)
     rows = [[c, p, r, f, n] for c, (p, r, f, n) in zip(names, scores)]
     macro = [float(np.mean([s[i] for s in scores])) for i in range(3)]
     rows.append(["macro average", *macro, int(matrix.sum())])
-    parts = [f"<h3>Confusion matrix ({split} set)</h3>", _img(confusion, "confusion matrix"),
+    parts = [f"<h3>Confusion matrix ({split} set)</h3>", img(confusion, "confusion matrix"),
              f"<h3>Per-class precision, recall and F1 ({split} set)</h3>",
-             _table(["class", "precision", "recall", "F1", "support"], rows)]
+             table(["class", "precision", "recall", "F1", "support"], rows)]
     wrong = np.flatnonzero(predicted != y)
     parts.append(f"<h3>Most confident mistakes ({len(wrong)} of {len(y)} {split} images wrong)</h3>")
     if len(wrong) == 0:
@@ -173,9 +121,9 @@ def _classification_section(splits: Splits, probs: np.ndarray, matrix: np.ndarra
     cells = []
     for i in order:
         source = held.view.origin(int(i))  # its file, or its shard and row
-        caption = (f"#{i}<br>true: {_esc(names[y[i]])}<br>predicted: {_esc(names[predicted[i]])} "
-                   f"({probs[i, predicted[i]]:.2f})<br><small>{_esc(source)}</small>")
-        cells.append(f"<figure>{_img(image_png(images[i]), f'{split} image {i}')}"
+        caption = (f"#{i}<br>true: {esc(names[y[i]])}<br>predicted: {esc(names[predicted[i]])} "
+                   f"({probs[i, predicted[i]]:.2f})<br><small>{esc(source)}</small>")
+        cells.append(f"<figure>{img(image_png(images[i]), f'{split} image {i}')}"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     return "".join(parts)
@@ -190,15 +138,15 @@ def probabilities_section(judged, class_names: list[str], name: str) -> str:
         images = {n: open(p, "rb").read() for n, p in drawn.items()}
     rows = [[k, json.dumps(v)] for k, v in judged.metrics.items()
             if k in ("threshold", "calibration")]
-    return ((_table(["", "value"], rows) if rows else "")
-            + "".join(_img(png, n) for n, png in images.items()))
+    return ((table(["", "value"], rows) if rows else "")
+            + "".join(img(png, n) for n, png in images.items()))
 
 
 def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
     split = SPLIT_TITLES[splits.held_out]
     y = getattr(splits, splits.held_out).y
     pred = pred.reshape(y.shape)
-    figure = _png(lambda f: plots.regression_plots(y, pred, f, f"{name}: {split} set"))
+    figure = png_of(lambda f: plots.regression_plots(y, pred, f, f"{name}: {split} set"))
     err = pred - y
     names = splits.target_names or [f"target_{k}" for k in range(y.shape[1])]
     scores = per_target_scores(y, pred, names)
@@ -209,21 +157,21 @@ def _regression_section(splits: Splits, pred: np.ndarray, name: str) -> str:
     rows.append(["overall", *[scores["overall"][k] for k in ("rmse", "mae", "r2")],
                  float(err.mean()), float("nan")])
     return (f"<h3>Predicted against true, and residuals ({split} set)</h3>"
-            + _img(figure, "predicted vs true and residuals")
-            + _table(["target", "RMSE", "MAE", "R²", "mean residual", "correlation"], rows))
+            + img(figure, "predicted vs true and residuals")
+            + table(["target", "RMSE", "MAE", "R²", "mean residual", "correlation"], rows))
 
 
 def _data_section(splits: Splits) -> str:
     summary = splits.summary()
     keys = list(splits.present)
     rows = [[k, summary[k]["samples"], summary[k]["source"]] for k in keys]
-    parts = [f"<p>Input shape {_esc(tuple(summary['input_shape']))} "
-             f"({_esc(summary['layout'])}); split: {_esc(summary['split_method'])}.</p>",
-             _table(["split", "samples", "source"], rows)]
+    parts = [f"<p>Input shape {esc(tuple(summary['input_shape']))} "
+             f"({esc(summary['layout'])}); split: {esc(summary['split_method'])}.</p>",
+             table(["split", "samples", "source"], rows)]
     if summary.get("resized", {}).get("count"):
         r = summary["resized"]
-        parts.append(f"<p>{r['count']} of {r['of']} image files were resized to {_esc(r['to'])}, "
-                     f"from: {_esc(', '.join(f'{k} ({n})' for k, n in r['from'].items()))}.</p>")
+        parts.append(f"<p>{r['count']} of {r['of']} image files were resized to {esc(r['to'])}, "
+                     f"from: {esc(', '.join(f'{k} ({n})' for k, n in r['from'].items()))}.</p>")
     if splits.class_names:
         header = ["class", *[f"{k} samples" for k in keys], "train share"]
         total = max(1, summary["train"]["samples"])
@@ -231,11 +179,11 @@ def _data_section(splits: Splits) -> str:
         for c in splits.class_names:
             counts = [summary[k]["per_class"][c] for k in keys]
             share = counts[0] / total
-            rows.append(f"<tr><td>{_esc(c)}</td>" + "".join(_cell(n) for n in counts)
+            rows.append(f"<tr><td>{esc(c)}</td>" + "".join(cell(n) for n in counts)
                         + f'<td><span class="bar" style="width:{share * 200:.0f}px"></span> '
                           f"{share:.1%}</td></tr>")
         parts.append("<h3>Class balance</h3><table><tr>"
-                     + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>" + "".join(rows)
+                     + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" + "".join(rows)
                      + "</table>")
     else:
         y = splits.train.y
@@ -243,77 +191,22 @@ def _data_section(splits: Splits) -> str:
         rows = [[n, float(y[:, k].mean()), float(y[:, k].std()), float(y[:, k].min()),
                  float(y[:, k].max())] for k, n in enumerate(names)]
         parts.append("<h3>Targets (training split)</h3>"
-                     + _table(["target", "mean", "std", "min", "max"], rows))
+                     + table(["target", "mean", "std", "min", "max"], rows))
     return "".join(parts)
 
-
-def _shape(layer, node: int) -> str:
-    try:
-        shape = layer.get_output_shape_at(node)
-    except (AttributeError, RuntimeError, ValueError):
-        return "?"
-    return str(shape).replace("None", "N")
-
-
-def layer_rows(model: keras.Model, depth: int = 0) -> list[list]:
-    """(name, type, output shape, parameters) per layer, nested models indented below themselves."""
-    rows = []
-    for layer in model.layers:
-        # A nested model's last node is its use inside the outer model.
-        rows.append(["\u2003" * depth + layer.name, type(layer).__name__,
-                     _shape(layer, -1), layer.count_params()])
-        if isinstance(layer, keras.Model):
-            rows += layer_rows(layer, depth + 1)
-    return rows
-
-
-def architecture_diagram(model: keras.Model) -> Optional[bytes]:
-    """The model graph as a PNG via `plot_model`, or None without pydot and Graphviz's `dot`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.png")
-        try:
-            keras.utils.plot_model(model, to_file=path, show_shapes=True, expand_nested=True,
-                                   dpi=72)
-        except (ImportError, OSError, AttributeError, FileNotFoundError):
-            return None
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def graphviz_available() -> bool:
-    """Whether `plot_model` can draw: pydot importable and Graphviz's `dot` on the PATH."""
-    import importlib.util
-    import shutil
-
-    return importlib.util.find_spec("pydot") is not None and shutil.which("dot") is not None
-
-
-def architecture_png(model: keras.Model) -> tuple[bytes, bool]:
-    """The architecture as a PNG, and whether Graphviz drew it: `plot_model`'s graph, else the
-    layers in order as a column of boxes (`plots.architecture_plot`)."""
-    diagram = architecture_diagram(model) if graphviz_available() else None
-    if diagram is not None:
-        return diagram, True
-    return _png(lambda f: plots.architecture_plot(layer_rows(model), f, model.name)), False
-
-
-NO_GRAPHVIZ = ("Drawn without Graphviz (`dot` not found): the layers in order, not the graph; "
-               "install pydot and Graphviz for the graph.")
 
 
 def _architecture_section(model: keras.Model, diagram: Optional[bytes] = None) -> str:
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     total = model.count_params()
     parts = [f"<p>{total:,} parameters, {trainable:,} trainable.</p>",
-             _table(["layer", "type", "output shape", "parameters"], layer_rows(model))]
+             table(["layer", "type", "output shape", "parameters"], layer_rows(model))]
     graphviz = graphviz_available()  # how plots/architecture.png was drawn, when it was
     if diagram is None:
         diagram, graphviz = architecture_png(model)
-    parts += ["<h3>Diagram (plots/architecture.png)</h3>", _img(diagram, "architecture diagram")]
+    parts += ["<h3>Diagram (plots/architecture.png)</h3>", img(diagram, "architecture diagram")]
     if not graphviz:
-        parts.append(f'<p class="sub">{_esc(NO_GRAPHVIZ)}</p>')
+        parts.append(f'<p class="sub">{esc(NO_GRAPHVIZ)}</p>')
     return "".join(parts)
 
 
@@ -324,10 +217,10 @@ def _dynamics_section(figures: dict[str, bytes]) -> str:
             "TensorBoard's histograms hold). A zero fraction near 1 is a layer of dead ReLU "
             "units; a gradient norm falling to 0, a layer that stopped learning.</p>"
             "<h3>Per-layer curves (plots/layer_dynamics.png)</h3>"
-            + _img(figures["layer_dynamics.png"], "per-layer weight norm, gradient norm and "
+            + img(figures["layer_dynamics.png"], "per-layer weight norm, gradient norm and "
                    "activation zero fraction")
             + "<h3>Histograms of every epoch (plots/histograms.png)</h3>"
-            + _img(figures["histograms.png"], "histograms of every epoch")
+            + img(figures["histograms.png"], "histograms of every epoch")
             + "<h3>The histograms epoch by epoch (plots/histograms.gif)</h3>"
             + f'<img alt="histograms, one frame per epoch" src="data:image/gif;base64,'
               f'{base64.b64encode(gif).decode("ascii")}">')
@@ -345,11 +238,11 @@ def _throughput_section(history: list[dict], training: dict) -> str:
             "training steps alone, the median over the epochs of the last session after its "
             "first (which includes building the graph), as in the log and metrics.json.</p>"
             if rate is not None else "")
-    figure = _png(lambda f: plots.throughput_plot(history, f, "throughput per epoch"))
+    figure = png_of(lambda f: plots.throughput_plot(history, f, "throughput per epoch"))
     return (head + "<p>Per epoch: <code>train_samples_per_s</code> counts the training steps "
             "alone; <code>epoch_samples_per_s</code> the whole epoch, validation and callbacks "
-            "included.</p>" + _img(figure, "throughput per epoch")
-            + _table(["epoch", "epoch_time_s", *plots.RATES], rows))
+            "included.</p>" + img(figure, "throughput per epoch")
+            + table(["epoch", "epoch_time_s", *plots.RATES], rows))
 
 
 def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str:
@@ -360,7 +253,7 @@ def _environment_section(metrics: dict, run_url: str, platform: Platform) -> str
             *[[k, training[k]] for k in ("precision_policy", "xla", "replicas", "global_batch",
                                          "learning_rate", "experiment_run") if k in training],
             *[[f"package {k}", v] for k, v in packages.items()]]
-    return _table(["", "value"], rows)
+    return table(["", "value"], rows)
 
 
 def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, run_url: str,
@@ -370,7 +263,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     figures = figures or {}
     sections: list[tuple[str, str, str]] = [
         ("metrics", "Final metrics", _metrics_section(metrics)
-         + "".join(f'<p class="sub">{_esc(line)}</p>'
+         + "".join(f'<p class="sub">{esc(line)}</p>'
                    for line in splits.absent_lines(config.train.monitor))),
         ("curves", "Training curves", _curves_section(result.history, config.name)),
     ]
@@ -396,18 +289,18 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
         ("throughput", "Throughput", _throughput_section(result.history,
                                                       metrics.get("training", {}))),
         ("environment", "Environment", _environment_section(metrics, run_url, platform)),
-        ("config", "Config", f"<pre>{_esc(config_yaml(config, splits, result))}</pre>"),
+        ("config", "Config", f"<pre>{esc(config_yaml(config, splits, result))}</pre>"),
     ]
     held = splits.held_out or "test"
     headline = ", ".join(f"{k} {v:.4g}" for k, v in metrics.get(held, {}).items()) or "none"
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in sections)
-    body = "".join(f'<section id="{a}"><h2>{_esc(t)}</h2>{h}</section>' for a, t, h in sections)
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
+    body = "".join(f'<section id="{a}"><h2>{esc(t)}</h2>{h}</section>' for a, t, h in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{_esc(config.name)}: run report</title><style>{_CSS}</style></head><body>"
-            f"<h1>{_esc(config.name)}</h1>"
-            f'<p class="sub">{_esc(config.task)} with {_esc(config.model.name)}; {SPLIT_TITLES[held]}: '
-            f"{_esc(headline)}; written {when}</p><nav>{nav}</nav>{body}</body></html>")
+            f"<title>{esc(config.name)}: run report</title><style>{_CSS}</style></head><body>"
+            f"<h1>{esc(config.name)}</h1>"
+            f'<p class="sub">{esc(config.task)} with {esc(config.model.name)}; {SPLIT_TITLES[held]}: '
+            f"{esc(headline)}; written {when}</p><nav>{nav}</nav>{body}</body></html>")
 
 
 def write_report(path: str, config: Config, splits: Splits, result: TrainResult, metrics: dict,

@@ -57,7 +57,7 @@ def predict_files(saved: SavedModel, files: Sequence[str], batch_size: int = 256
                   tally: Optional[Tally] = None, progress: Optional[Progress] = None,
                   spread=None) -> Iterator[Prediction]:
     """`predict` on files `input_files` has found already (not listed again); `spread(model,
-    batch)`, when given, gives each row's spread (`trainer.review.spread`)."""
+    batch)`, when given, gives each row's spread (`trainer.review_ranking.spread`)."""
     tally = tally or Tally("the inputs", "error", "--nonfinite")
     # Each frame read alone, then stacked with its neighbours (data.frame_context).
     shape = context.frame_shape(saved.input_shape, saved.frame_context)

@@ -20,7 +20,7 @@ from trainer.callbacks.progress_line import ProgressLine
 from trainer.config import Config, TrainConfig
 from trainer.data import Splits
 from trainer.data.finite import zeroed
-from trainer.data.pipeline import RowsRead
+from trainer.data.windows import RowsRead
 from trainer.kerasflavor import keras
 from trainer.storage.rundir import RunDir
 from trainer.config import monitor_mode

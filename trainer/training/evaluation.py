@@ -18,7 +18,7 @@ def evaluate(model: keras.Model, datasets: dict[str, tf.data.Dataset]) -> dict[s
     """{split: {metric: value}} for each named dataset, logged; warns when test scores are not
     finite (a diverged model still writes its artefacts, which show it). Each figure is over
     the whole split: Keras's metrics accumulate over every batch, and an `rmse` loss's figure
-    is the root of the mean square over every sample (`trainer.models.RootMeanSquare`)."""
+    is the root of the mean square over every sample (`trainer.training.compiling.RootMeanSquare`)."""
     metrics = {}
     for name, ds in datasets.items():
         with data_errors():

@@ -16,9 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from trainer.config import Config
-from trainer.data import Splits
-from trainer.data.pipeline import (WHOLE, PipelineOptions, RowsRead, Share, data_errors,
-                                   make_dataset, pipeline_options, share_of, steps, window_rows)
+from trainer.data import Splits, augment_spec
+from trainer.data.pipeline import data_errors, make_dataset, pipeline_options, steps
+from trainer.data.shares import WHOLE, Share, share_of
+from trainer.data.windows import PipelineOptions, RowsRead, window_rows
 from trainer.data.finite import Tally
 from trainer.data.stats import channel_stats, target_stats
 from trainer.evaluation import probabilities
@@ -26,12 +27,13 @@ from trainer.kerasflavor import keras, tf
 from trainer.callbacks.epoch_timer import EpochTimer
 from trainer.callbacks.histograms import Dynamics, HistogramLogger
 from trainer import init_from
-from trainer.models import build_model, compile_model
+from trainer.models import build_model
 from trainer.runtime import devices, logs
 from trainer.outputs import modelfile
 from trainer.storage.rundir import RunDir
 from trainer.training.callback_list import fit_callbacks
 from trainer.training.checkpoints import CheckpointStore
+from trainer.training.compiling import compile_model
 from trainer.training.class_weights import training_class_weights, with_sample_weights
 from trainer.training.evaluation import evaluate, log_per_target, per_target_scores, predict
 from trainer.training.preemption import SigtermWatch
@@ -239,6 +241,7 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
     the device."""
     t = config.train
     mean, var = stats
+    mixed_labels = augment_spec.mixes_labels(augment_spec.parse(config.data.augment))
     with strategy.scope():
         model = build_model(config, splits.input_shape, splits.num_outputs, mean, var,
                             policy=scaling.precision_policy,
@@ -260,7 +263,7 @@ def build_and_restore(config: Config, splits: Splits, run: RunDir,
         def compile_phase(epochs_done: int) -> float:
             """Compile for the fine-tuning phase after `epochs_done`; returns its peak rate."""
             phase, peak = finetune.learning_rate_config(config, scaling.learning_rate, epochs_done)
-            compile_model(model, config, jit_compile=scaling.xla,
+            compile_model(model, t, mixed_labels, jit_compile=scaling.xla,
                           learning_rate=schedule.learning_rate(phase, peak, steps_per_epoch),
                           steps_per_execution=usage.steps_per_execution)
             return peak

@@ -80,16 +80,8 @@ def metric(name: str) -> Any:
     return on_indices
 
 
-def needed(config) -> bool:
-    """Whether the config trains on anything but plain class indices."""
-    from trainer.data import augment_spec
-
-    return config.task == "classification" and bool(
-        config.train.label_smoothing or augment_spec.mixes_labels(
-            augment_spec.parse(config.data.augment)))
-
-
-def loss_and_metrics(config) -> tuple[Any, list]:
-    """The loss and metrics `compile` gets for such a config."""
-    return (SoftCrossentropy(config.train.label_smoothing),
-            [metric(name) for name in config.train.metrics])
+def loss_and_metrics(train) -> tuple[Any, list]:
+    """The loss and metrics `compile` gets for the `train` section of a config that trains on
+    anything but plain class indices (`train.label_smoothing`, mixup, cutmix)."""
+    return (SoftCrossentropy(train.label_smoothing),
+            [metric(name) for name in train.metrics])
