@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 # The suite's processes (pytest-xdist); each file's tests run in one of them, with its module
-# fixtures; 0 runs it in this one process. TensorFlow keeps its own thread pools in each: capping
-# them at a core per worker made training-heavy files slower.
+# fixtures, the longest files first (tests/conftest.py); 0 runs it in this one process.
+# TensorFlow keeps its own thread pools in each: capping them at a core per worker made
+# training-heavy files slower.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test image clean
@@ -35,7 +36,7 @@ test: $(VENV)/.installed-test
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
 		|| echo "make: could not install$$missing; the tests that need them will be skipped" >&2; fi
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The training image, with the build args of cloudbuild.yaml's build step; BASE_IMAGE may name any
 # Debian or Ubuntu image with Python 3.10+ and pip (docs/container.md). The builder is Docker when

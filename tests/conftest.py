@@ -19,6 +19,27 @@ for _entry in sorted(os.scandir(os.path.join(ROOT, "tests")), key=lambda e: e.na
         sys.path.append(_entry.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The longest test files, longest first (seconds of one file alone, `pytest --durations=0`; the
+# figures are in docs/architecture.md). `make test` hands whole files to its processes in
+# collection order (`--dist loadfile --no-loadscope-reorder`): started first, the long files run
+# side by side and the short ones fill in at the end, instead of one long file running alone
+# after the rest have finished. Files not named keep their place after these.
+LONGEST_FIRST = [
+    "training/test_preemption_workers.py", "training/test_preemption.py",
+    "training/test_preemption_backups.py", "models/test_models.py", "project/test_benchmarks.py",
+    "training/test_finetune.py", "training/test_regularisation.py", "models/test_backbones.py",
+    "runtime/test_precision.py", "job/test_job.py", "commands/test_predict.py",
+    "outputs/test_report.py", "runtime/test_secrets.py", "runtime/test_multiworker.py",
+    "training/test_resume.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    tests = os.path.join(ROOT, "tests")
+    items.sort(key=lambda item: rank.get(os.path.relpath(str(item.path), tests).replace(os.sep, "/"),
+                                         len(rank)))
+
 
 def blob_images(n: int, size: int = 16, seed: int = 0, channels: int = 0):
     """Images with one bright square; class = which half (left/right) it sits in, target = its x, y."""

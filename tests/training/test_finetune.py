@@ -16,7 +16,7 @@ from trainer.training import finetune
 from trainer.training.preemption import RESTART_EXIT_CODE
 
 from conftest import ROOT, blob_images, error_line, run_cli, write_npz
-from test_preemption import backup_position, weights
+from preemption_runs import backup_position, weights
 
 FAST = ["model.name=tiny_cnn", "train.batch_size=8", "train.steps_per_execution=1",
         "train.early_stopping_patience=0", "output.plots=false", "output.report=false",

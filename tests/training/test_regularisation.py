@@ -248,7 +248,7 @@ def _same(a, b):
 
 
 def test_a_run_preempted_mid_epoch_and_killed_at_an_epoch_keeps_its_average(tmp_path):
-    from test_preemption import assert_same_weights, weights
+    from preemption_runs import assert_same_weights, weights
 
     whole = _job(tmp_path, "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]

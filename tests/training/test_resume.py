@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import blob_images, run_cli, run_job, write_npz
-from test_preemption import assert_same_weights, backup_position, interrupt
+from preemption_runs import assert_same_weights, backup_position, interrupt
 from trainer.callbacks.early_stopping import ResumableEarlyStopping
 from trainer.callbacks.pruning import PruneOnEpoch
 from trainer.kerasflavor import keras
