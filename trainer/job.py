@@ -53,8 +53,7 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     strategy = _start_runtime(config.train, platform, sigterm)
     models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
     run_dir = RunDir(config.output.dir, config.name, platform=platform, chief=platform.is_chief)
-    fresh = platform.is_chief and not storage.exists(run_dir.url)
-    splits = _checked_data(config, run_dir, fresh)
+    splits, fresh = _checked_data(config, run_dir)
     _log_data(config, splits)
     try:
         result = _train(config, splits, run_dir, strategy, platform, callbacks, sigterm, started)
@@ -85,12 +84,15 @@ def _start_runtime(train: TrainConfig, platform: Platform, sigterm: SigtermWatch
     return strategy
 
 
-def _checked_data(config: Config, run_dir: RunDir, fresh: bool) -> Splits:
+def _checked_data(config: Config, run_dir: RunDir) -> tuple[Splits, bool]:
     """The splits, after the checks that need no data (a writable run folder, a re-run that
-    would train another model, a batch that fits in memory); nothing is left behind when one
-    of them, or the data, fails: not even the ImageNet weights a new run has stored."""
+    would train another model, a batch that fits in memory), and whether the chief's run is
+    new; nothing is left behind when one of them, or the data, fails: not even the ImageNet
+    weights a new run has stored."""
+    fresh = False
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
+        fresh = run_dir.chief and not storage.exists(run_dir.url)
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
         backbone_weights.prepare(config, run_dir)  # a backbone's weights: fetched and checked first
         init_from.fetch(config)  # an earlier run's model.h5: fetched and checked first
@@ -107,7 +109,7 @@ def _checked_data(config: Config, run_dir: RunDir, fresh: bool) -> Splits:
     except BaseException:
         run_dir.cleanup()
         raise
-    return splits
+    return splits, fresh
 
 
 def _remove_new(run_dir: RunDir) -> None:
