@@ -16,26 +16,22 @@ MobileNetV3's hard sigmoid and ConvNeXt's residual sums are TensorFlow ops in Ke
 layers that the model file's safety check refuses (they run code named in the file); they are
 built here from built-in layers that compute the same (`_builtin_layers`).
 
-`model.weights` (none, imagenet, or a weights file) and their check against the architecture live
-here too: the check runs before any data is read, and names the first layer that does not fit.
+The weights a backbone starts from (`model.weights`: none, imagenet, or a weights file) are
+another job: `trainer.backbone_weights` fetches and checks them before any data is read, and loads
+them into the built model; this module only builds the architecture.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Optional
 
-import h5py
 import numpy as np
 
 from trainer.errors import UserError
 from trainer.kerasflavor import keras
 
-log = logging.getLogger("trainer")
 layers = keras.layers
 
 MIN_SIZE = 32  # keras.applications' smallest input without the ImageNet top
@@ -163,7 +159,7 @@ def input_size(input_shape, params: dict) -> tuple[int, int]:
 
 def _builder(name: str) -> Callable[..., keras.Model]:
     def build(input_shape, num_outputs: int, dropout: float = 0.2, standardized: bool = False,
-              pretrained: bool = False, weights_file: Optional[str] = None, image_size=None,
+              pretrained: bool = False, image_size=None,
               **options) -> keras.Model:
         channels = int(input_shape[-1])
         if len(input_shape) != 3 or channels not in (1, 3):
@@ -182,9 +178,7 @@ def _builder(name: str) -> Callable[..., keras.Model]:
         if SPECS[name].rescale:
             x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="backbone_preprocess")(x)
         backbone = construct(name, size, **options)
-        backbone._name = BACKBONE
-        if weights_file:
-            load_weights(backbone, weights_file, weights_file)
+        backbone._name = BACKBONE  # where `trainer.backbone_weights` loads the weights
         # Pretrained: BatchNorm stays in inference mode, frozen or not (the Keras transfer-learning
         # guide); from scratch it learns its statistics.
         x = backbone(x, training=False) if pretrained else backbone(x)
@@ -201,136 +195,14 @@ def is_backbone(model_name: str) -> bool:
     return model_name in SPECS
 
 
-# ----------------------------------------------------------------------------------------------
-# Weights: none, imagenet (Keras's download), or a file (local, gs://, /gcs/).
-
-_LOCAL: dict[tuple[str, str], Optional[str]] = {}  # (model, weights) -> the local file
-
-
 def weights_setting(config) -> str:
+    """`model.weights` as given: none, imagenet, or a weights file (path or URL)."""
     return str(getattr(config.model, "weights", "none") or "none")
 
 
-def local_weights(config) -> Optional[str]:
-    """The local weights file the backbone of `config` starts from, fetched once per process;
-    None for `weights: none`, and for a run that resumes (its checkpoint holds the weights).
-
-    `imagenet`: Keras's own download into its cache (`~/.keras/models`, checked against the
-    file's hash), which later runs on the machine reuse. A path or URL is copied here."""
-    name, setting = config.model.name, weights_setting(config)
-    if setting == "none" or not is_backbone(name):
-        return None
-    key = (name, setting)
-    if key not in _LOCAL or (_LOCAL[key] is not None and not os.path.exists(_LOCAL[key])):
-        _LOCAL[key] = _imagenet(config) if setting == "imagenet" else _fetch(setting)
-    return _LOCAL[key]
-
-
-def _fetch(url: str) -> str:
-    from trainer import storage
-
-    if storage.is_local(url):
-        if not os.path.isfile(url):
-            raise UserError(f"weights file {url!r} does not exist, model.weights, expected "
-                            "none, imagenet, or a weights file (path, gs:// or /gcs/ URL)")
-        return url
-    local = os.path.join(tempfile.mkdtemp(prefix="trainer-weights-"), os.path.basename(url))
-    storage.get_file(url, local, what="a weights file")
-    return local
-
-
-def _imagenet(config) -> str:
-    try:
-        model = construct(config.model.name, (224, 224), weights="imagenet",
-                          **_options(config.model.params))
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the download: no network, a proxy, a bad hash
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"cannot download the ImageNet weights of {config.model.name!r} "
-                        f"({first}), model.weights=imagenet, expected a machine that reaches "
-                        "storage.googleapis.com, or give the weights as a file: model.weights="
-                        "PATH, gs:// or /gcs/ URL (a backbone's weights saved with "
-                        "save_weights)") from None
-    local = os.path.join(tempfile.mkdtemp(prefix="trainer-weights-"), "imagenet.h5")
-    model.save_weights(local)  # the backbone as this config builds it, in Keras's .h5 form
-    return local
-
-
-def _options(params: dict) -> dict:
+def options(params: dict) -> dict:
+    """`model.params` that go to the keras.applications constructor (`image_size` does not)."""
     return {k: v for k, v in params.items() if k != "image_size"}
-
-
-def _file_layers(path: str, where: str) -> list[tuple[str, list[tuple[int, ...]]]]:
-    """(layer name, weight shapes) of a Keras `.h5` weights file, in its order."""
-    try:
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            names = [n.decode() if isinstance(n, bytes) else str(n)
-                     for n in group.attrs.get("layer_names", [])]
-            out = []
-            for n in names:
-                g = group[n]
-                wnames = [w.decode() if isinstance(w, bytes) else str(w)
-                          for w in g.attrs.get("weight_names", [])]
-                if wnames:
-                    out.append((n, [tuple(g[w].shape) for w in wnames]))
-            return out
-    except (OSError, KeyError) as exc:
-        raise UserError(f"cannot read weights ({str(exc).splitlines()[0]}), {where}, expected a "
-                        "Keras .h5 weights file (save_weights of the backbone)") from None
-
-
-def check_weights(backbone: keras.Model, path: str, where: str) -> None:
-    """The file's layers with weights, in order, against the backbone's (how Keras loads them):
-    the first layer that does not fit is named."""
-    have = _file_layers(path, where)
-    want = [(layer.name, [tuple(w.shape) for w in layer.weights])
-            for layer in backbone.layers if layer.weights]
-    if not have:
-        raise UserError(f"weights file has no layers with weights, {where}, expected the weights "
-                        f"of {backbone.name} (save_weights of the backbone)")
-    for i, (name, shapes) in enumerate(want):
-        if i >= len(have):
-            raise UserError(f"weights file ends before layer {name!r} (it has {len(have)} layers "
-                            f"with weights, the backbone {len(want)}), {where}, expected the "
-                            "weights of this backbone and its params")
-        got_name, got = have[i]
-        if got != shapes:
-            raise UserError(f"weights do not fit layer {name!r}: the file's layer {got_name!r} "
-                            f"holds {got}, the layer takes {shapes}, {where}, expected the "
-                            "weights of this backbone and its params")
-    if len(have) > len(want):
-        raise UserError(f"weights file has {len(have)} layers with weights, the backbone "
-                        f"{len(want)} (the next is {have[len(want)][0]!r}), {where}, expected the "
-                        "weights of this backbone and its params")
-
-
-def load_weights(backbone: keras.Model, path: str, where: str) -> None:
-    check_weights(backbone, path, where)
-    backbone.load_weights(path)
-
-
-def prepare(config, run_dir=None) -> Optional[str]:
-    """Before any data is read: the weights fetched (imagenet downloaded) and checked against
-    the architecture; returns the local weights file. A run that resumes from a checkpoint
-    fetches nothing: the checkpoint holds every weight. Nothing for other models."""
-    if not is_backbone(config.model.name):
-        if weights_setting(config) != "none":
-            raise UserError(f"model.weights={weights_setting(config)} needs a backbone, "
-                            f"model.weights, expected none for model {config.model.name!r} or a "
-                            f"model.name among {', '.join(SPECS)}")
-        return None
-    if run_dir is not None and run_dir.committed_epoch() is not None:
-        _LOCAL[(config.model.name, weights_setting(config))] = None
-        return None
-    size = input_size(config.data.image_size or (MIN_SIZE, MIN_SIZE), config.model.params)
-    backbone = construct(config.model.name, size, **_options(config.model.params))
-    check_memory(backbone, config, size)
-    local = local_weights(config)
-    if local is not None:
-        check_weights(backbone, local, f"model.weights={weights_setting(config)}")
-    return local
 
 
 def memory_need(backbone: keras.Model, batch: int) -> int:
@@ -371,23 +243,28 @@ def seen_line(input_shape, params: dict, name: str) -> str:
 
 
 # A backbone builder's parameters that `builder_kwargs` fills from the config, not the user.
-SET_BY_THE_TRAINER = ("standardized", "pretrained", "weights_file")
+SET_BY_THE_TRAINER = ("standardized", "pretrained")
 
 
 def builder_kwargs(config) -> dict:
     """What a backbone's builder takes from the config besides `model.params` (each of
     `SET_BY_THE_TRAINER`)."""
     return {"standardized": bool(config.data.standardize),
-            "pretrained": weights_setting(config) != "none",
-            "weights_file": local_weights(config)}
+            "pretrained": weights_setting(config) != "none"}
+
+
+def find_backbone(model: keras.Model) -> Optional[keras.Model]:
+    """The backbone inside a built model (None for other models)."""
+    for layer in _walk(model):
+        if isinstance(layer, keras.Model) and layer.name == BACKBONE:
+            return layer
+    return None
 
 
 def backbone_layers(model: keras.Model) -> list:
     """The layers of the backbone inside a built model (empty for other models)."""
-    for layer in _walk(model):
-        if isinstance(layer, keras.Model) and layer.name == BACKBONE:
-            return list(layer.layers)
-    return []
+    backbone = find_backbone(model)
+    return list(backbone.layers) if backbone is not None else []
 
 
 def _walk(model):

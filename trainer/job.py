@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from trainer import backbones, init_from, models, storage
+from trainer import backbone_weights, init_from, models, storage
 from trainer.callbacks import vertex_experiment
 from trainer.outputs import artifacts
 from trainer.runtime import devices, memory
@@ -53,9 +53,8 @@ def _run(config: Config, callbacks: Sequence, platform: Platform, sigterm: Sigte
     strategy = _start_runtime(config.train, platform, sigterm)
     models.check_config(config.model)  # a misspelt model name or parameter: before any data is read
     run_dir = RunDir(config.output.dir, config.name, platform=platform, chief=platform.is_chief)
-    splits = _checked_data(config, run_dir)
+    splits, fresh = _checked_data(config, run_dir)
     _log_data(config, splits)
-    fresh = platform.is_chief and not storage.exists(run_dir.url)
     try:
         result = _train(config, splits, run_dir, strategy, platform, callbacks, sigterm, started)
         for line in resize_lines(splits):
@@ -85,24 +84,41 @@ def _start_runtime(train: TrainConfig, platform: Platform, sigterm: SigtermWatch
     return strategy
 
 
-def _checked_data(config: Config, run_dir: RunDir) -> Splits:
+def _checked_data(config: Config, run_dir: RunDir) -> tuple[Splits, bool]:
     """The splits, after the checks that need no data (a writable run folder, a re-run that
-    would train another model, a batch that fits in memory); nothing is left behind when one
-    of them, or the data, fails."""
+    would train another model, a batch that fits in memory), and whether the chief's run is
+    new; nothing is left behind when one of them, or the data, fails: not even the ImageNet
+    weights a new run has stored."""
+    fresh = False
     try:
         run_dir.check_writable()  # before any data is read: an unwritable folder fails fast
+        fresh = run_dir.chief and not storage.exists(run_dir.url)
         resume.check_config_early(run_dir, config)  # a re-run that would train another model
-        backbones.prepare(config, run_dir)  # a backbone's weights: fetched and checked first
+        backbone_weights.prepare(config, run_dir)  # a backbone's weights: fetched and checked first
         init_from.fetch(config)  # an earlier run's model.h5: fetched and checked first
         if config.data.image_size is not None:  # before any image is decoded to that size
             channels = config.data.channel_count() or 1  # `auto`: at least one
             _check_batch(config.train, (*config.data.image_size, channels), "data.image_size")
         splits = load_splits(config)
         _check_batch(config.train, tuple(splits.input_shape), "the data")
+    except Exception as exc:
+        if fresh and not isinstance(exc, StorageUnavailable):
+            _remove_new(run_dir)  # a preemption (SystemExit) keeps them for the restart
+        run_dir.cleanup()
+        raise
     except BaseException:
         run_dir.cleanup()
         raise
-    return splits
+    return splits, fresh
+
+
+def _remove_new(run_dir: RunDir) -> None:
+    """The folder of a new run that failed before training (the weights it stored), removed."""
+    try:
+        if storage.exists(run_dir.url):
+            run_dir.remove_new()
+    except Exception as again:  # noqa: BLE001 - the run's own error is the one to report
+        log.warning("could not tidy %s after the error (%s)", run_dir.url, again)
 
 
 def _log_data(config: Config, splits: Splits) -> None:

@@ -154,7 +154,7 @@ def tiny_cnn(input_shape, num_outputs: int, dropout: float = 0.0) -> keras.Model
     ], "tiny_cnn")
 
 
-from trainer import backbones  # noqa: E402 - the keras.applications backbones, by name
+from trainer import backbone_weights, backbones  # noqa: E402 - keras.applications, by name
 
 backbones.register_all(register)
 
@@ -281,6 +281,7 @@ def _build(config: Config, input_shape, num_outputs: int, mean, variance, mixed:
         raise UserError(f"builder returned {type(body).__name__}, model.name={config.model.name}, "
                         "expected a tf-keras Model")
     _check_shapes(body, config, tuple(input_shape), num_outputs)
+    backbone_weights.load_into(body, config)  # a backbone's starting weights (model.weights)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if mean is not None:

@@ -1,5 +1,6 @@
 """keras.applications backbones by name: raw images in, weights from a file checked layer by layer,
-the model file safe and loadable, errors as one line. The smallest backbone at small sizes only."""
+the model file safe and loadable, errors as one line. The smallest backbone at small sizes only
+(its one real training run is in test_imagenet_weights.py, from Keras's ImageNet path)."""
 
 import h5py
 import numpy as np
@@ -9,7 +10,7 @@ from trainer import backbones, config, models
 from trainer.outputs import modelfile
 from trainer.training import utilisation
 
-from conftest import blob_images, error_line, run_cli, run_job, write_npz
+from conftest import blob_images, error_line, run_cli, write_npz
 
 SMALL = "mobilenet_v3_small"
 
@@ -67,18 +68,6 @@ def test_weights_from_a_file_are_the_files_layer_by_layer(small_weights, shape, 
     assert utilisation.train_flops_per_sample(model) > 0
 
 
-def test_a_backbone_trains_and_its_model_file_predicts_as_it_did(small_weights, tmp_path):
-    x, label, _ = blob_images(48, size=16, seed=2)
-    write_npz(tmp_path / "d", "a.npz", x[..., None], label)
-    result, _ = run_job(tmp_path / "runs", "name=bb", "data.format=npz",
-                        f"data.train={tmp_path / 'd' / 'a.npz'}", f"model.name={SMALL}",
-                        f"model.weights={small_weights}", "train.epochs=1", "train.batch_size=16")
-    model, meta = modelfile.load(result.outputs["model"])
-    assert meta["input_shape"] == [16, 16, 1]
-    probs = model.predict(x[:5, ..., None], verbose=0)
-    assert probs.shape == (5, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-
-
 def test_a_wrong_weights_file_is_one_line_naming_the_layer_before_data(tmp_path):
     wrong = str(tmp_path / "large.h5")
     backbones.construct("mobilenet_v3_large", (32, 32)).save_weights(wrong)
@@ -92,17 +81,6 @@ def test_a_wrong_weights_file_is_one_line_naming_the_layer_before_data(tmp_path)
     proc = run_cli("--set", f"model.name={SMALL}", "--set", f"model.weights={tmp_path}/none.h5",
                    "--output_dir", str(tmp_path / "runs"))
     assert proc.returncode == 2 and "model.weights" in error_line(proc.stderr)
-
-
-def test_imagenet_without_internet_is_one_line_saying_to_give_a_file(tmp_path):
-    # No route to the download here (a proxy that refuses, as on a job without internet).
-    env = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "KERAS_HOME": str(tmp_path / "keras")}
-    proc = run_cli("--set", f"model.name={SMALL}", "--set", "model.weights=imagenet",
-                   "--output_dir", str(tmp_path / "runs"), env=env, timeout=200)
-    line = error_line(proc.stderr)
-    assert proc.returncode == 2
-    assert "model.weights=imagenet" in line and "give the weights as a file" in line
 
 
 def test_weights_need_a_backbone_and_params_reach_it(tmp_path):

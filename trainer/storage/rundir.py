@@ -151,8 +151,9 @@ class RunDir:
             folder = os.path.dirname(folder)
 
     def committed_epoch(self) -> Optional[int]:
-        """The epoch of the run's committed checkpoint (`checkpoints/state.json`), or None."""
-        path = self.remote("checkpoints", "state.json")
+        """The epoch of the run's committed checkpoint (`checkpoints/state.json`), or None; the
+        chief's on every worker (what each resumes from), so that all decide alike."""
+        path = self._read_url("checkpoints", "state.json")
         if not storage.exists(path):
             return None
         try:
