@@ -4,9 +4,14 @@ Run on a GPU machine, inside the training image or as a Vertex AI custom job
 (docs/performance.md, "GPU benchmark"):
 
     python benchmarks/gpu_throughput.py [--steps 100] [--gcs gs://BUCKET/bench] [--json out.json]
+    python benchmarks/gpu_throughput.py --models backbones [--image_size 224] [--batch 64]
+                                        [--modes off,mixed,mixed_xla]
 
-It reports, for `hexagonal_cnn` at 32x32 and `raccoon` at 256x256:
-- training samples/s with precision off, mixed precision, and mixed precision + XLA;
+It reports, for `hexagonal_cnn` at 32x32 and `raccoon` at 256x256 (or, with `--models`, the
+models named, e.g. the `keras.applications` backbones, at `--image_size` x 3 channels):
+- training samples/s with precision off, mixed precision, and mixed precision + XLA, and each
+  one's model FLOPs utilisation (MFU: the package's FLOP count per training sample times the
+  rate, over the device's matmul peak in that precision, `trainer.training.utilisation`);
 - the input pipeline's own samples/s, from local shards and (with --gcs) from a bucket;
 - the fraction of step time spent waiting for input: 1 - t(cached batch) / t(real pipeline).
 
@@ -28,13 +33,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common import choices  # noqa: E402 - benchmarks/common.py
+
 from trainer import config as config_mod  # noqa: E402
-from trainer import models, storage  # noqa: E402
+from trainer import backbones, models, storage  # noqa: E402
 from trainer.training import compiling  # noqa: E402
 from trainer.runtime import devices  # noqa: E402
 from trainer.data import load_splits  # noqa: E402
 from trainer.data.pipeline import PipelineOptions, make_dataset  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
+from trainer.training import utilisation  # noqa: E402
 
 
 @dataclass
@@ -45,12 +53,25 @@ class Case:
     samples: int
     shards: int
     params: dict
+    channels: int = 1
 
 
 FULL = [Case("hexagonal_cnn", 32, 512, 65536, 16, {}),
         Case("raccoon", 256, 64, 4096, 8, {"layer_param": 16})]
 TINY = [Case("hexagonal_cnn", 32, 32, 512, 2, {}),
         Case("raccoon", 64, 8, 64, 2, {"layer_param": 4})]
+MODES = {"off": False, "mixed": False, "mixed_xla": True}  # label: XLA
+
+
+def named_cases(names: str, size: int, batch: int) -> list[Case]:
+    """`--models`: registered models (`backbones`: every keras.applications backbone) at
+    `size` x `size` x 3, a few batches of samples in two shards."""
+    chosen = list(backbones.SPECS) if names == "backbones" else [n for n in names.split(",") if n]
+    for name in chosen:
+        if name not in models.REGISTRY:
+            raise ValueError(f"error: unknown model {name!r}, --models, expected 'backbones' or "
+                             f"names among {', '.join(sorted(models.REGISTRY))}")
+    return [Case(name, size, batch, batch * 8, 2, {}, channels=3) for name in chosen]
 
 
 def write_shards(case: Case, folder: str) -> list[str]:
@@ -59,7 +80,8 @@ def write_shards(case: Case, folder: str) -> list[str]:
     per = case.samples // case.shards
     for i in range(case.shards):
         path = os.path.join(folder, f"{case.model}-{i:03d}.npz")
-        np.savez(path, x=rng.normal(size=(per, case.size, case.size, 1)).astype(np.float32),
+        np.savez(path, x=rng.normal(size=(per, case.size, case.size, case.channels))
+                 .astype(np.float32),
                  y=rng.normal(size=(per, 1)).astype(np.float32))
         paths.append(path)
     return paths
@@ -84,20 +106,26 @@ def input_rate(paths: list[str], batch: int, steps: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def train_rate(case: Case, ds: tf.data.Dataset, policy: str, xla: bool, steps: int) -> float:
-    """Samples/s of `fit` after one warm-up epoch (tracing and XLA compilation excluded)."""
+def train_rate(case: Case, ds: tf.data.Dataset, policy: str, xla: bool,
+               steps: int) -> tuple[float, int]:
+    """Samples/s of `fit` after one warm-up epoch (tracing and XLA compilation excluded), and
+    the model's training FLOPs per sample."""
+    keras.backend.clear_session()
     cfg = config_mod.from_dict({"task": "regression", "model": {"name": case.model, **case.params}})
-    model = models.build_model(cfg, (case.size, case.size, 1), 1, policy=policy)
+    model = models.build_model(cfg, (case.size, case.size, case.channels), 1, policy=policy)
     compiling.compile_model(model, cfg.train, jit_compile=xla)
     model.fit(ds, steps_per_epoch=max(2, steps // 5), epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps * case.batch / (time.perf_counter() - start)
+    return steps * case.batch / (time.perf_counter() - start), \
+        utilisation.train_flops_per_sample(model)
 
 
-def run_case(case: Case, steps: int, mixed: str, gcs: str | None, workdir: str) -> dict:
+def run_case(case: Case, steps: int, mixed: str, gcs: str | None, workdir: str,
+             modes: list[str]) -> dict:
     paths = write_shards(case, workdir)
-    out: dict = {"model": case.model, "image": f"{case.size}x{case.size}x1", "batch": case.batch}
+    out: dict = {"model": case.model, "image": f"{case.size}x{case.size}x{case.channels}",
+                 "batch": case.batch}
     out["input_local_samples_per_s"] = input_rate(paths, case.batch, steps)
     if gcs:
         remote = [storage.join(gcs, os.path.basename(p)) for p in paths]
@@ -105,13 +133,20 @@ def run_case(case: Case, steps: int, mixed: str, gcs: str | None, workdir: str) 
             storage.put_file(src, dest)
         out["input_gcs_samples_per_s"] = input_rate(remote, case.batch, steps)
     real = pipeline(paths, case.batch).repeat()
-    for label, policy, xla in (("off", "float32", False), ("mixed", mixed, False),
-                               ("mixed_xla", mixed, True)):
-        out[f"train_{label}_samples_per_s"] = train_rate(case, real, policy, xla, steps)
-    cached = real.take(1).cache().repeat()
-    fed = out["train_mixed_xla_samples_per_s"]
-    ideal = train_rate(case, cached, mixed, True, steps)
-    out["input_wait_fraction"] = max(0.0, 1.0 - fed / ideal)
+    for label in modes:
+        policy = "float32" if label == "off" else mixed
+        rate, flops = train_rate(case, real, policy, MODES[label], steps)
+        # the peak probed again right after the steps: on shared cores it drifts with the load
+        peak = utilisation.matmul_peak.__wrapped__(policy)
+        out[f"train_{label}_samples_per_s"] = rate
+        out[f"train_{label}_peak_gflop_per_s"] = peak / 1e9
+        out[f"train_{label}_mfu"] = utilisation.utilisation(flops, rate, peak)
+        out["train_gflop_per_sample"] = flops / 1e9
+    if "mixed_xla" in modes:  # the input's cost: against the same steps on a cached batch
+        cached = real.take(1).cache().repeat()
+        fed = out["train_mixed_xla_samples_per_s"]
+        ideal, _ = train_rate(case, cached, mixed, True, steps)
+        out["input_wait_fraction"] = max(0.0, 1.0 - fed / ideal)
     return out
 
 
@@ -121,8 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--steps", type=int, default=100, help="timed steps per measurement")
     parser.add_argument("--gcs", default=None, help="gs:// prefix to measure bucket reads")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated registered models instead of the seed networks, "
+                             "or `backbones` for every keras.applications backbone")
+    parser.add_argument("--image_size", type=int, default=224, help="with --models: pixels a side")
+    parser.add_argument("--batch", type=int, default=64, help="with --models: the batch")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated, among {', '.join(MODES)}")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    modes = choices(args.modes, MODES, "--modes", "mode")
+    if modes is None:
+        return 2
+    try:
+        cases = named_cases(args.models, args.image_size, args.batch) if args.models else \
+            TINY if args.tiny else FULL
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
     acc = devices.accelerators()
     if not acc.gpus and not args.allow_cpu:
@@ -130,23 +181,27 @@ def main(argv: list[str] | None = None) -> int:
               "GPU (use --allow_cpu --tiny for a smoke run)", file=sys.stderr)
         return 2
     mixed = "mixed_float16" if acc.gpus else "mixed_bfloat16"
-    print(f"devices: {acc.describe()}; mixed precision policy: {mixed}")
+    print(f"devices: {acc.describe()}; mixed precision policy: {mixed}; load average "
+          + ", ".join(f"{v:.1f}" for v in os.getloadavg()), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for case in TINY if args.tiny else FULL:
-            row = run_case(case, args.steps, mixed, args.gcs, workdir)
+        for case in cases:
+            row = run_case(case, args.steps, mixed, args.gcs, workdir, modes)
             results.append(row)
             print(json.dumps(row))
-    keys = [k for k in results[0] if k.endswith("_per_s") or k == "input_wait_fraction"]
+    keys = [k for k in results[0] if k.endswith(("_per_s", "_mfu", "_per_sample"))
+            or k == "input_wait_fraction"]
     print()
-    print(f"{'figure':32}" + "".join(f"{r['model'] + ' ' + r['image']:>24}" for r in results))
+    print(f"{'figure':32}" + "".join(f"{r['model'] + ' ' + r['image']:>28}" for r in results))
     for key in keys:
-        cells = "".join(f"{r.get(key, float('nan')):>24,.3f}" if key == "input_wait_fraction"
-                        else f"{r.get(key, float('nan')):>24,.0f}" for r in results)
+        cells = "".join(f"{r.get(key, float('nan')):>28,.0f}" if key.endswith("_per_s")
+                        else f"{r.get(key, float('nan')):>28.1%}" if key.endswith("_mfu")
+                        else f"{r.get(key, float('nan')):>28,.3f}" for r in results)
         print(f"{key:32}{cells}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"devices": acc.describe(), "mixed_policy": mixed, "results": results}, f, indent=2)
+            json.dump({"devices": acc.describe(), "mixed_policy": mixed, "results": results,
+                       "load_average": os.getloadavg()}, f, indent=2)
     return 0
 
 

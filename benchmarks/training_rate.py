@@ -35,6 +35,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from common import job_data  # noqa: E402 - benchmarks/common.py
 from trainer import config as config_mod, job, models  # noqa: E402
 from trainer.kerasflavor import keras, tf  # noqa: E402
 from trainer.runtime import devices  # noqa: E402
@@ -87,12 +88,7 @@ class JobRow:
     policy = None  # the defaults' own
 
     def __init__(self, batch: int, steps: int, workdir: str):
-        rng = np.random.default_rng(0)
-        n = batch * steps * 10 // 7 + 1  # 70% training samples: `steps` steps an epoch
-        data = os.path.join(workdir, "data")
-        os.makedirs(data)
-        np.save(os.path.join(data, "x0.npy"), rng.random((n, *SHAPE), dtype=np.float32))
-        np.save(os.path.join(data, "y0.npy"), rng.random((n, 2), dtype=np.float32))
+        data = job_data(workdir, batch, steps, SHAPE)  # `steps` training batches an epoch
         self.overrides = [f"data.train={data}/x*.npy", "data.format=npy", "train.epochs=3",
                           f"train.batch_size={batch}", "output.plots=false",
                           "output.report=false", "output.saved_model=false"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from trainer import backbones, config, models
+from trainer.kerasflavor import keras
 from trainer.outputs import modelfile
 from trainer.training import utilisation
 
@@ -105,6 +106,15 @@ def test_a_backbone_too_large_for_memory_is_refused_before_data(tmp_path):
     assert proc.returncode == 2
     assert f"model '{SMALL}' at 224x224x3" in line and "train.batch_size" in line
     assert "no-such-data" not in line
+
+
+def test_flops_count_grouped_convolutions_and_dense_layers_on_images():
+    # ConvNeXt's layers: a convolution in 2 groups (kernel 3x3x2x6: 108 multiply-adds at each
+    # of 64 positions) and a Dense layer at every position (6 x 5 x 64)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 3, padding="same", groups=2)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(5)(x))
+    assert utilisation.forward_flops_per_sample(model) == 2 * (108 * 64 + 6 * 5 * 64)
 
 
 def test_flops_and_datacheck_show_what_the_backbone_sees(tmp_path):

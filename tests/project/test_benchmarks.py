@@ -37,6 +37,25 @@ def test_smoke_run_on_the_cpu_reports_every_figure(tmp_path):
     assert "train_mixed_xla_samples_per_s" in proc.stdout  # the printed table
 
 
+def test_named_backbone_reports_its_rate_and_utilisation(tmp_path):
+    # the backbones' benchmark on a Vertex AI GPU is this code at 224 pixels and all six models
+    out = tmp_path / "bench.json"
+    proc = _run("--allow_cpu", "--models", "mobilenet_v3_small", "--image_size", "32", "--batch",
+                "2", "--steps", "1", "--modes", "off", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["model"] == "mobilenet_v3_small" and row["image"] == "32x32x3"
+    assert row["train_off_samples_per_s"] > 0 and 0 < row["train_off_mfu"] < 1
+    assert 0.005 < row["train_gflop_per_sample"] < 0.05  # about 3 x 3 MFLOP at 32x32
+    assert "train_mixed_samples_per_s" not in row and "input_wait_fraction" not in row
+
+
+def test_cpu_settings_rejects_an_unknown_setting():
+    proc = _run("--settings", "default,threads_9", script="benchmarks/cpu_settings.py")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown setting 'threads_9'")
+
+
 def test_preemption_overhead_prints_both_timings():
     proc = _run("--steps", "200", "--repeats", "1", script="benchmarks/preemption_overhead.py")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,13 +31,16 @@ def _layers(model) -> list:
 def _layer_flops(layer) -> int:
     """Forward FLOPs of one sample through `layer` (0 for layers without multiply-adds)."""
     if isinstance(layer, keras.layers.Dense):
-        return 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+        # on images (ConvNeXt's pointwise layers) a Dense layer acts at every position
+        positions = math.prod(layer.output_shape[1:-1])
+        return 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1]) * positions
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kernel = layer.depthwise_kernel.shape  # (kh, kw, in, multiplier)
         return 2 * math.prod(kernel) * math.prod(layer.output_shape[1:-1])
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        # kernel x output positions (input positions for a transposed convolution)
-        per_position = math.prod(layer.kernel.shape) // max(1, getattr(layer, "groups", 1) or 1)
+        # kernel x output positions (input positions for a transposed convolution); a grouped
+        # convolution's kernel holds only its group's input channels already
+        per_position = math.prod(layer.kernel.shape)
         positions = math.prod(layer.output_shape[1:-1] if layer.data_format == "channels_last"
                               else layer.output_shape[2:])
         if isinstance(layer, keras.layers.Conv2DTranspose):
