@@ -19,11 +19,16 @@ conditions, each one run of the package's real job (`trainer.job.run` on a confi
 Each target run sees about `--samples_seen` training samples (epochs = that over the labels,
 between `--min_epochs` and `--epochs`), with the package's default early stopping.
 
+Time on 2 shared CPU cores (load 11 to 15): the seed-net rows with their pretraining 321 s
+(`--conditions scratch init_from`); the backbone's pretraining 764 s and its runs 2.5 to 4
+minutes each at 250 labels, longer with more labels: the whole default run is about an hour
+there, so pick `--conditions` and `--labels`. Figures: docs/few-labels.md.
+
 The runs from a pretrained start freeze it for `--freeze_epochs` (the head alone), then train all
 of it at `--finetune_lr`. Every run gets the same validation set (`--val` labelled images, used
 for early stopping and the best epoch) and is scored on the same held-out test set (`--test`
-images). One repeat per cell, fixed seeds (`train.seed=0`, data seeds below): differences of a
-point or two are within what another seed gives. Prints each row as it completes, then the
+images). One repeat per cell, fixed seeds (`train.seed=0`, data seeds below); no spread is measured,
+so read a difference of a point or two as none. Prints each row as it completes, then the
 table (test accuracy), the command and the load average at the start and the end.
 """
 
