@@ -22,7 +22,8 @@ between `--min_epochs` and `--epochs`), with the package's default early stoppin
 Time on 2 shared CPU cores (load 11 to 15): the seed-net rows with their pretraining 321 s
 (`--conditions scratch init_from`); the backbone's pretraining 764 s and its runs 2.5 to 4
 minutes each at 250 labels, longer with more labels: the whole default run is about an hour
-there, so pick `--conditions` and `--labels`. Figures: docs/few-labels.md.
+there, so pick `--conditions` and `--labels`; `--quick` (a smoke run, its figures near chance)
+took 165 s at load 5 to 8. Figures: docs/few-labels.md.
 
 The runs from a pretrained start freeze it for `--freeze_epochs` (the head alone), then train all
 of it at `--finetune_lr`. Every run gets the same validation set (`--val` labelled images, used
