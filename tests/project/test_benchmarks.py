@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import ROOT
 
 SCRIPT = "benchmarks/gpu_throughput.py"
@@ -138,3 +140,27 @@ def test_time_context_describes_itself_and_refuses_a_used_folder(tmp_path):
         "it would resume)"]
     proc = _run("--contexts", "1,x", "--dir", str(tmp_path / "new"), script=script)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --contexts=1,x")
+
+
+def test_few_labels_help_and_its_tasks():
+    # Its quickest run trains two pretraining runs and four target runs (minutes here), so the
+    # test checks the command line and the two tasks it generates, not a run.
+    proc = _run("--help", script="benchmarks/few_labels.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--labels" in proc.stdout and "--quick" in proc.stdout
+    proc = _run("--labels", "0", script="benchmarks/few_labels.py")
+    assert proc.returncode == 2 and "--labels 0: expected a positive number" in proc.stderr
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import glyphs
+
+    source, target = glyphs.alphabet(20, 101), glyphs.alphabet(10, 202)
+    x, y = glyphs.sample(target, 40, seed=0)
+    assert x.shape == (40, 32, 32, 1) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert np.bincount(y).tolist() == [4] * 10  # classes in equal shares
+    # the two alphabets draw from the same strokes but share no glyph: the target's classes
+    # are new
+    def glyph_set(alphabet):
+        return {tuple(sorted(map(tuple, np.round(g.reshape(4, 4), 3).tolist()))) for g in alphabet}
+
+    assert len(glyph_set(source)) == 20 and len(glyph_set(target)) == 10
+    assert not glyph_set(source) & glyph_set(target)

@@ -65,6 +65,18 @@ def test_init_from_takes_the_fitting_layers_and_a_new_head_learns_the_new_classe
     assert "started from" in (run / "report.html").read_text()  # the report says it too
 
 
+def test_a_best_epoch_from_the_frozen_phase_is_restored_after_the_unfreeze(earlier, tmp_path):
+    # The fine-tuning phase's fresh optimizer holds its slots in another order than the frozen
+    # phase's: the best epoch's weights must read back without them. A huge fine-tuning rate
+    # wrecks epoch 2, so epoch 1, still frozen, is the best.
+    run, _ = _run(tmp_path, "b", _data(tmp_path, 3, seed=1), f"model.init_from={earlier}",
+                  "train.epochs=2", "train.freeze_epochs=1", "train.finetune_learning_rate=50")
+    assert json.loads((run / "metrics.json").read_text())["training"]["best_epoch"] == 1
+    (old_conv,), (new_conv,) = (_layer(weights(r / "model.h5"), "conv2d").values()
+                                for r in (earlier, run))
+    np.testing.assert_array_equal(old_conv, new_conv)  # epoch 1's: frozen, the earlier run's
+
+
 def test_init_from_errors_are_one_line(earlier, tmp_path):
     cases = [
         ([f"model.init_from={tmp_path}/nothing"], "no model file at"),

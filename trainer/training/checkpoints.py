@@ -133,7 +133,10 @@ class CheckpointStore:
             log.warning("best checkpoint %s is damaged (%s); keeping the last epoch's weights",
                         self.run.remote("checkpoints", best["name"]), problem)
             return None
-        tf.train.Checkpoint(model=self.model).read(prefix).expect_partial()
+        # The weights only: the model tracks its optimizer, whose slots a fine-tuning run's
+        # fresh optimizer (after `train.freeze_epochs`) holds in another order than the frozen
+        # phase's, so a best epoch from that phase would not read back with them.
+        tf.train.Checkpoint(model=_WeightsOnly(self.model)).read(prefix).expect_partial()
         return best["epoch"]
 
     # -- writing -------------------------------------------------------------------------------
@@ -193,3 +196,15 @@ class CheckpointStore:
         with open(path, "w") as f:
             json.dump(self.state, f, indent=1)
         self.run.publish(*STATE)
+
+
+class _WeightsOnly(tf.__internal__.tracking.AutoTrackable):
+    """A model's checkpoint children without its optimizer: reads the weights of a checkpoint
+    written with `Checkpoint(model=model)` whatever optimizer the model has now."""
+
+    def __init__(self, model: keras.Model):
+        self._model = model
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = self._model._trackable_children(save_type, **kwargs)
+        return {k: v for k, v in children.items() if k != "optimizer"}
