@@ -174,9 +174,10 @@ def test_the_two_commands_are_the_makefiles():
     test = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     # What the README says each one runs is what its recipe runs.
     assert "-m trainer.train_model_local" in demo and "python -m trainer.train_model_local" in section
-    assert "-m pytest -n $(TEST_WORKERS) --dist loadfile tests" in test
+    assert "-m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests" in test
     assert re.search(r"^TEST_WORKERS \?= 2$", makefile, re.M)
-    assert "`pytest -n 2 --dist loadfile tests`" in section and "`TEST_WORKERS=0`" in section
+    assert "`pytest -n 2 --dist loadfile\n--no-loadscope-reorder tests`" in section
+    assert "`TEST_WORKERS=0`" in section
     assert "apt-get install" in test and "chromium" in test and "chromium" in section
     assert "constraints.txt" in makefile and "constraints.txt" in section
 
