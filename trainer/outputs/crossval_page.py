@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.outputs import plots
-from trainer.outputs.report import _CSS, _esc, _img, _png, _table
+from trainer.outputs.html_parts import CSS, esc, img, png_of, table
 
 
 def _figure(summary: dict, names: list[str]) -> bytes:
@@ -26,25 +26,25 @@ def _figure(summary: dict, names: list[str]) -> bytes:
         ax.set_xticks([])
         ax.set_title(name, fontsize="small")
     fig.tight_layout()
-    return _png(lambda f: (fig.savefig(f, format="png", dpi=90), plt.close(fig)))
+    return png_of(lambda f: (fig.savefig(f, format="png", dpi=90), plt.close(fig)))
 
 
 def render(summary: dict, name: str) -> str:
     names = list(summary["mean"])
-    spread = _table(["metric", "mean", "std", "min", "max", "folds"], [
+    spread = table(["metric", "mean", "std", "min", "max", "folds"], [
         [n, summary["mean"][n], summary["std"][n],
          *(lambda v: [min(v), max(v)] if v else [float("nan")] * 2)(
              [f["metrics"][n] for f in summary["folds"] if n in f["metrics"]]),
          sum(n in f["metrics"] for f in summary["folds"])] for n in names])
-    per_fold = _table(["fold", "run", "held-out groups", *names], [
+    per_fold = table(["fold", "run", "held-out groups", *names], [
         [f["fold"], f["run"], ", ".join(f["held_out_groups"]) or "-",
          *[f["metrics"].get(n, float("nan")) for n in names]] for f in summary["folds"]])
     shown = [n for n in names if n.startswith("test.")] or names
-    figure = _img(_figure(summary, shown), "each fold's figures") if summary["folds"] else ""
+    figure = img(_figure(summary, shown), "each fold's figures") if summary["folds"] else ""
     asked = summary.get("folds_asked", len(summary["folds"]))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{_esc(name)}: cross-validation</title><style>{_CSS}</style></head><body>"
-            f"<h1>{_esc(name)}: cross-validation</h1>"
+            f"<title>{esc(name)}: cross-validation</title><style>{CSS}</style></head><body>"
+            f"<h1>{esc(name)}: cross-validation</h1>"
             f'<p class="sub">{len(summary["folds"])} of {asked} folds finished; std is the '
             f"sample standard deviation over folds</p>"
             f"<h2>Mean and spread</h2>{spread}{figure}<h2>Per fold</h2>{per_fold}</body></html>")

@@ -16,6 +16,22 @@ from trainer.data.finite import zeroed
 from trainer.runtime import secrets
 
 
+# The pages' one style sheet (report.html, crossval.html).
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.sub { color: #666; } .bar { background: #4c8bf5; height: 0.8em; display: inline-block; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.gallery figure { margin: 0; text-align: center; font-size: 0.85em; width: 112px; }
+.gallery img { width: 96px; height: 96px; image-rendering: pixelated; border: 2px solid #d33; }
+img { max-width: 100%; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+nav a { margin-right: 1em; }
+"""
+
+
 def esc(value: object) -> str:
     """Every text the page shows passes here: escaped, with credentials redacted (a run's name
     or folder, a data URL, a class name may carry one)."""

@@ -24,7 +24,7 @@ from trainer.runtime.provenance import provenance
 from trainer.outputs import plots
 from trainer.outputs.architecture import NO_GRAPHVIZ, architecture_png, graphviz_available, layer_rows
 from trainer.outputs.configfile import config_yaml
-from trainer.outputs.html_parts import cell, esc, image_png, img, png_of, table
+from trainer.outputs.html_parts import CSS, cell, esc, image_png, img, png_of, table
 from trainer.config import Config
 from trainer.data import Splits
 from trainer.kerasflavor import keras
@@ -33,19 +33,6 @@ from trainer.training.fit import TrainResult
 
 GALLERY_SIZE = 16
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 0.6em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
-th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.sub { color: #666; } .bar { background: #4c8bf5; height: 0.8em; display: inline-block; }
-.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
-.gallery figure { margin: 0; text-align: center; font-size: 0.85em; width: 112px; }
-.gallery img { width: 96px; height: 96px; image-rendering: pixelated; border: 2px solid #d33; }
-img { max-width: 100%; }
-pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
-nav a { margin-right: 1em; }
-"""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,7 +284,7 @@ def render(config: Config, splits: Splits, result: TrainResult, metrics: dict, r
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{esc(t)}</h2>{h}</section>' for a, t, h in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{esc(config.name)}: run report</title><style>{_CSS}</style></head><body>"
+            f"<title>{esc(config.name)}: run report</title><style>{CSS}</style></head><body>"
             f"<h1>{esc(config.name)}</h1>"
             f'<p class="sub">{esc(config.task)} with {esc(config.model.name)}; {SPLIT_TITLES[held]}: '
             f"{esc(headline)}; written {when}</p><nav>{nav}</nav>{body}</body></html>")
