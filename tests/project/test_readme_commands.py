@@ -182,6 +182,14 @@ def test_the_two_commands_are_the_makefiles():
     assert "constraints.txt" in makefile and "constraints.txt" in section
 
 
+def test_the_files_started_first_exist():
+    # a renamed or removed file would silently fall back to its collection place
+    from conftest import LONGEST_FIRST
+
+    missing = [name for name in LONGEST_FIRST if not os.path.isfile(os.path.join(ROOT, "tests", name))]
+    assert not missing and len(set(LONGEST_FIRST)) == len(LONGEST_FIRST), missing
+
+
 # ---------------------------------------------------------------------------------------------
 # Train on your own data, seed by seed: each YAML shown, laid over the config the section starts
 # from, loads real files in that layout.
