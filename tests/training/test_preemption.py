@@ -14,8 +14,8 @@ import threading
 
 import pytest
 
-from conftest import ROOT
-from preemption_runs import (assert_same_weights, backup_position, interrupt, sets, train,
+from conftest import ROOT, run_cli
+from preemption_runs import (STEPS, assert_same_weights, backup_position, interrupt, sets, train,
                              uninterrupted)  # noqa: F401 - uninterrupted is a fixture
 from trainer import storage
 from trainer.training.preemption import RESTART_EXIT_CODE
@@ -25,7 +25,7 @@ def test_sigterm_mid_epoch_saves_a_backup_and_the_restart_matches_an_uninterrupt
     cut = interrupt(tmp_path, "r", "SIGTERM", 10)
     assert cut.returncode == RESTART_EXIT_CODE, cut.stderr[-3000:]
     epoch, batch, steps = backup_position(cut.stdout)
-    assert (epoch, batch, steps) == (1, 11, 105)  # the step after the signal, mid-epoch
+    assert (epoch, batch, steps) == (1, 11, STEPS)  # the step after the signal, mid-epoch
     run = tmp_path / "r"
     assert (run / "checkpoints" / "backup" / "checkpoint").is_file()
     assert not (run / "model.h5").exists()
@@ -39,7 +39,7 @@ def test_sigterm_mid_epoch_saves_a_backup_and_the_restart_matches_an_uninterrupt
 
 
 def test_sigkill_without_grace_resumes_from_the_last_epoch(tmp_path, uninterrupted):
-    cut = interrupt(tmp_path, "k", "SIGKILL", 170)  # in epoch 2 (105 batches each)
+    cut = interrupt(tmp_path, "k", "SIGKILL", STEPS + 18)  # in epoch 2
     assert cut.returncode == -9
     assert not (tmp_path / "k" / "checkpoints" / "backup").exists()
     resumed = train(tmp_path, "k")
@@ -50,12 +50,12 @@ def test_sigkill_without_grace_resumes_from_the_last_epoch(tmp_path, uninterrupt
 def test_two_preemptions_in_one_run(tmp_path, uninterrupted):
     first = interrupt(tmp_path, "two", "SIGTERM", 10)
     assert first.returncode == RESTART_EXIT_CODE, first.stderr[-3000:]
-    assert backup_position(first.stdout) == (1, 11, 105)
-    second = interrupt(tmp_path, "two", "SIGTERM", 150)
+    assert backup_position(first.stdout) == (1, 11, STEPS)
+    second = interrupt(tmp_path, "two", "SIGTERM", 50)
     assert second.returncode == RESTART_EXIT_CODE, second.stderr[-3000:]
-    assert "from its backup in epoch 1, at batch 12 of 105" in second.stdout
-    # 11 + 150 batches in all, then the next one: batch 162 overall, the 57th of epoch 2.
-    assert backup_position(second.stdout) == (2, 57, 105)
+    assert f"from its backup in epoch 1, at batch 12 of {STEPS}" in second.stdout
+    # 11 + 50 batches in all, then the next one: batch 62 overall, the 20th of epoch 2.
+    assert backup_position(second.stdout) == (2, 62 - STEPS, STEPS)
     train(tmp_path, "two")
     assert_same_weights(tmp_path / "two" / "model.h5", uninterrupted)
 
@@ -178,15 +178,29 @@ def sigterm_after_first_epoch(module, args, env, log_path):
     return proc.returncode, "".join(lines)
 
 
+# The demo's own 400 images a class, 105 steps an epoch: the signal comes once the first epoch's
+# line is out and the preemption handler looks for it once a second, so the second epoch must
+# last longer than that on a fast machine.
+DEMO = ["--set", "data.samples_per_class=400"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted-demo")
+    done = run_cli("--output_dir", str(out), *sets("whole"), *DEMO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "whole" / "model.h5"
+
+
 @pytest.mark.parametrize("module", ["trainer.task", "trainer.train_model_cloud"])
 def test_sigterm_to_the_real_command_mid_training_then_the_same_command_resumes(
-        tmp_path, uninterrupted, module):
+        tmp_path, uninterrupted_demo, module):
     if module == "trainer.task":
-        args, env = ["--output_dir", str(tmp_path), *sets("cmd")], {}
+        args, env = ["--output_dir", str(tmp_path), *sets("cmd"), *DEMO], {}
         run = tmp_path / "cmd"
         model, backup = run / "model.h5", run / "checkpoints" / "backup"
     else:  # as on Vertex AI: the folders come from AIP_* variables, the log is JSON lines
-        args = sets("cmd")
+        args = [*sets("cmd"), *DEMO]
         env = {"CLOUD_ML_JOB_ID": "123", "AIP_MODEL_DIR": str(tmp_path / "model"),
                "AIP_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
                "AIP_TENSORBOARD_LOG_DIR": str(tmp_path / "logs")}
@@ -202,5 +216,5 @@ def test_sigterm_to_the_real_command_mid_training_then_the_same_command_resumes(
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"from its backup in epoch {epoch}, at batch {batch + 1} of {steps}" in done.stdout
-    assert_same_weights(model, uninterrupted)
+    assert_same_weights(model, uninterrupted_demo)
     assert not backup.exists()

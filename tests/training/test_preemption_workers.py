@@ -40,9 +40,11 @@ def _finish(procs, timeout=400):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, results)]
 
 
+# The demo data, 160 images a class: 21 steps an epoch (336 training images, a global batch of
+# 16 over the two workers).
 TWO_WORKERS = ["model.name=hexagonal_cnn", "train.epochs=2", "train.batch_size=8",
-               "train.early_stopping_patience=0", "output.plots=false", "output.report=false",
-               "output.saved_model=false"]
+               "data.samples_per_class=160", "train.early_stopping_patience=0",
+               "output.plots=false", "output.report=false", "output.saved_model=false"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def two_workers_uninterrupted(tmp_path_factory):
 
 def test_two_workers_one_preempted_both_back_up_at_the_same_step(tmp_path,
                                                                  two_workers_uninterrupted):
-    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("SIGTERM", 20)]))
+    results = _finish(_two_workers(tmp_path, "t", [("NONE", 0), ("SIGTERM", 10)]))
     for rc, _, err in results:
         assert rc == RESTART_EXIT_CODE, err[-3000:]
     positions = {backup_position(out)[:2] for _, out, _ in results}
@@ -68,9 +70,9 @@ def test_two_workers_one_preempted_both_back_up_at_the_same_step(tmp_path,
 
 
 def test_two_workers_one_killed_both_restarted(tmp_path, two_workers_uninterrupted):
-    # Worker 1 dies without warning in epoch 2 (53 batches an epoch); worker 0 cannot go on
+    # Worker 1 dies without warning in epoch 2 (21 batches an epoch); worker 0 cannot go on
     # without it, and the platform restarts the whole job: both processes are killed.
-    chief, worker = _two_workers(tmp_path, "cut", [("NONE", 0), ("SIGKILL", 80)])
+    chief, worker = _two_workers(tmp_path, "cut", [("NONE", 0), ("SIGKILL", 30)])
     worker.wait(timeout=400)
     assert worker.returncode == -9
     chief.kill()

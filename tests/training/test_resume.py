@@ -24,7 +24,8 @@ STOPS_AFTER = 6
 FIRING = ["model.name=tiny_cnn", "train.epochs=12", "train.early_stopping_patience=2",
           "train.lr_schedule=constant", "train.steps_per_execution=1",
           "train.learning_rate=0.05", "train.batch_size=32", "data.format=npz",
-          "data.augment=[]", "output.plots=false", "output.report=false"]
+          "data.augment=[]", "output.plots=false", "output.report=false",
+          "data.samples_per_class=160"]  # as preemption_runs.COMMON, which `interrupt` adds
 
 
 def _train(out, *overrides):
