@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
 
-from trainer.kerasflavor import keras
+from trainer.kerasflavor import keras, tf
 
 # "owner.attribute" for every internal the functions below reach (owner: the tf-keras or
 # TensorFlow class whose instances carry it), with the attributes of the private classes they
@@ -43,6 +43,7 @@ INTERNALS = (
     "Node.flat_output_ids",
     "Node.layer",
     "LossesContainer._total_loss_mean",  # replace_loss_tracker
+    "Functional._trackable_children",  # weights_only
 )
 
 
@@ -146,3 +147,19 @@ def replace_loss_tracker(model, make: Callable[[], Any], kind: type) -> None:
             f"{type(tracker).__name__}, not a {kind.__name__}: this tf-keras keeps its loss "
             "figure elsewhere, and the rmse loss figure would be a mean of per-batch RMSEs")
     model.compiled_loss._total_loss_mean = make()
+
+
+# -- a checkpoint's weights without its optimizer ----------------------------------------------
+
+def weights_only(model):
+    """A trackable with the model's checkpoint children but its optimizer: reads the weights of a
+    checkpoint written with `tf.train.Checkpoint(model=model)` whatever optimizer the model has
+    now (TensorFlow's private tracking base class, and the model's `_trackable_children`)."""
+    children = reach(model, "_trackable_children")
+    base = reach(reach(tf, "__internal__").tracking, "AutoTrackable")
+
+    class WeightsOnly(base):
+        def _trackable_children(self, save_type="checkpoint", **kwargs):
+            return {k: v for k, v in children(save_type, **kwargs).items() if k != "optimizer"}
+
+    return WeightsOnly()

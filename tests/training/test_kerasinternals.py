@@ -90,6 +90,20 @@ def test_the_adapter_works_on_real_objects(owners):
     assert model.compiled_loss._total_loss_mean is made
 
 
+def test_a_checkpoints_weights_read_back_under_another_optimizer(tmp_path):
+    # as the best epoch of a frozen phase reads back after the unfreeze's new optimizer
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=1, verbose=0)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "weights"))
+    saved = [w.numpy() for w in model.weights]
+    for w in model.weights:
+        w.assign(tf.zeros_like(w))
+    model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    tf.train.Checkpoint(model=internals.weights_only(model)).read(path).expect_partial()
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(saved, model.weights))
+
+
 def test_a_missing_internal_is_named_with_the_version():
     fresh = keras.callbacks.BackupAndRestore("unused")  # its state exists only once training began
     with pytest.raises(internals.KerasInternalMissing) as caught:

@@ -27,7 +27,7 @@ from trainer import storage
 from trainer.config import monitor_mode
 from trainer.errors import UserError
 from trainer.kerasflavor import keras, tf
-from trainer.kerasinternals import dropout_generators
+from trainer.kerasinternals import dropout_generators, weights_only
 from trainer.storage.rundir import RunDir
 from trainer.training import ema
 
@@ -136,7 +136,7 @@ class CheckpointStore:
         # The weights only: the model tracks its optimizer, whose slots a fine-tuning run's
         # fresh optimizer (after `train.freeze_epochs`) holds in another order than the frozen
         # phase's, so a best epoch from that phase would not read back with them.
-        tf.train.Checkpoint(model=_WeightsOnly(self.model)).read(prefix).expect_partial()
+        tf.train.Checkpoint(model=weights_only(self.model)).read(prefix).expect_partial()
         return best["epoch"]
 
     # -- writing -------------------------------------------------------------------------------
@@ -197,14 +197,3 @@ class CheckpointStore:
             json.dump(self.state, f, indent=1)
         self.run.publish(*STATE)
 
-
-class _WeightsOnly(tf.__internal__.tracking.AutoTrackable):
-    """A model's checkpoint children without its optimizer: reads the weights of a checkpoint
-    written with `Checkpoint(model=model)` whatever optimizer the model has now."""
-
-    def __init__(self, model: keras.Model):
-        self._model = model
-
-    def _trackable_children(self, save_type="checkpoint", **kwargs):
-        children = self._model._trackable_children(save_type, **kwargs)
-        return {k: v for k, v in children.items() if k != "optimizer"}
