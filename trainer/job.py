@@ -102,8 +102,8 @@ def _checked_data(config: Config, run_dir: RunDir) -> tuple[Splits, bool]:
         splits = load_splits(config)
         _check_batch(config.train, tuple(splits.input_shape), "the data")
     except Exception as exc:
-        if fresh and not isinstance(exc, StorageUnavailable):
-            _remove_new(run_dir)  # a preemption (SystemExit) keeps them for the restart
+        if fresh:  # a preemption (SystemExit) keeps them for the restart
+            _after_failure(run_dir, fresh, exc)
         run_dir.cleanup()
         raise
     except BaseException:
@@ -111,14 +111,6 @@ def _checked_data(config: Config, run_dir: RunDir) -> tuple[Splits, bool]:
         raise
     return splits, fresh
 
-
-def _remove_new(run_dir: RunDir) -> None:
-    """The folder of a new run that failed before training (the weights it stored), removed."""
-    try:
-        if storage.exists(run_dir.url):
-            run_dir.remove_new()
-    except Exception as again:  # noqa: BLE001 - the run's own error is the one to report
-        log.warning("could not tidy %s after the error (%s)", run_dir.url, again)
 
 
 def _log_data(config: Config, splits: Splits) -> None:
